@@ -1,0 +1,17 @@
+//! The shared library behind every spin-redis-patterns component.
+//!
+//! Components are thin: each `components/<name>` crate parses its routes and calls in here.
+//! - [`config`]: Redis settings from Spin variables, the `redis://`/`rediss://` URL, TLS policy.
+//! - [`redis`]: the one Redis access layer: a lazily opened connection per request, Lua
+//!   scripts run with `EVALSHA`/`EVAL`, typed views of Spin's flattened replies.
+//! - [`error`]: the JSON error shape every route answers with.
+//! - [`http`]: JSON bodies, bearer tokens, method checks.
+//! - [`health`]: the `/health/cache` check.
+
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod redis;
+
+pub use error::ApiError;

@@ -1,0 +1,382 @@
+//! The one way components talk to Redis.
+//!
+//! Under Spin every `Connection::open` is a new TCP (and, for `rediss://`, TLS) connection
+//! with AUTH: nothing is pooled across requests. So a [`Redis`] opens its connection lazily,
+//! on the first command, and at most once per request. Multi-step logic runs as a Lua
+//! [`Script`]: one round trip, atomic, and tried as `EVALSHA` before falling back to `EVAL`.
+//!
+//! Spin flattens every reply into a list of `nil | status | int64 | binary` (nested arrays
+//! included): [`Reply`] gives typed, bounds-checked access to that list.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::sync::OnceLock;
+
+use spin_sdk::redis::{Connection, Error as SpinError, RedisParameter, RedisResult};
+
+use crate::config::{ConfigError, RedisSettings};
+
+/// Why a Redis operation failed. Messages are safe to log: the access key is redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisError {
+    /// The settings are wrong; nothing was attempted.
+    Config(ConfigError),
+    /// Spin refused the address: not in `allowed_outbound_hosts`, or unparsable.
+    NotAllowed,
+    /// Redis answered AUTH with an error: wrong password or user.
+    AuthFailed(String),
+    /// Redis could not be reached or the connection broke.
+    Unavailable(String),
+    /// Redis answered a command with an error reply (script error, OOM, READONLY, ...).
+    Reply(String),
+    /// Redis answered, but not in the shape the code expects: a bug on our side.
+    UnexpectedReply(String),
+}
+
+impl RedisError {
+    /// A short machine-readable reason, used in health reports and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "misconfigured",
+            Self::NotAllowed => "not_allowed",
+            Self::AuthFailed(_) => "auth_failed",
+            Self::Unavailable(_) => "unreachable",
+            Self::Reply(_) => "error_reply",
+            Self::UnexpectedReply(_) => "unexpected_reply",
+        }
+    }
+}
+
+impl fmt::Display for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "Redis is misconfigured: {e}"),
+            Self::NotAllowed => f.write_str(
+                "the Redis address is not permitted by the component's allowed_outbound_hosts",
+            ),
+            Self::AuthFailed(m) => write!(f, "Redis rejected the credentials: {m}"),
+            Self::Unavailable(m) => write!(f, "Redis is unavailable: {m}"),
+            Self::Reply(m) => write!(f, "Redis returned an error: {m}"),
+            Self::UnexpectedReply(m) => write!(f, "unexpected Redis reply: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for RedisError {}
+
+impl From<ConfigError> for RedisError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+/// Redis error replies start with an upper-case code (`ERR`, `WRONGTYPE`, `NOSCRIPT`, ...);
+/// Spin passes them on as `other(message)`, as it does connection failures.
+fn is_error_reply(message: &str) -> bool {
+    const CODES: [&str; 14] = [
+        "ERR", "WRONGTYPE", "NOSCRIPT", "BUSY", "READONLY", "LOADING", "OOM", "EXECABORT",
+        "NOPERM", "CROSSSLOT", "MOVED", "ASK", "TRYAGAIN", "NOTBUSY",
+    ];
+    let upper_word = |w: &str| CODES.iter().any(|c| w.starts_with(c));
+    // redis-rs renders replies as "<Kind>: <text>" or "<CODE>: <text>"; look at each word.
+    message.split(|c: char| !c.is_ascii_alphanumeric()).any(upper_word)
+        || message.contains("ResponseError")
+        || message.contains("script")
+}
+
+fn is_auth_failure(message: &str) -> bool {
+    ["WRONGPASS", "NOAUTH", "invalid password", "AuthenticationFailed", "Authentication"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+/// A Lua script, sent by SHA1 (`EVALSHA`) and by source (`EVAL`) only when Redis lacks it.
+pub struct Script {
+    source: &'static str,
+    sha1: OnceLock<String>,
+}
+
+impl Script {
+    pub const fn new(source: &'static str) -> Self {
+        Self { source, sha1: OnceLock::new() }
+    }
+
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The script's SHA1, as `SCRIPT LOAD` would answer.
+    pub fn sha1(&self) -> &str {
+        self.sha1.get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
+    }
+}
+
+/// Something that can be a Redis command argument.
+pub trait ToArg {
+    fn to_arg(&self) -> RedisParameter;
+}
+
+impl ToArg for str {
+    fn to_arg(&self) -> RedisParameter {
+        RedisParameter::Binary(self.as_bytes().to_vec())
+    }
+}
+impl ToArg for String {
+    fn to_arg(&self) -> RedisParameter {
+        self.as_str().to_arg()
+    }
+}
+impl ToArg for [u8] {
+    fn to_arg(&self) -> RedisParameter {
+        RedisParameter::Binary(self.to_vec())
+    }
+}
+impl ToArg for Vec<u8> {
+    fn to_arg(&self) -> RedisParameter {
+        self.as_slice().to_arg()
+    }
+}
+impl ToArg for i64 {
+    fn to_arg(&self) -> RedisParameter {
+        RedisParameter::Int64(*self)
+    }
+}
+impl ToArg for u64 {
+    fn to_arg(&self) -> RedisParameter {
+        // Redis integers are signed 64-bit; larger values travel as decimal text.
+        match i64::try_from(*self) {
+            Ok(v) => RedisParameter::Int64(v),
+            Err(_) => RedisParameter::Binary(self.to_string().into_bytes()),
+        }
+    }
+}
+impl ToArg for u32 {
+    fn to_arg(&self) -> RedisParameter {
+        RedisParameter::Int64(i64::from(*self))
+    }
+}
+impl ToArg for f64 {
+    fn to_arg(&self) -> RedisParameter {
+        RedisParameter::Binary(self.to_string().into_bytes())
+    }
+}
+impl<T: ToArg + ?Sized> ToArg for &T {
+    fn to_arg(&self) -> RedisParameter {
+        (**self).to_arg()
+    }
+}
+
+/// Builds a `Vec<RedisParameter>` from mixed values: `args!["key", 30_i64, payload]`.
+#[macro_export]
+macro_rules! args {
+    ($($value:expr),* $(,)?) => {
+        vec![$($crate::redis::ToArg::to_arg(&$value)),*]
+    };
+}
+
+/// A flattened Redis reply with typed, bounds-checked accessors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply(pub Vec<RedisResult>);
+
+impl Reply {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn at(&self, i: usize) -> Result<&RedisResult, RedisError> {
+        self.0.get(i).ok_or_else(|| {
+            RedisError::UnexpectedReply(format!("reply has {} values, wanted index {i}", self.0.len()))
+        })
+    }
+
+    /// An integer, also accepted as decimal text (a Lua string or a `GET` of a counter).
+    pub fn int(&self, i: usize) -> Result<i64, RedisError> {
+        match self.at(i)? {
+            RedisResult::Int64(v) => Ok(*v),
+            RedisResult::Binary(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| RedisError::UnexpectedReply(format!("value {i} is not an integer"))),
+            RedisResult::Status(s) => s
+                .parse()
+                .map_err(|_| RedisError::UnexpectedReply(format!("value {i} is not an integer"))),
+            RedisResult::Nil => Err(RedisError::UnexpectedReply(format!("value {i} is nil"))),
+        }
+    }
+
+    /// Bytes, or `None` for nil (a missing key, or a Lua `false`).
+    pub fn opt_bytes(&self, i: usize) -> Result<Option<&[u8]>, RedisError> {
+        match self.at(i)? {
+            RedisResult::Nil => Ok(None),
+            RedisResult::Binary(b) => Ok(Some(b)),
+            RedisResult::Status(s) => Ok(Some(s.as_bytes())),
+            RedisResult::Int64(_) => {
+                Err(RedisError::UnexpectedReply(format!("value {i} is an integer, not bytes")))
+            }
+        }
+    }
+
+    pub fn bytes(&self, i: usize) -> Result<&[u8], RedisError> {
+        self.opt_bytes(i)?
+            .ok_or_else(|| RedisError::UnexpectedReply(format!("value {i} is nil")))
+    }
+
+    pub fn string(&self, i: usize) -> Result<&str, RedisError> {
+        std::str::from_utf8(self.bytes(i)?)
+            .map_err(|_| RedisError::UnexpectedReply(format!("value {i} is not UTF-8")))
+    }
+
+    pub fn is_nil(&self, i: usize) -> Result<bool, RedisError> {
+        Ok(matches!(self.at(i)?, RedisResult::Nil))
+    }
+}
+
+/// Redis for one request: settings plus a connection opened on first use.
+pub struct Redis {
+    settings: RedisSettings,
+    connection: OnceCell<Connection>,
+}
+
+impl Redis {
+    pub fn new(settings: RedisSettings) -> Self {
+        Self { settings, connection: OnceCell::new() }
+    }
+
+    /// Reads the settings from the component's Spin variables; connects later, if ever.
+    pub fn from_spin_variables() -> Result<Self, RedisError> {
+        Ok(Self::new(RedisSettings::from_spin_variables()?))
+    }
+
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// Builds a key under the configured prefix.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.settings.key_prefix)
+    }
+
+    /// True once a command has opened the connection.
+    pub fn is_connected(&self) -> bool {
+        self.connection.get().is_some()
+    }
+
+    fn connection(&self) -> Result<&Connection, RedisError> {
+        if let Some(conn) = self.connection.get() {
+            return Ok(conn);
+        }
+        let conn = Connection::open(&self.settings.url()).map_err(|e| self.open_error(e))?;
+        Ok(self.connection.get_or_init(|| conn))
+    }
+
+    fn open_error(&self, e: SpinError) -> RedisError {
+        match e {
+            SpinError::InvalidAddress => RedisError::NotAllowed,
+            SpinError::TooManyConnections => {
+                RedisError::Unavailable("too many connections in this instance".into())
+            }
+            SpinError::TypeError => RedisError::Unavailable("type error on connect".into()),
+            SpinError::Other(m) => {
+                let m = self.settings.redact(&m);
+                if is_auth_failure(&m) {
+                    RedisError::AuthFailed(m)
+                } else {
+                    RedisError::Unavailable(m)
+                }
+            }
+        }
+    }
+
+    fn command_error(&self, e: SpinError) -> RedisError {
+        match e {
+            SpinError::Other(m) => {
+                let m = self.settings.redact(&m);
+                if is_auth_failure(&m) {
+                    RedisError::AuthFailed(m)
+                } else if is_error_reply(&m) {
+                    RedisError::Reply(m)
+                } else {
+                    RedisError::Unavailable(m)
+                }
+            }
+            SpinError::TypeError => RedisError::Reply("WRONGTYPE".into()),
+            other => self.open_error(other),
+        }
+    }
+
+    /// Runs one command: `execute("SET", args![key, value, "EX", 60_i64])`.
+    pub fn execute(&self, command: &str, args: Vec<RedisParameter>) -> Result<Reply, RedisError> {
+        let conn = self.connection()?;
+        conn.execute(command, &args).map(Reply).map_err(|e| self.command_error(e))
+    }
+
+    /// Runs a script atomically in one round trip (two the first time Redis sees it).
+    /// All `keys` must share one hash slot (`{tag}`) for clustered Redis.
+    pub fn eval(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: Vec<RedisParameter>,
+    ) -> Result<Reply, RedisError> {
+        let mut params = Vec::with_capacity(2 + keys.len() + args.len());
+        params.push(RedisParameter::Binary(script.sha1().as_bytes().to_vec()));
+        params.push(RedisParameter::Int64(keys.len() as i64));
+        params.extend(keys.iter().map(|k| k.to_arg()));
+        params.extend(args);
+
+        let conn = self.connection()?;
+        match conn.execute("EVALSHA", &params) {
+            Ok(values) => Ok(Reply(values)),
+            Err(SpinError::Other(m)) if m.contains("NOSCRIPT") => {
+                params[0] = RedisParameter::Binary(script.source().as_bytes().to_vec());
+                conn.execute("EVAL", &params).map(Reply).map_err(|e| self.command_error(e))
+            }
+            Err(e) => Err(self.command_error(e)),
+        }
+    }
+
+    /// Publishes a message on a channel.
+    pub fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), RedisError> {
+        let conn = self.connection()?;
+        conn.publish(channel, &payload.to_vec()).map_err(|e| self.command_error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_sha1_matches_redis() {
+        // `redis-cli SCRIPT LOAD "return 1"` answers this digest.
+        assert_eq!(Script::new("return 1").sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+
+    #[test]
+    fn reply_accessors() {
+        let r = Reply(vec![
+            RedisResult::Int64(7),
+            RedisResult::Binary(b"42".to_vec()),
+            RedisResult::Nil,
+            RedisResult::Status("OK".into()),
+        ]);
+        assert_eq!(r.int(0).unwrap(), 7);
+        assert_eq!(r.int(1).unwrap(), 42);
+        assert_eq!(r.opt_bytes(2).unwrap(), None);
+        assert_eq!(r.string(3).unwrap(), "OK");
+        assert!(matches!(r.int(2), Err(RedisError::UnexpectedReply(_))));
+        assert!(matches!(r.int(9), Err(RedisError::UnexpectedReply(_))));
+    }
+
+    #[test]
+    fn classifies_errors() {
+        assert!(is_error_reply("ERR Error running script (call to f_x): @user_script:1: oops"));
+        assert!(is_error_reply("NOSCRIPT: No matching script."));
+        assert!(!is_error_reply("Connection refused (os error 111)"));
+        assert!(is_auth_failure("WRONGPASS: invalid username-password pair or user is disabled."));
+    }
+}
