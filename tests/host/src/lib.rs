@@ -1,0 +1,569 @@
+//! A Spin-compatible test host: runs an app's `.wasm` components from its `spin.toml` the way
+//! Spin 3.6 does, so tests can drive real HTTP requests through the built components into a
+//! real Redis. Test infrastructure only; the product runs on Spin.
+//!
+//! What it reproduces (each with tests in this crate or in the workspace's `tests/`):
+//! - `spin.toml` v2: HTTP routes with Spin's precedence ([`routes`]), component sources,
+//!   `allowed_outbound_hosts` with templates ([`allowed_hosts`]), application and component
+//!   variables with defaults, `required` and `secret` ([`variables`]);
+//! - variables from a runtime config's providers, then `SPIN_VARIABLE_*`, then defaults;
+//! - a fresh instance per request, with the `spin-*` request headers Spin sets;
+//! - `fermyon:spin/redis@2.0.0` with Spin's client, TLS stack, errors and reply flattening,
+//!   one new connection per `open`, counted per request ([`TestResponse::redis_connections`]);
+//! - outbound HTTP only to allowed hosts, `*.spin.internal` service chaining in-process;
+//! - `spin build`: each component's `[component.X.build] command`, run once per process.
+
+pub mod allowed_hosts;
+mod instance;
+pub mod manifest;
+pub mod redis_server;
+pub mod routes;
+mod spin_host;
+pub mod variables;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::bindings::ProxyPre;
+use wasmtime_wasi_http::body::{HostIncomingBody, HyperIncomingBody, HyperOutgoingBody};
+use wasmtime_wasi_http::types::{HostIncomingRequest, IncomingResponse};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+pub use instance::RequestStats;
+use instance::InstanceState;
+use manifest::{Manifest, RouteConfig};
+use routes::{RouteMatch, Router};
+use variables::{ProviderConfig, Variables};
+
+/// Spin's limit on one header field's size for incoming requests.
+const FIELD_SIZE_LIMIT: usize = 128 * 1024;
+/// The address `spin up` listens on by default; used as the `Host` of test requests.
+const DEFAULT_HOST: &str = "127.0.0.1:3000";
+/// Service-chained requests report this client address, as in Spin.
+const CHAINED_CLIENT_ADDR: &str = "0.0.0.0:0";
+
+static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    Engine::new(&config).expect("wasmtime engine")
+});
+
+static LINKER: LazyLock<Linker<InstanceState>> = LazyLock::new(|| {
+    let mut linker = Linker::new(&ENGINE);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("link wasi");
+    wasmtime_wasi_http::add_only_http_to_linker_async(&mut linker).expect("link wasi:http");
+    spin_host::redis_iface::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |s| s)
+        .expect("link redis");
+    spin_host::variables_iface::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |s| s)
+        .expect("link variables");
+    linker
+});
+
+/// Compiled components, by path and modification time: compiling is the slow part.
+static COMPILED: LazyLock<Mutex<HashMap<PathBuf, (SystemTime, Component)>>> =
+    LazyLock::new(Default::default);
+
+/// Build commands already run by this process.
+static BUILT: LazyLock<Mutex<HashSet<(PathBuf, String)>>> = LazyLock::new(Default::default);
+
+/// Runs every component's build command, as `spin build` does, once per process.
+pub fn spin_build(manifest: &Manifest) -> Result<()> {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    for (id, component) in &manifest.components {
+        let Some(build) = &component.build else { continue };
+        let workdir = match &build.workdir {
+            Some(w) => manifest.dir.join(w),
+            None => manifest.dir.clone(),
+        };
+        if !built.insert((workdir.clone(), build.command.clone())) {
+            continue;
+        }
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&build.command)
+            .current_dir(&workdir)
+            .output()
+            .with_context(|| format!("running build command of {id}"))?;
+        if !output.status.success() {
+            bail!(
+                "build of component {id} failed ({}):\n{}",
+                build.command,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn compile(path: &Path) -> Result<Component> {
+    let modified = std::fs::metadata(path)
+        .with_context(|| format!("component source {} is missing (build it first)", path.display()))?
+        .modified()?;
+    let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((when, component)) = cache.get(path) {
+        if *when == modified {
+            return Ok(component.clone());
+        }
+    }
+    let component = Component::from_file(&ENGINE, path)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("compiling {}", path.display()))?;
+    cache.insert(path.to_path_buf(), (modified, component.clone()));
+    Ok(component)
+}
+
+/// Configures and loads a [`TestApp`].
+pub struct TestAppBuilder {
+    manifest: PathBuf,
+    runtime_config: Option<PathBuf>,
+    env: HashMap<String, String>,
+    working_dir: Option<PathBuf>,
+    build: bool,
+}
+
+impl TestAppBuilder {
+    /// A runtime config file, as `spin up --runtime-config-file`.
+    pub fn runtime_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.runtime_config = Some(path.into());
+        self
+    }
+
+    /// An environment variable of the `spin up` process (e.g. `SPIN_VARIABLE_REDIS_PORT`).
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets `SPIN_VARIABLE_<NAME>` for an application variable.
+    pub fn variable(self, name: &str, value: impl Into<String>) -> Self {
+        let key = format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase());
+        self.env(key, value)
+    }
+
+    /// Where Spin would look for `.env` (default: the manifest's directory).
+    pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Skip running the build commands (the `.wasm` files must already exist).
+    pub fn skip_build(mut self) -> Self {
+        self.build = false;
+        self
+    }
+
+    pub fn load(self) -> Result<TestApp> {
+        let manifest = Manifest::load(&self.manifest)?;
+        if self.build {
+            spin_build(&manifest)?;
+        }
+        let providers = match &self.runtime_config {
+            Some(path) => read_runtime_config(path)?,
+            None => Vec::new(),
+        };
+        let working_dir = self.working_dir.clone().unwrap_or_else(|| manifest.dir.clone());
+        let variables = Variables::resolve(&manifest, &providers, &self.env, &working_dir)?;
+
+        let router = Router::build(manifest.http_triggers.iter().map(|t| {
+            let route = match &t.route {
+                RouteConfig::Route(r) => Some(r.as_str()),
+                RouteConfig::Private { .. } => None,
+            };
+            (t.component.as_str(), route)
+        }))?;
+
+        let ids: Vec<String> = manifest.components.keys().cloned().collect();
+        let mut allowed_hosts = HashMap::new();
+        let mut components = HashMap::new();
+        for (id, component) in &manifest.components {
+            let resolved = component
+                .allowed_outbound_hosts
+                .iter()
+                .map(|h| variables.expand(h))
+                .collect::<Result<Vec<_>>>()
+                .and_then(|hosts| allowed_hosts::AllowedHosts::parse(&hosts, &ids))
+                .map_err(|e| format!("{e:#}"));
+            allowed_hosts.insert(id.clone(), resolved);
+
+            let compiled = compile(&manifest.source_path(id)?)?;
+            let pre = LINKER
+                .instantiate_pre(&compiled)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("linking component {id}"))?;
+            components.insert(id.clone(), ProxyPre::new(pre)?);
+        }
+
+        Ok(TestApp {
+            inner: Arc::new(AppInner {
+                manifest,
+                router,
+                variables,
+                allowed_hosts,
+                components,
+                logs: Mutex::new(String::new()),
+            }),
+        })
+    }
+}
+
+fn read_runtime_config(path: &Path) -> Result<Vec<ProviderConfig>> {
+    #[derive(serde::Deserialize)]
+    struct RuntimeConfig {
+        variables_provider: Option<Vec<ProviderConfig>>,
+        config_provider: Option<Vec<ProviderConfig>>,
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading runtime config {}", path.display()))?;
+    let config: RuntimeConfig = toml::from_str(&text)
+        .with_context(|| format!("parsing runtime config {}", path.display()))?;
+    Ok(config.variables_provider.or(config.config_provider).unwrap_or_default())
+}
+
+pub(crate) struct AppInner {
+    manifest: Manifest,
+    router: Router,
+    pub(crate) variables: Variables,
+    pub(crate) allowed_hosts: HashMap<String, Result<allowed_hosts::AllowedHosts, String>>,
+    components: HashMap<String, ProxyPre<InstanceState>>,
+    logs: Mutex<String>,
+}
+
+/// A loaded app, ready to serve requests.
+#[derive(Clone)]
+pub struct TestApp {
+    inner: Arc<AppInner>,
+}
+
+/// What a request produced.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Outbound Redis connections opened while serving it (chained components included).
+    pub redis_connections: usize,
+    /// What the component instances wrote to stdout and stderr.
+    pub logs: String,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body's text when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A request being built: `app.get("/health/cache").send().await`.
+pub struct TestRequest<'a> {
+    app: &'a TestApp,
+    method: Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    client_addr: SocketAddr,
+}
+
+impl TestRequest<'_> {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A JSON body with `content-type: application/json`.
+    pub fn json(self, value: &serde_json::Value) -> Self {
+        self.header("content-type", "application/json").body(value.to_string())
+    }
+
+    /// The peer address Spin would see (`spin-client-addr`).
+    pub fn client_addr(mut self, addr: &str) -> Self {
+        self.client_addr = addr.parse().expect("socket address");
+        self
+    }
+
+    pub async fn send(self) -> TestResponse {
+        let mut builder = Request::builder().method(self.method).uri(&self.path);
+        let has_host = self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"));
+        if !has_host {
+            builder = builder.header("host", DEFAULT_HOST);
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        let request = builder.body(Bytes::from(self.body)).expect("valid request");
+        self.app.send(request, self.client_addr).await
+    }
+}
+
+impl TestApp {
+    /// Starts configuring an app from a `spin.toml`.
+    pub fn builder(manifest: impl Into<PathBuf>) -> TestAppBuilder {
+        TestAppBuilder {
+            manifest: manifest.into(),
+            runtime_config: None,
+            env: HashMap::new(),
+            working_dir: None,
+            build: true,
+        }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> TestRequest<'_> {
+        TestRequest {
+            app: self,
+            method,
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            client_addr: "127.0.0.1:54321".parse().unwrap(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> TestRequest<'_> {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> TestRequest<'_> {
+        self.request(Method::POST, path)
+    }
+
+    pub fn delete(&self, path: &str) -> TestRequest<'_> {
+        self.request(Method::DELETE, path)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    /// Everything every instance of this app has logged so far.
+    pub fn logs(&self) -> String {
+        self.inner.logs.lock().unwrap().clone()
+    }
+
+    /// Values of `secret = true` variables, to check that none was logged or returned.
+    pub fn secret_values(&self) -> Vec<String> {
+        self.inner.variables.secret_values().to_vec()
+    }
+
+    /// Serves one request as `spin up` would.
+    pub async fn send(&self, request: Request<Bytes>, client_addr: SocketAddr) -> TestResponse {
+        let stats = Arc::new(RequestStats::default());
+        let (parts, body) = request.into_parts();
+        let body: HyperIncomingBody = Full::new(body).map_err(|never| match never {}).boxed_unsync();
+        let request = Request::from_parts(parts, body);
+        let (response, logs) = self.inner.serve(request, client_addr, &stats).await;
+        let (parts, body) = response.into_parts();
+        TestResponse {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+            redis_connections: stats.redis_connections.load(Ordering::SeqCst),
+            logs,
+        }
+    }
+}
+
+fn empty(status: StatusCode) -> Response<Bytes> {
+    Response::builder().status(status).body(Bytes::new()).unwrap()
+}
+
+impl AppInner {
+    /// Spin's `HttpServer::handle`: well-known paths, routing, 404 for unmatched paths,
+    /// an empty 500 when the component fails.
+    async fn serve(
+        self: &Arc<Self>,
+        mut request: Request<HyperIncomingBody>,
+        client_addr: SocketAddr,
+        stats: &Arc<RequestStats>,
+    ) -> (Response<Bytes>, String) {
+        let is_chaining_host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(allowed_hosts::service_chaining_target)
+            .is_some();
+        if is_chaining_host {
+            request.headers_mut().remove(http::header::HOST);
+        }
+        let path = request.uri().path().to_owned();
+        if let Some(well_known) = path.strip_prefix("/.well-known/spin/") {
+            let response = match well_known {
+                "health" => Response::new(Bytes::from_static(b"OK")),
+                _ => empty(StatusCode::NOT_FOUND),
+            };
+            return (response, String::new());
+        }
+        let Some(route) = self.router.route(&path) else {
+            return (empty(StatusCode::NOT_FOUND), String::new());
+        };
+        self.run(request, route, client_addr, stats).await
+    }
+
+    /// Runs a service-chained request (`http://COMPONENT.spin.internal/...`) in-process.
+    async fn serve_chained(
+        self: &Arc<Self>,
+        component: &str,
+        request: Request<HyperOutgoingBody>,
+        stats: Arc<RequestStats>,
+    ) -> Result<IncomingResponse, ErrorCode> {
+        if !self.components.contains_key(component) {
+            return Err(ErrorCode::DestinationNotFound);
+        }
+        let mut request = request;
+        request.headers_mut().remove(http::header::HOST);
+        let route = RouteMatch::synthetic(component, request.uri().path());
+        let client_addr: SocketAddr = CHAINED_CLIENT_ADDR.parse().unwrap();
+        let (response, _logs) = self.run(request, route, client_addr, &stats).await;
+        let (parts, body) = response.into_parts();
+        let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
+        Ok(IncomingResponse {
+            resp: Response::from_parts(parts, body),
+            worker: None,
+            between_bytes_timeout: Duration::from_secs(600),
+        })
+    }
+
+    /// Instantiates the component afresh and calls its `wasi:http/incoming-handler`.
+    async fn run(
+        self: &Arc<Self>,
+        request: Request<HyperIncomingBody>,
+        route: RouteMatch,
+        client_addr: SocketAddr,
+        stats: &Arc<RequestStats>,
+    ) -> (Response<Bytes>, String) {
+        let logs = MemoryOutputPipe::new(1 << 20);
+        let result = self.run_inner(request, &route, client_addr, stats, logs.clone()).await;
+        let mut text = String::from_utf8_lossy(&logs.contents()).into_owned();
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                // Spin logs the error and answers an empty 500.
+                text.push_str(&format!("[host] error processing request: {e:#}\n"));
+                empty(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        };
+        self.logs.lock().unwrap().push_str(&text);
+        (response, text)
+    }
+
+    async fn run_inner(
+        self: &Arc<Self>,
+        request: Request<HyperIncomingBody>,
+        route: &RouteMatch,
+        client_addr: SocketAddr,
+        stats: &Arc<RequestStats>,
+        logs: MemoryOutputPipe,
+    ) -> Result<Response<Bytes>> {
+        let component = &self.manifest.components[&route.component];
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(logs.clone()).stderr(logs.clone());
+        for (k, v) in &component.environment {
+            wasi.env(k, v);
+        }
+        let state = InstanceState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            app: self.clone(),
+            component: route.component.clone(),
+            stats: stats.clone(),
+            open_redis_connections: 0,
+        };
+        let mut store = Store::new(&ENGINE, state);
+        let proxy = self.components[&route.component].instantiate_async(&mut store).await?;
+
+        let (mut parts, body) = request.into_parts();
+        parts.headers = spin_request_headers(&parts, route, client_addr)?;
+        if parts.uri.authority().is_none() {
+            let host = parts.headers.get(http::header::HOST).map(|h| h.to_str()).transpose()?;
+            let host = host.unwrap_or("localhost");
+            let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            parts.uri = format!("http://{host}{pq}").parse()?;
+        }
+        let body = HostIncomingBody::new(body, Duration::from_secs(600), FIELD_SIZE_LIMIT);
+        let view = store.data_mut();
+        let incoming = HostIncomingRequest::new(view, parts, Scheme::Http, Some(body), FIELD_SIZE_LIMIT)?;
+        let incoming = WasiHttpView::table(view).push(incoming)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let outparam = view.new_response_outparam(tx)?;
+
+        let task = tokio::spawn(async move {
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam).await
+        });
+        let response = match rx.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => {
+                task.await??;
+                bail!("component answered with error code {code:?}");
+            }
+            Err(_) => {
+                task.await??;
+                bail!("guest never invoked `response-outparam::set` method");
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await.map_err(|e| anyhow!("reading response body: {e:?}"))?;
+        task.await??;
+        Ok(Response::from_parts(parts, collected.to_bytes()))
+    }
+}
+
+/// The request headers a Spin component sees: the client's, followed by Spin's own
+/// (`spin-full-url`, `spin-path-info`, `spin-matched-route`, `spin-base-path`,
+/// `spin-raw-component-route`, `spin-component-route`, `spin-client-addr`,
+/// `spin-path-match-<name>`). Like Spin, a client-sent `spin-*` header is not removed:
+/// Spin's value follows it.
+fn spin_request_headers(
+    parts: &http::request::Parts,
+    route: &RouteMatch,
+    client_addr: SocketAddr,
+) -> Result<HeaderMap> {
+    let host = match parts.headers.get(http::header::HOST) {
+        Some(h) => h.to_str()?.to_owned(),
+        None => "localhost".to_owned(),
+    };
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let scheme = parts.uri.scheme_str().unwrap_or("http");
+    let mut spin_headers = vec![
+        ("spin-path-info".to_owned(), route.trailing_wildcard.clone()),
+        ("spin-full-url".to_owned(), format!("{scheme}://{host}{path_and_query}")),
+        ("spin-matched-route".to_owned(), route.based_route.clone()),
+        ("spin-base-path".to_owned(), "/".to_owned()),
+        ("spin-raw-component-route".to_owned(), route.raw_route.clone()),
+        ("spin-component-route".to_owned(), route.raw_route_or_prefix().to_owned()),
+        ("spin-client-addr".to_owned(), client_addr.to_string()),
+    ];
+    for (name, value) in &route.named_wildcards {
+        spin_headers.push((format!("spin-path-match-{}", name.to_ascii_lowercase()), value.clone()));
+    }
+    let mut headers = parts.headers.clone();
+    headers.extend(spin_headers.into_iter().filter_map(|(n, v)| {
+        Some((n.parse::<HeaderName>().ok()?, HeaderValue::from_str(&v).ok()?))
+    }));
+    Ok(headers)
+}

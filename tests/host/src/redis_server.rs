@@ -1,0 +1,208 @@
+//! Real `redis-server` processes for tests: one per test, on a free loopback port, stopped
+//! when dropped. Either plain, or TLS-only with `requirepass`, the way Azure Cache for Redis
+//! serves port 6380.
+//!
+//! TLS trust works as under Spin: the client (native-tls, i.e. OpenSSL) trusts what
+//! `SSL_CERT_FILE` names. `.cargo/config.toml` points that at `target/test-tls/ca.pem`; the
+//! first test that needs TLS generates that CA and a server certificate for `127.0.0.1` and
+//! `localhost` beside it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::TestAppBuilder;
+
+/// Paths of the test CA and the server certificate it signed.
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn tls_files() -> TlsFiles {
+    let ca = PathBuf::from(std::env::var("SSL_CERT_FILE").expect(
+        "SSL_CERT_FILE is not set: run the tests through cargo, which sets it from .cargo/config.toml",
+    ));
+    let dir = ca.parent().expect("SSL_CERT_FILE has a directory").to_path_buf();
+    // Never write into a system certificate directory that SSL_CERT_FILE might name.
+    assert!(
+        dir.ends_with("test-tls"),
+        "SSL_CERT_FILE={} is not the test CA; .cargo/config.toml sets it for cargo test",
+        ca.display()
+    );
+    let files = TlsFiles { ca, cert: dir.join("server.pem"), key: dir.join("server.key") };
+    if !files.ca.exists() || !files.cert.exists() || !files.key.exists() {
+        generate_tls_files(&dir, &files);
+    }
+    files
+}
+
+/// Writes a CA and a server certificate into `dir`. Several test processes may race here:
+/// each writes into its own temporary directory and renames it into place; losers use the
+/// winner's files.
+fn generate_tls_files(dir: &Path, files: &TlsFiles) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "spin-redis-patterns test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let server_cert = params.signed_by(&server_key, &issuer).unwrap();
+
+    let parent = dir.parent().expect("TLS directory has a parent");
+    std::fs::create_dir_all(parent).unwrap();
+    let tmp = tempfile::Builder::new().prefix(".test-tls-").tempdir_in(parent).unwrap();
+    std::fs::write(tmp.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(tmp.path().join("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(tmp.path().join("server.key"), server_key.serialize_pem()).unwrap();
+    let tmp = tmp.keep();
+    if std::fs::rename(&tmp, dir).is_err() {
+        // Another process won the race (or an older, incomplete directory is in the way).
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !(files.ca.exists() && files.cert.exists() && files.key.exists()) {
+            panic!("{} exists but is incomplete: delete it and rerun", dir.display());
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `redis-server`.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    password: Option<String>,
+    tls: bool,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// A plain server without a password.
+    pub fn plain() -> Self {
+        Self::start_new(false, None)
+    }
+
+    /// A TLS-only server requiring `password`, like Azure Cache for Redis on 6380.
+    pub fn tls(password: &str) -> Self {
+        Self::start_new(true, Some(password.to_owned()))
+    }
+
+    fn start_new(tls: bool, password: Option<String>) -> Self {
+        let dir = tempfile::Builder::new().prefix("srp-redis-").tempdir().unwrap();
+        let mut server = Self { child: None, port: free_port(), password, tls, dir };
+        server.start();
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Points an app at this server through its Spin variables.
+    pub fn configure(&self, builder: TestAppBuilder) -> TestAppBuilder {
+        builder
+            .variable("redis_host", "127.0.0.1")
+            .variable("redis_port", self.port.to_string())
+            .variable("redis_tls", self.tls.to_string())
+            .variable("redis_access_key", self.password.clone().unwrap_or_default())
+    }
+
+    /// A URL for the test's own client (percent-encoded password).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let auth = match &self.password {
+            Some(p) => format!(":{}@", url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>()),
+            None => String::new(),
+        };
+        format!("{scheme}://{auth}127.0.0.1:{}", self.port)
+    }
+
+    /// A connection for the test itself, to read back what the components wrote.
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("test client connects to redis")
+    }
+
+    /// Starts (or restarts) the server on its port.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = self.dir.path().join("redis.log");
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.tls {
+            let files = tls_files();
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&files.cert)
+                .arg("--tls-key-file")
+                .arg(&files.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&files.ca);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd.spawn().expect("redis-server is installed (apt-get install redis-server)");
+        self.child = Some(child);
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Ready to accept connections") {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server exited ({status}) on port {}:\n{text}", self.port);
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the server, for "Redis is down" tests.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
