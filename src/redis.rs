@@ -70,24 +70,26 @@ impl From<ConfigError> for RedisError {
     }
 }
 
-/// Redis error replies start with an upper-case code (`ERR`, `WRONGTYPE`, `NOSCRIPT`, ...);
-/// Spin passes them on as `other(message)`, as it does connection failures.
+/// Spin passes Redis error replies on as `other(message)`, as it does connection failures.
+/// Its client (redis-rs) renders every error reply as
+/// `An error was signalled by the server - <Kind>: <text>`; raw codes are checked too.
 fn is_error_reply(message: &str) -> bool {
-    const CODES: [&str; 14] = [
-        "ERR", "WRONGTYPE", "NOSCRIPT", "BUSY", "READONLY", "LOADING", "OOM", "EXECABORT",
-        "NOPERM", "CROSSSLOT", "MOVED", "ASK", "TRYAGAIN", "NOTBUSY",
+    const CODES: [&str; 10] = [
+        "ERR", "WRONGTYPE", "NOSCRIPT", "BUSY", "READONLY", "LOADING", "OOM", "NOPERM",
+        "CROSSSLOT", "EXECABORT",
     ];
-    let upper_word = |w: &str| CODES.iter().any(|c| w.starts_with(c));
-    // redis-rs renders replies as "<Kind>: <text>" or "<CODE>: <text>"; look at each word.
-    message.split(|c: char| !c.is_ascii_alphanumeric()).any(upper_word)
-        || message.contains("ResponseError")
-        || message.contains("script")
+    message.contains("signalled by the server")
+        || CODES.iter().any(|c| message.split_whitespace().next() == Some(c))
 }
 
+/// `EVALSHA` of a script Redis does not hold; redis-rs says `NoScriptError`.
+fn is_noscript(message: &str) -> bool {
+    message.contains("NoScriptError") || message.contains("NOSCRIPT")
+}
+
+/// redis-rs says `AuthenticationFailed`; the raw replies are `WRONGPASS` and `NOAUTH`.
 fn is_auth_failure(message: &str) -> bool {
-    ["WRONGPASS", "NOAUTH", "invalid password", "AuthenticationFailed", "Authentication"]
-        .iter()
-        .any(|m| message.contains(m))
+    ["AuthenticationFailed", "WRONGPASS", "NOAUTH"].iter().any(|m| message.contains(m))
 }
 
 /// A Lua script, sent by SHA1 (`EVALSHA`) and by source (`EVAL`) only when Redis lacks it.
@@ -331,7 +333,7 @@ impl Redis {
         let conn = self.connection()?;
         match conn.execute("EVALSHA", &params) {
             Ok(values) => Ok(Reply(values)),
-            Err(SpinError::Other(m)) if m.contains("NOSCRIPT") => {
+            Err(SpinError::Other(m)) if is_noscript(&m) => {
                 params[0] = RedisParameter::Binary(script.source().as_bytes().to_vec());
                 conn.execute("EVAL", &params).map(Reply).map_err(|e| self.command_error(e))
             }
@@ -373,10 +375,13 @@ mod tests {
     }
 
     #[test]
-    fn classifies_errors() {
-        assert!(is_error_reply("ERR Error running script (call to f_x): @user_script:1: oops"));
-        assert!(is_error_reply("NOSCRIPT: No matching script."));
+    fn classifies_errors_as_spin_reports_them() {
+        // Messages as Spin 3.6's redis-rs 0.32 renders them (seen through the test host).
+        let noscript = "An error was signalled by the server - NoScriptError: No matching script. Please use EVAL.";
+        assert!(is_noscript(noscript) && is_error_reply(noscript));
+        assert!(is_error_reply("An error was signalled by the server - ResponseError: Error running script"));
+        assert!(is_auth_failure("Password authentication failed- AuthenticationFailed"));
         assert!(!is_error_reply("Connection refused (os error 111)"));
-        assert!(is_auth_failure("WRONGPASS: invalid username-password pair or user is disabled."));
+        assert!(!is_auth_failure("Connection refused (os error 111)"));
     }
 }
