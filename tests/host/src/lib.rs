@@ -43,6 +43,8 @@ use wasmtime_wasi_http::types::{HostIncomingRequest, IncomingResponse};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 pub use instance::RequestStats;
+/// The `redis` client the host uses, for tests that read back what components wrote.
+pub use redis;
 use instance::InstanceState;
 use manifest::{Manifest, RouteConfig};
 use routes::{RouteMatch, Router};
@@ -537,7 +539,7 @@ impl AppInner {
 /// (`spin-full-url`, `spin-path-info`, `spin-matched-route`, `spin-base-path`,
 /// `spin-raw-component-route`, `spin-component-route`, `spin-client-addr`,
 /// `spin-path-match-<name>`). Like Spin, a client-sent `spin-*` header is not removed:
-/// Spin's value follows it.
+/// Spin's value is appended after it (spin-sdk's `Request` keeps the last value).
 fn spin_request_headers(
     parts: &http::request::Parts,
     route: &RouteMatch,
