@@ -7,11 +7,13 @@
 //! - [`error`]: the JSON error shape every route answers with.
 //! - [`http`]: JSON bodies, bearer tokens, method checks.
 //! - [`health`]: the `/health/cache` check.
+//! - [`secrets`]: CSPRNG tokens and digits, HMAC/SHA-256, constant-time comparison.
 
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod redis;
+pub mod secrets;
 
 pub use error::ApiError;
