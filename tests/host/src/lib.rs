@@ -221,7 +221,8 @@ impl TestAppBuilder {
     }
 }
 
-fn read_runtime_config(path: &Path) -> Result<Vec<ProviderConfig>> {
+/// The variables providers of a Spin runtime config file, in order.
+pub fn read_runtime_config(path: &Path) -> Result<Vec<ProviderConfig>> {
     #[derive(serde::Deserialize)]
     struct RuntimeConfig {
         variables_provider: Option<Vec<ProviderConfig>>,

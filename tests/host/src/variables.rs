@@ -83,7 +83,9 @@ pub enum ProviderConfig {
         dotenv_path: Option<PathBuf>,
     },
     Vault {},
-    AzureKeyVault {},
+    AzureKeyVault {
+        vault_url: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +149,7 @@ impl Variables {
                         None => HashMap::new(),
                     },
                 },
-                ProviderConfig::Vault {} | ProviderConfig::AzureKeyVault {} => {
+                ProviderConfig::Vault {} | ProviderConfig::AzureKeyVault { .. } => {
                     bail!("the test host has no network secret stores (vault, azure_key_vault)")
                 }
             });
