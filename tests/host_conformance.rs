@@ -242,3 +242,18 @@ async fn shared_library_scripts_fall_back_to_eval_only_when_redis_lacks_them() {
     assert_eq!(command_calls(&mut client, "evalsha").await, 2);
     assert_eq!(command_calls(&mut client, "eval").await, 1, "cached script ran without EVAL");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dotenv_in_the_working_directory_feeds_the_env_provider_after_the_environment() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe.toml");
+    let app = TestApp::builder(manifest)
+        .working_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dotenv"))
+        .variable("secret_thing", "from-env")
+        .load()
+        .unwrap();
+    let (_, body) = ask(&app, "/x", json!({"op": "variable", "name": "greeting"})).await;
+    assert_eq!(body["ok"], "hello from-dotenv!");
+    // A real environment variable beats the .env file.
+    let (_, body) = ask(&app, "/x", json!({"op": "variable", "name": "secret_thing"})).await;
+    assert_eq!(body["ok"], "from-env");
+}

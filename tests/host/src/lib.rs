@@ -155,7 +155,8 @@ impl TestAppBuilder {
         self.env(key, value)
     }
 
-    /// Where Spin would look for `.env` (default: the manifest's directory).
+    /// The directory `spin up` runs in, where Spin reads `.env`. Unset, no `.env` is read,
+    /// so a developer's local `.env` beside spin.toml cannot change test outcomes.
     pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.working_dir = Some(dir.into());
         self
@@ -176,8 +177,8 @@ impl TestAppBuilder {
             Some(path) => read_runtime_config(path)?,
             None => Vec::new(),
         };
-        let working_dir = self.working_dir.clone().unwrap_or_else(|| manifest.dir.clone());
-        let variables = Variables::resolve(&manifest, &providers, &self.env, &working_dir)?;
+        let variables =
+            Variables::resolve(&manifest, &providers, &self.env, self.working_dir.as_deref())?;
 
         let router = Router::build(manifest.http_triggers.iter().map(|t| {
             let route = match &t.route {

@@ -131,13 +131,17 @@ fn load_dotenv(path: &Path) -> Result<HashMap<String, String>> {
 
 impl Variables {
     /// Resolves every variable of `manifest`. `env` stands for the process environment of
-    /// `spin up`; `working_dir` is where Spin would look for `.env`.
+    /// `spin up`; `working_dir`, if any, is where Spin would look for `.env`.
     pub fn resolve(
         manifest: &Manifest,
         providers: &[ProviderConfig],
         env: &HashMap<String, String>,
-        working_dir: &Path,
+        working_dir: Option<&Path>,
     ) -> Result<Self> {
+        let dotenv = |relative: &Path| match working_dir {
+            Some(dir) => load_dotenv(&dir.join(relative)),
+            None => Ok(HashMap::new()),
+        };
         let mut chain = Vec::new();
         for config in providers {
             chain.push(match config {
@@ -145,7 +149,7 @@ impl Variables {
                 ProviderConfig::Env { prefix, dotenv_path } => Provider::Env {
                     prefix: prefix.clone().unwrap_or_else(|| "SPIN_VARIABLE".into()),
                     dotenv: match dotenv_path {
-                        Some(p) => load_dotenv(&working_dir.join(p))?,
+                        Some(p) => dotenv(p)?,
                         None => HashMap::new(),
                     },
                 },
@@ -156,7 +160,7 @@ impl Variables {
         }
         chain.push(Provider::Env {
             prefix: "SPIN_VARIABLE".into(),
-            dotenv: load_dotenv(&working_dir.join(".env"))?,
+            dotenv: dotenv(Path::new(".env"))?,
         });
 
         let mut values = HashMap::new();
@@ -268,7 +272,7 @@ mod tests {
 
     #[test]
     fn required_variable_must_resolve() {
-        let err = Variables::resolve(&manifest(), &[], &env(&[]), Path::new("/nonexistent"))
+        let err = Variables::resolve(&manifest(), &[], &env(&[]), None)
             .unwrap_err();
         assert!(err.to_string().contains("required variable"), "{err}");
     }
@@ -279,7 +283,7 @@ mod tests {
             &manifest(),
             &[],
             &env(&[("SPIN_VARIABLE_KEY", "s3cret")]),
-            Path::new("/nonexistent"),
+            None,
         )
         .unwrap();
         assert_eq!(v.get("c", "url").unwrap(), "redis://127.0.0.1:6379");
@@ -296,7 +300,7 @@ mod tests {
             &manifest(),
             &providers,
             &env(&[("SPIN_VARIABLE_KEY", "k"), ("SPIN_VARIABLE_HOST", "from-env")]),
-            Path::new("/nonexistent"),
+            None,
         )
         .unwrap();
         assert_eq!(v.get("c", "url").unwrap(), "redis://from-static:6379");
@@ -308,7 +312,7 @@ mod tests {
             &manifest(),
             &[],
             &env(&[("SPIN_VARIABLE_KEY", "k")]),
-            Path::new("/nonexistent"),
+            None,
         )
         .unwrap();
         assert!(matches!(v.get("c", "Bad-Name"), Err(VariableError::InvalidName(_))));
