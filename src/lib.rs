@@ -5,7 +5,8 @@
 //! - [`redis`]: the one Redis access layer: a lazily opened connection per request, Lua
 //!   scripts run with `EVALSHA`/`EVAL`, typed views of Spin's flattened replies.
 //! - [`error`]: the JSON error shape every route answers with.
-//! - [`http`]: JSON bodies, bearer tokens, method checks.
+//! - [`http`]: responses, bearer tokens, method checks, path info.
+//! - [`json`]: the one strict JSON reader for request bodies (small `.wasm`, raw number text).
 //! - [`health`]: the `/health/cache` check.
 //! - [`secrets`]: CSPRNG tokens and digits, HMAC/SHA-256, constant-time comparison.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod json;
 pub mod redis;
 pub mod secrets;
 
