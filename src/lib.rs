@@ -9,7 +9,9 @@
 //! - [`json`]: the one strict JSON reader for request bodies (small `.wasm`, raw number text).
 //! - [`health`]: the `/health/cache` check.
 //! - [`secrets`]: CSPRNG tokens and digits, HMAC/SHA-256, constant-time comparison.
+//! - [`cache`]: cache-aside in front of an HTTP origin, `/api/cache/...`.
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -1,0 +1,1066 @@
+//! Cache-aside (`/api/cache/...`) through the built component into real Redis servers (plain
+//! and TLS), in front of a real local origin server that counts its hits and can be told to
+//! delay, fail or send chosen headers; plus one run through the demo origin component by
+//! service chaining.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use spin_test_host::redis::{self, AsyncCommands};
+use spin_test_host::redis_server::RedisServer;
+use spin_test_host::{TestApp, TestResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const PURGE_TOKEN: &str = "purge-s3cret-token";
+const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
+
+// ---------------------------------------------------------------------------------------
+// A local origin: HTTP/1.1 on 127.0.0.1, one response per connection.
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    delay: Duration,
+}
+
+impl Reply {
+    fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+            delay: Duration::ZERO,
+        }
+    }
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    fn delay_ms(mut self, ms: u64) -> Self {
+        self.delay = Duration::from_millis(ms);
+        self
+    }
+}
+
+type Handler = Arc<dyn Fn(&str, usize) -> Reply + Send + Sync>;
+
+struct Origin {
+    port: u16,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    handler: Arc<Mutex<Handler>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// By default: 200 JSON naming the path and how often it was asked for, no Cache-Control.
+fn default_reply(target: &str, n: usize) -> Reply {
+    Reply::json(200, json!({"target": target, "n": n}))
+}
+
+impl Origin {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let handler: Arc<Mutex<Handler>> = Arc::new(Mutex::new(Arc::new(default_reply)));
+        let (h, f) = (hits.clone(), handler.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (hits, handler) = (h.clone(), f.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&buf);
+                    let target = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let n = {
+                        let mut hits = hits.lock().unwrap();
+                        let n = hits.entry(target.clone()).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    let reply = {
+                        let handler = handler.lock().unwrap().clone();
+                        handler(&target, n)
+                    };
+                    tokio::time::sleep(reply.delay).await;
+                    let mut head = format!(
+                        "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        reply.status,
+                        reply.body.len()
+                    );
+                    for (name, value) in &reply.headers {
+                        head.push_str(&format!("{name}: {value}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(&reply.body).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Self {
+            port,
+            hits,
+            handler,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn respond(&self, handler: impl Fn(&str, usize) -> Reply + Send + Sync + 'static) {
+        *self.handler.lock().unwrap() = Arc::new(handler);
+    }
+
+    fn hits(&self, target: &str) -> usize {
+        self.hits.lock().unwrap().get(target).copied().unwrap_or(0)
+    }
+
+    fn total_hits(&self) -> usize {
+        self.hits.lock().unwrap().values().sum()
+    }
+
+    /// Closes the listening socket: connections are refused from now on.
+    async fn stop(&self) {
+        self.task.abort();
+        while !self.task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn app_with(redis: &RedisServer, origin: &Origin, vars: &[(&str, &str)]) -> TestApp {
+    let mut builder = redis
+        .configure(TestApp::builder(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/spin.toml"
+        )))
+        .variable("origin_url", origin.url())
+        .variable("cache_purge_token", PURGE_TOKEN)
+        .variable("cache_ttl_jitter", "0");
+    for (name, value) in vars {
+        builder = builder.variable(name, *value);
+    }
+    builder.load().expect("app loads")
+}
+
+fn app(redis: &RedisServer, origin: &Origin) -> TestApp {
+    app_with(redis, origin, &[])
+}
+
+async fn get(app: &TestApp, path: &str) -> TestResponse {
+    app.get(path).send().await
+}
+
+fn x_cache(res: &TestResponse) -> &str {
+    res.header("x-cache").unwrap_or("(none)")
+}
+
+fn assert_error(res: &TestResponse, status: u16, code: &str) {
+    assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
+}
+
+/// Entry keys (`...:e:...`) currently in Redis.
+async fn entry_keys(client: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let mut keys: Vec<String> = client.keys("srp:cache:*:e:*").await.unwrap();
+    keys.sort();
+    keys
+}
+
+async fn entry_key(client: &mut redis::aio::MultiplexedConnection, target: &str) -> String {
+    let keys = entry_keys(client).await;
+    keys.into_iter()
+        .find(|k| k.ends_with(&format!(":e:{target}")))
+        .unwrap_or_else(|| panic!("no entry for {target}"))
+}
+
+/// The commands clients send to Redis, as `redis-cli monitor` sees them: commands run
+/// inside scripts (`[0 lua]`) and connection set-up (`CLIENT SETINFO`, `AUTH`, `HELLO`) are
+/// not round trips of the request, so they are left out.
+struct Monitor {
+    lines: Arc<Mutex<Vec<String>>>,
+    child: std::process::Child,
+}
+
+impl Monitor {
+    fn start(redis: &RedisServer) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string(), "monitor"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli is installed with redis-server");
+        let stdout = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        while !lines.lock().unwrap().iter().any(|l| l == "OK") {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { lines, child }
+    }
+
+    /// Top-level commands seen so far (upper case), and forgets them.
+    async fn take(&self) -> Vec<String> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut lines = self.lines.lock().unwrap();
+        let commands = lines
+            .iter()
+            .filter(|l| l.contains(" [") && !l.contains(" lua]"))
+            .filter_map(|l| {
+                l.split("] \"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+                    .map(str::to_ascii_uppercase)
+            })
+            .filter(|c| !matches!(c.as_str(), "CLIENT" | "AUTH" | "HELLO" | "OK"))
+            .collect();
+        lines.clear();
+        commands
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hits, misses, headers, TTLs
+
+async fn miss_then_hit(redis: &RedisServer) {
+    let origin = Origin::start().await;
+    let app = app(redis, &origin);
+    let mut client = redis.client().await;
+
+    let res = get(&app, "/api/cache/proxy/items/1?b=2&a=1").await;
+    assert_eq!(res.status, 200, "{} {}", res.text(), res.logs);
+    assert_eq!(x_cache(&res), "MISS");
+    assert_eq!(res.header("age"), Some("0"));
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    // The origin is asked for the normalised target.
+    assert_eq!(res.json(), json!({"target": "/items/1?a=1&b=2", "n": 1}));
+    assert_eq!(res.redis_connections, 1);
+
+    // Same resource, other spelling: one entry.
+    let res = get(&app, "/api/cache/proxy/items//1?a=1&b=2&&").await;
+    assert_eq!(x_cache(&res), "HIT");
+    assert_eq!(res.json(), json!({"target": "/items/1?a=1&b=2", "n": 1}));
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.header("age"), Some("0"));
+    assert_eq!(res.redis_connections, 1);
+    assert_eq!(origin.hits("/items/1?a=1&b=2"), 1);
+
+    // Hard TTL = fresh TTL (300 s, no jitter) + stale window (300 s).
+    let key = entry_key(&mut client, "/items/1?a=1&b=2").await;
+    assert!(
+        key.starts_with("srp:cache:{b") && key.contains("}:e:"),
+        "{key}"
+    );
+    let pttl: i64 = client.pttl(&key).await.unwrap();
+    assert!((595_000..=600_000).contains(&pttl), "{pttl}");
+    let (stored, soft): (i64, i64) = redis::cmd("HMGET")
+        .arg(&key)
+        .arg("stored")
+        .arg("soft")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(soft - stored, 300_000);
+
+    // Age grows with the entry.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let res = get(&app, "/api/cache/proxy/items/1?a=1&b=2").await;
+    assert_eq!((x_cache(&res), res.header("age")), ("HIT", Some("1")));
+
+    // HEAD is served from the same entry, without a body.
+    let res = app
+        .request(http::Method::HEAD, "/api/cache/proxy/items/1?a=1&b=2")
+        .send()
+        .await;
+    assert_eq!((res.status, x_cache(&res), res.body.len()), (200, "HIT", 0));
+    assert_eq!(origin.total_hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn miss_then_hit_over_plain_redis() {
+    miss_then_hit(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn miss_then_hit_over_tls_redis() {
+    miss_then_hit(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jitter_spreads_ttls_and_max_age_caps_them() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|target, n| {
+        let reply = default_reply(target, n);
+        if target.starts_with("/short") {
+            reply.header("cache-control", "public, max-age=10")
+        } else {
+            reply
+        }
+    });
+    let app = app_with(
+        &redis,
+        &origin,
+        &[
+            ("cache_ttl_jitter", "0.5"),
+            ("cache_ttl_seconds", "100"),
+            ("cache_stale_seconds", "0"),
+        ],
+    );
+    let mut client = redis.client().await;
+
+    let mut ttls = Vec::new();
+    for i in 0..20 {
+        assert_eq!(
+            x_cache(&get(&app, &format!("/api/cache/proxy/j/{i}")).await),
+            "MISS"
+        );
+        let key = entry_key(&mut client, &format!("/j/{i}")).await;
+        let pttl: i64 = client.pttl(&key).await.unwrap();
+        // Jitter only takes time off: between half the TTL and all of it.
+        assert!((49_000..=100_000).contains(&pttl), "{pttl}");
+        ttls.push(pttl / 1000);
+    }
+    ttls.sort();
+    ttls.dedup();
+    assert!(ttls.len() >= 5, "jitter should spread expiries: {ttls:?}");
+
+    get(&app, "/api/cache/proxy/short").await;
+    let key = entry_key(&mut client, "/short").await;
+    let pttl: i64 = client.pttl(&key).await.unwrap();
+    assert!(
+        (4_000..=10_000).contains(&pttl),
+        "max-age=10 caps the TTL: {pttl}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_cold_requests_reach_the_origin_once() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|target, n| default_reply(target, n).delay_ms(400));
+    let app = app_with(&redis, &origin, &[("cache_lock_wait_ms", "10000")]);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let app = app.clone();
+        tasks.spawn(async move { app.get("/api/cache/proxy/hot?x=1").send().await });
+    }
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    while let Some(res) = tasks.join_next().await {
+        let res = res.unwrap();
+        assert_eq!(res.status, 200, "{} {}", res.text(), res.logs);
+        assert_eq!(res.json(), json!({"target": "/hot?x=1", "n": 1}));
+        assert_eq!(res.redis_connections, 1);
+        *outcomes.entry(x_cache(&res).to_owned()).or_default() += 1;
+    }
+    assert_eq!(origin.total_hits(), 1);
+    assert_eq!(
+        outcomes,
+        HashMap::from([("MISS".to_owned(), 1), ("HIT".to_owned(), 49)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_stale_copy() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app_with(&redis, &origin, &[("cache_ttl_seconds", "1")]);
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/swr").await), "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    origin.respond(|target, n| default_reply(target, n).delay_ms(500));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let app = app.clone();
+        tasks.spawn(async move { app.get("/api/cache/proxy/swr").send().await });
+    }
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    while let Some(res) = tasks.join_next().await {
+        let res = res.unwrap();
+        let n = res.json()["n"].as_u64().unwrap();
+        match x_cache(&res) {
+            "STALE" => assert_eq!((n, res.header("age")), (1, Some("1"))),
+            "MISS" => assert_eq!(n, 2),
+            other => panic!("{other}"),
+        }
+        *outcomes.entry(x_cache(&res).to_owned()).or_default() += 1;
+    }
+    assert_eq!(
+        outcomes,
+        HashMap::from([("MISS".to_owned(), 1), ("STALE".to_owned(), 9)])
+    );
+    assert_eq!(origin.hits("/swr"), 2);
+    let res = get(&app, "/api/cache/proxy/swr").await;
+    assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("HIT", Some(2)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_refresh_renews_fresh_entries_when_enabled() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|target, n| default_reply(target, n).delay_ms(300));
+    // cost 300 ms * beta 50 dwarfs the 2 s TTL: XFetch refreshes on nearly every request.
+    let app = app_with(
+        &redis,
+        &origin,
+        &[
+            ("cache_ttl_seconds", "2"),
+            ("cache_early_refresh_beta", "50"),
+        ],
+    );
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/xf").await), "MISS");
+    let mut refreshed = 0;
+    for _ in 0..5 {
+        let res = get(&app, "/api/cache/proxy/xf").await;
+        assert_eq!(res.status, 200);
+        if x_cache(&res) == "MISS" {
+            refreshed += 1;
+        } else {
+            assert_eq!(x_cache(&res), "HIT");
+        }
+    }
+    assert!(refreshed >= 1, "no early refresh in 5 tries");
+    assert_eq!(origin.hits("/xf"), 1 + refreshed);
+
+    // Off by default: a fresh entry is a plain hit.
+    let app = app_with(&redis, &origin, &[("cache_ttl_seconds", "2")]);
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/xf2").await), "MISS");
+    for _ in 0..3 {
+        assert_eq!(x_cache(&get(&app, "/api/cache/proxy/xf2").await), "HIT");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What is and is not stored
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_found_is_cached_briefly() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|_, _| Reply::json(404, json!({"missing": true})));
+    let app = app_with(
+        &redis,
+        &origin,
+        &[
+            ("cache_negative_ttl_seconds", "30"),
+            ("cache_stale_seconds", "0"),
+        ],
+    );
+    let mut client = redis.client().await;
+
+    let res = get(&app, "/api/cache/proxy/nothing/here").await;
+    assert_eq!((res.status, x_cache(&res)), (404, "MISS"));
+    let res = get(&app, "/api/cache/proxy/nothing/here").await;
+    assert_eq!((res.status, x_cache(&res)), (404, "HIT"));
+    assert_eq!(res.json(), json!({"missing": true}));
+    assert_eq!(origin.total_hits(), 1);
+    let key = entry_key(&mut client, "/nothing/here").await;
+    let pttl: i64 = client.pttl(&key).await.unwrap();
+    assert!((29_000..=30_000).contains(&pttl), "{pttl}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_store_private_5xx_and_oversized_answers_are_served_but_not_stored() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|target, n| match target {
+        "/no-store" => default_reply(target, n).header("cache-control", "no-store"),
+        "/private" => default_reply(target, n).header("Cache-Control", "private, max-age=600"),
+        "/broken" => Reply::json(503, json!({"origin": "sick"})),
+        "/big" => Reply::json(200, json!({"blob": "x".repeat(500)})),
+        _ => default_reply(target, n),
+    });
+    let app = app_with(&redis, &origin, &[("cache_max_entry_bytes", "200")]);
+    let mut client = redis.client().await;
+
+    for (path, status) in [
+        ("/no-store", 200),
+        ("/private", 200),
+        ("/broken", 503),
+        ("/big", 200),
+    ] {
+        for round in 1..=2 {
+            let res = get(&app, &format!("/api/cache/proxy{path}")).await;
+            assert_eq!(
+                (res.status, x_cache(&res)),
+                (status, "BYPASS"),
+                "{path} {}",
+                res.text()
+            );
+            if path == "/big" {
+                assert_eq!(res.body.len(), 511);
+            }
+            assert_eq!(origin.hits(path), round, "{path}");
+        }
+    }
+    assert_eq!(entry_keys(&mut client).await, Vec::<String>::new());
+    // Nothing is left locked either.
+    let locks: Vec<String> = client.keys("srp:cache:*:lock:*").await.unwrap();
+    assert!(locks.is_empty(), "{locks:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_still_serves_from_the_origin() {
+    let mut redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app(&redis, &origin);
+    redis.stop();
+
+    for n in 1..=2 {
+        let res = get(&app, "/api/cache/proxy/items/9").await;
+        assert_eq!(
+            (res.status, x_cache(&res)),
+            (200, "BYPASS"),
+            "{} {}",
+            res.text(),
+            res.logs
+        );
+        assert_eq!(res.json(), json!({"target": "/items/9", "n": n}));
+        assert_eq!(res.redis_connections, 1);
+    }
+    assert!(app.logs().contains("Redis unavailable"), "{}", app.logs());
+    // Routes that exist only for Redis answer 503.
+    assert_error(
+        &get(&app, "/api/cache/stats").await,
+        503,
+        "redis_unavailable",
+    );
+    assert_error(
+        &get(&app, "/api/cache/demo").await,
+        503,
+        "redis_unavailable",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_down_serves_the_stale_copy_else_502() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app_with(&redis, &origin, &[("cache_ttl_seconds", "1")]);
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/keep").await), "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.stop().await;
+
+    let res = get(&app, "/api/cache/proxy/keep").await;
+    assert_eq!(
+        (res.status, x_cache(&res)),
+        (200, "STALE"),
+        "{} {}",
+        res.text(),
+        res.logs
+    );
+    assert_eq!(res.json(), json!({"target": "/keep", "n": 1}));
+    assert_eq!(res.header("age"), Some("1"));
+
+    let res = get(&app, "/api/cache/proxy/never-cached").await;
+    assert_error(&res, 502, "origin_unreachable");
+    // The lock taken for the failed fetch was released.
+    let mut client = redis.client().await;
+    let locks: Vec<String> = client.keys("srp:cache:*:lock:*").await.unwrap();
+    assert!(locks.is_empty(), "{locks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_origin_is_a_504() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|target, n| default_reply(target, n).delay_ms(2000));
+    let app = app_with(&redis, &origin, &[("cache_origin_timeout_ms", "300")]);
+    assert_error(
+        &get(&app, "/api/cache/proxy/slow").await,
+        504,
+        "origin_timeout",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redis() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app(&redis, &origin);
+    let many_params: Vec<String> = (0..65).map(|i| format!("p{i}=1")).collect();
+    let cases = [
+        ("/api/cache/proxy/a/%zz".to_owned(), 400, "invalid_path"),
+        ("/api/cache/proxy/a/../b".to_owned(), 400, "invalid_path"),
+        (
+            "/api/cache/proxy/a/%2e%2e/b".to_owned(),
+            400,
+            "invalid_path",
+        ),
+        (
+            format!("/api/cache/proxy/{}", "x".repeat(3000)),
+            414,
+            "uri_too_long",
+        ),
+        (
+            format!("/api/cache/proxy/a?{}", many_params.join("&")),
+            400,
+            "invalid_path",
+        ),
+        ("/api/cache/profile/a.b".to_owned(), 400, "invalid_user_id"),
+        (
+            format!("/api/cache/profile/{}", "9".repeat(65)),
+            400,
+            "invalid_user_id",
+        ),
+        ("/api/cache/nope".to_owned(), 404, "not_found"),
+    ];
+    for (path, status, code) in cases {
+        let res = get(&app, &path).await;
+        assert_error(&res, status, code);
+        assert_eq!(res.redis_connections, 0, "{path}");
+    }
+    let res = app.post("/api/cache/stats").send().await;
+    assert_error(&res, 405, "method_not_allowed");
+    assert_eq!(res.header("allow"), Some("GET, HEAD"));
+    let res = app
+        .request(http::Method::PUT, "/api/cache/proxy/a")
+        .send()
+        .await;
+    assert_eq!(res.header("allow"), Some("GET, HEAD, DELETE"));
+    assert_eq!(origin.total_hits(), 0);
+
+    // Braces from users never become a hash tag: they are encoded in the key.
+    let mut client = redis.client().await;
+    assert_eq!(get(&app, "/api/cache/proxy/%7Btag%7D/x").await.status, 200);
+    let keys = entry_keys(&mut client).await;
+    assert_eq!(keys.len(), 1);
+    assert!(
+        keys[0].ends_with(":e:/%7Btag%7D/x") && keys[0].matches('{').count() == 1,
+        "{keys:?}"
+    );
+    // Long targets are hashed into a bounded key.
+    let long = format!("/api/cache/proxy/{}", "y".repeat(1500));
+    assert_eq!(x_cache(&get(&app, &long).await), "MISS");
+    assert_eq!(x_cache(&get(&app, &long).await), "HIT");
+    let keys = entry_keys(&mut client).await;
+    assert!(
+        keys.iter()
+            .any(|k| k.contains(":e:sha256:") && k.len() < 120),
+        "{keys:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips, stats
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hit_is_one_round_trip_and_a_miss_at_most_three() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|target, n| default_reply(target, n).header("cache-tag", "t1, t2"));
+    let app = app(&redis, &origin);
+    // Let Redis learn the scripts first (the first EVALSHA of each is followed by an EVAL).
+    get(&app, "/api/cache/proxy/warm").await;
+    get(&app, "/api/cache/proxy/warm").await;
+    let monitor = Monitor::start(&redis);
+    monitor.take().await;
+
+    let res = get(&app, "/api/cache/proxy/rt").await;
+    assert_eq!((x_cache(&res), res.redis_connections), ("MISS", 1));
+    // Lookup + lock, then store + tag index + unlock + count: two scripts.
+    assert_eq!(monitor.take().await, ["EVALSHA", "EVALSHA"]);
+
+    let res = get(&app, "/api/cache/proxy/rt").await;
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", 1));
+    assert_eq!(monitor.take().await, ["EVALSHA"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_count_outcomes_and_the_hit_ratio() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|target, n| {
+        if target == "/nostore" {
+            default_reply(target, n).header("cache-control", "no-store")
+        } else {
+            default_reply(target, n)
+        }
+    });
+    let app = app(&redis, &origin);
+    for path in ["/s1", "/s1", "/s1", "/s1", "/s2", "/s2", "/nostore"] {
+        assert_eq!(
+            get(&app, &format!("/api/cache/proxy{path}")).await.status,
+            200
+        );
+    }
+    let res = get(&app, "/api/cache/stats").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.redis_connections, 1);
+    assert_eq!(
+        res.json(),
+        json!({"hits": 4, "misses": 2, "stale": 0, "bypasses": 1, "origin_fetches": 3, "purged": 0,
+               "requests": 7, "hit_ratio": 0.5714})
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Purges
+
+/// Subscribes before `action` runs and returns the first message published on `channel`.
+async fn published_during<F: std::future::Future<Output = ()>>(
+    redis: &RedisServer,
+    channel: &str,
+    action: F,
+) -> Value {
+    let url = redis.url();
+    let channel = channel.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let listener = tokio::task::spawn_blocking(move || {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe(&channel).unwrap();
+        pubsub
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let message = pubsub.get_message().expect("a purge event was published");
+        let payload: String = message.get_payload().unwrap();
+        serde_json::from_str::<Value>(&payload).unwrap()
+    });
+    ready_rx.recv().unwrap();
+    action.await;
+    listener.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_one_path_needs_the_token_and_announces_it() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app(&redis, &origin);
+    get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
+    assert_eq!(
+        x_cache(&get(&app, "/api/cache/proxy/p/1?z=1&a=2").await),
+        "HIT"
+    );
+
+    let purge = |token: Option<&'static str>| {
+        let app = app.clone();
+        async move {
+            let mut req = app.delete("/api/cache/proxy/p/1?a=2&z=1");
+            if let Some(t) = token {
+                req = req.header("authorization", &format!("Bearer {t}"));
+            }
+            req.send().await
+        }
+    };
+    assert_error(&purge(None).await, 401, "unauthorized");
+    assert_error(&purge(Some("wrong-token")).await, 401, "unauthorized");
+    assert_eq!(
+        x_cache(&get(&app, "/api/cache/proxy/p/1?z=1&a=2").await),
+        "HIT"
+    );
+
+    let event = published_during(&redis, "srp:cache:purge", async {
+        let res = purge(Some(PURGE_TOKEN)).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json(), json!({"purged": 1, "path": "/p/1?a=2&z=1"}));
+        assert_eq!(res.redis_connections, 1);
+    })
+    .await;
+    assert_eq!(
+        event,
+        json!({"type": "purge", "path": "/p/1?a=2&z=1", "purged": 1})
+    );
+    assert_eq!(
+        x_cache(&get(&app, "/api/cache/proxy/p/1?z=1&a=2").await),
+        "MISS"
+    );
+    assert_eq!(origin.hits("/p/1?a=2&z=1"), 2);
+    for text in [app.logs()] {
+        assert!(!text.contains(PURGE_TOKEN), "the token was logged");
+    }
+
+    // Without a configured token purges are off.
+    let app = redis
+        .configure(TestApp::builder(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/spin.toml"
+        )))
+        .variable("origin_url", origin.url())
+        .load()
+        .unwrap();
+    let res = app
+        .delete("/api/cache/proxy/p/1")
+        .header("authorization", "Bearer anything")
+        .send()
+        .await;
+    assert_error(&res, 403, "purge_disabled");
+}
+
+async fn purge_by_tag(redis: &RedisServer) {
+    let origin = Origin::start().await;
+    origin.respond(|target, n| {
+        let reply = default_reply(target, n);
+        match target {
+            "/t/1" => reply.header("cache-tag", "team-a, all"),
+            "/t/2" => reply.header("Surrogate-Key", "team-a all"),
+            _ => reply.header("cache-tag", "team-b,all"),
+        }
+    });
+    let app = app(redis, &origin);
+    let mut client = redis.client().await;
+    for path in ["/t/1", "/t/2", "/t/3"] {
+        assert_eq!(
+            x_cache(&get(&app, &format!("/api/cache/proxy{path}")).await),
+            "MISS"
+        );
+    }
+    let purge = |body: Value| {
+        let app = app.clone();
+        async move {
+            app.post("/api/cache/purge")
+                .header("authorization", &format!("Bearer {PURGE_TOKEN}"))
+                .json(&body)
+                .send()
+                .await
+        }
+    };
+    let res = purge(json!({"tags": ["team-a", "no-such-tag"]})).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.json(),
+        json!({"purged": 2, "tags": ["team-a", "no-such-tag"]})
+    );
+    assert_eq!(res.redis_connections, 1);
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/t/3").await), "HIT");
+    assert_eq!(entry_keys(&mut client).await.len(), 1);
+    let tag_sets: Vec<String> = client.keys("srp:cache:*:tag:team-a").await.unwrap();
+    assert!(tag_sets.is_empty(), "{tag_sets:?}");
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/t/1").await), "MISS");
+
+    let res = purge(json!({"tags": ["all"]})).await;
+    assert_eq!(res.json()["purged"], 2);
+    assert_eq!(entry_keys(&mut client).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_by_tag_over_plain_redis_and_announce_it() {
+    let redis = RedisServer::plain();
+    purge_by_tag(&redis).await;
+    let origin = Origin::start().await;
+    origin.respond(|target, n| default_reply(target, n).header("cache-tag", "x"));
+    let app = app_with(&redis, &origin, &[("cache_purge_channel", "ops:purges")]);
+    get(&app, "/api/cache/proxy/e/1").await;
+    let event = published_during(&redis, "ops:purges", async {
+        let res = app
+            .post("/api/cache/purge")
+            .header("authorization", &format!("Bearer {PURGE_TOKEN}"))
+            .json(&json!({"tags": ["x"]}))
+            .send()
+            .await;
+        assert_eq!(res.status, 200);
+    })
+    .await;
+    assert_eq!(event, json!({"type": "purge", "tags": ["x"], "purged": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_by_tag_over_tls_redis() {
+    purge_by_tag(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_bodies_are_validated() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app(&redis, &origin);
+    let send = |body: Vec<u8>, content_type: &'static str| {
+        let app = app.clone();
+        async move {
+            app.post("/api/cache/purge")
+                .header("authorization", &format!("Bearer {PURGE_TOKEN}"))
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+        }
+    };
+    let json_type = "application/json";
+    assert_error(
+        &send(b"{\"tags\": []}".to_vec(), json_type).await,
+        422,
+        "invalid_tags",
+    );
+    assert_error(
+        &send(b"{\"tags\": [\"\"]}".to_vec(), json_type).await,
+        422,
+        "invalid_tags",
+    );
+    let too_many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    assert_error(
+        &send(
+            json!({"tags": too_many}).to_string().into_bytes(),
+            json_type,
+        )
+        .await,
+        422,
+        "invalid_tags",
+    );
+    assert_error(
+        &send(b"{\"tags\": \"a\"}".to_vec(), json_type).await,
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        &send(b"{\"tags\": [\"a\"], \"x\": 1}".to_vec(), json_type).await,
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        &send(b"tags=a".to_vec(), "text/plain").await,
+        415,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &send(vec![b' '; 20_000], json_type).await,
+        413,
+        "body_too_large",
+    );
+    assert_error(
+        &app.get("/api/cache/purge").send().await,
+        405,
+        "method_not_allowed",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The seed recipe's routes, and the demo origin by service chaining
+
+#[tokio::test(flavor = "multi_thread")]
+async fn profile_route_and_demo_counter() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    origin.respond(|target, _| match target.strip_prefix("/profiles/") {
+        Some("7") => Reply::json(200, json!({"id": "7", "name": "Seven"})),
+        _ => Reply::json(404, json!({"error": "nope"})),
+    });
+    let app = app(&redis, &origin);
+    let res = get(&app, "/api/cache/profile/7").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.json(),
+        json!({"source": "origin", "profile": {"id": "7", "name": "Seven"}})
+    );
+    let res = get(&app, "/api/cache/profile/7").await;
+    assert_eq!(
+        res.json(),
+        json!({"source": "cache", "profile": {"id": "7", "name": "Seven"}})
+    );
+    assert_eq!(x_cache(&res), "HIT");
+    // The proxy route shares the entry.
+    assert_eq!(
+        x_cache(&get(&app, "/api/cache/proxy/profiles/7").await),
+        "HIT"
+    );
+    assert_error(
+        &get(&app, "/api/cache/profile/8").await,
+        404,
+        "profile_not_found",
+    );
+    assert_eq!(x_cache(&get(&app, "/api/cache/profile/8").await), "HIT");
+    assert_eq!(origin.total_hits(), 2);
+
+    let mut client = redis.client().await;
+    for value in 1..=2 {
+        let res = get(&app, "/api/cache/demo").await;
+        assert_eq!(
+            res.json(),
+            json!({"key": "demo:counter", "value": value, "ttl_seconds": 300})
+        );
+        assert_eq!(res.redis_connections, 1);
+    }
+    let ttl: i64 = client.ttl("srp:demo:counter").await.unwrap();
+    assert!((299..=300).contains(&ttl), "{ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_origin_component_is_reached_by_service_chaining() {
+    let redis = RedisServer::plain();
+    let app = redis
+        .configure(TestApp::builder(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/spin.toml"
+        )))
+        .variable("origin_delay_ms", "5")
+        .load()
+        .unwrap();
+    let res = get(&app, "/api/cache/profile/42").await;
+    assert_eq!(res.status, 200, "{} {}", res.text(), res.logs);
+    let body = res.json();
+    assert_eq!(body["source"], "origin");
+    assert_eq!(body["profile"]["id"], "42");
+    assert_eq!(body["profile"]["email"], "user42@example.com");
+    let res = get(&app, "/api/cache/profile/42").await;
+    assert_eq!(
+        (res.json()["source"].as_str(), x_cache(&res)),
+        (Some("cache"), "HIT")
+    );
+    assert_eq!(res.json()["profile"], body["profile"]);
+
+    // The demo origin's max-age=60 caps the 300 s TTL; its tags allow purging by profile.
+    let mut client = redis.client().await;
+    let key = entry_key(&mut client, "/profiles/42").await;
+    let (stored, soft, tags): (i64, i64, String) = redis::cmd("HMGET")
+        .arg(&key)
+        .arg("stored")
+        .arg("soft")
+        .arg("tags")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert!(
+        (54_000..=60_000).contains(&(soft - stored)),
+        "{}",
+        soft - stored
+    );
+    assert_eq!(tags, "profiles,profile-42");
+    assert_error(
+        &get(&app, "/api/cache/profile/5000").await,
+        404,
+        "profile_not_found",
+    );
+    // The origin has no public route.
+    assert_eq!(get(&app, "/profiles/42").await.status, 404);
+}
