@@ -9,6 +9,7 @@
 //! - [`json`]: the one strict JSON reader for request bodies (small `.wasm`, raw number text).
 //! - [`health`]: the `/health/cache` check.
 //! - [`secrets`]: CSPRNG tokens and digits, HMAC/SHA-256, constant-time comparison.
+//! - [`ratelimit`]: `/api/ratelimit/...` and the `/api/limited/...` gateway.
 //! - [`cache`]: cache-aside in front of an HTTP origin, `/api/cache/...`.
 
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod json;
+pub mod ratelimit;
 pub mod redis;
 pub mod secrets;
 

@@ -1,0 +1,698 @@
+//! The `ratelimit` component through the Spin-compatible host, against real `redis-server`s
+//! (plain, and TLS with a password), with a real local HTTP server as the gateway upstream.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use spin_test_host::redis;
+use spin_test_host::redis_server::RedisServer;
+use spin_test_host::{TestApp, TestResponse};
+
+const ADMIN_TOKEN: &str = "adm1n+T0ken/=";
+
+fn policies() -> Value {
+    json!({
+        "fw": {"algorithm": "fixed_window", "limit": 50, "window": "1h"},
+        "sw": {"algorithm": "sliding_window", "limit": 50, "window": "1h"},
+        "tb": {"algorithm": "token_bucket", "capacity": 50, "refill_per_sec": 0.001},
+        "fw_short": {"algorithm": "fixed_window", "limit": 3, "window": "1s"},
+        "sw_short": {"algorithm": "sliding_window", "limit": 4, "window": "1s"},
+        "tb_fast": {"algorithm": "token_bucket", "capacity": 2, "refill_per_sec": 10},
+        "open": {"algorithm": "fixed_window", "limit": 5, "window": "1h", "failure_mode": "fail_open"},
+        "closed": {"algorithm": "token_bucket", "capacity": 5, "refill_per_sec": 1, "failure_mode": "fail_closed"},
+        "gw": {"algorithm": "fixed_window", "limit": 50, "window": "1h"},
+        "gw_small": {"algorithm": "sliding_window", "limit": 2, "window": "1h"}
+    })
+}
+
+fn manifest() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")
+}
+
+fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
+    let mut builder = redis
+        .configure(TestApp::builder(manifest()))
+        .variable("ratelimit_policies", policies().to_string())
+        .variable("ratelimit_admin_token", ADMIN_TOKEN);
+    for (name, value) in vars {
+        builder = builder.variable(name, *value);
+    }
+    builder.load().expect("app loads")
+}
+
+fn app(redis: &RedisServer) -> TestApp {
+    app_with(redis, &[])
+}
+
+async fn check(app: &TestApp, policy: &str, key: &str, cost: u64, dry_run: bool) -> TestResponse {
+    app.post("/api/ratelimit/check")
+        .json(&json!({"policy": policy, "key": key, "cost": cost, "dry_run": dry_run}))
+        .send()
+        .await
+}
+
+/// `INFO commandstats` as command -> calls.
+async fn command_calls(redis: &RedisServer) -> HashMap<String, u64> {
+    let mut conn = redis.client().await;
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("cmdstat_")?;
+            let (name, stats) = rest.split_once(':')?;
+            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// What changed between two `INFO commandstats` readings, besides the test's own INFO and
+/// the host client's connection set-up (AUTH, CLIENT SETINFO, HELLO): the component's
+/// commands.
+fn component_commands(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
+    const SETUP: [&str; 5] = ["info", "auth", "client|setinfo", "hello", "client"];
+    after
+        .iter()
+        .filter(|(name, _)| !SETUP.contains(&name.as_str()))
+        .filter_map(|(name, calls)| {
+            let delta = calls - before.get(name).copied().unwrap_or(0);
+            (delta > 0).then(|| (name.clone(), delta))
+        })
+        .collect()
+}
+
+async fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    let mut conn = redis.client().await;
+    redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap()
+}
+
+/// Waits until Redis time is at most `max_ms` into a whole second, so 1 s windows do not
+/// roll over in the middle of a test step.
+async fn align_to_second(redis: &RedisServer, max_ms: u64) {
+    let mut conn = redis.client().await;
+    loop {
+        let (_, usec): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+        let ms = usec / 1000;
+        if ms <= max_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1000 - ms + 5)).await;
+    }
+}
+
+/// Microseconds into the current second, by Redis's clock.
+async fn micros_into_second(redis: &RedisServer) -> u64 {
+    let mut conn = redis.client().await;
+    let (_, usec): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    usec
+}
+
+fn assert_error(res: &TestResponse, status: u16, code: &str) {
+    assert_eq!(res.status, status, "{}", res.text());
+    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
+    assert_eq!(res.header("content-type"), Some("application/json"));
+}
+
+/// 200 requests race for a quota of 50: exactly 50 get through, each in one connection.
+async fn race(app: &TestApp, policy: &str, key: &str) -> (usize, usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let app = app.clone();
+        let (policy, key) = (policy.to_owned(), key.to_owned());
+        tasks.push(tokio::spawn(async move { check(&app, &policy, &key, 1, false).await }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for task in tasks {
+        let res = task.await.unwrap();
+        assert_eq!(res.redis_connections, 1, "{}", res.text());
+        match res.status {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(res.json()["remaining"], 0);
+                assert!(res.json()["retry_after_ms"].as_u64().unwrap() > 0);
+            }
+            s => panic!("status {s}: {}", res.text()),
+        }
+    }
+    (ok, limited)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_algorithm_admits_exactly_the_limit_under_concurrency() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    for policy in ["fw", "sw", "tb"] {
+        // Load the script first, so the race is all EVALSHA and countable.
+        assert_eq!(check(&app, policy, "warm-up", 1, true).await.status, 200);
+        let before = command_calls(&redis).await;
+        let (ok, limited) = race(&app, policy, "race").await;
+        assert_eq!((ok, limited), (50, 150), "policy {policy}");
+        let after = command_calls(&redis).await;
+        // One EVALSHA per decision and no other command from the component; Redis also
+        // counts the commands each script runs: one TIME per decision, writes only for the
+        // 50 admitted ones.
+        let reads_writes: &[(&str, u64)] = match policy {
+            "tb" => &[("get", 200), ("set", 50)],
+            _ => &[("hmget", 200), ("hset", 50), ("pexpire", 50)],
+        };
+        let mut expected = HashMap::from([("evalsha".to_owned(), 200), ("time".to_owned(), 200)]);
+        expected.extend(reads_writes.iter().map(|(c, n)| (c.to_string(), *n)));
+        assert_eq!(component_commands(&before, &after), expected, "policy {policy}");
+        // Nothing left: the next request is refused too.
+        assert_eq!(check(&app, policy, "race", 1, false).await.status, 429);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_is_exact_over_tls_with_a_password() {
+    let redis = RedisServer::tls("Az+ure/Key==0123456789abcdefghij");
+    let app = app(&redis);
+    let (ok, limited) = race(&app, "tb", "tls-race").await;
+    assert_eq!((ok, limited), (50, 150));
+    let (ok, limited) = race(&app, "sw", "tls-race").await;
+    assert_eq!((ok, limited), (50, 150));
+    // 50 tokens of a 0.001/s bucket: 50 000 s to refill.
+    let ttl = pttl(&redis, "srp:rl:{tb:tls-race}:tb").await;
+    assert!((49_990_000..=50_000_000).contains(&ttl), "ttl {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fixed_window_values_headers_and_rollover() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    align_to_second(&redis, 300).await;
+    for expected_remaining in [2, 1, 0] {
+        let res = check(&app, "fw_short", "user:1", 1, false).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let body = res.json();
+        assert_eq!(body["allowed"], true);
+        assert_eq!(body["checked"], true);
+        assert_eq!(body["limit"], 3);
+        assert_eq!(body["remaining"], expected_remaining);
+        assert_eq!(body["retry_after_ms"], 0);
+        let reset = body["reset_after_ms"].as_u64().unwrap();
+        assert!((1..=1000).contains(&reset), "reset {reset}");
+        assert_eq!(res.header("ratelimit-policy"), Some("\"fw_short\";q=3;w=1"));
+        assert_eq!(res.header("ratelimit"), Some(format!("\"fw_short\";r={expected_remaining};t=1").as_str()));
+        assert_eq!(res.header("retry-after"), None);
+        assert_eq!(res.redis_connections, 1);
+    }
+    let ttl = pttl(&redis, "srp:rl:{fw_short:user:1}:fw").await;
+    assert!((1..=1000).contains(&ttl), "ttl {ttl}");
+
+    let res = check(&app, "fw_short", "user:1", 1, false).await;
+    assert_eq!(res.status, 429, "{}", res.text());
+    let body = res.json();
+    assert_eq!(body["allowed"], false);
+    assert_eq!(body["remaining"], 0);
+    let retry = body["retry_after_ms"].as_u64().unwrap();
+    assert!((1..=1000).contains(&retry), "retry {retry}");
+    assert_eq!(body["reset_after_ms"].as_u64().unwrap(), retry);
+    assert_eq!(res.header("retry-after"), Some("1"));
+    assert_eq!(res.header("ratelimit"), Some("\"fw_short\";r=0;t=1"));
+    assert_eq!(res.header("ratelimit-policy"), Some("\"fw_short\";q=3;w=1"));
+
+    // Another key has its own quota.
+    assert_eq!(check(&app, "fw_short", "user:2", 1, false).await.json()["remaining"], 2);
+
+    // The next window starts afresh.
+    tokio::time::sleep(Duration::from_millis(retry + 20)).await;
+    let res = check(&app, "fw_short", "user:1", 1, false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["remaining"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sliding_window_weighs_the_previous_window() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    align_to_second(&redis, 150).await;
+    for expected_remaining in [3, 2, 1, 0] {
+        let res = check(&app, "sw_short", "k", 1, false).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["remaining"], expected_remaining);
+        // The quota is whole again once this window and the next have passed.
+        let reset = res.json()["reset_after_ms"].as_u64().unwrap();
+        assert!((1000..=2000).contains(&reset), "reset {reset}");
+    }
+    let before = micros_into_second(&redis).await;
+    let res = check(&app, "sw_short", "k", 1, false).await;
+    let after = micros_into_second(&redis).await;
+    assert!(before <= after, "the test crossed a second boundary");
+    assert_eq!(res.status, 429);
+    // Next window, once 4 * (1 - f) + 1 <= 4: a quarter of the way in, so the wait is
+    // 1000 ms - elapsed + 250 ms, elapsed being read from Redis around the request.
+    let retry = res.json()["retry_after_ms"].as_u64().unwrap();
+    let (low, high) = (1_250_000 - after, 1_250_000 - before);
+    assert!((low / 1000..=high.div_ceil(1000)).contains(&retry), "retry {retry} not in {low}..{high} us");
+    assert_eq!(res.header("retry-after"), Some(format!("{}", retry.div_ceil(1000)).as_str()));
+    assert_eq!(res.header("ratelimit"), Some(format!("\"sw_short\";r=0;t={}", retry.div_ceil(1000)).as_str()));
+    let ttl = pttl(&redis, "srp:rl:{sw_short:k}:sw").await;
+    assert!((1000..=2000).contains(&ttl), "ttl {ttl}");
+
+    // Just before the retry time it is still refused; at it, one unit is admitted, with the
+    // previous window's 4 units weighing about 3 (no more room after it).
+    tokio::time::sleep(Duration::from_millis(retry + 30)).await;
+    let res = check(&app, "sw_short", "k", 1, false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["remaining"], 0);
+    assert_eq!(check(&app, "sw_short", "k", 1, false).await.status, 429);
+    let mut conn = redis.client().await;
+    let state: HashMap<String, i64> =
+        redis::cmd("HGETALL").arg("srp:rl:{sw_short:k}:sw").query_async(&mut conn).await.unwrap();
+    assert_eq!((state["c"], state["p"]), (1, 4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_bucket_values_and_refill() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let res = check(&app, "tb_fast", "t", 1, false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let body = res.json();
+    assert_eq!((body["limit"].as_u64(), body["remaining"].as_u64()), (Some(2), Some(1)));
+    // One token takes 100 ms to come back.
+    assert_eq!(body["reset_after_ms"], 100);
+    assert_eq!(res.header("ratelimit-policy"), Some("\"tb_fast\";q=2;w=1"));
+    assert_eq!(res.header("ratelimit"), Some("\"tb_fast\";r=1;t=1"));
+
+    let res = check(&app, "tb_fast", "t", 1, false).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["remaining"], 0);
+    let reset = res.json()["reset_after_ms"].as_u64().unwrap();
+    assert!((101..=200).contains(&reset), "reset {reset}");
+    let ttl = pttl(&redis, "srp:rl:{tb_fast:t}:tb").await;
+    assert!((1..=200).contains(&ttl), "ttl {ttl}");
+
+    let res = check(&app, "tb_fast", "t", 1, false).await;
+    assert_eq!(res.status, 429);
+    let retry = res.json()["retry_after_ms"].as_u64().unwrap();
+    assert!((1..=100).contains(&retry), "retry {retry}");
+    assert_eq!(res.header("retry-after"), Some("1"));
+    assert_eq!(res.header("ratelimit"), Some("\"tb_fast\";r=0;t=1"));
+
+    // Refill: one token after ~100 ms, not two.
+    tokio::time::sleep(Duration::from_millis(retry + 10)).await;
+    assert_eq!(check(&app, "tb_fast", "t", 1, false).await.status, 200);
+    assert_eq!(check(&app, "tb_fast", "t", 1, false).await.status, 429);
+    // Full again after the whole bucket's refill time: the key is gone by itself.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(pttl(&redis, "srp:rl:{tb_fast:t}:tb").await, -2);
+    let res = check(&app, "tb_fast", "t", 2, false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["remaining"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cost_dry_run_and_state() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    for policy in ["fw", "sw", "tb"] {
+        // The state of an unused key: full, and reading it creates nothing.
+        let res = app.get(&format!("/api/ratelimit/{policy}/user%3A7")).send().await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["remaining"], 50, "{policy}");
+        assert_eq!(res.json()["allowed"], true);
+        let window = if policy == "tb" { 50_000 } else { 3600 };
+        assert_eq!(res.header("ratelimit-policy"), Some(format!("\"{policy}\";q=50;w={window}").as_str()));
+        assert_eq!(res.redis_connections, 1);
+        let mut conn = redis.client().await;
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+        assert!(keys.is_empty(), "{keys:?}");
+
+        let res = check(&app, policy, "user:7", 10, false).await;
+        assert_eq!(res.json()["remaining"], 40, "{policy}");
+        // A dry run reports what would happen and consumes nothing.
+        let res = check(&app, policy, "user:7", 40, true).await;
+        assert_eq!(res.status, 200);
+        assert_eq!((res.json()["allowed"].as_bool(), res.json()["remaining"].as_u64()), (Some(true), Some(0)));
+        let res = check(&app, policy, "user:7", 41, true).await;
+        assert_eq!(res.status, 429, "{policy}");
+        assert_eq!(res.json()["remaining"], 40);
+        assert!(res.json()["retry_after_ms"].as_u64().unwrap() > 0);
+        let res = app.get(&format!("/api/ratelimit/{policy}/user:7")).send().await;
+        assert_eq!(res.json()["remaining"], 40, "{policy}");
+        assert_eq!(res.header("ratelimit"), Some(format!("\"{policy}\";r=40;t={}", res.json()["reset_after_ms"].as_u64().unwrap().div_ceil(1000)).as_str()));
+
+        let res = check(&app, policy, "user:7", 40, false).await;
+        assert_eq!((res.status, res.json()["remaining"].as_u64()), (200, Some(0)));
+        let res = check(&app, policy, "user:7", 1, false).await;
+        assert_eq!(res.status, 429);
+        // The state of an exhausted key: 200, not allowed, with the wait.
+        let res = app.get(&format!("/api/ratelimit/{policy}/user:7")).send().await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.json()["allowed"], false);
+        assert!(res.json()["retry_after_ms"].as_u64().unwrap() > 0);
+        redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_needs_the_admin_token() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    for _ in 0..3 {
+        check(&app, "fw_short", "victim", 1, false).await;
+    }
+    let path = "/api/ratelimit/fw_short/victim";
+    assert_error(&app.delete(path).send().await, 401, "unauthorized");
+    let res = app.delete(path).header("authorization", "Bearer wrong").send().await;
+    assert_error(&res, 401, "unauthorized");
+    assert_eq!(res.header("www-authenticate"), Some("Bearer"));
+    let res = app.delete(path).header("authorization", &format!("Bearer {ADMIN_TOKEN}x")).send().await;
+    assert_error(&res, 401, "unauthorized");
+    let res = app.delete("/api/ratelimit/nope/victim").header("authorization", &format!("Bearer {ADMIN_TOKEN}")).send().await;
+    assert_error(&res, 404, "unknown_policy");
+
+    let res = app.delete(path).header("authorization", &format!("Bearer {ADMIN_TOKEN}")).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json(), json!({"policy": "fw_short", "key": "victim", "reset": true}));
+    assert_eq!(res.redis_connections, 1);
+    assert_eq!(pttl(&redis, "srp:rl:{fw_short:victim}:fw").await, -2);
+    assert_eq!(check(&app, "fw_short", "victim", 1, false).await.json()["remaining"], 2);
+    assert!(!app.logs().contains(ADMIN_TOKEN));
+
+    // Without a configured token, resets are off.
+    let app = app_with(&redis, &[("ratelimit_admin_token", "")]);
+    let res = app.delete(path).header("authorization", "Bearer ").send().await;
+    assert_error(&res, 403, "reset_disabled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fail_open_and_fail_closed_when_redis_is_down() {
+    let mut redis = RedisServer::plain();
+    let app = app(&redis);
+    assert_eq!(check(&app, "open", "k", 1, false).await.status, 200);
+    redis.stop();
+
+    let res = check(&app, "open", "k", 1, false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["allowed"], true);
+    assert_eq!(res.json()["checked"], false);
+    assert_eq!(res.json()["remaining"], Value::Null);
+    assert_eq!(res.header("x-ratelimit-unchecked"), Some("redis_unavailable"));
+    assert_eq!(res.header("ratelimit-policy"), Some("\"open\";q=5;w=3600"));
+    assert_eq!(res.header("ratelimit"), None);
+
+    let res = check(&app, "closed", "k", 1, false).await;
+    assert_error(&res, 503, "redis_unavailable");
+    assert_eq!(res.header("retry-after"), Some("1"));
+    assert_error(&app.get("/api/ratelimit/open/k").send().await, 503, "redis_unavailable");
+
+    redis.start();
+    let res = check(&app, "closed", "k", 1, false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["remaining"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_key_expires_by_itself() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    for policy in ["fw", "sw", "tb", "fw_short", "sw_short", "tb_fast"] {
+        assert_eq!(check(&app, policy, "ttl", 1, false).await.status, 200);
+    }
+    assert!((1..=3_600_000).contains(&pttl(&redis, "srp:rl:{fw:ttl}:fw").await));
+    assert!((3_600_000..=7_200_000).contains(&pttl(&redis, "srp:rl:{sw:ttl}:sw").await));
+    // One token of a 0.001/s bucket: 1000 s.
+    assert!((999_000..=1_000_000).contains(&pttl(&redis, "srp:rl:{tb:ttl}:tb").await));
+    let mut conn = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    for key in &keys {
+        assert!(pttl(&redis, key).await > 0, "{key} has no TTL");
+    }
+    // The short ones are gone within their windows.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(keys, ["srp:rl:{fw:ttl}:fw", "srp:rl:{sw:ttl}:sw", "srp:rl:{tb:ttl}:tb"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_rejected_with_clear_errors() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let post = |body: &'static str| app.post("/api/ratelimit/check").header("content-type", "application/json").body(body);
+
+    let cases: Vec<(TestResponse, u16, &str)> = vec![
+        (check(&app, "nope", "k", 1, false).await, 404, "unknown_policy"),
+        (post("{\"policy\": ").send().await, 400, "invalid_json"),
+        (post("").send().await, 400, "invalid_json"),
+        (post(r#"{"policy": "fw", "key": "k", "extra": 1}"#).send().await, 400, "invalid_json"),
+        (post(r#"{"key": "k"}"#).send().await, 400, "invalid_json"),
+        (app.post("/api/ratelimit/check").header("content-type", "text/plain").body("{}").send().await, 415, "unsupported_media_type"),
+        (check(&app, "fw", &"k".repeat(257), 1, false).await, 400, "invalid_key"),
+        (check(&app, "fw", "", 1, false).await, 400, "invalid_key"),
+        (check(&app, "fw", "a\nb", 1, false).await, 400, "invalid_key"),
+        (check(&app, "fw", "k", 0, false).await, 400, "invalid_cost"),
+        (post(r#"{"policy": "fw", "key": "k", "cost": -1}"#).send().await, 400, "invalid_cost"),
+        (post(r#"{"policy": "fw", "key": "k", "cost": 1.5}"#).send().await, 400, "invalid_cost"),
+        (post(r#"{"policy": "fw", "key": "k", "cost": "3"}"#).send().await, 400, "invalid_cost"),
+        (post(r#"{"policy": "fw", "key": "k", "cost": 1e30}"#).send().await, 400, "invalid_cost"),
+        (check(&app, "fw", "k", 51, false).await, 400, "cost_exceeds_limit"),
+        (check(&app, "fw", "k", u64::MAX, false).await, 400, "cost_exceeds_limit"),
+        (app.post("/api/ratelimit/check").body(vec![b'x'; 5000]).send().await, 413, "body_too_large"),
+        (app.get("/api/ratelimit/check").send().await, 405, "method_not_allowed"),
+        (app.post("/api/ratelimit/fw/k").send().await, 405, "method_not_allowed"),
+        (app.get("/api/ratelimit/nope/k").send().await, 404, "unknown_policy"),
+        (app.get(&format!("/api/ratelimit/fw/{}", "k".repeat(300))).send().await, 400, "invalid_key"),
+        (app.get("/api/ratelimit/fw/%FF").send().await, 400, "invalid_key"),
+        (app.get("/api/ratelimit/whatever").send().await, 404, "not_found"),
+    ];
+    for (i, (res, status, code)) in cases.iter().enumerate() {
+        assert_eq!(res.status, *status, "case {i}: {}", res.text());
+        assert_eq!(res.json()["error"]["code"], *code, "case {i}: {}", res.text());
+        assert!(!res.json()["error"]["message"].as_str().unwrap().is_empty());
+        assert_eq!(res.redis_connections, 0, "case {i}: rejected before Redis");
+    }
+    // Broken policies are a configuration error, named as such.
+    let broken = app_with(&redis, &[("ratelimit_policies", r#"{"x": {"algorithm": "leaky"}}"#)]);
+    let res = check(&broken, "x", "k", 1, false).await;
+    assert_error(&res, 500, "ratelimit_misconfigured");
+    assert!(res.json()["error"]["message"].as_str().unwrap().contains("leaky"));
+}
+
+/// Method and target, headers, body.
+type Seen = (String, HashMap<String, String>, Vec<u8>);
+
+/// A tiny HTTP/1.1 upstream that records what it receives.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let target = line.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                    let mut headers = HashMap::new();
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (n, v) = h.split_once(':').unwrap();
+                        headers.insert(n.trim().to_ascii_lowercase(), v.trim().to_owned());
+                    }
+                    let mut body = Vec::new();
+                    if let Some(len) = headers.get("content-length") {
+                        body.resize(len.parse().unwrap(), 0);
+                        reader.read_exact(&mut body).unwrap();
+                    } else if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+                        loop {
+                            let mut size = String::new();
+                            reader.read_line(&mut size).unwrap();
+                            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+                            let mut chunk = vec![0; size + 2];
+                            reader.read_exact(&mut chunk).unwrap();
+                            if size == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..size]);
+                        }
+                    }
+                    let reply = format!("upstream saw {target}");
+                    log.lock().unwrap().push((target, headers, body));
+                    let mut stream = stream;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 201 Created\r\ncontent-type: text/plain\r\nx-upstream: yes\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                });
+            }
+        });
+        Self { port, seen }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_forwards_only_admitted_requests() {
+    let redis = RedisServer::plain();
+    let upstream = Upstream::start();
+    let origin = upstream.origin();
+    let app = app_with(&redis, &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "gw")]);
+
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.post(&format!("/api/limited/items/{i}?q=1"))
+                .header("content-type", "application/json")
+                .body(format!("{{\"n\": {i}}}"))
+                .client_addr("198.51.100.7:40000")
+                .send()
+                .await
+        }));
+    }
+    let (mut forwarded, mut limited) = (0, 0);
+    for task in tasks {
+        let res = task.await.unwrap();
+        assert_eq!(res.redis_connections, 1);
+        match res.status {
+            201 => {
+                forwarded += 1;
+                assert_eq!(res.header("x-upstream"), Some("yes"));
+                assert!(res.text().starts_with("upstream saw POST /items/"), "{}", res.text());
+                assert_eq!(res.header("ratelimit-policy"), Some("\"gw\";q=50;w=3600"));
+                assert!(res.header("ratelimit").unwrap().starts_with("\"gw\";r="));
+            }
+            429 => {
+                limited += 1;
+                assert_eq!(res.json()["error"]["code"], "rate_limited");
+                assert!(res.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+                assert!(res.header("ratelimit").unwrap().starts_with("\"gw\";r=0;t="));
+            }
+            s => panic!("status {s}: {}", res.text()),
+        }
+    }
+    assert_eq!((forwarded, limited), (50, 150));
+    assert_eq!(upstream.count(), 50, "the upstream sees only admitted requests");
+    {
+        let seen = upstream.seen.lock().unwrap();
+        let (target, headers, body) = &seen[0];
+        assert!(target.starts_with("POST /items/") && target.ends_with("?q=1"), "{target}");
+        assert_eq!(headers.get("x-forwarded-for").map(String::as_str), Some("198.51.100.7"));
+        assert!(!headers.keys().any(|h| h.starts_with("spin-")), "{headers:?}");
+        assert!(body.starts_with(b"{\"n\": "));
+    }
+    let mut conn = redis.client().await;
+    let count: HashMap<String, i64> =
+        redis::cmd("HGETALL").arg("srp:rl:{gw:ip:198.51.100.7}:fw").query_async(&mut conn).await.unwrap();
+    assert_eq!(count["c"], 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_identifies_callers() {
+    let redis = RedisServer::plain();
+    let upstream = Upstream::start();
+    let origin = upstream.origin();
+    let vars = [("ratelimit_upstream", origin.as_str()), ("ratelimit_gateway_policy", "gw_small")];
+    let app = app_with(&redis, &vars);
+    let send = |addr: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let mut req = app.get("/api/limited/x").client_addr(addr);
+        for (n, v) in headers {
+            req = req.header(n, v);
+        }
+        req.send()
+    };
+
+    // By address; a client-sent spin-client-addr or X-Forwarded-For changes nothing.
+    assert_eq!(send("203.0.113.1:1000", vec![]).await.status, 201);
+    assert_eq!(send("203.0.113.1:1001", vec![("spin-client-addr", "192.0.2.99:1")]).await.status, 201);
+    let res = send("203.0.113.1:1002", vec![("x-forwarded-for", "192.0.2.50")]).await;
+    assert_eq!(res.status, 429, "{}", res.text());
+    // Another address has its own quota.
+    assert_eq!(send("203.0.113.2:1000", vec![]).await.status, 201);
+    // An API key is its own identity, whatever the address; the key never reaches Redis.
+    assert_eq!(send("203.0.113.1:1003", vec![("x-api-key", "secret-key-1")]).await.status, 201);
+    assert_eq!(send("203.0.113.9:1003", vec![("x-api-key", "secret-key-1")]).await.status, 201);
+    assert_eq!(send("203.0.113.8:1003", vec![("x-api-key", "secret-key-1")]).await.status, 429);
+    let mut conn = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    assert!(keys.iter().all(|k| !k.contains("secret-key-1")), "{keys:?}");
+    assert!(keys.contains(&"srp:rl:{gw_small:ip:203.0.113.1}:sw".to_owned()), "{keys:?}");
+
+    // Behind a trusted proxy: the right-most untrusted X-Forwarded-For address.
+    let app = app_with(&redis, &[vars[0], vars[1], ("ratelimit_trusted_proxies", "127.0.0.1, 10.0.0.0/8")]);
+    let via_proxy = |xff: &'static str| {
+        app.get("/api/limited/y").client_addr("127.0.0.1:5000").header("x-forwarded-for", xff).send()
+    };
+    assert_eq!(via_proxy("6.6.6.6, 192.0.2.10, 10.1.2.3").await.status, 201);
+    assert_eq!(via_proxy("7.7.7.7, 192.0.2.10").await.status, 201);
+    assert_eq!(via_proxy("192.0.2.10").await.status, 429);
+    assert_eq!(via_proxy("192.0.2.11").await.status, 201);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*192.0.2.1*").query_async(&mut conn).await.unwrap();
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(keys, ["srp:rl:{gw_small:ip:192.0.2.10}:sw", "srp:rl:{gw_small:ip:192.0.2.11}:sw"]);
+    assert_eq!(upstream.count(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_fails_open_or_closed_per_policy() {
+    let mut redis = RedisServer::plain();
+    let upstream = Upstream::start();
+    let origin = upstream.origin();
+    let open = app_with(&redis, &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "open")]);
+    let closed = app_with(&redis, &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "closed")]);
+    redis.stop();
+
+    let res = open.get("/api/limited/a").send().await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(res.header("x-ratelimit-unchecked"), Some("redis_unavailable"));
+    assert_eq!(res.header("ratelimit"), None);
+    assert_eq!(upstream.count(), 1);
+
+    let res = closed.get("/api/limited/b").send().await;
+    assert_error(&res, 503, "redis_unavailable");
+    assert_eq!(upstream.count(), 1, "a refused request never reaches the upstream");
+
+    // An upstream that is not there: 502, with the rate-limit headers of the admitted check.
+    redis.start();
+    let gone = app_with(&redis, &[("ratelimit_upstream", "http://127.0.0.1:9"), ("ratelimit_gateway_policy", "gw")]);
+    let res = gone.get("/api/limited/c").send().await;
+    assert_error(&res, 502, "upstream_unavailable");
+    assert!(res.header("ratelimit").unwrap().starts_with("\"gw\";r=49;t="));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_defaults_to_the_demo_origin_by_service_chaining() {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, &[("origin_delay_ms", "0"), ("ratelimit_gateway_policy", "gw")]);
+    let res = app.get("/api/limited/profiles/7").send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["id"], "7", "{}", res.text());
+    assert_eq!(res.header("ratelimit-policy"), Some("\"gw\";q=50;w=3600"));
+    assert!(res.header("ratelimit").unwrap().starts_with("\"gw\";r=49;t="));
+    assert_eq!(res.redis_connections, 1);
+}
