@@ -11,6 +11,7 @@
 //! - [`secrets`]: CSPRNG tokens and digits, HMAC/SHA-256, constant-time comparison.
 //! - [`ratelimit`]: `/api/ratelimit/...` and the `/api/limited/...` gateway.
 //! - [`cache`]: cache-aside in front of an HTTP origin, `/api/cache/...`.
+//! - [`otp`]: one-time codes and reset tokens, `/api/otp` and `/api/otp/verify`.
 
 pub mod cache;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod json;
+pub mod otp;
 pub mod ratelimit;
 pub mod redis;
 pub mod secrets;

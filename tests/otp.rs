@@ -1,0 +1,705 @@
+//! The OTP component through the Spin-compatible host into real Redis, plain and TLS:
+//! issuing and verifying codes and link tokens, expiry, lockout, races, replacement,
+//! cooldown and hourly caps, the outbox and the webhook, bad input and Redis failures.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use spin_test_host::redis::{self, AsyncCommands};
+use spin_test_host::redis_server::RedisServer;
+use spin_test_host::{TestApp, TestResponse};
+
+const PEPPER: &str = "pepper+/=for-tests-0123456789abcdefghijklmnop";
+const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
+
+fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
+    let mut builder = redis
+        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+        .variable("otp_pepper", PEPPER);
+    for (name, value) in vars {
+        builder = builder.variable(name, *value);
+    }
+    builder.load().expect("app loads")
+}
+
+fn app(redis: &RedisServer) -> TestApp {
+    app_with(redis, &[])
+}
+
+async fn issue(app: &TestApp, subject: &str, purpose: &str) -> TestResponse {
+    app.post("/api/otp").json(&json!({"subject": subject, "purpose": purpose, "channel": "email"})).send().await
+}
+
+async fn verify(app: &TestApp, subject: &str, purpose: &str, code: &str) -> TestResponse {
+    app.post("/api/otp/verify").json(&json!({"subject": subject, "purpose": purpose, "code": code})).send().await
+}
+
+fn assert_error(res: &TestResponse, status: u16, code: &str) {
+    assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
+}
+
+/// Every outbox entry, oldest first, as field maps (with the stream key and entry id).
+async fn outbox(client: &mut redis::aio::MultiplexedConnection) -> Vec<HashMap<String, String>> {
+    let streams: Vec<String> = client.keys("srp:otp:outbox:*").await.unwrap();
+    let mut entries = Vec::new();
+    for stream in streams {
+        let range: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(client).await.unwrap();
+        for (id, fields) in range {
+            let mut map: HashMap<String, String> = fields.into_iter().collect();
+            map.insert("_id".into(), id);
+            map.insert("_stream".into(), stream.clone());
+            entries.push(map);
+        }
+    }
+    entries.sort_by_key(|e| {
+        let (ms, seq) = e["_id"].split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    });
+    entries
+}
+
+/// The code most recently sent to `subject` (normalised) for `purpose`, read from the outbox
+/// as a mail worker would.
+async fn sent_code(client: &mut redis::aio::MultiplexedConnection, subject: &str, purpose: &str) -> String {
+    outbox(client)
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| e["subject"] == subject && e["purpose"] == purpose)
+        .unwrap_or_else(|| panic!("no outbox entry for {subject} {purpose}"))["code"]
+        .clone()
+}
+
+async fn keys(client: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = client.keys(pattern).await.unwrap();
+    keys.sort();
+    keys
+}
+
+async fn command_calls(client: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(client).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+async fn issue_and_verify_round_trip(redis: &RedisServer) {
+    let mut client = redis.client().await;
+    let app = app(redis);
+
+    let res = issue(&app, "alice@example.com", "login").await;
+    assert_eq!(res.status, 202, "{} {}", res.text(), res.logs);
+    assert_eq!(res.json(), json!({"expires_in": 300, "resend_after": 60}));
+    assert_eq!(res.header("cache-control"), Some("no-store"));
+    assert_eq!(res.redis_connections, 1);
+
+    let code = sent_code(&mut client, "alice@example.com", "login").await;
+    assert_eq!(code.len(), 6);
+    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+
+    // The state expires by itself: code 300 s, cooldown 60 s, hourly log 1 h, outbox 900 s.
+    let state = keys(&mut client, "srp:otp:{otp:*}:code:login:*").await;
+    assert_eq!(state.len(), 1, "{state:?}");
+    let ttl: i64 = client.pttl(&state[0]).await.unwrap();
+    assert!((299_000..=300_000).contains(&ttl), "{ttl}");
+    let cooldown = keys(&mut client, "srp:otp:{otp:*}:cooldown:login:*").await;
+    let ttl: i64 = client.pttl(&cooldown[0]).await.unwrap();
+    assert!((59_000..=60_000).contains(&ttl), "{ttl}");
+    let hourly = keys(&mut client, "srp:otp:{otp:*}:hourly:*").await;
+    let ttl: i64 = client.pttl(&hourly[0]).await.unwrap();
+    assert!((3_599_000..=3_600_000).contains(&ttl), "{ttl}");
+    let stream = keys(&mut client, "srp:otp:outbox:*").await;
+    let ttl: i64 = client.pttl(&stream[0]).await.unwrap();
+    assert!((899_000..=900_000).contains(&ttl), "{ttl}");
+
+    // One script per request: the first verify loads it (EVALSHA, then EVAL), a second
+    // script run goes by SHA only.
+    let evalsha_before = command_calls(&mut client, "evalsha").await;
+    let res = verify(&app, "alice@example.com", "login", &code).await;
+    assert_eq!(res.status, 200, "{} {}", res.text(), res.logs);
+    assert_eq!(res.json(), json!({"verified": true}));
+    assert_eq!(res.redis_connections, 1);
+    assert_eq!(command_calls(&mut client, "evalsha").await, evalsha_before + 1);
+
+    // Single use: the code is gone.
+    let res = verify(&app, "alice@example.com", "login", &code).await;
+    assert_error(&res, 410, "code_expired");
+    assert!(keys(&mut client, "srp:otp:{otp:*}:code:*").await.is_empty());
+    let evals = command_calls(&mut client, "eval").await;
+    assert_eq!(evals, 2, "each script is sent in full once (issue, verify), then by SHA");
+
+    // Nothing secret in the logs.
+    for text in [app.logs(), res.text()] {
+        assert!(!text.contains(PEPPER) && !text.contains(&code), "secret leaked: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_and_verify_over_plain_redis() {
+    issue_and_verify_round_trip(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_and_verify_over_tls_with_an_azure_style_key() {
+    issue_and_verify_round_trip(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subjects_are_normalised_and_purposes_kept_apart() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app(&redis);
+    assert_eq!(issue(&app, "  Bob@Example.COM ", "login").await.status, 202);
+    let code = sent_code(&mut client, "bob@example.com", "login").await;
+
+    // A login code does not verify a password reset, and the try costs the login code nothing.
+    assert_error(&verify(&app, "bob@example.com", "reset_password", &code).await, 410, "code_expired");
+    let res = verify(&app, "BOB@example.com", "login", &code).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+
+    // Phone numbers are normalised to E.164.
+    assert_eq!(issue(&app, "+44 (20) 7946-0958", "verify_email").await.status, 202);
+    let code = sent_code(&mut client, "+442079460958", "verify_email").await;
+    assert_eq!(verify(&app, "+442079460958", "verify_email", &code).await.status, 200);
+
+    // The raw subject never appears in a key name.
+    let all: Vec<String> = client.keys("*").await.unwrap();
+    assert!(all.iter().all(|k| !k.contains("bob") && !k.contains("4420")), "{all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codes_expire() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(&redis, &[("otp_code_ttl_seconds", "1")]);
+    let res = issue(&app, "carol@example.com", "login").await;
+    assert_eq!(res.json()["expires_in"], 1);
+    let code = sent_code(&mut client, "carol@example.com", "login").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_error(&verify(&app, "carol@example.com", "login", &code).await, 410, "code_expired");
+}
+
+fn wrong_code(code: &str) -> String {
+    code.bytes().map(|b| char::from(b'0' + (b - b'0' + 1) % 10)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_codes_count_down_to_a_lockout() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app(&redis);
+    assert_eq!(issue(&app, "dave@example.com", "login").await.status, 202);
+    let code = sent_code(&mut client, "dave@example.com", "login").await;
+    let wrong = wrong_code(&code);
+
+    for remaining in [4, 3, 2, 1] {
+        let res = verify(&app, "dave@example.com", "login", &wrong).await;
+        assert_error(&res, 401, "wrong_code");
+        assert_eq!(res.json()["attempts_remaining"], remaining);
+        assert_eq!(res.json()["verified"], false);
+        assert_eq!(res.header("www-authenticate"), Some("OTP"));
+    }
+    let res = verify(&app, "dave@example.com", "login", &wrong).await;
+    assert_error(&res, 429, "too_many_attempts");
+    assert_eq!(res.json()["attempts_remaining"], 0);
+    // The resend cooldown (60 s) is what stands between the user and a new code.
+    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!((59..=60).contains(&retry), "{retry}");
+
+    // Burned: even the right code no longer works, and the state still expires by itself.
+    assert_error(&verify(&app, "dave@example.com", "login", &code).await, 429, "too_many_attempts");
+    let state = keys(&mut client, "srp:otp:{otp:*}:code:login:*").await;
+    let fields: HashMap<String, String> = client.hgetall(&state[0]).await.unwrap();
+    assert!(!fields.contains_key("hmac"), "{fields:?}");
+    assert!(client.pttl::<_, i64>(&state[0]).await.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_racing_verifies_with_the_right_code_succeed_exactly_once() {
+    for redis in [RedisServer::plain(), RedisServer::tls(AZURE_STYLE_KEY)] {
+        let mut client = redis.client().await;
+        let app = app(&redis);
+        assert_eq!(issue(&app, "erin@example.com", "login").await.status, 202);
+        let code = sent_code(&mut client, "erin@example.com", "login").await;
+
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (app, code) = (app.clone(), code.clone());
+                tokio::spawn(async move { verify(&app, "erin@example.com", "login", &code).await.status })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        statuses.sort();
+        let mut expected = vec![200];
+        expected.extend([410; 19]);
+        assert_eq!(statuses, expected, "tls={}", redis.is_tls());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_racing_wrong_guesses_get_exactly_the_allowed_attempts() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app(&redis);
+    assert_eq!(issue(&app, "frank@example.com", "login").await.status, 202);
+    let wrong = wrong_code(&sent_code(&mut client, "frank@example.com", "login").await);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (app, wrong) = (app.clone(), wrong.clone());
+            tokio::spawn(async move { verify(&app, "frank@example.com", "login", &wrong).await })
+        })
+        .collect();
+    let mut remaining = Vec::new();
+    let mut locked = 0;
+    for t in tasks {
+        let res = t.await.unwrap();
+        match res.status {
+            401 => remaining.push(res.json()["attempts_remaining"].as_i64().unwrap()),
+            429 => locked += 1,
+            other => panic!("unexpected {other}: {}", res.text()),
+        }
+    }
+    remaining.sort();
+    assert_eq!(remaining, [1, 2, 3, 4]);
+    assert_eq!(locked, 16);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_plain_code_is_stored_anywhere_in_redis() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(&redis, &[("otp_resend_cooldown_seconds", "0"), ("otp_outbox_shards", "1")]);
+    let mut codes = Vec::new();
+    for (subject, format) in [("gina@example.com", "code"), ("gina@example.com", "link"), ("hank@example.com", "code")] {
+        let res = app
+            .post("/api/otp")
+            .json(&json!({"subject": subject, "purpose": "reset_password", "format": format}))
+            .send()
+            .await;
+        assert_eq!(res.status, 202, "{}", res.text());
+        codes.push(sent_code(&mut client, subject, "reset_password").await);
+    }
+    // Collect every byte Redis holds: key names, and every value of every type. The outbox
+    // entries' `code` field is the one exception: it is the delivery channel by design (a
+    // worker reads the plain code there to send it), and is trimmed once no code can be valid.
+    let mut haystack = String::new();
+    let all: Vec<String> = client.keys("*").await.unwrap();
+    for key in &all {
+        haystack.push_str(key);
+        haystack.push('\n');
+        let kind: String = redis::cmd("TYPE").arg(key).query_async(&mut client).await.unwrap();
+        match kind.as_str() {
+            "string" => haystack.push_str(&client.get::<_, String>(key).await.unwrap()),
+            "hash" => {
+                let h: HashMap<String, String> = client.hgetall(key).await.unwrap();
+                for (k, v) in h {
+                    haystack.push_str(&format!("{k}={v}\n"));
+                }
+            }
+            "zset" => {
+                let z: Vec<(String, f64)> = client.zrange_withscores(key, 0, -1).await.unwrap();
+                haystack.push_str(&format!("{z:?}"));
+            }
+            "stream" => {
+                let range: Vec<(String, Vec<(String, String)>)> =
+                    redis::cmd("XRANGE").arg(key).arg("-").arg("+").query_async(&mut client).await.unwrap();
+                for (id, fields) in range {
+                    haystack.push_str(&id);
+                    for (f, v) in fields {
+                        if f != "code" {
+                            haystack.push_str(&format!("{f}={v}\n"));
+                        }
+                    }
+                }
+            }
+            other => panic!("unexpected key type {other} for {key}"),
+        }
+    }
+    // Two code states, two hourly logs, one outbox (one shard); no cooldowns (set to 0).
+    assert_eq!(all.len(), 5, "{all:?}");
+    for code in &codes {
+        assert!(!haystack.contains(code.as_str()), "plain code {code} found in Redis:\n{haystack}");
+    }
+    // What is stored is a 64-hex-digit HMAC.
+    let state = keys(&mut client, "srp:otp:{otp:*}:code:reset_password:*").await;
+    let hmac: String = client.hget(&state[0], "hmac").await.unwrap();
+    assert_eq!(hmac.len(), 64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuing_again_replaces_the_previous_code() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(&redis, &[("otp_resend_cooldown_seconds", "0")]);
+    assert_eq!(issue(&app, "ivan@example.com", "login").await.json()["resend_after"], 0);
+    let first = sent_code(&mut client, "ivan@example.com", "login").await;
+    assert_eq!(issue(&app, "ivan@example.com", "login").await.status, 202);
+    let second = sent_code(&mut client, "ivan@example.com", "login").await;
+    if first != second {
+        let res = verify(&app, "ivan@example.com", "login", &first).await;
+        assert_error(&res, 401, "wrong_code");
+        // A new code starts with the full number of attempts.
+        assert_eq!(res.json()["attempts_remaining"], 4);
+    }
+    assert_eq!(verify(&app, "ivan@example.com", "login", &second).await.status, 200);
+    assert_eq!(keys(&mut client, "srp:otp:{otp:*}:code:*").await.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resend_cooldown_answers_429_with_retry_after() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app(&redis);
+    assert_eq!(issue(&app, "judy@example.com", "login").await.status, 202);
+    let code = sent_code(&mut client, "judy@example.com", "login").await;
+    let res = issue(&app, "judy@example.com", "login").await;
+    assert_error(&res, 429, "resend_cooldown");
+    assert_eq!(res.header("retry-after"), Some("60"));
+    assert_eq!(outbox(&mut client).await.len(), 1, "no second code was sent");
+    // The refused request did not replace the code.
+    assert_eq!(verify(&app, "judy@example.com", "login", &code).await.status, 200);
+    // The cooldown is per purpose; another subject is unaffected.
+    assert_eq!(issue(&app, "judy@example.com", "reset_password").await.status, 202);
+    assert_eq!(issue(&app, "kim@example.com", "login").await.status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hourly_cap_per_subject_answers_429_with_retry_after() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(&redis, &[("otp_resend_cooldown_seconds", "0"), ("otp_max_per_hour", "3")]);
+    for purpose in ["login", "login", "verify_email"] {
+        assert_eq!(issue(&app, "leo@example.com", purpose).await.status, 202);
+    }
+    // The cap counts every purpose of the subject.
+    for purpose in ["login", "reset_password"] {
+        let res = issue(&app, "leo@example.com", purpose).await;
+        assert_error(&res, 429, "hourly_limit");
+        assert_eq!(res.header("retry-after"), Some("3600"));
+    }
+    assert_eq!(outbox(&mut client).await.len(), 3);
+    assert_eq!(issue(&app, "mia@example.com", "login").await.status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_entry_carries_what_a_worker_needs() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(&redis, &[("otp_outbox_shards", "1")]);
+    let res = app
+        .post("/api/otp")
+        .json(&json!({"subject": "+1 555 010 9999", "purpose": "login", "channel": "sms"}))
+        .send()
+        .await;
+    assert_eq!(res.status, 202);
+    let entries = outbox(&mut client).await;
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(e["_stream"], "srp:otp:outbox:{otp:0}");
+    assert_eq!(
+        (e["subject"].as_str(), e["purpose"].as_str(), e["channel"].as_str(), e["format"].as_str()),
+        ("+15550109999", "login", "sms", "code")
+    );
+    let id_ms: u64 = e["_id"].split_once('-').unwrap().0.parse().unwrap();
+    let expires: u64 = e["expires_at_ms"].parse().unwrap();
+    assert_eq!(expires, id_ms + 300_000);
+    // The code's state names the entry that delivered it.
+    let state = keys(&mut client, "srp:otp:{otp:0}:code:login:*").await;
+    let delivery: String = client.hget(&state[0], "delivery").await.unwrap();
+    assert_eq!(delivery, e["_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_entries_leave_once_no_code_can_be_valid() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(
+        &redis,
+        &[("otp_code_ttl_seconds", "1"), ("otp_link_ttl_seconds", "1"), ("otp_outbox_shards", "1")],
+    );
+    assert_eq!(issue(&app, "old@example.com", "login").await.status, 202);
+    let stream = "srp:otp:outbox:{otp:0}";
+    let ttl: i64 = client.pttl(stream).await.unwrap();
+    assert!((1..=1000).contains(&ttl), "the stream expires with its last code: {ttl}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(issue(&app, "new@example.com", "login").await.status, 202);
+    let subjects: Vec<String> = outbox(&mut client).await.into_iter().map(|e| e["subject"].clone()).collect();
+    assert_eq!(subjects, ["new@example.com"], "the expired code's entry was trimmed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_length_is_capped() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(&redis, &[("otp_outbox_maxlen", "100"), ("otp_outbox_shards", "1")]);
+    for i in 0..250 {
+        assert_eq!(issue(&app, &format!("user{i}@example.com"), "login").await.status, 202);
+    }
+    // `MAXLEN ~` trims whole stream nodes (100 entries each by default), never below the cap.
+    let len: u64 = client.xlen("srp:otp:outbox:{otp:0}").await.unwrap();
+    assert!((100..200).contains(&len), "{len}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_tokens_are_long_url_safe_and_single_use() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app(&redis);
+    let res = app
+        .post("/api/otp")
+        .json(&json!({"subject": "nina@example.com", "purpose": "reset_password", "format": "link"}))
+        .send()
+        .await;
+    assert_eq!(res.status, 202, "{}", res.text());
+    assert_eq!(res.json(), json!({"expires_in": 900, "resend_after": 60}));
+    let token = sent_code(&mut client, "nina@example.com", "reset_password").await;
+    assert_eq!(token.len(), 43, "256 bits in base64url");
+    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{token}");
+    let state = keys(&mut client, "srp:otp:{otp:*}:code:reset_password:*").await;
+    let ttl: i64 = client.pttl(&state[0]).await.unwrap();
+    assert!((899_000..=900_000).contains(&ttl), "{ttl}");
+
+    assert_eq!(verify(&app, "nina@example.com", "reset_password", &token).await.status, 200);
+    assert_error(&verify(&app, "nina@example.com", "reset_password", &token).await, 410, "code_expired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_are_rejected_clearly_without_touching_redis() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let long = "a".repeat(300);
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        ("/api/otp", json!({"subject": "", "purpose": "login"}), 400, "invalid_subject"),
+        ("/api/otp", json!({"subject": long, "purpose": "login"}), 400, "invalid_subject"),
+        ("/api/otp", json!({"subject": "a b@example.com", "purpose": "login"}), 400, "invalid_subject"),
+        ("/api/otp", json!({"subject": "x@nodot", "purpose": "login"}), 400, "invalid_subject"),
+        ("/api/otp", json!({"subject": "+12", "purpose": "login"}), 400, "invalid_subject"),
+        ("/api/otp", json!({"subject": "a@example.com", "purpose": "admin"}), 400, "invalid_purpose"),
+        ("/api/otp", json!({"subject": "a@example.com", "purpose": "login", "format": "pdf"}), 400, "invalid_format"),
+        ("/api/otp", json!({"subject": "a@example.com", "purpose": "login", "channel": "Pigeon!"}), 400, "invalid_channel"),
+        ("/api/otp", json!({"subject": "a@example.com", "purpose": "login", "extra": 1}), 400, "invalid_json"),
+        ("/api/otp", json!({"subject": 42, "purpose": "login"}), 400, "invalid_json"),
+        ("/api/otp", json!({"purpose": "login"}), 400, "invalid_json"),
+        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "login", "code": "12345"}), 400, "invalid_code"),
+        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "login", "code": "12345a"}), 400, "invalid_code"),
+        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "login", "code": ""}), 400, "invalid_code"),
+        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "login", "code": 123456}), 400, "invalid_json"),
+        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "logout", "code": "123456"}), 400, "invalid_purpose"),
+    ];
+    for (path, body, status, code) in cases {
+        let res = app.post(path).json(&body).send().await;
+        assert_error(&res, status, code);
+        assert!(!res.json()["error"]["message"].as_str().unwrap().is_empty());
+        assert_eq!(res.redis_connections, 0, "{path} {body}");
+    }
+    let res = app.post("/api/otp").header("content-type", "application/json").body("{not json").send().await;
+    assert_error(&res, 400, "invalid_json");
+    let res = app.post("/api/otp").header("content-type", "text/plain").body("{}").send().await;
+    assert_error(&res, 415, "unsupported_media_type");
+    let big = json!({"subject": "a".repeat(5000), "purpose": "login"});
+    assert_error(&app.post("/api/otp").json(&big).send().await, 413, "body_too_large");
+    let res = app.get("/api/otp").send().await;
+    assert_error(&res, 405, "method_not_allowed");
+    assert_eq!(res.header("allow"), Some("POST"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unset_pepper_is_a_clear_500_and_nothing_is_issued() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = redis.configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))).load().unwrap();
+    for res in [issue(&app, "a@example.com", "login").await, verify(&app, "a@example.com", "login", "123456").await] {
+        assert_error(&res, 500, "otp_misconfigured");
+        assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_pepper"));
+        assert_eq!(res.redis_connections, 0);
+    }
+    let all: Vec<String> = client.keys("*").await.unwrap();
+    assert!(all.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_echo_works_on_loopback_only() {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, &[("otp_dev_echo", "true")]);
+    let res = issue(&app, "olga@example.com", "login").await;
+    assert_eq!(res.status, 202);
+    let code = res.json()["code"].as_str().unwrap().to_owned();
+    assert_eq!(verify(&app, "olga@example.com", "login", &code).await.status, 200);
+
+    // Off by default.
+    assert!(issue(&app_with(&redis, &[]), "pat@example.com", "login").await.json().get("code").is_none());
+
+    // Refused (never echoing) when Redis is remote; no connection is attempted.
+    let remote = TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))
+        .variable("otp_pepper", PEPPER)
+        .variable("otp_dev_echo", "true")
+        .variable("redis_host", "contoso.redis.cache.windows.net")
+        .variable("redis_port", "6380")
+        .variable("redis_tls", "true")
+        .load()
+        .unwrap();
+    let res = issue(&remote, "olga@example.com", "login").await;
+    assert_error(&res, 500, "otp_misconfigured");
+    assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_dev_echo"));
+    assert_eq!(res.redis_connections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_is_503_and_nothing_is_left_half_written() {
+    let mut redis = RedisServer::plain();
+    let app = app(&redis);
+    redis.stop();
+    for res in [issue(&app, "quinn@example.com", "login").await, verify(&app, "quinn@example.com", "login", "123456").await] {
+        assert_error(&res, 503, "redis_unavailable");
+        assert_eq!(res.header("retry-after"), Some("1"));
+    }
+    redis.start();
+    let mut client = redis.client().await;
+    let all: Vec<String> = client.keys("*").await.unwrap();
+    assert!(all.is_empty(), "{all:?}");
+    assert_eq!(issue(&app, "quinn@example.com", "login").await.status, 202);
+    let code = sent_code(&mut client, "quinn@example.com", "login").await;
+    assert_eq!(verify(&app, "quinn@example.com", "login", &code).await.status, 200);
+}
+
+/// A one-route HTTP server on 127.0.0.1 standing in for a mailer's webhook: it records each
+/// request's headers and JSON body and answers with the status the test sets.
+struct Webhook {
+    port: u16,
+    status: Arc<Mutex<u16>>,
+    received: Arc<Mutex<Vec<(HashMap<String, String>, Value)>>>,
+}
+
+impl Webhook {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let status = Arc::new(Mutex::new(204));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (reply_status, log) = (status.clone(), received.clone());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut headers = HashMap::new();
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                headers.insert(":request".to_owned(), line.trim_end().to_owned());
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    let Some((name, value)) = line.trim_end().split_once(':') else { break };
+                    headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+                }
+                let mut body = vec![0; headers.get("content-length").map_or(0, |l| l.parse().unwrap())];
+                reader.read_exact(&mut body).unwrap();
+                log.lock().unwrap().push((headers, serde_json::from_slice(&body).unwrap()));
+                let status = *reply_status.lock().unwrap();
+                let _ = write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+        });
+        Self { port, status, received }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_receives_the_code() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let hook = Webhook::start();
+    let url = format!("{}/hooks/otp", hook.origin());
+    let app = app_with(
+        &redis,
+        &[("otp_webhook_url", &url), ("otp_webhook_origin", &hook.origin()), ("otp_webhook_token", "hook-s3cret")],
+    );
+    let res = issue(&app, "rita@example.com", "login").await;
+    assert_eq!(res.status, 202, "{} {}", res.text(), res.logs);
+
+    let received = hook.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let (headers, body) = &received[0];
+    assert_eq!(headers[":request"], "POST /hooks/otp HTTP/1.1");
+    assert_eq!(headers["authorization"], "Bearer hook-s3cret");
+    assert_eq!(headers["content-type"], "application/json");
+    let entry = outbox(&mut client).await.pop().unwrap();
+    assert_eq!(headers["idempotency-key"], entry["_id"]);
+    assert_eq!(body["id"], entry["_id"]);
+    assert_eq!(body["code"], entry["code"]);
+    assert_eq!(
+        (&body["subject"], &body["purpose"], &body["channel"], &body["format"], &body["expires_in"]),
+        (&json!("rita@example.com"), &json!("login"), &json!("email"), &json!("code"), &json!(300))
+    );
+    let code = body["code"].as_str().unwrap();
+    assert_eq!(verify(&app, "rita@example.com", "login", code).await.status, 200);
+    assert!(!app.logs().contains("hook-s3cret"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_webhook_withdraws_the_code_so_the_user_can_ask_again() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let hook = Webhook::start();
+    *hook.status.lock().unwrap() = 500;
+    let url = format!("{}/hooks/otp", hook.origin());
+    let app = app_with(&redis, &[("otp_webhook_url", &url), ("otp_webhook_origin", &hook.origin())]);
+
+    let res = issue(&app, "sam@example.com", "login").await;
+    assert_error(&res, 502, "delivery_failed");
+    assert_eq!(res.header("retry-after"), Some("1"));
+    let code = hook.received.lock().unwrap()[0].1["code"].as_str().unwrap().to_owned();
+    // Withdrawn: no code state, no cooldown, no hourly count, no outbox entry.
+    assert!(keys(&mut client, "srp:otp:{otp:*}:code:*").await.is_empty());
+    assert!(keys(&mut client, "srp:otp:{otp:*}:cooldown:*").await.is_empty());
+    let hourly = keys(&mut client, "srp:otp:{otp:*}:hourly:*").await;
+    for key in hourly {
+        assert_eq!(client.zcard::<_, u64>(&key).await.unwrap(), 0);
+    }
+    assert!(outbox(&mut client).await.is_empty());
+    assert_error(&verify(&app, "sam@example.com", "login", &code).await, 410, "code_expired");
+    assert!(!app.logs().contains(&code));
+
+    // Once the webhook recovers, asking again works at once.
+    *hook.status.lock().unwrap() = 200;
+    assert_eq!(issue(&app, "sam@example.com", "login").await.status, 202);
+    let code = hook.received.lock().unwrap()[1].1["code"].as_str().unwrap().to_owned();
+    assert_eq!(verify(&app, "sam@example.com", "login", &code).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_webhook_is_a_502_too() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    // A port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let app = app_with(&redis, &[("otp_webhook_url", &format!("{origin}/x")), ("otp_webhook_origin", &origin)]);
+    assert_error(&issue(&app, "tom@example.com", "login").await, 502, "delivery_failed");
+    assert!(keys(&mut client, "srp:otp:{otp:*}:code:*").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_url_outside_its_origin_is_misconfigured() {
+    let redis = RedisServer::plain();
+    let app = app_with(
+        &redis,
+        &[("otp_webhook_url", "http://127.0.0.1:9/hook"), ("otp_webhook_origin", "http://127.0.0.1:10")],
+    );
+    let res = issue(&app, "uma@example.com", "login").await;
+    assert_error(&res, 500, "otp_misconfigured");
+    assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_webhook_origin"));
+    assert_eq!(res.redis_connections, 0);
+}
