@@ -10,6 +10,7 @@
 //! - [`health`]: the `/health/cache` check.
 //! - [`secrets`]: CSPRNG tokens and digits, HMAC/SHA-256, constant-time comparison.
 //! - [`ratelimit`]: `/api/ratelimit/...` and the `/api/limited/...` gateway.
+//! - [`sessions`]: server-side web sessions under `/api/sessions...`.
 //! - [`cache`]: cache-aside in front of an HTTP origin, `/api/cache/...`.
 //! - [`otp`]: one-time codes and reset tokens, `/api/otp` and `/api/otp/verify`.
 
@@ -23,5 +24,6 @@ pub mod otp;
 pub mod ratelimit;
 pub mod redis;
 pub mod secrets;
+pub mod sessions;
 
 pub use error::ApiError;

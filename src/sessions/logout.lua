@@ -1,0 +1,12 @@
+-- Ends one session. KEYS[1] the session. ARGV: member.
+-- Returns {1} when a session was ended, {0} when there was none.
+local function logout()
+  local key, member = KEYS[1], ARGV[1]
+  local idx = load_session(key, member, now_ms())
+  if not idx then
+    return {0}
+  end
+  redis.call('DEL', key)
+  redis.call('ZREM', idx, member)
+  return {1}
+end

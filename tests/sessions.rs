@@ -1,0 +1,860 @@
+//! The sessions component through the Spin-compatible host into real Redis, plain and TLS:
+//! lifecycle, sliding and absolute expiry, cookies, bearer use, rotation, atomic patches,
+//! list and revoke-all, refusal of bad ids and bodies, what Redis holds, and Redis down.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use spin_test_host::redis::{self, AsyncCommands};
+use spin_test_host::redis_server::RedisServer;
+use spin_test_host::{TestApp, TestAppBuilder, TestResponse};
+
+const API_TOKEN: &str = "backend-token-7f3a9c";
+const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
+const DEFAULT_COOKIE_ATTRIBUTES: &str = "; Path=/; Secure; HttpOnly; SameSite=Lax";
+
+fn builder() -> TestAppBuilder {
+    TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))
+}
+
+fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
+    let mut b = redis.configure(builder()).variable("sessions_api_token", API_TOKEN);
+    for (name, value) in vars {
+        b = b.variable(name, *value);
+    }
+    b.load().expect("app loads")
+}
+
+fn app(redis: &RedisServer) -> TestApp {
+    app_with(redis, &[])
+}
+
+fn cookie(id: &str) -> String {
+    format!("__Host-session={id}")
+}
+
+/// `POST /api/sessions` as the app's backend; panics unless it is 201.
+async fn create(app: &TestApp, user: &str, data: Value) -> (String, TestResponse) {
+    let res = app
+        .post("/api/sessions")
+        .header("authorization", &format!("Bearer {API_TOKEN}"))
+        .header("user-agent", "backend/1.0")
+        .json(&json!({"user_id": user, "data": data, "user_agent": format!("browser of {user}")}))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let id = res.json()["session_id"].as_str().unwrap().to_owned();
+    (id, res)
+}
+
+async fn get(app: &TestApp, id: &str) -> TestResponse {
+    app.get("/api/sessions/current").header("cookie", &cookie(id)).send().await
+}
+
+async fn patch(app: &TestApp, id: &str, body: Value) -> TestResponse {
+    app.request(http::Method::PATCH, "/api/sessions/current")
+        .header("cookie", &cookie(id))
+        .json(&body)
+        .send()
+        .await
+}
+
+fn assert_error(res: &TestResponse, status: u16, code: &str) {
+    assert_eq!(res.status, status, "{}", res.text());
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
+}
+
+/// 401 that deletes the cookie in the browser.
+fn assert_unauthorized_and_cleared(res: &TestResponse) {
+    assert_error(res, 401, "unauthorized");
+    assert_eq!(
+        res.header("set-cookie"),
+        Some(format!("__Host-session=; Max-Age=0{DEFAULT_COOKIE_ATTRIBUTES}").as_str())
+    );
+}
+
+/// `INFO commandstats` as command -> calls.
+async fn command_stats(redis: &RedisServer) -> HashMap<String, u64> {
+    let mut conn = redis.client().await;
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Commands the component sent between two readings. Left out: the test's INFO, the host
+/// client's connection set-up, and the commands the session script runs inside Redis
+/// (commandstats counts a script's `redis.call`s too, but they cost no round trip).
+fn commands_between(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
+    const NOT_THE_COMPONENT: [&str; 22] = [
+        "info",
+        "auth",
+        "hello",
+        "client",
+        "client|setinfo",
+        // Inside the session script:
+        "time",
+        "exists",
+        "del",
+        "rename",
+        "pexpireat",
+        "hset",
+        "hget",
+        "hmget",
+        "hgetall",
+        "hdel",
+        "hstrlen",
+        "zadd",
+        "zrem",
+        "zrange",
+        "zremrangebyscore",
+        "zcard",
+        "zpopmin",
+    ];
+    after
+        .iter()
+        .filter(|(name, _)| !NOT_THE_COMPONENT.contains(&name.as_str()))
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, delta)| *delta > 0)
+        .collect()
+}
+
+/// Every key and every value Redis holds, as text.
+async fn dump(redis: &RedisServer) -> Vec<(String, String)> {
+    let mut conn = redis.client().await;
+    let keys: Vec<String> = conn.keys("*").await.unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.unwrap();
+        let values: Vec<String> = match kind.as_str() {
+            "hash" => conn.hgetall::<_, Vec<String>>(&key).await.unwrap(),
+            "zset" => conn.zrange_withscores::<_, Vec<String>>(&key, 0, -1).await.unwrap(),
+            "string" => vec![conn.get(&key).await.unwrap()],
+            other => panic!("unexpected key type {other} at {key}"),
+        };
+        out.push((key, values.join("\n")));
+    }
+    out
+}
+
+/// The Redis key of a session id: the test recomputes the documented layout.
+fn session_key(id: &str) -> String {
+    format!("srp:sess:{{{}}}:s:{}", &id[..4], sha256_b64url(id.as_bytes()))
+}
+
+/// base64url(SHA-256): computed here, independently of the component's own hashing.
+fn sha256_b64url(data: &[u8]) -> String {
+    let digest = sha256(data);
+    base64url(&digest)
+}
+
+/// FIPS 180-4 SHA-256, small and slow: enough to recompute a few key names.
+fn sha256(data: &[u8]) -> [u8; 32] {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    ];
+    let mut h: [u32; 8] =
+        [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 64];
+        for i in 0..16 {
+            w[i] = u32::from_be_bytes(block[i * 4..i * 4 + 4].try_into().unwrap());
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16].wrapping_add(s0).wrapping_add(w[i - 7]).wrapping_add(s1);
+        }
+        let mut v = h;
+        for i in 0..64 {
+            let s1 = v[4].rotate_right(6) ^ v[4].rotate_right(11) ^ v[4].rotate_right(25);
+            let ch = (v[4] & v[5]) ^ (!v[4] & v[6]);
+            let t1 = v[7].wrapping_add(s1).wrapping_add(ch).wrapping_add(K[i]).wrapping_add(w[i]);
+            let s0 = v[0].rotate_right(2) ^ v[0].rotate_right(13) ^ v[0].rotate_right(22);
+            let maj = (v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]);
+            let t2 = s0.wrapping_add(maj);
+            v = [t1.wrapping_add(t2), v[0], v[1], v[2], v[3].wrapping_add(t1), v[4], v[5], v[6]];
+        }
+        for i in 0..8 {
+            h[i] = h[i].wrapping_add(v[i]);
+        }
+    }
+    let mut out = [0u8; 32];
+    for (i, word) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
+    }
+    out
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+async fn lifecycle(redis: &RedisServer) {
+    let app = app(redis);
+    let mut client = redis.client().await;
+
+    // Create: 201, a 256-bit id, the cookie, and the data stored.
+    let (id, res) = create(&app, "u1", json!({"cart": [1, 2], "theme": "dark"})).await;
+    assert_eq!(res.json()["expires_in"], 1800);
+    assert_eq!(id.len(), 48, "{id}");
+    assert_eq!(
+        res.header("set-cookie"),
+        Some(format!("__Host-session={id}{DEFAULT_COOKIE_ATTRIBUTES}").as_str())
+    );
+    assert_eq!(res.header("cache-control"), Some("no-store"));
+    assert_eq!(res.redis_connections, 1);
+
+    // Read by cookie: the whole session, the idle timeout slid.
+    let res = get(&app, &id).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let body = res.json();
+    assert_eq!(body["user_id"], "u1");
+    assert_eq!(body["data"], json!({"cart": [1, 2], "theme": "dark"}));
+    assert_eq!(body["expires_in"], 1800);
+    assert_eq!(body["absolute_expires_in"], 43200);
+    let created_at = body["created_at"].as_str().unwrap().to_owned();
+    assert!(created_at.ends_with('Z') && created_at.len() == 24, "{created_at}");
+    assert_eq!(res.redis_connections, 1);
+    let ttl: i64 = client.pttl(session_key(&id)).await.unwrap();
+    assert!((1_799_000..=1_800_000).contains(&ttl), "{ttl}");
+
+    // Patch: merge, replace, delete with null.
+    let res = patch(&app, &id, json!({"theme": "light", "cart": null, "lang": "fi"})).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["data"], json!({"theme": "light", "lang": "fi"}));
+    assert_eq!(get(&app, &id).await.json()["data"], json!({"theme": "light", "lang": "fi"}));
+
+    // Rotate: a new id for the same session; the old one is dead.
+    let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&id)).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let new_id = res.json()["session_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, id);
+    assert_eq!(&new_id[..4], &id[..4], "same user, same slot tag");
+    assert_eq!(
+        res.header("set-cookie"),
+        Some(format!("__Host-session={new_id}{DEFAULT_COOKIE_ATTRIBUTES}").as_str())
+    );
+    assert_unauthorized_and_cleared(&get(&app, &id).await);
+    let body = get(&app, &new_id).await.json();
+    assert_eq!(body["data"], json!({"theme": "light", "lang": "fi"}));
+    assert_eq!(body["created_at"], created_at.as_str(), "rotation keeps the session, only the id changes");
+
+    // List: just this one, marked current.
+    let res = app.get("/api/sessions").header("cookie", &cookie(&new_id)).send().await;
+    let sessions = res.json()["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["current"], true);
+    assert_eq!(sessions[0]["user_agent"], "browser of u1");
+
+    // Logout: 204, cookie cleared, session gone from Redis and from the index.
+    let res = app.delete("/api/sessions/current").header("cookie", &cookie(&new_id)).send().await;
+    assert_eq!(res.status, 204);
+    assert_eq!(
+        res.header("set-cookie"),
+        Some(format!("__Host-session=; Max-Age=0{DEFAULT_COOKIE_ATTRIBUTES}").as_str())
+    );
+    assert_unauthorized_and_cleared(&get(&app, &new_id).await);
+    let keys: Vec<String> = client.keys("*").await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // Nothing secret in the logs.
+    let logs = app.logs();
+    for secret in [id.as_str(), new_id.as_str(), API_TOKEN] {
+        assert!(!logs.contains(secret), "secret in logs: {logs}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_lifecycle_over_plain_redis() {
+    lifecycle(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_lifecycle_over_tls_redis_with_an_azure_style_key() {
+    lifecycle(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_works_like_the_cookie() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let (id, _) = create(&app, "u1", json!({"a": 1})).await;
+    let res = app.get("/api/sessions/current").header("authorization", &format!("Bearer {id}")).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["data"], json!({"a": 1}));
+
+    let res = app
+        .request(http::Method::PATCH, "/api/sessions/current")
+        .header("authorization", &format!("bearer {id}"))
+        .json(&json!({"b": 2}))
+        .send()
+        .await;
+    assert_eq!(res.json()["data"], json!({"a": 1, "b": 2}));
+
+    // A bearer header wins over the cookie, and a bad one is not rescued by a good cookie.
+    let res = app
+        .get("/api/sessions/current")
+        .header("authorization", "Bearer not-a-session")
+        .header("cookie", &cookie(&id))
+        .send()
+        .await;
+    assert_unauthorized_and_cleared(&res);
+    assert_eq!(res.redis_connections, 0);
+    let res = app.get("/api/sessions/current").header("authorization", &format!("Basic {id}")).send().await;
+    assert_unauthorized_and_cleared(&res);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cookies_are_found_among_others_in_any_header() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let (id, _) = create(&app, "u1", json!({})).await;
+    for headers in [
+        vec![format!("a=1; __Host-session={id}; b=2")],
+        vec![format!("a=1;__Host-session=\"{id}\"")],
+        vec![format!("  __Host-session = {id} ;theme=dark")],
+        vec!["a=1".to_owned(), format!("__Host-session={id}")],
+        vec![format!("session={id}x; __Host-session=short; __Host-session={id}")],
+    ] {
+        let mut req = app.get("/api/sessions/current");
+        for h in &headers {
+            req = req.header("cookie", h);
+        }
+        let res = req.send().await;
+        assert_eq!(res.status, 200, "{headers:?}: {}", res.text());
+    }
+    let res = app.get("/api/sessions/current").header("cookie", &format!("session={id}")).send().await;
+    assert_unauthorized_and_cleared(&res);
+    assert_eq!(res.redis_connections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cookie_name_and_attributes_are_configurable() {
+    let redis = RedisServer::plain();
+    let app = app_with(
+        &redis,
+        &[
+            ("sessions_cookie_name", "sid"),
+            ("sessions_cookie_secure", "false"),
+            ("sessions_cookie_same_site", "Strict"),
+            ("sessions_cookie_path", "/app"),
+            ("sessions_cookie_domain", "example.com"),
+        ],
+    );
+    let (id, res) = create(&app, "u1", json!({})).await;
+    assert_eq!(
+        res.header("set-cookie"),
+        Some(format!("sid={id}; Path=/app; Domain=example.com; HttpOnly; SameSite=Strict").as_str())
+    );
+    let res = app.get("/api/sessions/current").header("cookie", &format!("sid={id}")).send().await;
+    assert_eq!(res.status, 200);
+    let res = app.get("/api/sessions/current").header("cookie", &format!("__Host-session={id}")).send().await;
+    assert_eq!(res.status, 401);
+    assert_eq!(
+        res.header("set-cookie"),
+        Some("sid=; Max-Age=0; Path=/app; Domain=example.com; HttpOnly; SameSite=Strict")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cookie_settings_browsers_would_drop_are_refused() {
+    let redis = RedisServer::plain();
+    for (name, value) in [
+        ("sessions_cookie_secure", "false"),
+        ("sessions_cookie_path", "/app"),
+        ("sessions_cookie_domain", "example.com"),
+        ("sessions_cookie_same_site", "sometimes"),
+        ("sessions_idle_timeout", "0"),
+        ("sessions_absolute_timeout", "soon"),
+    ] {
+        let app = app_with(&redis, &[(name, value)]);
+        let res = app.get("/api/sessions/current").send().await;
+        assert_error(&res, 500, "sessions_misconfigured");
+        assert_eq!(res.redis_connections, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_timeout_slides_with_use() {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, &[("sessions_idle_timeout", "3"), ("sessions_absolute_timeout", "60")]);
+    let mut client = redis.client().await;
+    let (id, res) = create(&app, "u1", json!({})).await;
+    assert_eq!(res.json()["expires_in"], 3);
+
+    // Used every 1.5 s, it outlives its 3 s idle timeout.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let res = get(&app, &id).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["expires_in"], 3);
+        let ttl: i64 = client.pttl(session_key(&id)).await.unwrap();
+        assert!((2_000..=3_000).contains(&ttl), "{ttl}");
+    }
+    // Left alone for longer than the idle timeout, it ends.
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    assert_unauthorized_and_cleared(&get(&app, &id).await);
+    let exists: bool = client.exists(session_key(&id)).await.unwrap();
+    assert!(!exists);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn absolute_lifetime_caps_the_sliding_timeout() {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, &[("sessions_idle_timeout", "3"), ("sessions_absolute_timeout", "4")]);
+    let mut client = redis.client().await;
+    let (id, _) = create(&app, "u1", json!({})).await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(&app, &id).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // 3.2 s in: the idle timeout would give 3 s more, the absolute deadline allows 0.8 s.
+    let res = get(&app, &id).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["expires_in"], 1);
+    assert_eq!(res.json()["absolute_expires_in"], 1);
+    let ttl: i64 = client.pttl(session_key(&id)).await.unwrap();
+    assert!((1..=850).contains(&ttl), "{ttl}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_unauthorized_and_cleared(&get(&app, &id).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_patches_of_different_fields_all_survive() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let (id, _) = create(&app, "u1", json!({"base": true})).await;
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let app = app.clone();
+            let id = id.clone();
+            tokio::spawn(async move { patch(&app, &id, json!({ format!("f{i}"): i })).await.status })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let data = get(&app, &id).await.json()["data"].clone();
+    let mut expected = json!({"base": true});
+    for i in 0..24 {
+        expected[format!("f{i}")] = json!(i);
+    }
+    assert_eq!(data, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_agents_are_kept_bounded_and_default_to_the_header() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let long = format!("Mozilla/5.0 {}\\u0007é", "x".repeat(400));
+    let res = app
+        .post("/api/sessions")
+        .header("authorization", &format!("Bearer {API_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"user_id":"u1","user_agent":"{long}"}}"#))
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let id = res.json()["session_id"].as_str().unwrap().to_owned();
+    let res = app
+        .post("/api/sessions")
+        .header("authorization", &format!("Bearer {API_TOKEN}"))
+        .header("user-agent", "curl/8.5")
+        .json(&json!({"user_id": "u1"}))
+        .send()
+        .await;
+    assert_eq!(res.status, 201);
+    let res = app.get("/api/sessions").header("cookie", &cookie(&id)).send().await;
+    let mut agents: Vec<String> = res.json()["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["user_agent"].as_str().unwrap().to_owned())
+        .collect();
+    agents.sort();
+    assert_eq!(agents, vec![format!("Mozilla/5.0 {}", "x".repeat(256 - 12)), "curl/8.5".to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_values_round_trip_exactly() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let raw = r#"{"user_id":"u1","data":{"big":12345678901234567890123,"price":1.10,"e":1E+2,"s":"é\u00e9\n","n":[null,{}]}}"#;
+    let res = app
+        .post("/api/sessions")
+        .header("authorization", &format!("Bearer {API_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let id = res.json()["session_id"].as_str().unwrap().to_owned();
+    let text = get(&app, &id).await.text();
+    for piece in [r#""big":12345678901234567890123"#, r#""price":1.10"#, r#""e":1E+2"#, r#""n":[null,{}]"#] {
+        assert!(text.contains(piece), "{piece} not in {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_and_revoke_all_cover_only_the_callers_user() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let mut client = redis.client().await;
+    let (a, _) = create(&app, "alice", json!({})).await;
+    let (b, _) = create(&app, "alice", json!({})).await;
+    let (c, _) = create(&app, "alice", json!({})).await;
+    let (other, _) = create(&app, "bob", json!({})).await;
+
+    let res = app.get("/api/sessions").header("cookie", &cookie(&b)).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.redis_connections, 1);
+    let sessions = res.json()["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    assert_eq!(sessions[0]["current"], true, "most recently seen first");
+    assert!(sessions.iter().all(|s| s["user_agent"] == "browser of alice" && s["expires_in"] == 1800));
+    assert!(!res.text().contains(&a[5..]) && !res.text().contains(&c[5..]), "other ids never listed");
+
+    let res = app.delete("/api/sessions").header("authorization", &format!("Bearer {a}")).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json(), json!({"revoked": 3}));
+    assert!(res.header("set-cookie").unwrap().contains("Max-Age=0"));
+    for id in [&a, &b, &c] {
+        assert_unauthorized_and_cleared(&get(&app, id).await);
+    }
+    assert_eq!(get(&app, &other).await.status, 200);
+    let keys: Vec<String> = client.keys("*").await.unwrap();
+    assert_eq!(keys.len(), 2, "only bob's session and index remain: {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_index_entries_are_pruned_and_sessions_per_user_capped() {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, &[("sessions_idle_timeout", "1"), ("sessions_max_per_user", "3")]);
+    let mut client = redis.client().await;
+    let index = |id: &str| format!("srp:sess:{{{}}}:u:{}", &id[..4], sha256_b64url(b"alice"));
+
+    let (first, _) = create(&app, "alice", json!({})).await;
+    create(&app, "alice", json!({})).await;
+    let count: u64 = client.zcard(index(&first)).await.unwrap();
+    assert_eq!(count, 2);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (fresh, _) = create(&app, "alice", json!({})).await;
+    let count: u64 = client.zcard(index(&fresh)).await.unwrap();
+    assert_eq!(count, 1, "expired entries pruned by the next write");
+    let ttl: i64 = client.pttl(index(&fresh)).await.unwrap();
+    assert!((1..=1000).contains(&ttl), "the index expires with its last session: {ttl}");
+
+    // A fourth live session ends the one closest to expiring.
+    let (s2, _) = create(&app, "alice", json!({})).await;
+    let (s3, _) = create(&app, "alice", json!({})).await;
+    let (s4, _) = create(&app, "alice", json!({})).await;
+    assert_unauthorized_and_cleared(&get(&app, &fresh).await);
+    for id in [&s2, &s3, &s4] {
+        assert_eq!(get(&app, id).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_truncated_and_oversized_ids_are_refused() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let (id, _) = create(&app, "u1", json!({})).await;
+    let oversized = format!("{id}{}", "A".repeat(4000));
+    let bad_ids = [
+        String::new(),
+        id[..47].to_owned(),
+        id[..20].to_owned(),
+        format!("{id}A"),
+        oversized,
+        id.to_uppercase(),
+        format!("{}{{x}}{}", &id[..2], &id[5..]),
+        format!("{}B", &id[..47]),
+        "../../etc/passwd".to_owned(),
+    ];
+    for bad in &bad_ids {
+        if bad == &id {
+            continue;
+        }
+        for res in [
+            app.get("/api/sessions/current").header("cookie", &cookie(bad)).send().await,
+            app.get("/api/sessions/current").header("authorization", &format!("Bearer {bad}")).send().await,
+            app.delete("/api/sessions").header("cookie", &cookie(bad)).send().await,
+        ] {
+            assert_unauthorized_and_cleared(&res);
+            assert_eq!(res.redis_connections, 0, "refused before Redis: {bad:?}");
+        }
+    }
+    // Well-formed but never issued: Redis says no.
+    let forged = format!("{}.{}", &id[..4], base64url(&[7u8; 32]));
+    let res = get(&app, &forged).await;
+    assert_unauthorized_and_cleared(&res);
+    assert_eq!(res.redis_connections, 1);
+    // No credential at all.
+    assert_unauthorized_and_cleared(&app.get("/api/sessions/current").send().await);
+    // The genuine id still works.
+    assert_eq!(get(&app, &id).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn creation_needs_the_backend_token() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let body = json!({"user_id": "u1"});
+    for auth in [
+        None,
+        Some("Bearer wrong-token".to_owned()),
+        Some(format!("Bearer {API_TOKEN}x")),
+        Some(API_TOKEN.to_owned()),
+    ] {
+        let mut req = app.post("/api/sessions").json(&body);
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        let res = req.send().await;
+        assert_error(&res, 401, "unauthorized");
+        assert_eq!(res.redis_connections, 0);
+    }
+    let disabled = app_with(&redis, &[("sessions_api_token", "")]);
+    let res = disabled.post("/api/sessions").header("authorization", "Bearer ").json(&body).send().await;
+    assert_error(&res, 403, "creation_disabled");
+    assert!(!app.logs().contains(API_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bodies_are_refused_clearly() {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, &[("sessions_max_data_bytes", "100")]);
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        app.post("/api/sessions")
+            .header("authorization", &format!("Bearer {API_TOKEN}"))
+            .header("content-type", content_type)
+            .body(body)
+    };
+    let json_ct = "application/json";
+    let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
+        (b"user_id=u1".to_vec(), "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b"".to_vec(), json_ct, 400, "invalid_json"),
+        (b"{\"user_id\": \"u1\"".to_vec(), json_ct, 400, "invalid_json"),
+        (b"[\"u1\"]".to_vec(), json_ct, 400, "invalid_json"),
+        (b"{\"user_id\": \"u1\", \"user_id\": \"u2\"}".to_vec(), json_ct, 400, "invalid_json"),
+        (b"{}".to_vec(), json_ct, 422, "invalid_user_id"),
+        (b"{\"user_id\": 7}".to_vec(), json_ct, 422, "invalid_user_id"),
+        (format!("{{\"user_id\": \"{}\"}}", "u".repeat(257)).into_bytes(), json_ct, 422, "invalid_user_id"),
+        (b"{\"user_id\": \"u\\u0000\"}".to_vec(), json_ct, 422, "invalid_user_id"),
+        (b"{\"user_id\": \"u1\", \"data\": [1]}".to_vec(), json_ct, 422, "invalid_data"),
+        (
+            format!("{{\"user_id\": \"u1\", \"data\": {{\"k\": \"{}\"}}}}", "x".repeat(100)).into_bytes(),
+            json_ct,
+            422,
+            "data_too_large",
+        ),
+        (
+            format!("{{\"user_id\": \"u1\", \"data\": {{\"{}\": 1}}}}", "k".repeat(129)).into_bytes(),
+            json_ct,
+            422,
+            "invalid_data_key",
+        ),
+        (vec![b' '; 5000], json_ct, 413, "body_too_large"),
+    ];
+    for (body, ct, status, code) in cases {
+        let text = String::from_utf8_lossy(&body).chars().take(60).collect::<String>();
+        let res = post(body, ct).send().await;
+        assert_eq!(
+            (res.status, res.json()["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{text}: {}",
+            res.text()
+        );
+        assert_eq!(res.redis_connections, 0);
+    }
+
+    let (id, _) = create(&app, "u1", json!({"keep": "me"})).await;
+    let res = patch(&app, &id, json!({"big": "y".repeat(90)})).await;
+    assert_error(&res, 422, "data_too_large");
+    let res = app
+        .request(http::Method::PATCH, "/api/sessions/current")
+        .header("cookie", &cookie(&id))
+        .body("{\"a\":1}")
+        .send()
+        .await;
+    assert_error(&res, 415, "unsupported_media_type");
+    let res = app
+        .request(http::Method::PATCH, "/api/sessions/current")
+        .header("cookie", &cookie(&id))
+        .header("content-type", "application/json")
+        .body("[]")
+        .send()
+        .await;
+    assert_error(&res, 400, "invalid_json");
+    assert_eq!(get(&app, &id).await.json()["data"], json!({"keep": "me"}), "nothing written");
+    // Replacing a value frees its old size: this fits.
+    assert_eq!(patch(&app, &id, json!({"keep": null, "big": "y".repeat(90)})).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_site_writes_with_the_cookie_are_refused() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let (id, _) = create(&app, "u1", json!({})).await;
+    let res = app
+        .delete("/api/sessions")
+        .header("cookie", &cookie(&id))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await;
+    assert_error(&res, 403, "cross_site_request");
+    assert_eq!(res.redis_connections, 0);
+    let res = app
+        .get("/api/sessions/current")
+        .header("cookie", &cookie(&id))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await;
+    assert_eq!(res.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_never_holds_a_raw_session_id() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let mut ids = Vec::new();
+    for user in ["alice", "bob", "alice"] {
+        ids.push(create(&app, user, json!({"n": 1})).await.0);
+    }
+    patch(&app, &ids[0], json!({"m": 2})).await;
+    let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&ids[1])).send().await;
+    ids.push(res.json()["session_id"].as_str().unwrap().to_owned());
+
+    let dump = dump(&redis).await;
+    assert_eq!(dump.len(), 5, "three sessions, two indexes: {dump:?}");
+    for (key, values) in &dump {
+        assert!(key.starts_with("srp:sess:{"), "{key}");
+        for id in &ids {
+            let secret = &id[5..];
+            assert!(!key.contains(secret) && !values.contains(secret), "raw id in {key}");
+        }
+    }
+    // Each live session is under SHA-256 of its id.
+    let mut client = redis.client().await;
+    for id in [&ids[0], &ids[2], &ids[3]] {
+        let exists: bool = client.exists(session_key(id)).await.unwrap();
+        assert!(exists, "{}", session_key(id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_is_503_and_nothing_half_written() {
+    let mut redis = RedisServer::plain();
+    let app = app(&redis);
+    let (id, _) = create(&app, "u1", json!({})).await;
+    redis.stop();
+    for res in [
+        get(&app, &id).await,
+        patch(&app, &id, json!({"a": 1})).await,
+        app.post("/api/sessions")
+            .header("authorization", &format!("Bearer {API_TOKEN}"))
+            .json(&json!({"user_id": "u1"}))
+            .send()
+            .await,
+        app.get("/api/sessions").header("cookie", &cookie(&id)).send().await,
+    ] {
+        assert_error(&res, 503, "redis_unavailable");
+        assert_eq!(res.header("retry-after"), Some("1"));
+        assert!(res.header("set-cookie").is_none(), "a Redis outage does not log anyone out");
+    }
+    let mut tls = RedisServer::tls(AZURE_STYLE_KEY);
+    let app = app_with(&tls, &[]);
+    let (id, _) = create(&app, "u1", json!({})).await;
+    tls.stop();
+    assert_error(&get(&app, &id).await, 503, "redis_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_is_one_connection_and_one_command() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    // The first use loads the script (EVALSHA, then EVAL); measure after that.
+    let (id, _) = create(&app, "u1", json!({})).await;
+    let (other, _) = create(&app, "u1", json!({})).await;
+
+    let steps: Vec<(&str, http::Method, &str, Option<Value>)> = vec![
+        ("create", http::Method::POST, "/api/sessions", Some(json!({"user_id": "u1"}))),
+        ("get", http::Method::GET, "/api/sessions/current", None),
+        ("patch", http::Method::PATCH, "/api/sessions/current", Some(json!({"a": 1}))),
+        ("list", http::Method::GET, "/api/sessions", None),
+        ("rotate", http::Method::POST, "/api/sessions/current/rotate", None),
+    ];
+    let mut current = id.clone();
+    for (name, method, path, body) in steps {
+        let before = command_stats(&redis).await;
+        let token =
+            if name == "create" { format!("Bearer {API_TOKEN}") } else { format!("Bearer {current}") };
+        let mut req = app.request(method, path).header("authorization", &token);
+        if let Some(body) = &body {
+            req = req.json(body);
+        }
+        let res = req.send().await;
+        assert!(res.status < 300, "{name}: {}", res.text());
+        assert_eq!(res.redis_connections, 1, "{name}");
+        let after = command_stats(&redis).await;
+        assert_eq!(commands_between(&before, &after), HashMap::from([("evalsha".to_owned(), 1)]), "{name}");
+        if name == "rotate" {
+            current = res.json()["session_id"].as_str().unwrap().to_owned();
+        }
+    }
+    for (path, id) in [("/api/sessions/current", &current), ("/api/sessions", &other)] {
+        let before = command_stats(&redis).await;
+        let res = app.delete(path).header("authorization", &format!("Bearer {id}")).send().await;
+        assert!(res.status < 300, "{path}: {}", res.text());
+        assert_eq!(res.redis_connections, 1);
+        let after = command_stats(&redis).await;
+        assert_eq!(
+            commands_between(&before, &after),
+            HashMap::from([("evalsha".to_owned(), 1)]),
+            "DELETE {path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_routes_and_methods() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let res = app.get("/api/sessions/other").send().await;
+    assert_error(&res, 404, "not_found");
+    let res = app.request(http::Method::PUT, "/api/sessions/current").send().await;
+    assert_error(&res, 405, "method_not_allowed");
+    assert_eq!(res.header("allow"), Some("GET, PATCH, DELETE"));
+    let res = app.get("/api/sessions/current/rotate").send().await;
+    assert_eq!(res.header("allow"), Some("POST"));
+    assert_eq!(res.redis_connections, 0);
+}
