@@ -269,16 +269,30 @@ fn key_vault_wiring_is_consistent() {
     let (_, spc) = spc[0];
     let script = std::fs::read_to_string(root().join("deploy/scripts/create-azure-resources.sh")).unwrap();
     let objects = spc["spec"]["parameters"]["objects"].as_str().unwrap();
-    for object in spc["spec"]["secretObjects"][0]["data"].as_array().unwrap() {
-        let name = object["objectName"].as_str().unwrap();
-        // Key Vault secret names: 1-127 letters, digits and dashes.
-        assert!(
-            !name.is_empty() && name.len() <= 127 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-            "{name} is not a valid Key Vault secret name"
-        );
-        assert!(objects.contains(&format!("objectName: {name}")), "{name} is synced but not fetched");
-        assert!(script.contains(&format!("--name {name} ")), "the setup script never stores {name}");
+    // The script stores secrets one by one (`--name NAME `) or in a loop (`for secret in ...`).
+    let looped: Vec<&str> = script
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("for secret in "))
+        .flat_map(|l| l.trim_end_matches("; do").split_whitespace())
+        .collect();
+    let mut synced = 0;
+    for secret_object in spc["spec"]["secretObjects"].as_array().unwrap() {
+        for object in secret_object["data"].as_array().unwrap() {
+            let name = object["objectName"].as_str().unwrap();
+            // Key Vault secret names: 1-127 letters, digits and dashes.
+            assert!(
+                !name.is_empty() && name.len() <= 127 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                "{name} is not a valid Key Vault secret name"
+            );
+            assert!(objects.contains(&format!("objectName: {name}\n")), "{name} is synced but not fetched");
+            assert!(
+                script.contains(&format!("--name {name} ")) || looped.contains(&name),
+                "the setup script never stores {name}"
+            );
+            synced += 1;
+        }
     }
+    assert!(synced >= 7, "only {synced} secrets synced");
     // The workload identity wiring: the SpinApp runs as the federated service account.
     let (_, account) = of_kind(&docs, "ServiceAccount")[0];
     let (_, app) = of_kind(&docs, "SpinApp")

@@ -44,8 +44,8 @@ else
   REDIS_KEY=$(az redis list-keys --name "$REDIS_NAME" --resource-group "$RG" --query primaryKey --output tsv)
 fi
 
-# Key Vault names allow letters, digits and dashes: the secrets are redis-access-key and
-# redis-host (deploy/azure-keyvault/secretproviderclass.yaml maps them to Secret keys).
+# Key Vault names allow letters, digits and dashes: redis-access-key, redis-host and the app
+# secrets below (deploy/azure-keyvault/secretproviderclass.yaml maps them to Secret keys).
 az keyvault create --name "$VAULT_NAME" --resource-group "$RG" --location "$LOCATION" \
   --enable-rbac-authorization true --output none
 VAULT_ID=$(az keyvault show --name "$VAULT_NAME" --query id --output tsv)
@@ -53,6 +53,12 @@ ME=$(az ad signed-in-user show --query id --output tsv)
 az role assignment create --assignee "$ME" --role "Key Vault Secrets Officer" --scope "$VAULT_ID" --output none
 az keyvault secret set --vault-name "$VAULT_NAME" --name redis-access-key --value "$REDIS_KEY" --output none
 az keyvault secret set --vault-name "$VAULT_NAME" --name redis-host --value "$REDIS_HOST" --output none
+# The app's own secrets: long random values, generated here and never printed.
+for secret in otp-pepper sessions-api-token ratelimit-admin-token cache-purge-token; do
+  az keyvault secret set --vault-name "$VAULT_NAME" --name "$secret" --value "$(openssl rand -base64 32)" --output none
+done
+# Set to the token your OTP delivery webhook expects (empty: no webhook).
+az keyvault secret set --vault-name "$VAULT_NAME" --name otp-webhook-token --value "${OTP_WEBHOOK_TOKEN:-none}" --output none
 
 az acr create --name "$ACR_NAME" --resource-group "$RG" --sku Basic --output none
 
