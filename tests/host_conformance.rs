@@ -6,9 +6,11 @@ use spin_test_host::redis;
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestAppBuilder, TestResponse};
 
+/// The probe lists the key-value store `redis`; tests that use it point it at their server.
 fn probe_builder() -> TestAppBuilder {
     TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe.toml"))
         .variable("secret_thing", "s3cret")
+        .key_value_store("redis", "redis://127.0.0.1:6379")
 }
 
 fn probe(port: u16) -> TestApp {
@@ -248,6 +250,7 @@ async fn dotenv_in_the_working_directory_feeds_the_env_provider_after_the_enviro
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe.toml");
     let app = TestApp::builder(manifest)
         .working_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dotenv"))
+        .key_value_store("redis", "redis://127.0.0.1:6379")
         .variable("secret_thing", "from-env")
         .load()
         .unwrap();
@@ -256,4 +259,113 @@ async fn dotenv_in_the_working_directory_feeds_the_env_provider_after_the_enviro
     // A real environment variable beats the .env file.
     let (_, body) = ask(&app, "/x", json!({"op": "variable", "name": "secret_thing"})).await;
     assert_eq!(body["ok"], "from-env");
+}
+
+// ---------------------------------------------------------------------------------------
+// Spin's Redis key-value store
+
+fn kv(api: &str, action: &str, key: &str) -> Value {
+    json!({"op": "kv", "api": api, "store": "redis", "action": action, "key": key})
+}
+
+/// `INFO stats` counter, e.g. `total_connections_received`.
+async fn info_stat(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query_async(conn).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_store_uses_raw_keys_on_one_connection_for_the_apps_life() {
+    let redis = RedisServer::tls("pw+with/symbols=");
+    let mut client = redis.client().await;
+    let app = redis.configure(probe_builder()).variable("redis_port", redis.port().to_string()).load().unwrap();
+    let () = redis::AsyncCommands::set(&mut client, "written:outbound", "v1").await.unwrap();
+    let connections_before = info_stat(&mut client, "total_connections_received").await;
+
+    for api in ["spin", "wasi"] {
+        let (res, body) = ask(&app, "/x", kv(api, "get", "written:outbound")).await;
+        assert_eq!(body["ok"], "v1", "{api}: {body}");
+        assert_eq!(res.redis_connections, 0, "the store is not outbound Redis");
+        assert_eq!(ask(&app, "/x", kv(api, "get", "missing")).await.1["ok"], Value::Null);
+        assert_eq!(ask(&app, "/x", kv(api, "exists", "written:outbound")).await.1["ok"], true);
+    }
+    let mut set = kv("wasi", "set", "from:store");
+    set["value"] = json!("v2");
+    ask(&app, "/x", set).await;
+    let stored: String = redis::AsyncCommands::get(&mut client, "from:store").await.unwrap();
+    assert_eq!(stored, "v2", "a raw key, no prefix");
+    let ttl: i64 = redis::AsyncCommands::ttl(&mut client, "from:store").await.unwrap();
+    assert_eq!(ttl, -1, "set has no expiry");
+
+    let mut inc = kv("wasi", "increment", "counter");
+    inc["delta"] = json!(5);
+    assert_eq!(ask(&app, "/x", inc.clone()).await.1["ok"], 5);
+    assert_eq!(ask(&app, "/x", inc).await.1["ok"], 10);
+    ask(&app, "/x", kv("spin", "delete", "counter")).await;
+    assert_eq!(ask(&app, "/x", kv("spin", "exists", "counter")).await.1["ok"], false);
+
+    // Every open PINGs (Spin's after_open), all on the one connection made for the app.
+    assert_eq!(app.key_value_connections(), 1);
+    let connections_after = info_stat(&mut client, "total_connections_received").await;
+    assert_eq!(connections_after - connections_before, 1);
+    assert!(command_calls(&mut client, "ping").await >= 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_store_access_follows_key_value_stores_and_the_runtime_config() {
+    let redis = RedisServer::plain();
+    let app = redis.configure(probe_builder()).load().unwrap();
+    // Not in the component's key_value_stores: access-denied, whether or not it exists.
+    for api in ["spin", "wasi"] {
+        let mut op = kv(api, "get", "k");
+        op["store"] = json!("default");
+        assert_eq!(ask(&app, "/x", op).await.1["err"]["kind"], "access_denied", "{api}");
+    }
+    // A listed label that the runtime config does not define stops the app, as in Spin.
+    let err = TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe.toml"))
+        .variable("secret_thing", "s3cret")
+        .load()
+        .err()
+        .expect("undefined store label");
+    assert!(err.to_string().contains(r#"unknown key_value_stores label "redis" for component "probe""#), "{err}");
+    // So does a URL Spin cannot parse.
+    let err = probe_builder().key_value_store("redis", "not a url").load().err().expect("bad URL");
+    assert!(format!("{err:#}").contains("Invalid Redis URL"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_store_errors_are_other() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = redis.configure(probe_builder()).load().unwrap();
+    let () = redis::AsyncCommands::hset(&mut client, "a:hash", "f", "v").await.unwrap();
+    for api in ["spin", "wasi"] {
+        let body = ask(&app, "/x", kv(api, "get", "a:hash")).await.1;
+        assert_eq!(body["err"]["kind"], "other", "{api}: {body}");
+        assert!(body["err"]["message"].as_str().unwrap().contains("WRONGTYPE"), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_store_waits_for_redis_to_return_instead_of_failing() {
+    // Spin's store does not fail fast: a call made while its connection manager reconnects
+    // waits for the retries (see tests/host/src/key_value.rs). A short outage shows it without
+    // waiting minutes: Redis is back before the manager's second attempt, 1-2 s in.
+    let mut redis = RedisServer::plain();
+    let app = redis.configure(probe_builder()).load().unwrap();
+    assert_eq!(ask(&app, "/x", kv("wasi", "get", "k")).await.1["ok"], Value::Null);
+
+    redis.stop();
+    let request = tokio::spawn({
+        let app = app.clone();
+        async move { ask(&app, "/x", kv("wasi", "get", "k")).await.1 }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    redis.start();
+    let mut client = redis.client().await;
+    let () = redis::AsyncCommands::set(&mut client, "k", "after").await.unwrap();
+    assert_eq!(request.await.unwrap(), json!({"ok": "after"}), "the call waited and then succeeded");
+    assert_eq!(app.key_value_connections(), 1, "the manager reconnected by itself");
 }

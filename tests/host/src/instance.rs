@@ -30,6 +30,7 @@ pub struct InstanceState {
     pub(crate) component: String,
     pub(crate) stats: Arc<RequestStats>,
     pub(crate) open_redis_connections: usize,
+    pub(crate) open_key_value_stores: usize,
 }
 
 impl InstanceState {

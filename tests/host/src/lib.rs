@@ -10,11 +10,15 @@
 //! - a fresh instance per request, with the `spin-*` request headers Spin sets;
 //! - `fermyon:spin/redis@2.0.0` with Spin's client, TLS stack, errors and reply flattening,
 //!   one new connection per `open`, counted per request ([`TestResponse::redis_connections`]);
+//! - Spin's Redis key-value store ([`key_value`]): stores from the runtime config (or
+//!   [`TestAppBuilder::key_value_store`]), one connection per label for the app's life,
+//!   counted by [`TestApp::key_value_connections`];
 //! - outbound HTTP only to allowed hosts, `*.spin.internal` service chaining in-process;
 //! - `spin build`: each component's `[component.X.build] command`, run once per process.
 
 pub mod allowed_hosts;
 mod instance;
+mod key_value;
 pub mod manifest;
 pub mod redis_server;
 pub mod routes;
@@ -71,6 +75,12 @@ static LINKER: LazyLock<Linker<InstanceState>> = LazyLock::new(|| {
         .expect("link redis");
     spin_host::variables_iface::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |s| s)
         .expect("link variables");
+    spin_host::key_value_iface::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |s| s)
+        .expect("link key-value");
+    spin_host::wasi_kv_store::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |s| s)
+        .expect("link wasi:keyvalue/store");
+    spin_host::wasi_kv_atomics::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |s| s)
+        .expect("link wasi:keyvalue/atomics");
     linker
 });
 
@@ -131,6 +141,7 @@ fn compile(path: &Path) -> Result<Component> {
 pub struct TestAppBuilder {
     manifest: PathBuf,
     runtime_config: Option<PathBuf>,
+    key_value_stores: HashMap<String, String>,
     env: HashMap<String, String>,
     working_dir: Option<PathBuf>,
     build: bool,
@@ -140,6 +151,13 @@ impl TestAppBuilder {
     /// A runtime config file, as `spin up --runtime-config-file`.
     pub fn runtime_config(mut self, path: impl Into<PathBuf>) -> Self {
         self.runtime_config = Some(path.into());
+        self
+    }
+
+    /// A Redis key-value store, as a runtime config's `[key_value_store.LABEL]` with
+    /// `type = "redis"` and this `url` would define it (and overriding one the file defines).
+    pub fn key_value_store(mut self, label: &str, url: impl Into<String>) -> Self {
+        self.key_value_stores.insert(label.to_owned(), url.into());
         self
     }
 
@@ -173,12 +191,24 @@ impl TestAppBuilder {
         if self.build {
             spin_build(&manifest)?;
         }
-        let providers = match &self.runtime_config {
-            Some(path) => read_runtime_config(path)?,
-            None => Vec::new(),
+        let runtime_config = match &self.runtime_config {
+            Some(path) => RuntimeConfig::read(path)?,
+            None => RuntimeConfig::default(),
         };
+        let providers = runtime_config.providers();
+        let mut key_value_stores = key_value::stores_from_runtime_config(&runtime_config.key_value_store)?;
+        for (label, url) in &self.key_value_stores {
+            key_value_stores.insert(label.clone(), key_value::RedisStore::new(url)?);
+        }
         let variables =
             Variables::resolve(&manifest, &providers, &self.env, self.working_dir.as_deref())?;
+        for (id, component) in &manifest.components {
+            for label in &component.key_value_stores {
+                if !key_value_stores.contains_key(label) {
+                    bail!("unknown key_value_stores label {label:?} for component {id:?}");
+                }
+            }
+        }
 
         let router = Router::build(manifest.http_triggers.iter().map(|t| {
             let route = match &t.route {
@@ -215,6 +245,7 @@ impl TestAppBuilder {
                 router,
                 variables,
                 allowed_hosts,
+                key_value_stores,
                 components,
                 logs: Mutex::new(String::new()),
             }),
@@ -222,25 +253,38 @@ impl TestAppBuilder {
     }
 }
 
+/// The parts of a Spin runtime config file the test host uses.
+#[derive(Default, serde::Deserialize)]
+struct RuntimeConfig {
+    variables_provider: Option<Vec<ProviderConfig>>,
+    config_provider: Option<Vec<ProviderConfig>>,
+    #[serde(default)]
+    key_value_store: HashMap<String, toml::Table>,
+}
+
+impl RuntimeConfig {
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading runtime config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing runtime config {}", path.display()))
+    }
+
+    fn providers(&self) -> Vec<ProviderConfig> {
+        self.variables_provider.clone().or_else(|| self.config_provider.clone()).unwrap_or_default()
+    }
+}
+
 /// The variables providers of a Spin runtime config file, in order.
 pub fn read_runtime_config(path: &Path) -> Result<Vec<ProviderConfig>> {
-    #[derive(serde::Deserialize)]
-    struct RuntimeConfig {
-        variables_provider: Option<Vec<ProviderConfig>>,
-        config_provider: Option<Vec<ProviderConfig>>,
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading runtime config {}", path.display()))?;
-    let config: RuntimeConfig = toml::from_str(&text)
-        .with_context(|| format!("parsing runtime config {}", path.display()))?;
-    Ok(config.variables_provider.or(config.config_provider).unwrap_or_default())
+    Ok(RuntimeConfig::read(path)?.providers())
 }
 
 pub(crate) struct AppInner {
-    manifest: Manifest,
+    pub(crate) manifest: Manifest,
     router: Router,
     pub(crate) variables: Variables,
     pub(crate) allowed_hosts: HashMap<String, Result<allowed_hosts::AllowedHosts, String>>,
+    pub(crate) key_value_stores: key_value::Stores,
     components: HashMap<String, ProxyPre<InstanceState>>,
     logs: Mutex<String>,
 }
@@ -331,6 +375,7 @@ impl TestApp {
         TestAppBuilder {
             manifest: manifest.into(),
             runtime_config: None,
+            key_value_stores: HashMap::new(),
             env: HashMap::new(),
             working_dir: None,
             build: true,
@@ -362,6 +407,13 @@ impl TestApp {
 
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
+    }
+
+    /// Connections the app's key-value stores have made or tried so far, all labels together:
+    /// one per label used, for the app's life (the connection manager's own reconnects after
+    /// Redis restarts are not counted; a failed first connect is, and is tried again).
+    pub fn key_value_connections(&self) -> usize {
+        self.inner.key_value_stores.values().map(|s| s.connections.load(Ordering::SeqCst)).sum()
     }
 
     /// Everything every instance of this app has logged so far.
@@ -497,6 +549,7 @@ impl AppInner {
             component: route.component.clone(),
             stats: stats.clone(),
             open_redis_connections: 0,
+            open_key_value_stores: 0,
         };
         let mut store = Store::new(&ENGINE, state);
         let proxy = self.components[&route.component].instantiate_async(&mut store).await?;

@@ -65,6 +65,10 @@ pub struct Component {
     pub variables: BTreeMap<String, String>,
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
+    /// Key-value store labels the component may open; each must be defined by the runtime
+    /// config, or the app does not start.
+    #[serde(default)]
+    pub key_value_stores: Vec<String>,
     pub build: Option<BuildConfig>,
 }
 

@@ -118,9 +118,11 @@ impl RedisServer {
         self.tls
     }
 
-    /// Points an app at this server through its Spin variables.
+    /// Points an app at this server through its Spin variables, and defines the key-value
+    /// store `redis` (the fast path's) on it too, as the runtime config would.
     pub fn configure(&self, builder: TestAppBuilder) -> TestAppBuilder {
         builder
+            .key_value_store("redis", self.url())
             .variable("redis_host", "127.0.0.1")
             .variable("redis_port", self.port.to_string())
             .variable("redis_tls", self.tls.to_string())

@@ -1,4 +1,5 @@
-//! Host side of `fermyon:spin/redis@2.0.0` and `fermyon:spin/variables@2.0.0`, behaving as
+//! Host side of `fermyon:spin/redis@2.0.0` and `fermyon:spin/variables@2.0.0` (the key-value
+//! interfaces are in [`crate::key_value`]), behaving as
 //! Spin 3.6.3 does (`crates/factor-outbound-redis/src/host.rs`, `crates/factor-variables`):
 //! - `open` checks `allowed_outbound_hosts` (refusal is `invalid-address`), then makes a new
 //!   multiplexed connection with the same `redis` crate version and native-tls; nothing is
@@ -20,6 +21,9 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     with: {
         "fermyon:spin/redis.connection": RedisConnection,
+        "fermyon:spin/key-value.store": crate::key_value::KeyValueHandle,
+        "wasi:keyvalue/store.bucket": crate::key_value::KeyValueHandle,
+        "wasi:keyvalue/atomics.cas": crate::key_value::CasHandle,
     },
     trappable_error_type: {
         "fermyon:spin/redis.error" => redis_iface::Error,
@@ -27,7 +31,10 @@ wasmtime::component::bindgen!({
     },
 });
 
+pub(crate) use fermyon::spin::key_value as key_value_iface;
 pub(crate) use fermyon::spin::redis as redis_iface;
+pub(crate) use wasi::keyvalue::atomics as wasi_kv_atomics;
+pub(crate) use wasi::keyvalue::store as wasi_kv_store;
 pub(crate) use fermyon::spin::variables as variables_iface;
 use redis_iface::{Error, RedisParameter, RedisResult};
 
