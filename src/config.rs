@@ -32,7 +32,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { variable, message: message.into() }
 }
 
@@ -146,7 +146,7 @@ impl RedisSettings {
     }
 }
 
-fn variable_error(e: &spin_sdk::variables::Error) -> String {
+pub(crate) fn variable_error(e: &spin_sdk::variables::Error) -> String {
     use spin_sdk::variables::Error;
     match e {
         Error::InvalidName(m) => format!("invalid variable name: {m}"),
@@ -186,7 +186,7 @@ fn parse_host(host: &str) -> Result<String, ConfigError> {
     Ok(host.to_ascii_lowercase())
 }
 
-fn parse_bool(variable: &'static str, text: &str) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool(variable: &'static str, text: &str) -> Result<bool, ConfigError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" | "" => Ok(false),

@@ -4,6 +4,7 @@
 //! - [`config`]: Redis settings from Spin variables, the `redis://`/`rediss://` URL, TLS policy.
 //! - [`redis`]: the one Redis access layer: a lazily opened connection per request, Lua
 //!   scripts run with `EVALSHA`/`EVAL`, typed views of Spin's flattened replies.
+//! - [`fast_path`]: hot reads through Spin's key-value store, pooled by the host.
 //! - [`error`]: the JSON error shape every route answers with.
 //! - [`http`]: responses, bearer tokens, method checks, path info.
 //! - [`json`]: the one strict JSON reader for request bodies (small `.wasm`, raw number text).
@@ -17,6 +18,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod fast_path;
 pub mod health;
 pub mod http;
 pub mod json;

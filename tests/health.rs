@@ -7,7 +7,9 @@ use spin_test_host::{TestApp, TestAppBuilder};
 const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 
 fn builder() -> TestAppBuilder {
+    // spin.toml's cache and sessions list the fast path's store: Spin needs it defined.
     TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))
+        .key_value_store("redis", "redis://127.0.0.1:6379")
 }
 
 fn app(redis: &RedisServer) -> TestApp {
@@ -176,4 +178,17 @@ async fn runtime_config_in_the_repo_loads_and_reaches_local_redis_settings() {
         .load()
         .unwrap();
     assert_eq!(app.get("/health/cache").send().await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_toml_needs_the_fast_path_store_which_the_repo_runtime_config_defines() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml");
+    // Like `spin up` without --runtime-config-file: refused, even with the fast path off.
+    let err = TestApp::builder(manifest).load().err().expect("store label undefined");
+    assert!(err.to_string().contains("unknown key_value_stores label \"redis\""), "{err}");
+    // The README's command: the repo's runtime config defines it.
+    TestApp::builder(manifest)
+        .runtime_config(concat!(env!("CARGO_MANIFEST_DIR"), "/runtime-config.toml"))
+        .load()
+        .expect("loads with the repo's runtime config");
 }

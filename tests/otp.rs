@@ -542,6 +542,7 @@ async fn dev_echo_works_on_loopback_only() {
 
     // Refused (never echoing) when Redis is remote; no connection is attempted.
     let remote = TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))
+        .key_value_store("redis", "redis://127.0.0.1:6379")
         .variable("otp_pepper", PEPPER)
         .variable("otp_dev_echo", "true")
         .variable("redis_host", "contoso.redis.cache.windows.net")
