@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Creates everything the app needs in Azure: a resource group, a Redis (Azure Cache for
 # Redis, or Azure Managed Redis with REDIS_KIND=managed), a Key Vault holding the access
-# key, a container registry, an AKS cluster with workload identity and the Key Vault CSI
-# add-on, and a managed identity the app's pods use to read the vault.
+# key and the fast path's store URL, a container registry, an AKS cluster with workload
+# identity and the Key Vault CSI add-on (secret rotation on: it re-reads the vault every two
+# minutes and updates the synced Kubernetes Secrets), and a managed identity the app's pods
+# use to read the vault.
 #
 # Usage: RG=spin-redis LOCATION=westeurope NAME=contoso bash create-azure-resources.sh
 # Prints the values the manifests need at the end. Safe to re-run: `az ... create` on an
@@ -44,8 +46,8 @@ else
   REDIS_KEY=$(az redis list-keys --name "$REDIS_NAME" --resource-group "$RG" --query primaryKey --output tsv)
 fi
 
-# Key Vault names allow letters, digits and dashes: redis-access-key, redis-host and the app
-# secrets below (deploy/azure-keyvault/secretproviderclass.yaml maps them to Secret keys).
+# Key Vault names allow letters, digits and dashes: redis-access-key, redis-host,
+# redis-store-url and the app secrets below (deploy/azure-keyvault/secretproviderclass.yaml maps them to Secret keys).
 az keyvault create --name "$VAULT_NAME" --resource-group "$RG" --location "$LOCATION" \
   --enable-rbac-authorization true --output none
 VAULT_ID=$(az keyvault show --name "$VAULT_NAME" --query id --output tsv)
@@ -53,6 +55,11 @@ ME=$(az ad signed-in-user show --query id --output tsv)
 az role assignment create --assignee "$ME" --role "Key Vault Secrets Officer" --scope "$VAULT_ID" --output none
 az keyvault secret set --vault-name "$VAULT_NAME" --name redis-access-key --value "$REDIS_KEY" --output none
 az keyvault secret set --vault-name "$VAULT_NAME" --name redis-host --value "$REDIS_HOST" --output none
+# The pooled fast path's store URL (rediss://:<percent-encoded key>@host:port): it holds the
+# key too, so rotating the key means updating both vault secrets.
+REDIS_STORE_URL=$(REDIS_HOST="$REDIS_HOST" REDIS_PORT="$REDIS_PORT" REDIS_KEY="$REDIS_KEY" \
+  bash "$(dirname "$0")/redis-store-url.sh")
+az keyvault secret set --vault-name "$VAULT_NAME" --name redis-store-url --value "$REDIS_STORE_URL" --output none
 # The app's own secrets: long random values, generated here and never printed.
 for secret in otp-pepper sessions-api-token ratelimit-admin-token cache-purge-token; do
   az keyvault secret set --vault-name "$VAULT_NAME" --name "$secret" --value "$(openssl rand -base64 32)" --output none
@@ -64,7 +71,7 @@ az acr create --name "$ACR_NAME" --resource-group "$RG" --sku Basic --output non
 
 az aks create --name "$AKS_NAME" --resource-group "$RG" --location "$LOCATION" \
   --node-count 2 --enable-oidc-issuer --enable-workload-identity \
-  --enable-addons azure-keyvault-secrets-provider --attach-acr "$ACR_NAME" \
+  --enable-addons azure-keyvault-secrets-provider --enable-secret-rotation --attach-acr "$ACR_NAME" \
   --generate-ssh-keys --output none
 az aks get-credentials --name "$AKS_NAME" --resource-group "$RG" --overwrite-existing
 
