@@ -1,0 +1,438 @@
+//! Benchmarks every route through the Spin-compatible test host against local `redis-server`s,
+//! plain and TLS with a password, at concurrency 1 and 16, with the fast path off and on where
+//! a route has one, and reports throughput, latency, exact Redis commands and connections per
+//! request, and each component's `.wasm` size. See docs/benchmarks.md.
+//!
+//! ```sh
+//! cargo run --example bench                       # everything, writes docs/benchmarks-latest.md
+//! cargo run --example bench -- --seconds 1 --filter session --concurrency 16
+//! ```
+
+mod load;
+mod redis_stats;
+mod report;
+mod routes;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use spin_test_host::redis::{self, aio::MultiplexedConnection};
+use spin_test_host::redis_server::RedisServer;
+use spin_test_host::TestApp;
+
+use report::Row;
+use routes::{Group, Route, RouteId, ROUTES};
+
+/// An access key of the shape Azure gives (base64: `+`, `/`, `=`).
+const TLS_PASSWORD: &str = "Bench+Azure/Key=0123456789abcdefABCDEF==";
+/// Requests watched by `MONITOR` per row, to tell sent commands from script-internal ones.
+const SAMPLE_REQUESTS: u64 = 10;
+const ROW_PREFIX: &str = "BENCH-ROW ";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Tls,
+    /// TLS with `SSL_CERT_FILE` naming the whole system CA bundle (plus the test CA), run
+    /// in a child process because OpenSSL reads that variable at every handshake.
+    TlsSystemCa,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Plain => "Plain Redis",
+            Mode::Tls => "TLS",
+            Mode::TlsSystemCa => "TLS, system CA bundle",
+        }
+    }
+}
+
+struct Opts {
+    seconds: f64,
+    filters: Vec<String>,
+    concurrency: Vec<usize>,
+    modes: Vec<Mode>,
+    out: Option<PathBuf>,
+    write: bool,
+    /// Internal: run as the system-CA child, print rows as JSON lines.
+    child: bool,
+    args: Vec<String>,
+}
+
+const USAGE: &str = "usage: cargo run --example bench -- [--seconds S] [--filter TEXT]... \
+[--concurrency 1,16] [--redis plain,tls,system-ca] [--out FILE | --no-write]
+
+  --seconds S        length of each timed row (default 2)
+  --filter TEXT      only routes whose name or request contains TEXT (repeatable; the
+                     baselines always run). A filtered run does not write the report file.
+  --concurrency LIST concurrent clients per row (default 1,16)
+  --redis LIST       plain, tls, system-ca (TLS with the full system CA bundle as
+                     SSL_CERT_FILE, for a few routes) (default: all three)
+  --out FILE         write the Markdown report here (default docs/benchmarks-latest.md)
+  --no-write         print only";
+
+fn parse_args() -> Result<Opts, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut opts = Opts {
+        seconds: 2.0,
+        filters: Vec::new(),
+        concurrency: vec![1, 16],
+        modes: vec![Mode::Plain, Mode::Tls, Mode::TlsSystemCa],
+        out: None,
+        write: true,
+        child: false,
+        args: args.clone(),
+    };
+    let mut defaults = true;
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--seconds" => {
+                opts.seconds = value()?.parse().map_err(|_| "--seconds takes a number".to_owned())?;
+                if !(opts.seconds > 0.0 && opts.seconds <= 600.0) {
+                    return Err("--seconds must be between 0 and 600".into());
+                }
+            }
+            "--filter" => {
+                opts.filters.push(value()?.to_ascii_lowercase());
+                defaults = false;
+            }
+            "--concurrency" => {
+                opts.concurrency = value()?
+                    .split(',')
+                    .map(|c| c.trim().parse().ok().filter(|&c: &usize| (1..=1024).contains(&c)))
+                    .collect::<Option<_>>()
+                    .ok_or("--concurrency takes numbers from 1 to 1024, comma separated")?;
+                defaults = false;
+            }
+            "--redis" => {
+                opts.modes = value()?
+                    .split(',')
+                    .map(|m| match m.trim() {
+                        "plain" => Ok(Mode::Plain),
+                        "tls" => Ok(Mode::Tls),
+                        "system-ca" => Ok(Mode::TlsSystemCa),
+                        other => Err(format!("unknown --redis mode {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                defaults = false;
+            }
+            "--out" => opts.out = Some(PathBuf::from(value()?)),
+            "--no-write" => opts.write = false,
+            "--child" => opts.child = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    // A partial run must not overwrite the figures the docs quote, unless asked to.
+    if !defaults && opts.out.is_none() {
+        opts.write = false;
+    }
+    Ok(opts)
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn selected(opts: &Opts, route: &Route) -> bool {
+    matches!(route.id, RouteId::Baseline | RouteId::BaselineStore)
+        || opts.filters.is_empty()
+        || opts.filters.iter().any(|f| {
+            route.name.to_ascii_lowercase().contains(f) || route.request.to_ascii_lowercase().contains(f)
+        })
+}
+
+fn load_group(redis: &RedisServer) -> Result<Group, String> {
+    let app = |fast: bool| {
+        redis
+            .configure(TestApp::builder(root().join("spin.toml")))
+            .variable("redis_fast_path", fast.to_string())
+            .variable("otp_pepper", routes::OTP_PEPPER)
+            .variable("otp_dev_echo", "true")
+            .variable("sessions_api_token", routes::SESSIONS_TOKEN)
+            .variable("ratelimit_policies", routes::ratelimit_policies())
+            .variable("ratelimit_gateway_policy", "bench_gw")
+            .variable("ratelimit_admin_token", routes::ADMIN_TOKEN)
+            // The demo origin answers at once: a miss then costs what the cache adds.
+            .variable("origin_delay_ms", "0")
+            .load()
+            .map_err(|e| format!("loading spin.toml: {e:#}"))
+    };
+    let probe = redis
+        .configure(TestApp::builder(root().join("tests/fixtures/probe.toml")))
+        .variable("secret_thing", "unused")
+        .load()
+        .map_err(|e| format!("loading the probe fixture: {e:#}"))?;
+    Ok(Group {
+        app: app(false)?,
+        app_fast: app(true)?,
+        probe,
+        redis_url: redis.url(),
+        tag: routes::next_tag("g"),
+        otp_codes: Arc::new(Mutex::new(Vec::new())),
+        sessions: Arc::new(Mutex::new(Vec::new())),
+    })
+}
+
+fn per_request(calls: u64, requests: u64) -> f64 {
+    if requests == 0 { f64::NAN } else { calls as f64 / requests as f64 }
+}
+
+/// Warm-up, a `MONITOR` sample, then the timed run between two `INFO` readings.
+async fn measure(
+    group: &Group,
+    conn: &mut MultiplexedConnection,
+    mode: Mode,
+    index: usize,
+    fast_path: Option<bool>,
+    concurrency: usize,
+    seconds: f64,
+) -> Row {
+    let route = &ROUTES[index];
+    let mut row = Row { mode: mode.label().to_owned(), concurrency, route: index, fast_path, ..Row::default() };
+    let fp = fast_path.unwrap_or(false);
+    let app = group.app_for(route, fp).clone();
+    let workload = match routes::workload(group, route, fp, concurrency).await {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            row.first_error = Some(format!("set-up failed: {e}"));
+            row.errors = 1;
+            return row;
+        }
+    };
+    // Warm-up: compiled code paths, scripts loaded into Redis, the fast path's pooled
+    // connection opened. Not counted.
+    let warm_requests = (2 * concurrency as u64).max(10);
+    let warm = load::run(&app, &workload, concurrency, Duration::from_secs(30), Some(warm_requests)).await;
+    let sample = redis_stats::monitor_sample(
+        &group.redis_url,
+        conn,
+        load::run(&app, &workload, 1, Duration::from_secs(30), Some(SAMPLE_REQUESTS)),
+    )
+    .await;
+    let sample = match sample {
+        Ok((_, sample)) => sample,
+        Err(e) => {
+            eprintln!("  MONITOR failed ({e}); treating every command as sent");
+            redis_stats::Sample::default()
+        }
+    };
+
+    let before = redis_stats::snapshot(conn).await;
+    let result = load::run(&app, &workload, concurrency, Duration::from_secs_f64(seconds), None).await;
+    let after = redis_stats::snapshot(conn).await;
+
+    row.requests = result.requests;
+    row.errors = result.errors + warm.errors;
+    row.first_error = warm.first_error.clone().or_else(|| result.first_error.clone());
+    row.seconds = result.elapsed.as_secs_f64();
+    row.rps = result.rps();
+    row.p50 = result.percentile_ms(50.0);
+    row.p99 = result.percentile_ms(99.0);
+    row.max = result.max_ms();
+    row.host_connections = per_request(result.host_connections, result.requests);
+    row.max_host_connections = result.max_host_connections;
+    match (before, after) {
+        (Ok(before), Ok(after)) => {
+            let d = redis_stats::delta(&before, &after);
+            row.connections = per_request(d.connections, result.requests);
+            row.all_commands = per_request(d.commands, result.requests);
+            let mut sent = Vec::new();
+            let mut in_script = Vec::new();
+            let mut set_up = Vec::new();
+            for (name, &calls) in &d.calls {
+                let n = per_request(calls, result.requests);
+                if redis_stats::SET_UP.contains(&name.as_str()) {
+                    set_up.push((name.clone(), n));
+                    continue;
+                }
+                let share = sample.sent_fraction(name);
+                if share > 0.0 {
+                    sent.push((name.clone(), n * share));
+                }
+                if share < 1.0 {
+                    in_script.push((name.clone(), n * (1.0 - share)));
+                }
+            }
+            let by_count = |v: &mut Vec<(String, f64)>| v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            by_count(&mut sent);
+            by_count(&mut in_script);
+            by_count(&mut set_up);
+            (row.sent, row.in_script, row.set_up) = (sent, in_script, set_up);
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            row.first_error.get_or_insert(format!("INFO failed: {e}"));
+            row.errors += 1;
+        }
+    }
+    row
+}
+
+/// Every selected route of one Redis mode, at each concurrency, baseline first.
+async fn run_mode(opts: &Opts, mode: Mode, rows: &mut Vec<Row>, emit: &dyn Fn(&Row)) -> Result<(), String> {
+    let redis = match mode {
+        Mode::Plain => RedisServer::plain(),
+        Mode::Tls | Mode::TlsSystemCa => RedisServer::tls(TLS_PASSWORD),
+    };
+    eprintln!("== {}: redis-server on 127.0.0.1:{}; loading the apps (builds the components)", mode.label(), redis.port());
+    let loading = Instant::now();
+    let group = load_group(&redis)?;
+    eprintln!("   loaded in {:.1} s", loading.elapsed().as_secs_f64());
+    let mut conn = redis.client().await;
+    let _: () = redis::cmd("SET").arg("bench:baseline").arg("a small value").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    for &c in &opts.concurrency {
+        for (index, route) in ROUTES.iter().enumerate() {
+            if !selected(opts, route) || (mode == Mode::TlsSystemCa && !route.ca_comparison) {
+                continue;
+            }
+            let variants: &[Option<bool>] = if route.fast_path { &[Some(false), Some(true)] } else { &[None] };
+            for &fp in variants {
+                let row = measure(&group, &mut conn, mode, index, fp, c, opts.seconds).await;
+                emit(&row);
+                rows.push(row);
+            }
+        }
+        // The baseline again: if the machine got slower or faster during the group (other
+        // work on it), the two baseline runs differ and the ratios use their mean.
+        let mut row = measure(&group, &mut conn, mode, 0, None, c, opts.seconds).await;
+        row.repeat = true;
+        emit(&row);
+        rows.push(row);
+    }
+    Ok(())
+}
+
+fn progress(row: &Row) {
+    let fp = match row.fast_path {
+        Some(true) => " [fast path]",
+        Some(false) => " [outbound]",
+        None => "",
+    };
+    eprintln!(
+        "  c={:<2} {:<40} {:>6.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  round trips {:>5}  conns {:>5}{}",
+        row.concurrency,
+        format!("{}{fp}", row.route().name),
+        row.rps,
+        row.p50,
+        row.p99,
+        report::num(row.round_trips()),
+        report::num(row.connections),
+        if row.failed() {
+            format!("  ERRORS {}: {}", row.errors, row.first_error.as_deref().unwrap_or("no requests"))
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// The system CA bundle plus the test CA, in the test-TLS directory (the test host insists
+/// that `SSL_CERT_FILE` lies there).
+fn system_ca_file() -> Result<PathBuf, String> {
+    let test_ca = PathBuf::from(std::env::var("SSL_CERT_FILE").map_err(|_| "SSL_CERT_FILE is not set (run through cargo)")?);
+    if !test_ca.exists() {
+        // Starting a TLS server generates the test CA.
+        drop(RedisServer::tls(TLS_PASSWORD));
+    }
+    let system = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("no system CA bundle found")?;
+    let mut bundle = std::fs::read(system).map_err(|e| format!("{system}: {e}"))?;
+    bundle.extend(std::fs::read(&test_ca).map_err(|e| format!("{}: {e}", test_ca.display()))?);
+    let path = test_ca.with_file_name("system-plus-test-ca.pem");
+    std::fs::write(&path, bundle).map_err(|e| format!("{}: {e}", path.display()))?;
+    let roots = String::from_utf8_lossy(&std::fs::read(system).unwrap_or_default()).matches("BEGIN CERTIFICATE").count();
+    eprintln!("== system CA bundle: {system} ({roots} roots) + the test CA");
+    Ok(path)
+}
+
+/// Runs the system-CA rows in a child process with `SSL_CERT_FILE` pointing at the bundle.
+fn run_system_ca_child(opts: &Opts) -> Result<Vec<Row>, String> {
+    let bundle = system_ca_file()?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["--child", "--redis", "system-ca", "--no-write", "--seconds", &opts.seconds.to_string()])
+        .arg("--concurrency")
+        .arg(opts.concurrency.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
+    for f in &opts.filters {
+        cmd.args(["--filter", f]);
+    }
+    let out = cmd.env("SSL_CERT_FILE", &bundle).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("the system-CA run failed ({})", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(ROW_PREFIX))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|v| Row::from_json(&v))
+        .collect())
+}
+
+async fn run(opts: Opts) -> Result<(), String> {
+    let started = Instant::now();
+    let mut machine = report::machine(opts.seconds, root());
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+
+    if opts.child {
+        let emit = |row: &Row| {
+            progress(row);
+            println!("{ROW_PREFIX}{}", row.to_json());
+        };
+        return run_mode(&opts, Mode::TlsSystemCa, &mut rows, &emit).await;
+    }
+    for &mode in opts.modes.iter().filter(|&&m| m != Mode::TlsSystemCa) {
+        run_mode(&opts, mode, &mut rows, &progress).await?;
+    }
+    if opts.modes.contains(&Mode::TlsSystemCa) {
+        eprintln!("== {}: in a child process with SSL_CERT_FILE = system bundle + test CA", Mode::TlsSystemCa.label());
+        match run_system_ca_child(&opts) {
+            Ok(child_rows) => rows.extend(child_rows),
+            Err(e) => notes.push(format!("The system-CA comparison did not run: {e}.")),
+        }
+    }
+
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    machine.lines.push(("Load average at end".into(), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")));
+    let sizes = report::sizes(&root().join("spin.toml"));
+    let command = if opts.args.is_empty() {
+        "cargo run --example bench".to_owned()
+    } else {
+        format!("cargo run --example bench -- {}", opts.args.join(" "))
+    };
+    let total_seconds = started.elapsed().as_secs_f64();
+    let markdown = report::Report { rows: &rows, machine: &machine, sizes: &sizes, command, total_seconds, notes: &notes }.markdown();
+    println!("{markdown}");
+    if opts.write {
+        let path = opts.out.clone().unwrap_or_else(|| root().join("docs/benchmarks-latest.md"));
+        std::fs::write(&path, &markdown).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!("== wrote {} ({total_seconds:.0} s in all)", path.display());
+    } else {
+        eprintln!("== done in {total_seconds:.0} s (report not written: partial run or --no-write)");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The routes measured: every route of every component in spin.toml that a user's traffic
+//! reaches, plus the baseline (the probe fixture: one connection, one `GET`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http::Method;
+use serde_json::{json, Value};
+use spin_test_host::TestApp;
+
+use crate::load::{self, Req, Workload};
+
+pub const SESSIONS_TOKEN: &str = "bench-sessions-token";
+pub const ADMIN_TOKEN: &str = "bench-admin-token";
+/// An OTP pepper of the shape `openssl rand -base64 32` gives.
+pub const OTP_PEPPER: &str = "bench+pepper/0123456789abcdefghijklmnopqrs=";
+
+/// Policies that never refuse during a run: the decision's cost is the same either way,
+/// and a refused caller would not show the common case.
+pub fn ratelimit_policies() -> String {
+    json!({
+        "bench_sw": {"algorithm": "sliding_window", "limit": 1_000_000_000u64, "window": "60s"},
+        "bench_tb": {"algorithm": "token_bucket", "capacity": 1_000_000_000u64, "refill_per_sec": 1_000_000},
+        "bench_gw": {"algorithm": "fixed_window", "limit": 1_000_000_000u64, "window": "1h"}
+    })
+    .to_string()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteId {
+    Baseline,
+    BaselineStore,
+    Health,
+    CacheHit,
+    CacheMiss,
+    CacheDemo,
+    CacheStats,
+    RateLimitSliding,
+    RateLimitBucket,
+    RateLimitState,
+    Gateway,
+    OtpIssue,
+    OtpVerify,
+    SessionCreate,
+    SessionRead,
+    SessionPatch,
+    SessionRotate,
+    SessionList,
+    SessionLogout,
+}
+
+pub struct Route {
+    pub id: RouteId,
+    /// Short name in the tables.
+    pub name: &'static str,
+    /// The request, as the README names it.
+    pub request: &'static str,
+    /// Measured with `redis_fast_path` off and on.
+    pub fast_path: bool,
+    /// Also measured with the full system CA bundle (the `SSL_CERT_FILE` comparison).
+    pub ca_comparison: bool,
+    /// At most this many Redis commands sent per request after connecting (issue 8).
+    pub target_round_trips: Option<u32>,
+}
+
+const fn route(id: RouteId, name: &'static str, request: &'static str) -> Route {
+    Route { id, name, request, fast_path: false, ca_comparison: false, target_round_trips: None }
+}
+
+pub const ROUTES: &[Route] = &[
+    Route { ca_comparison: true, ..route(RouteId::Baseline, "baseline (probe: 1 GET)", "POST /x (tests/fixtures/probe)") },
+    Route {
+        ca_comparison: true,
+        ..route(RouteId::BaselineStore, "pooled baseline (probe: 1 GET via key-value store)", "POST /x (tests/fixtures/probe)")
+    },
+    route(RouteId::Health, "health", "GET /health/cache"),
+    Route {
+        fast_path: true,
+        ca_comparison: true,
+        target_round_trips: Some(1),
+        ..route(RouteId::CacheHit, "cache hit", "GET /api/cache/proxy/profiles/42")
+    },
+    route(RouteId::CacheMiss, "cache miss (demo origin)", "GET /api/cache/proxy/profiles/N?bench=unique"),
+    route(RouteId::CacheDemo, "cache demo counter", "GET /api/cache/demo"),
+    route(RouteId::CacheStats, "cache stats (16 buckets)", "GET /api/cache/stats"),
+    Route {
+        target_round_trips: Some(1),
+        ..route(RouteId::RateLimitSliding, "rate-limit decision, sliding window", "POST /api/ratelimit/check")
+    },
+    Route {
+        target_round_trips: Some(1),
+        ..route(RouteId::RateLimitBucket, "rate-limit decision, token bucket", "POST /api/ratelimit/check")
+    },
+    route(RouteId::RateLimitState, "rate-limit state", "GET /api/ratelimit/{policy}/{key}"),
+    route(RouteId::Gateway, "rate-limit gateway (demo origin)", "GET /api/limited/profiles/N"),
+    route(RouteId::OtpIssue, "OTP issue", "POST /api/otp"),
+    Route { target_round_trips: Some(1), ..route(RouteId::OtpVerify, "OTP verify", "POST /api/otp/verify") },
+    route(RouteId::SessionCreate, "session create", "POST /api/sessions"),
+    Route {
+        fast_path: true,
+        ca_comparison: true,
+        target_round_trips: Some(1),
+        ..route(RouteId::SessionRead, "session read", "GET /api/sessions/current")
+    },
+    route(RouteId::SessionPatch, "session patch", "PATCH /api/sessions/current"),
+    route(RouteId::SessionRotate, "session rotate", "POST /api/sessions/current/rotate"),
+    route(RouteId::SessionList, "session list", "GET /api/sessions"),
+    route(RouteId::SessionLogout, "session logout", "DELETE /api/sessions/current"),
+];
+
+/// The apps and shared state of one Redis server.
+pub struct Group {
+    /// spin.toml with `redis_fast_path` off and on.
+    pub app: TestApp,
+    pub app_fast: TestApp,
+    /// The probe fixture, for the baseline.
+    pub probe: TestApp,
+    /// The probe's Redis address (the password percent-encoded).
+    pub redis_url: String,
+    /// Makes keys, subjects and user ids unique to this group.
+    pub tag: String,
+    /// OTP codes issued by the issue row, verified by the verify row.
+    pub otp_codes: Arc<Mutex<Vec<(String, String)>>>,
+    /// Sessions made by the create row, ended by the logout row.
+    pub sessions: Arc<Mutex<Vec<String>>>,
+}
+
+impl Group {
+    pub fn app_for(&self, route: &Route, fast_path: bool) -> &TestApp {
+        match (route.id, fast_path) {
+            (RouteId::Baseline | RouteId::BaselineStore, _) => &self.probe,
+            (_, true) => &self.app_fast,
+            (_, false) => &self.app,
+        }
+    }
+}
+
+async fn create_session(app: &TestApp, user: &str) -> Result<String, String> {
+    let req = Req::new(Method::POST, "/api/sessions")
+        .bearer(SESSIONS_TOKEN)
+        .json(json!({"user_id": user, "data": {"role": "member", "theme": "dark"}}));
+    let res = load::send(app, &req).await;
+    if res.status != 201 {
+        return Err(format!("creating a session: {} {}", res.status, res.text()));
+    }
+    session_id(&res.body).ok_or_else(|| format!("no session_id in {}", res.text()))
+}
+
+fn session_id(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    Some(v["session_id"].as_str()?.to_owned())
+}
+
+fn otp_issue_req(subject: &str) -> Req {
+    Req::new(Method::POST, "/api/otp").json(json!({"subject": subject, "purpose": "login", "channel": "email"}))
+}
+
+/// One session per worker, for the routes that act on the caller's own session.
+async fn worker_sessions(app: &TestApp, tag: &str, workers: usize) -> Result<Arc<Vec<Mutex<String>>>, String> {
+    let mut ids = Vec::new();
+    for w in 0..workers {
+        ids.push(Mutex::new(create_session(app, &format!("bench-{tag}-w{w}")).await?));
+    }
+    Ok(Arc::new(ids))
+}
+
+/// Builds the workload of `route`, after any set-up it needs (warming the cache entry,
+/// creating sessions, topping up a pool of one-use items).
+pub async fn workload(group: &Group, route: &Route, fast_path: bool, workers: usize) -> Result<Workload, String> {
+    let app = group.app_for(route, fast_path);
+    // Unique per workload, so that subjects, users and cache keys never repeat across the
+    // warm-up, the sample and the timed run, or across rows.
+    let tag = next_tag(&group.tag);
+    let unique = Arc::new(AtomicU64::new(0));
+    let next_unique = move || unique.fetch_add(1, Ordering::Relaxed);
+    Ok(match route.id {
+        RouteId::Baseline => {
+            let body = json!({"op": "redis", "address": group.redis_url, "command": "GET", "args": ["bench:baseline"]});
+            Workload::new(200, move |_, _| Some(Req::new(Method::POST, "/x").json(body.clone())))
+        }
+        RouteId::BaselineStore => {
+            // The same GET through Spin's key-value store, whose one connection stays open.
+            let body = json!({"op": "kv", "api": "wasi", "store": "redis", "action": "get", "key": "bench:baseline"});
+            Workload::new(200, move |_, _| Some(Req::new(Method::POST, "/x").json(body.clone())))
+        }
+        RouteId::Health => Workload::new(200, |_, _| Some(Req::new(Method::GET, "/health/cache"))),
+        RouteId::CacheHit => {
+            let path = "/api/cache/proxy/profiles/42";
+            let res = load::send(app, &Req::new(Method::GET, path)).await;
+            if res.status != 200 {
+                return Err(format!("warming {path}: {} {}", res.status, res.text()));
+            }
+            Workload::new(200, move |_, _| Some(Req::new(Method::GET, path))).expect_header("x-cache", "HIT")
+        }
+        RouteId::CacheMiss => Workload::new(200, move |_, _| {
+            let n = next_unique();
+            Some(Req::new(Method::GET, format!("/api/cache/proxy/profiles/{}?bench={tag}-{n}", n % 1000 + 1)))
+        })
+        .expect_header("x-cache", "MISS"),
+        RouteId::CacheDemo => Workload::new(200, |_, _| Some(Req::new(Method::GET, "/api/cache/demo"))),
+        RouteId::CacheStats => Workload::new(200, |_, _| Some(Req::new(Method::GET, "/api/cache/stats"))),
+        RouteId::RateLimitSliding | RouteId::RateLimitBucket => {
+            let policy = if route.id == RouteId::RateLimitSliding { "bench_sw" } else { "bench_tb" };
+            Workload::new(200, move |_, n| {
+                let key = format!("user:{}", n % 10_000);
+                Some(Req::new(Method::POST, "/api/ratelimit/check").json(json!({"policy": policy, "key": key})))
+            })
+        }
+        RouteId::RateLimitState => Workload::new(200, |_, n| {
+            Some(Req::new(Method::GET, format!("/api/ratelimit/bench_sw/user:{}", n % 10_000)))
+        }),
+        RouteId::Gateway => Workload::new(200, |_, n| {
+            Some(Req::new(Method::GET, format!("/api/limited/profiles/{}", n % 1000 + 1)))
+        }),
+        RouteId::OtpIssue => {
+            let pool = group.otp_codes.clone();
+            pool.lock().unwrap().clear();
+            let subjects = Arc::new(Mutex::new(std::collections::HashMap::<usize, String>::new()));
+            let sent = subjects.clone();
+            // A new subject every time: one subject may have a code only once a minute.
+            Workload::new(202, move |w, _| {
+                let subject = format!("u{}-{tag}@example.com", next_unique());
+                sent.lock().unwrap().insert(w, subject.clone());
+                Some(otp_issue_req(&subject))
+            })
+            .after(move |w, res| {
+                // otp_dev_echo returns the code, so the verify row can use it.
+                let code = serde_json::from_slice::<Value>(&res.body).ok().and_then(|v| v["code"].as_str().map(str::to_owned));
+                let subject = subjects.lock().unwrap().get(&w).cloned();
+                if let (Some(code), Some(subject)) = (code, subject) {
+                    pool.lock().unwrap().push((subject, code));
+                }
+            })
+        }
+        RouteId::OtpVerify => {
+            // The issue row normally fills the pool; top it up when it ran alone.
+            let missing = 200usize.saturating_sub(group.otp_codes.lock().unwrap().len());
+            for i in 0..missing {
+                let subject = format!("pre{i}-{tag}@example.com");
+                let res = load::send(app, &otp_issue_req(&subject)).await;
+                let code = serde_json::from_slice::<Value>(&res.body).ok().and_then(|v| v["code"].as_str().map(str::to_owned));
+                match code {
+                    Some(code) => group.otp_codes.lock().unwrap().push((subject, code)),
+                    None => return Err(format!("issuing a code: {} {}", res.status, res.text())),
+                }
+            }
+            let pool = group.otp_codes.clone();
+            Workload::new(200, move |_, _| {
+                let (subject, code) = pool.lock().unwrap().pop()?;
+                Some(Req::new(Method::POST, "/api/otp/verify").json(json!({"subject": subject, "purpose": "login", "code": code})))
+            })
+        }
+        RouteId::SessionCreate => {
+            let pool = group.sessions.clone();
+            pool.lock().unwrap().clear();
+            Workload::new(201, move |_, _| {
+                Some(
+                    Req::new(Method::POST, "/api/sessions")
+                        .bearer(SESSIONS_TOKEN)
+                        .json(json!({"user_id": format!("bench-{tag}-{}", next_unique()), "data": {"role": "member", "theme": "dark"}})),
+                )
+            })
+            .after(move |_, res| {
+                if let Some(id) = session_id(&res.body) {
+                    pool.lock().unwrap().push(id);
+                }
+            })
+        }
+        RouteId::SessionLogout => {
+            let missing = 200usize.saturating_sub(group.sessions.lock().unwrap().len());
+            for i in 0..missing {
+                let id = create_session(app, &format!("bench-{tag}-pre{i}")).await?;
+                group.sessions.lock().unwrap().push(id);
+            }
+            let pool = group.sessions.clone();
+            Workload::new(204, move |_, _| {
+                let id = pool.lock().unwrap().pop()?;
+                Some(Req::new(Method::DELETE, "/api/sessions/current").bearer(&id))
+            })
+        }
+        RouteId::SessionRead | RouteId::SessionPatch | RouteId::SessionList => {
+            let ids = worker_sessions(app, &tag, workers).await?;
+            let id = route.id;
+            Workload::new(200, move |w, n| {
+                let session = ids[w].lock().unwrap().clone();
+                Some(match id {
+                    RouteId::SessionRead => Req::new(Method::GET, "/api/sessions/current").bearer(&session),
+                    RouteId::SessionPatch => Req::new(Method::PATCH, "/api/sessions/current")
+                        .bearer(&session)
+                        .json(json!({"last_page": format!("/page/{n}")})),
+                    _ => Req::new(Method::GET, "/api/sessions").bearer(&session),
+                })
+            })
+        }
+        RouteId::SessionRotate => {
+            let ids = worker_sessions(app, &tag, workers).await?;
+            let next_ids = ids.clone();
+            Workload::new(200, move |w, _| {
+                let session = ids[w].lock().unwrap().clone();
+                Some(Req::new(Method::POST, "/api/sessions/current/rotate").bearer(&session))
+            })
+            .after(move |w, res| {
+                // The old id stops working: each worker carries on with the new one.
+                if let Some(id) = session_id(&res.body) {
+                    *next_ids[w].lock().unwrap() = id;
+                }
+            })
+        }
+    })
+}
+
+/// A tag no other group or workload of this process (or an earlier run) has.
+pub fn next_tag(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    format!("{prefix}{}x{now}", N.fetch_add(1, Ordering::Relaxed))
+}
