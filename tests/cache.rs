@@ -2,6 +2,9 @@
 //! and TLS), in front of a real local origin server that counts its hits and can be told to
 //! delay, fail or send chosen headers; plus one run through the demo origin component by
 //! service chaining.
+//!
+//! Most tests run twice, with the pooled fast path off (`::outbound`) and on
+//! (`::fast_path`): see [`Mode`] and [`in_both_modes!`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -147,7 +150,48 @@ impl Origin {
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-fn app_with(redis: &RedisServer, origin: &Origin, vars: &[(&str, &str)]) -> TestApp {
+/// Whether the app serves hits through the pooled key-value store (`redis_fast_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Outbound,
+    FastPath,
+}
+
+impl Mode {
+    fn variable(self) -> &'static str {
+        match self {
+            Mode::Outbound => "false",
+            Mode::FastPath => "true",
+        }
+    }
+
+    /// Outbound Redis connections a fresh hit opens: none on the fast path.
+    fn hit_connections(self) -> usize {
+        match self {
+            Mode::Outbound => 1,
+            Mode::FastPath => 0,
+        }
+    }
+}
+
+/// For each `async fn name(mode: Mode)`, a module `name` with the tests `outbound` and
+/// `fast_path`.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn outbound() {
+                super::$name(super::Mode::Outbound).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn fast_path() {
+                super::$name(super::Mode::FastPath).await
+            }
+        }
+    )*};
+}
+
+fn app_with(mode: Mode, redis: &RedisServer, origin: &Origin, vars: &[(&str, &str)]) -> TestApp {
     let mut builder = redis
         .configure(TestApp::builder(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -155,15 +199,61 @@ fn app_with(redis: &RedisServer, origin: &Origin, vars: &[(&str, &str)]) -> Test
         )))
         .variable("origin_url", origin.url())
         .variable("cache_purge_token", PURGE_TOKEN)
-        .variable("cache_ttl_jitter", "0");
+        .variable("cache_ttl_jitter", "0")
+        .variable("redis_fast_path", mode.variable());
     for (name, value) in vars {
         builder = builder.variable(name, *value);
     }
     builder.load().expect("app loads")
 }
 
-fn app(redis: &RedisServer, origin: &Origin) -> TestApp {
-    app_with(redis, origin, &[])
+fn app(mode: Mode, redis: &RedisServer, origin: &Origin) -> TestApp {
+    app_with(mode, redis, origin, &[])
+}
+
+/// An entry value as the store script writes it (see "Entry values" in src/cache/mod.rs),
+/// read with the test's own client.
+#[derive(Debug)]
+struct StoredEntry {
+    status: u16,
+    stored: i64,
+    soft: i64,
+    cost: i64,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+async fn stored_entry(client: &mut redis::aio::MultiplexedConnection, key: &str) -> StoredEntry {
+    let value: Vec<u8> = client.get(key).await.unwrap();
+    let mut parts = value.splitn(7, |&b| b == b'\n');
+    let mut next = || String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+    assert_eq!(next(), "c1", "format version");
+    let (status, stored, soft, cost) = (next(), next(), next(), next());
+    let content_type = next();
+    let body = parts.next().expect("a body after the header").to_vec();
+    StoredEntry {
+        status: status.parse().unwrap(),
+        stored: stored.parse().unwrap(),
+        soft: soft.parse().unwrap(),
+        cost: cost.parse().unwrap(),
+        content_type,
+        body,
+    }
+}
+
+/// A bucket counter (`hits`, `misses`, ...) summed over the buckets, and the TTLs seen.
+async fn counter(client: &mut redis::aio::MultiplexedConnection, name: &str) -> (i64, Vec<i64>) {
+    let keys: Vec<String> = client
+        .keys(format!("srp:cache:*:stats:{name}"))
+        .await
+        .unwrap();
+    let (mut total, mut ttls) = (0, Vec::new());
+    for key in keys {
+        let value: i64 = client.get(&key).await.unwrap();
+        total += value;
+        ttls.push(client.ttl(&key).await.unwrap());
+    }
+    (total, ttls)
 }
 
 async fn get(app: &TestApp, path: &str) -> TestResponse {
@@ -258,9 +348,9 @@ impl Drop for Monitor {
 // ---------------------------------------------------------------------------------------
 // Hits, misses, headers, TTLs
 
-async fn miss_then_hit(redis: &RedisServer) {
+async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
     let origin = Origin::start().await;
-    let app = app(redis, &origin);
+    let app = app(mode, redis, &origin);
     let mut client = redis.client().await;
 
     let res = get(&app, "/api/cache/proxy/items/1?b=2&a=1").await;
@@ -271,6 +361,7 @@ async fn miss_then_hit(redis: &RedisServer) {
     // The origin is asked for the normalised target.
     assert_eq!(res.json(), json!({"target": "/items/1?a=1&b=2", "n": 1}));
     assert_eq!(res.redis_connections, 1);
+    let origin_body = res.body.clone();
 
     // Same resource, other spelling: one entry.
     let res = get(&app, "/api/cache/proxy/items//1?a=1&b=2&&").await;
@@ -278,30 +369,37 @@ async fn miss_then_hit(redis: &RedisServer) {
     assert_eq!(res.json(), json!({"target": "/items/1?a=1&b=2", "n": 1}));
     assert_eq!(res.header("content-type"), Some("application/json"));
     assert_eq!(res.header("age"), Some("0"));
-    assert_eq!(res.redis_connections, 1);
+    assert_eq!(res.redis_connections, mode.hit_connections());
     assert_eq!(origin.hits("/items/1?a=1&b=2"), 1);
 
-    // Hard TTL = fresh TTL (300 s, no jitter) + stale window (300 s).
+    // One plain string per entry; hard TTL = fresh TTL (300 s, no jitter) + stale (300 s).
     let key = entry_key(&mut client, "/items/1?a=1&b=2").await;
     assert!(
         key.starts_with("srp:cache:{b") && key.contains("}:e:"),
         "{key}"
     );
-    let pttl: i64 = client.pttl(&key).await.unwrap();
-    assert!((595_000..=600_000).contains(&pttl), "{pttl}");
-    let (stored, soft): (i64, i64) = redis::cmd("HMGET")
+    let kind: String = redis::cmd("TYPE")
         .arg(&key)
-        .arg("stored")
-        .arg("soft")
         .query_async(&mut client)
         .await
         .unwrap();
-    assert_eq!(soft - stored, 300_000);
+    assert_eq!(kind, "string");
+    let pttl: i64 = client.pttl(&key).await.unwrap();
+    assert!((595_000..=600_000).contains(&pttl), "{pttl}");
+    let entry = stored_entry(&mut client, &key).await;
+    assert_eq!(entry.soft - entry.stored, 300_000);
+    assert_eq!(
+        (entry.status, entry.content_type.as_str()),
+        (200, "application/json")
+    );
+    assert_eq!(entry.body, origin_body);
+    assert!((0..5_000).contains(&entry.cost), "{entry:?}");
 
     // Age grows with the entry.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let res = get(&app, "/api/cache/proxy/items/1?a=1&b=2").await;
     assert_eq!((x_cache(&res), res.header("age")), ("HIT", Some("1")));
+    assert_eq!(res.redis_connections, mode.hit_connections());
 
     // HEAD is served from the same entry, without a body.
     let res = app
@@ -309,21 +407,25 @@ async fn miss_then_hit(redis: &RedisServer) {
         .send()
         .await;
     assert_eq!((res.status, x_cache(&res), res.body.len()), (200, "HIT", 0));
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.redis_connections, mode.hit_connections());
     assert_eq!(origin.total_hits(), 1);
+    // The store was opened once, for the app's life (never with the fast path off).
+    let store_connections = if mode == Mode::FastPath { 1 } else { 0 };
+    assert_eq!(app.key_value_connections(), store_connections);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn miss_then_hit_over_plain_redis() {
-    miss_then_hit(&RedisServer::plain()).await;
+async fn miss_then_hit_over_plain_redis(mode: Mode) {
+    miss_then_hit(mode, &RedisServer::plain()).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn miss_then_hit_over_tls_redis() {
-    miss_then_hit(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+async fn miss_then_hit_over_tls_redis(mode: Mode) {
+    miss_then_hit(mode, &RedisServer::tls(AZURE_STYLE_KEY)).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn jitter_spreads_ttls_and_max_age_caps_them() {
+in_both_modes!(miss_then_hit_over_plain_redis, miss_then_hit_over_tls_redis);
+
+async fn jitter_spreads_ttls_and_max_age_caps_them(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|target, n| {
@@ -335,6 +437,7 @@ async fn jitter_spreads_ttls_and_max_age_caps_them() {
         }
     });
     let app = app_with(
+        mode,
         &redis,
         &origin,
         &[
@@ -370,12 +473,13 @@ async fn jitter_spreads_ttls_and_max_age_caps_them() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fifty_concurrent_cold_requests_reach_the_origin_once() {
+in_both_modes!(jitter_spreads_ttls_and_max_age_caps_them);
+
+async fn fifty_concurrent_cold_requests_reach_the_origin_once(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|target, n| default_reply(target, n).delay_ms(400));
-    let app = app_with(&redis, &origin, &[("cache_lock_wait_ms", "10000")]);
+    let app = app_with(mode, &redis, &origin, &[("cache_lock_wait_ms", "10000")]);
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..50 {
@@ -387,7 +491,13 @@ async fn fifty_concurrent_cold_requests_reach_the_origin_once() {
         let res = res.unwrap();
         assert_eq!(res.status, 200, "{} {}", res.text(), res.logs);
         assert_eq!(res.json(), json!({"target": "/hot?x=1", "n": 1}));
-        assert_eq!(res.redis_connections, 1);
+        // The fetcher and the waiters all go through the lookup script; only a request that
+        // arrives after the store can be a fast-path hit.
+        if mode == Mode::FastPath && x_cache(&res) == "HIT" {
+            assert!(res.redis_connections <= 1);
+        } else {
+            assert_eq!(res.redis_connections, 1);
+        }
         *outcomes.entry(x_cache(&res).to_owned()).or_default() += 1;
     }
     assert_eq!(origin.total_hits(), 1);
@@ -397,11 +507,14 @@ async fn fifty_concurrent_cold_requests_reach_the_origin_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_stale_copy() {
+in_both_modes!(fifty_concurrent_cold_requests_reach_the_origin_once);
+
+async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_stale_copy(
+    mode: Mode,
+) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
-    let app = app_with(&redis, &origin, &[("cache_ttl_seconds", "1")]);
+    let app = app_with(mode, &redis, &origin, &[("cache_ttl_seconds", "1")]);
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/swr").await), "MISS");
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -420,6 +533,8 @@ async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_sta
             "MISS" => assert_eq!(n, 2),
             other => panic!("{other}"),
         }
+        // A stale entry is never the fast path's to serve: the lookup script decides.
+        assert_eq!(res.redis_connections, 1);
         *outcomes.entry(x_cache(&res).to_owned()).or_default() += 1;
     }
     assert_eq!(
@@ -429,15 +544,18 @@ async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_sta
     assert_eq!(origin.hits("/swr"), 2);
     let res = get(&app, "/api/cache/proxy/swr").await;
     assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("HIT", Some(2)));
+    assert_eq!(res.redis_connections, mode.hit_connections());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn early_refresh_renews_fresh_entries_when_enabled() {
+in_both_modes!(stale_entries_are_refreshed_by_one_request_while_the_others_get_the_stale_copy);
+
+async fn early_refresh_renews_fresh_entries_when_enabled(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|target, n| default_reply(target, n).delay_ms(300));
     // cost 300 ms * beta 50 dwarfs the 2 s TTL: XFetch refreshes on nearly every request.
     let app = app_with(
+        mode,
         &redis,
         &origin,
         &[
@@ -451,6 +569,8 @@ async fn early_refresh_renews_fresh_entries_when_enabled() {
         let res = get(&app, "/api/cache/proxy/xf").await;
         assert_eq!(res.status, 200);
         if x_cache(&res) == "MISS" {
+            // The fast path hands an early refresh to the lookup script, which takes the lock.
+            assert_eq!(res.redis_connections, 1);
             refreshed += 1;
         } else {
             assert_eq!(x_cache(&res), "HIT");
@@ -460,22 +580,28 @@ async fn early_refresh_renews_fresh_entries_when_enabled() {
     assert_eq!(origin.hits("/xf"), 1 + refreshed);
 
     // Off by default: a fresh entry is a plain hit.
-    let app = app_with(&redis, &origin, &[("cache_ttl_seconds", "2")]);
+    let app = app_with(mode, &redis, &origin, &[("cache_ttl_seconds", "2")]);
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/xf2").await), "MISS");
     for _ in 0..3 {
-        assert_eq!(x_cache(&get(&app, "/api/cache/proxy/xf2").await), "HIT");
+        let res = get(&app, "/api/cache/proxy/xf2").await;
+        assert_eq!(
+            (x_cache(&res), res.redis_connections),
+            ("HIT", mode.hit_connections())
+        );
     }
 }
+
+in_both_modes!(early_refresh_renews_fresh_entries_when_enabled);
 
 // ---------------------------------------------------------------------------------------
 // What is and is not stored
 
-#[tokio::test(flavor = "multi_thread")]
-async fn not_found_is_cached_briefly() {
+async fn not_found_is_cached_briefly(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|_, _| Reply::json(404, json!({"missing": true})));
     let app = app_with(
+        mode,
         &redis,
         &origin,
         &[
@@ -490,14 +616,16 @@ async fn not_found_is_cached_briefly() {
     let res = get(&app, "/api/cache/proxy/nothing/here").await;
     assert_eq!((res.status, x_cache(&res)), (404, "HIT"));
     assert_eq!(res.json(), json!({"missing": true}));
+    assert_eq!(res.redis_connections, mode.hit_connections());
     assert_eq!(origin.total_hits(), 1);
     let key = entry_key(&mut client, "/nothing/here").await;
     let pttl: i64 = client.pttl(&key).await.unwrap();
     assert!((29_000..=30_000).contains(&pttl), "{pttl}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn no_store_private_5xx_and_oversized_answers_are_served_but_not_stored() {
+in_both_modes!(not_found_is_cached_briefly);
+
+async fn no_store_private_5xx_and_oversized_answers_are_served_but_not_stored(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|target, n| match target {
@@ -507,7 +635,7 @@ async fn no_store_private_5xx_and_oversized_answers_are_served_but_not_stored() 
         "/big" => Reply::json(200, json!({"blob": "x".repeat(500)})),
         _ => default_reply(target, n),
     });
-    let app = app_with(&redis, &origin, &[("cache_max_entry_bytes", "200")]);
+    let app = app_with(mode, &redis, &origin, &[("cache_max_entry_bytes", "200")]);
     let mut client = redis.client().await;
 
     for (path, status) in [
@@ -536,47 +664,84 @@ async fn no_store_private_5xx_and_oversized_answers_are_served_but_not_stored() 
     assert!(locks.is_empty(), "{locks:?}");
 }
 
+in_both_modes!(no_store_private_5xx_and_oversized_answers_are_served_but_not_stored);
+
 // ---------------------------------------------------------------------------------------
 // Failures
 
-#[tokio::test(flavor = "multi_thread")]
-async fn redis_down_still_serves_from_the_origin() {
+async fn redis_down(mode: Mode) {
     let mut redis = RedisServer::plain();
     let origin = Origin::start().await;
-    let app = app(&redis, &origin);
+    // `warm` has used Redis (and, on the fast path, connected the pooled store) before Redis
+    // goes away; `cold` never reached it.
+    let warm = app(mode, &redis, &origin);
+    assert_eq!(
+        x_cache(&get(&warm, "/api/cache/proxy/items/9").await),
+        "MISS"
+    );
+    assert_eq!(
+        x_cache(&get(&warm, "/api/cache/proxy/items/9").await),
+        "HIT"
+    );
+    let cold = app(mode, &redis, &origin);
     redis.stop();
 
-    for n in 1..=2 {
-        let res = get(&app, "/api/cache/proxy/items/9").await;
-        assert_eq!(
-            (res.status, x_cache(&res)),
-            (200, "BYPASS"),
-            "{} {}",
-            res.text(),
-            res.logs
-        );
-        assert_eq!(res.json(), json!({"target": "/items/9", "n": n}));
-        assert_eq!(res.redis_connections, 1);
+    let mut n = 1;
+    for app in [&cold, &warm] {
+        for _ in 0..2 {
+            n += 1;
+            let res = get(app, "/api/cache/proxy/items/9").await;
+            assert_eq!(
+                (res.status, x_cache(&res)),
+                (200, "BYPASS"),
+                "{} {}",
+                res.text(),
+                res.logs
+            );
+            assert_eq!(res.json(), json!({"target": "/items/9", "n": n}));
+            assert_eq!(res.redis_connections, 1);
+        }
+        assert!(app.logs().contains("Redis unavailable"), "{}", app.logs());
     }
-    assert!(app.logs().contains("Redis unavailable"), "{}", app.logs());
+    if mode == Mode::FastPath {
+        // The fast path gave way to outbound Redis, which then reported Redis down.
+        assert!(cold.logs().contains("key-value store"), "{}", cold.logs());
+        assert!(warm.logs().contains("fast path failed"), "{}", warm.logs());
+    }
     // Routes that exist only for Redis answer 503.
     assert_error(
-        &get(&app, "/api/cache/stats").await,
+        &get(&cold, "/api/cache/stats").await,
         503,
         "redis_unavailable",
     );
     assert_error(
-        &get(&app, "/api/cache/demo").await,
+        &get(&cold, "/api/cache/demo").await,
         503,
         "redis_unavailable",
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn origin_down_serves_the_stale_copy_else_502() {
+async fn redis_down_still_serves_from_the_origin() {
+    redis_down(Mode::Outbound).await;
+}
+
+/// The same with the fast path on: every answer is still a BYPASS from the origin, but only
+/// after the pooled store gives up. Spin 3.6.3's store (as the test host models it) is a
+/// redis-rs `ConnectionManager` with its default retries: six attempts with backoff of up
+/// to 60 s each, during which the store's open (Redis down from the start) or its `GET`
+/// (Redis gone after the store connected) blocks, and the component cannot time it out.
+/// Run it with `cargo test --test cache -- --ignored`; it takes many minutes.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "with Redis down the pooled store blocks each request for minutes (Spin's retries)"]
+async fn redis_down_with_the_fast_path_on_stalls_then_bypasses() {
+    redis_down(Mode::FastPath).await;
+}
+
+async fn origin_down_serves_the_stale_copy_else_502(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
-    let app = app_with(&redis, &origin, &[("cache_ttl_seconds", "1")]);
+    let app = app_with(mode, &redis, &origin, &[("cache_ttl_seconds", "1")]);
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/keep").await), "MISS");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     origin.stop().await;
@@ -591,6 +756,7 @@ async fn origin_down_serves_the_stale_copy_else_502() {
     );
     assert_eq!(res.json(), json!({"target": "/keep", "n": 1}));
     assert_eq!(res.header("age"), Some("1"));
+    assert_eq!(res.redis_connections, 1);
 
     let res = get(&app, "/api/cache/proxy/never-cached").await;
     assert_error(&res, 502, "origin_unreachable");
@@ -600,12 +766,13 @@ async fn origin_down_serves_the_stale_copy_else_502() {
     assert!(locks.is_empty(), "{locks:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_origin_is_a_504() {
+in_both_modes!(origin_down_serves_the_stale_copy_else_502);
+
+async fn a_slow_origin_is_a_504(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|target, n| default_reply(target, n).delay_ms(2000));
-    let app = app_with(&redis, &origin, &[("cache_origin_timeout_ms", "300")]);
+    let app = app_with(mode, &redis, &origin, &[("cache_origin_timeout_ms", "300")]);
     assert_error(
         &get(&app, "/api/cache/proxy/slow").await,
         504,
@@ -613,11 +780,12 @@ async fn a_slow_origin_is_a_504() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redis() {
+in_both_modes!(a_slow_origin_is_a_504);
+
+async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redis(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
-    let app = app(&redis, &origin);
+    let app = app(mode, &redis, &origin);
     let many_params: Vec<String> = (0..65).map(|i| format!("p{i}=1")).collect();
     let cases = [
         ("/api/cache/proxy/a/%zz".to_owned(), 400, "invalid_path"),
@@ -659,6 +827,8 @@ async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redi
         .await;
     assert_eq!(res.header("allow"), Some("GET, HEAD, DELETE"));
     assert_eq!(origin.total_hits(), 0);
+    // Nor is the pooled store opened for them.
+    assert_eq!(app.key_value_connections(), 0);
 
     // Braces from users never become a hash tag: they are encoded in the key.
     let mut client = redis.client().await;
@@ -681,15 +851,16 @@ async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redi
     );
 }
 
+in_both_modes!(malformed_and_oversized_requests_get_clear_errors_without_touching_redis);
+
 // ---------------------------------------------------------------------------------------
 // Round trips, stats
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_hit_is_one_round_trip_and_a_miss_at_most_three() {
+async fn a_hit_is_one_round_trip_and_a_miss_at_most_three(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|target, n| default_reply(target, n).header("cache-tag", "t1, t2"));
-    let app = app(&redis, &origin);
+    let app = app(mode, &redis, &origin);
     // Let Redis learn the scripts first (the first EVALSHA of each is followed by an EVAL).
     get(&app, "/api/cache/proxy/warm").await;
     get(&app, "/api/cache/proxy/warm").await;
@@ -698,16 +869,33 @@ async fn a_hit_is_one_round_trip_and_a_miss_at_most_three() {
 
     let res = get(&app, "/api/cache/proxy/rt").await;
     assert_eq!((x_cache(&res), res.redis_connections), ("MISS", 1));
-    // Lookup + lock, then store + tag index + unlock + count: two scripts.
-    assert_eq!(monitor.take().await, ["EVALSHA", "EVALSHA"]);
+    // Lookup + lock, then store + tag index + unlock + count: two scripts. On the fast path
+    // they follow the store's PING (Spin's, on every open) and its GET of the missing entry,
+    // on the pooled connection.
+    let scripts = ["EVALSHA", "EVALSHA"];
+    match mode {
+        Mode::Outbound => assert_eq!(monitor.take().await, scripts),
+        Mode::FastPath => assert_eq!(
+            monitor.take().await,
+            [&["PING", "GET"][..], &scripts].concat()
+        ),
+    }
 
     let res = get(&app, "/api/cache/proxy/rt").await;
-    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", 1));
-    assert_eq!(monitor.take().await, ["EVALSHA"]);
+    assert_eq!(
+        (x_cache(&res), res.redis_connections),
+        ("HIT", mode.hit_connections())
+    );
+    match mode {
+        Mode::Outbound => assert_eq!(monitor.take().await, ["EVALSHA"]),
+        // No connection at all: read and count on the pooled one.
+        Mode::FastPath => assert_eq!(monitor.take().await, ["PING", "GET", "INCRBY"]),
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stats_count_outcomes_and_the_hit_ratio() {
+in_both_modes!(a_hit_is_one_round_trip_and_a_miss_at_most_three);
+
+async fn stats_count_outcomes_and_the_hit_ratio(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|target, n| {
@@ -717,7 +905,7 @@ async fn stats_count_outcomes_and_the_hit_ratio() {
             default_reply(target, n)
         }
     });
-    let app = app(&redis, &origin);
+    let app = app(mode, &redis, &origin);
     for path in ["/s1", "/s1", "/s1", "/s1", "/s2", "/s2", "/nostore"] {
         assert_eq!(
             get(&app, &format!("/api/cache/proxy{path}")).await.status,
@@ -732,6 +920,223 @@ async fn stats_count_outcomes_and_the_hit_ratio() {
         json!({"hits": 4, "misses": 2, "stale": 0, "bypasses": 1, "origin_fetches": 3, "purged": 0,
                "requests": 7, "hit_ratio": 0.5714})
     );
+
+    // One string counter per bucket; the scripts keep them for 30 days after each update.
+    let mut client = redis.client().await;
+    let thirty_days = 30 * 24 * 3600;
+    for name in ["misses", "bypasses", "origin_fetches"] {
+        for ttl in counter(&mut client, name).await.1 {
+            assert!(
+                (thirty_days - 60..=thirty_days).contains(&ttl),
+                "{name}: {ttl}"
+            );
+        }
+    }
+    let (hits, ttls) = counter(&mut client, "hits").await;
+    assert_eq!(hits, 4);
+    for ttl in ttls {
+        match mode {
+            Mode::Outbound => assert!((thirty_days - 60..=thirty_days).contains(&ttl), "{ttl}"),
+            // Created by the fast path's INCRBY, which sets no expiry (as documented).
+            Mode::FastPath => assert_eq!(ttl, -1),
+        }
+    }
+}
+
+in_both_modes!(stats_count_outcomes_and_the_hit_ratio);
+
+// ---------------------------------------------------------------------------------------
+// The pooled fast path
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fast_path_hit_answers_like_an_outbound_hit_without_connecting() {
+    let redis = RedisServer::tls(AZURE_STYLE_KEY);
+    let origin = Origin::start().await;
+    let raw = |status, content_type: Option<&str>, body: &[u8]| Reply {
+        status,
+        headers: content_type
+            .map(|t| vec![("content-type".to_owned(), t.to_owned())])
+            .unwrap_or_default(),
+        body: body.to_vec(),
+        delay: Duration::ZERO,
+    };
+    origin.respond(move |target, n| match target {
+        "/missing" => Reply::json(404, json!({"missing": n})),
+        // Line breaks and bytes that are not UTF-8 in the body; a body shaped like a header.
+        "/binary" => raw(200, Some("application/octet-stream"), b"a\nb\r\n\xff\x00\n"),
+        "/untyped" => raw(200, None, b"c1\n200\n1\n2\n3\ntext/plain\nnot the header"),
+        "/empty" => raw(200, Some("text/plain; charset=utf-8"), b""),
+        _ => default_reply(target, n),
+    });
+    let outbound = app(Mode::Outbound, &redis, &origin);
+    let fast = app(Mode::FastPath, &redis, &origin);
+    let paths = [
+        "/api/cache/proxy/json?b=1&a=2",
+        "/api/cache/proxy/missing",
+        "/api/cache/proxy/binary",
+        "/api/cache/proxy/untyped",
+        "/api/cache/proxy/empty",
+        "/api/cache/profile/7",
+    ];
+    for path in paths {
+        let res = get(&fast, path).await;
+        assert_eq!(
+            (x_cache(&res), res.redis_connections),
+            ("MISS", 1),
+            "{path}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    for path in paths {
+        for method in [http::Method::GET, http::Method::HEAD] {
+            let a = outbound.request(method.clone(), path).send().await;
+            let b = fast.request(method.clone(), path).send().await;
+            assert_eq!((a.redis_connections, b.redis_connections), (1, 0), "{path}");
+            assert_eq!(x_cache(&a), "HIT", "{path}");
+            let seen = |r: &TestResponse| {
+                (
+                    r.status,
+                    r.header("x-cache").map(str::to_owned),
+                    r.header("content-type").map(str::to_owned),
+                    r.body.clone(),
+                )
+            };
+            assert_eq!(seen(&b), seen(&a), "{path} {method}");
+            // Both count whole seconds since the store: equal unless a second ticked between.
+            let age = |r: &TestResponse| r.header("age").unwrap().parse::<u64>().unwrap();
+            assert!(
+                age(&a) >= 1 && (age(&a)..=age(&a) + 1).contains(&age(&b)),
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(origin.total_hits(), paths.len());
+    assert_eq!(
+        (
+            fast.key_value_connections(),
+            outbound.key_value_connections()
+        ),
+        (1, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pooled_store_keeps_one_connection_for_the_apps_life() {
+    let redis = RedisServer::tls(AZURE_STYLE_KEY);
+    let origin = Origin::start().await;
+    let app = app(Mode::FastPath, &redis, &origin);
+    for i in 0..5 {
+        assert_eq!(
+            x_cache(&get(&app, &format!("/api/cache/proxy/pool/{i}")).await),
+            "MISS"
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let app = app.clone();
+        tasks.spawn(async move {
+            app.get(&format!("/api/cache/proxy/pool/{}", i % 5))
+                .send()
+                .await
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        let res = res.unwrap();
+        assert_eq!(
+            (res.status, x_cache(&res), res.redis_connections),
+            (200, "HIT", 0),
+            "{}",
+            res.logs
+        );
+    }
+    let res = app
+        .delete("/api/cache/proxy/pool/0")
+        .header("authorization", &format!("Bearer {PURGE_TOKEN}"))
+        .send()
+        .await;
+    assert_eq!(res.json()["purged"], 1);
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/pool/0").await), "MISS");
+    assert_eq!(get(&app, "/api/cache/stats").await.json()["hits"], 40);
+    assert_eq!(app.key_value_connections(), 1);
+    assert_eq!(origin.total_hits(), 6);
+}
+
+/// A value this version cannot read (another format version, or the hash of the layout
+/// before it) is a miss on either path: fetched again and overwritten, never an error.
+async fn entries_in_an_unknown_format_are_refetched(mode: Mode) {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app(mode, &redis, &origin);
+    let mut client = redis.client().await;
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/fmt").await), "MISS");
+    let key = entry_key(&mut client, "/fmt").await;
+
+    let _: () = client
+        .set(&key, "c2\n200\n1\n99999999999999\n0\ntext/plain\nfuture")
+        .await
+        .unwrap();
+    let res = get(&app, "/api/cache/proxy/fmt").await;
+    assert_eq!(
+        (x_cache(&res), res.redis_connections),
+        ("MISS", 1),
+        "{}",
+        res.logs
+    );
+    assert_eq!(res.json()["n"], 2);
+
+    let _: () = client.del(&key).await.unwrap();
+    let _: () = client
+        .hset_multiple(
+            &key,
+            &[
+                ("status", "200"),
+                ("type", "text/plain"),
+                ("body", "old"),
+                ("stored", "1"),
+                ("soft", "99999999999999"),
+                ("cost", "0"),
+            ],
+        )
+        .await
+        .unwrap();
+    let res = get(&app, "/api/cache/proxy/fmt").await;
+    assert_eq!(
+        (x_cache(&res), res.redis_connections),
+        ("MISS", 1),
+        "{}",
+        res.logs
+    );
+    assert_eq!(res.json()["n"], 3);
+
+    let res = get(&app, "/api/cache/proxy/fmt").await;
+    assert_eq!(
+        (x_cache(&res), res.redis_connections),
+        ("HIT", mode.hit_connections())
+    );
+    assert_eq!(res.json()["n"], 3);
+    assert_eq!(stored_entry(&mut client, &key).await.status, 200);
+}
+
+in_both_modes!(entries_in_an_unknown_format_are_refetched);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_fast_path_setting_is_a_redis_misconfiguration() {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app_with(
+        Mode::FastPath,
+        &redis,
+        &origin,
+        &[("redis_fast_path", "sometimes")],
+    );
+    for n in 1..=2 {
+        let res = get(&app, "/api/cache/proxy/conf").await;
+        assert_eq!((res.status, x_cache(&res)), (200, "BYPASS"), "{}", res.logs);
+        assert_eq!(res.json()["n"], n);
+        assert_eq!((res.redis_connections, app.key_value_connections()), (0, 0));
+    }
+    assert!(app.logs().contains("redis_fast_path"), "{}", app.logs());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -764,15 +1169,15 @@ async fn published_during<F: std::future::Future<Output = ()>>(
     listener.await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn purge_one_path_needs_the_token_and_announces_it() {
+async fn purge_one_path_needs_the_token_and_announces_it(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
-    let app = app(&redis, &origin);
+    let app = app(mode, &redis, &origin);
     get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
+    let res = get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
     assert_eq!(
-        x_cache(&get(&app, "/api/cache/proxy/p/1?z=1&a=2").await),
-        "HIT"
+        (x_cache(&res), res.redis_connections),
+        ("HIT", mode.hit_connections())
     );
 
     let purge = |token: Option<&'static str>| {
@@ -803,14 +1208,11 @@ async fn purge_one_path_needs_the_token_and_announces_it() {
         event,
         json!({"type": "purge", "path": "/p/1?a=2&z=1", "purged": 1})
     );
-    assert_eq!(
-        x_cache(&get(&app, "/api/cache/proxy/p/1?z=1&a=2").await),
-        "MISS"
-    );
+    // The next read sees the purge at once, on the fast path too (no local copy anywhere).
+    let res = get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
+    assert_eq!((x_cache(&res), res.redis_connections), ("MISS", 1));
     assert_eq!(origin.hits("/p/1?a=2&z=1"), 2);
-    for text in [app.logs()] {
-        assert!(!text.contains(PURGE_TOKEN), "the token was logged");
-    }
+    assert!(!app.logs().contains(PURGE_TOKEN), "the token was logged");
 
     // Without a configured token purges are off.
     let app = redis
@@ -819,6 +1221,7 @@ async fn purge_one_path_needs_the_token_and_announces_it() {
             "/spin.toml"
         )))
         .variable("origin_url", origin.url())
+        .variable("redis_fast_path", mode.variable())
         .load()
         .unwrap();
     let res = app
@@ -829,7 +1232,9 @@ async fn purge_one_path_needs_the_token_and_announces_it() {
     assert_error(&res, 403, "purge_disabled");
 }
 
-async fn purge_by_tag(redis: &RedisServer) {
+in_both_modes!(purge_one_path_needs_the_token_and_announces_it);
+
+async fn purge_by_tag(mode: Mode, redis: &RedisServer) {
     let origin = Origin::start().await;
     origin.respond(|target, n| {
         let reply = default_reply(target, n);
@@ -839,7 +1244,7 @@ async fn purge_by_tag(redis: &RedisServer) {
             _ => reply.header("cache-tag", "team-b,all"),
         }
     });
-    let app = app(redis, &origin);
+    let app = app(mode, redis, &origin);
     let mut client = redis.client().await;
     for path in ["/t/1", "/t/2", "/t/3"] {
         assert_eq!(
@@ -875,13 +1280,17 @@ async fn purge_by_tag(redis: &RedisServer) {
     assert_eq!(entry_keys(&mut client).await, Vec::<String>::new());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn purge_by_tag_over_plain_redis_and_announce_it() {
+async fn purge_by_tag_over_plain_redis_and_announce_it(mode: Mode) {
     let redis = RedisServer::plain();
-    purge_by_tag(&redis).await;
+    purge_by_tag(mode, &redis).await;
     let origin = Origin::start().await;
     origin.respond(|target, n| default_reply(target, n).header("cache-tag", "x"));
-    let app = app_with(&redis, &origin, &[("cache_purge_channel", "ops:purges")]);
+    let app = app_with(
+        mode,
+        &redis,
+        &origin,
+        &[("cache_purge_channel", "ops:purges")],
+    );
     get(&app, "/api/cache/proxy/e/1").await;
     let event = published_during(&redis, "ops:purges", async {
         let res = app
@@ -896,16 +1305,19 @@ async fn purge_by_tag_over_plain_redis_and_announce_it() {
     assert_eq!(event, json!({"type": "purge", "tags": ["x"], "purged": 1}));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn purge_by_tag_over_tls_redis() {
-    purge_by_tag(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+in_both_modes!(purge_by_tag_over_plain_redis_and_announce_it);
+
+async fn purge_by_tag_over_tls_redis(mode: Mode) {
+    purge_by_tag(mode, &RedisServer::tls(AZURE_STYLE_KEY)).await;
 }
+
+in_both_modes!(purge_by_tag_over_tls_redis);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_bodies_are_validated() {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
-    let app = app(&redis, &origin);
+    let app = app(Mode::Outbound, &redis, &origin);
     let send = |body: Vec<u8>, content_type: &'static str| {
         let app = app.clone();
         async move {
@@ -968,15 +1380,14 @@ async fn purge_bodies_are_validated() {
 // ---------------------------------------------------------------------------------------
 // The seed recipe's routes, and the demo origin by service chaining
 
-#[tokio::test(flavor = "multi_thread")]
-async fn profile_route_and_demo_counter() {
+async fn profile_route_and_demo_counter(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     origin.respond(|target, _| match target.strip_prefix("/profiles/") {
         Some("7") => Reply::json(200, json!({"id": "7", "name": "Seven"})),
         _ => Reply::json(404, json!({"error": "nope"})),
     });
-    let app = app(&redis, &origin);
+    let app = app(mode, &redis, &origin);
     let res = get(&app, "/api/cache/profile/7").await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(
@@ -989,6 +1400,7 @@ async fn profile_route_and_demo_counter() {
         json!({"source": "cache", "profile": {"id": "7", "name": "Seven"}})
     );
     assert_eq!(x_cache(&res), "HIT");
+    assert_eq!(res.redis_connections, mode.hit_connections());
     // The proxy route shares the entry.
     assert_eq!(
         x_cache(&get(&app, "/api/cache/proxy/profiles/7").await),
@@ -999,7 +1411,12 @@ async fn profile_route_and_demo_counter() {
         404,
         "profile_not_found",
     );
-    assert_eq!(x_cache(&get(&app, "/api/cache/profile/8").await), "HIT");
+    let res = get(&app, "/api/cache/profile/8").await;
+    assert_error(&res, 404, "profile_not_found");
+    assert_eq!(
+        (x_cache(&res), res.redis_connections),
+        ("HIT", mode.hit_connections())
+    );
     assert_eq!(origin.total_hits(), 2);
 
     let mut client = redis.client().await;
@@ -1015,8 +1432,9 @@ async fn profile_route_and_demo_counter() {
     assert!((299..=300).contains(&ttl), "{ttl}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_origin_component_is_reached_by_service_chaining() {
+in_both_modes!(profile_route_and_demo_counter);
+
+async fn the_demo_origin_component_is_reached_by_service_chaining(mode: Mode) {
     let redis = RedisServer::plain();
     let app = redis
         .configure(TestApp::builder(concat!(
@@ -1024,6 +1442,7 @@ async fn the_demo_origin_component_is_reached_by_service_chaining() {
             "/spin.toml"
         )))
         .variable("origin_delay_ms", "5")
+        .variable("redis_fast_path", mode.variable())
         .load()
         .unwrap();
     let res = get(&app, "/api/cache/profile/42").await;
@@ -1042,20 +1461,21 @@ async fn the_demo_origin_component_is_reached_by_service_chaining() {
     // The demo origin's max-age=60 caps the 300 s TTL; its tags allow purging by profile.
     let mut client = redis.client().await;
     let key = entry_key(&mut client, "/profiles/42").await;
-    let (stored, soft, tags): (i64, i64, String) = redis::cmd("HMGET")
-        .arg(&key)
-        .arg("stored")
-        .arg("soft")
-        .arg("tags")
-        .query_async(&mut client)
-        .await
-        .unwrap();
+    let entry = stored_entry(&mut client, &key).await;
     assert!(
-        (54_000..=60_000).contains(&(soft - stored)),
-        "{}",
-        soft - stored
+        (54_000..=60_000).contains(&(entry.soft - entry.stored)),
+        "{entry:?}"
     );
-    assert_eq!(tags, "profiles,profile-42");
+    // The origin took about its 5 ms delay: XFetch's cost.
+    assert!((5..2_000).contains(&entry.cost), "{entry:?}");
+    let bucket = &key[..key.find("}:e:").unwrap() + 1];
+    for tag in ["profiles", "profile-42"] {
+        let member: bool = client
+            .sismember(format!("{bucket}:tag:{tag}"), &key)
+            .await
+            .unwrap();
+        assert!(member, "{key} is not in the tag set {tag}");
+    }
     assert_error(
         &get(&app, "/api/cache/profile/5000").await,
         404,
@@ -1064,3 +1484,5 @@ async fn the_demo_origin_component_is_reached_by_service_chaining() {
     // The origin has no public route.
     assert_eq!(get(&app, "/profiles/42").await.status, 404);
 }
+
+in_both_modes!(the_demo_origin_component_is_reached_by_service_chaining);

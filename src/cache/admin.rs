@@ -2,7 +2,7 @@
 //! deployable apart from the hot path): `POST /api/cache/purge` and `GET /api/cache/stats`.
 //!
 //! Both walk the `cache_key_buckets` hash slots: one single-slot script (purge) or one
-//! `HMGET` (stats) per bucket, over one connection. Purges and stats reads are rare; the
+//! `MGET` of the bucket's counters (stats) per bucket, over one connection. Purges and stats reads are rare; the
 //! layout keeps every hit and miss a single-slot script.
 
 use serde_json::json;
@@ -10,14 +10,14 @@ use spin_sdk::http::{Method, Request, Response};
 
 use super::settings::CacheSettings;
 use super::{
-    authorize_purge, bucket_prefix, cache_settings, tag_set_key, STATS_TTL_SECONDS,
+    authorize_purge, cache_settings, counter_key, tag_set_key, COUNTERS, STATS_TTL_SECONDS,
 };
 use crate::args;
 use crate::error::ApiError;
 use crate::http::{allow_methods, json, respond};
-use crate::redis::{Redis, Script};
+use crate::redis::{Redis, Script, ToArg};
 
-static PURGE_TAGS: Script = Script::new(include_str!("purge_tags.lua"));
+static PURGE_TAGS: Script = Script::new(lua!("purge_tags.lua"));
 
 const MAX_PURGE_BODY: usize = 16 * 1024;
 const MAX_PURGE_TAGS: usize = 32;
@@ -44,7 +44,12 @@ pub fn handle(req: Request) -> Response {
 /// one PUBLISH. Purges are rare; the hot path never pays for this layout.
 fn purge_tags(req: &Request, settings: &CacheSettings) -> Result<Response, ApiError> {
     let body = crate::json::sdk_request_body(req, MAX_PURGE_BODY, 2)?;
-    let shape = || ApiError::bad_request("invalid_json", r#"send {"tags": ["tag", ...]} and nothing else"#);
+    let shape = || {
+        ApiError::bad_request(
+            "invalid_json",
+            r#"send {"tags": ["tag", ...]} and nothing else"#,
+        )
+    };
     let items = match body.members().as_deref() {
         Some([only]) if only.name == "tags" => only.value.items().ok_or_else(shape)?,
         _ => return Err(shape()),
@@ -73,7 +78,7 @@ fn purge_tags(req: &Request, settings: &CacheSettings) -> Result<Response, ApiEr
     let redis = Redis::from_spin_variables()?;
     let mut purged = 0;
     for bucket in 0..settings.buckets {
-        let mut keys = vec![format!("{}:stats", bucket_prefix(&redis, bucket))];
+        let mut keys = vec![counter_key(&redis, bucket, "purged")];
         keys.extend(tags.iter().filter_map(|t| tag_set_key(&redis, bucket, t)));
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         purged += redis
@@ -85,24 +90,16 @@ fn purge_tags(req: &Request, settings: &CacheSettings) -> Result<Response, ApiEr
     Ok(json(200, &json!({ "purged": purged, "tags": tags })))
 }
 
-const STAT_FIELDS: [&str; 6] = [
-    "hits",
-    "misses",
-    "stale",
-    "bypasses",
-    "origin_fetches",
-    "purged",
-];
-
-/// `GET /api/cache/stats`: the bucket counters summed (one HMGET per bucket).
+/// `GET /api/cache/stats`: the bucket counters summed (one MGET per bucket).
 fn stats(settings: &CacheSettings) -> Result<Response, ApiError> {
     let redis = Redis::from_spin_variables()?;
-    let mut totals = [0i64; STAT_FIELDS.len()];
+    let mut totals = [0i64; COUNTERS.len()];
     for bucket in 0..settings.buckets {
-        let key = format!("{}:stats", bucket_prefix(&redis, bucket));
-        let mut args = args![key];
-        args.extend(STAT_FIELDS.iter().flat_map(|f| args![*f]));
-        let reply = redis.execute("HMGET", args)?;
+        let keys = COUNTERS
+            .iter()
+            .map(|name| counter_key(&redis, bucket, name).to_arg())
+            .collect();
+        let reply = redis.execute("MGET", keys)?;
         for (i, total) in totals.iter_mut().enumerate() {
             if !reply.is_nil(i)? {
                 *total += reply.int(i)?;

@@ -10,17 +10,52 @@
 //!   counting), purges, the demo counter.
 //!
 //! **Keys.** Every key of one entry shares the hash tag of its bucket, `{bN}` with
-//! `N = sha256(target) mod cache_key_buckets`: the entry, its lock, its bucket's stats
-//! hash and its bucket's tag sets. So a hit (lookup + count) and a miss's store (entry +
-//! tag index + unlock + count) each stay one single-slot script on clustered Redis.
+//! `N = sha256(target) mod cache_key_buckets`: the entry, its lock, its bucket's counters
+//! and its bucket's tag sets. So a hit (lookup + count) and a miss's store (entry + tag
+//! index + unlock + count) each stay one single-slot script on clustered Redis.
 //!
 //! ```text
-//! {prefix}cache:{bN}:e:{target}      hash: status, type, body, stored, soft, cost, tags
-//! {prefix}cache:{bN}:lock:{target}   stampede lock (random token, PX)
-//! {prefix}cache:{bN}:tag:{tag}       set of entry keys of this bucket carrying the tag
-//! {prefix}cache:{bN}:stats           hash: hits, misses, stale, bypasses, origin_fetches, purged
-//! {prefix}demo:counter               GET /api/cache/demo
+//! {prefix}cache:{bN}:e:{target}        string: the entry value (below); PX = fresh + stale
+//! {prefix}cache:{bN}:lock:{target}     stampede lock (random token, PX)
+//! {prefix}cache:{bN}:tag:{tag}         set of entry keys of this bucket carrying the tag
+//! {prefix}cache:{bN}:stats:{counter}   string counter: hits, misses, stale, bypasses,
+//!                                      origin_fetches, purged
+//! {prefix}demo:counter                 GET /api/cache/demo
 //! ```
+//!
+//! **Entry values** are plain strings, so Spin's key-value store (`GET` only) can read them
+//! on the pooled fast path ([`crate::fast_path`]) as well as the Lua scripts:
+//!
+//! ```text
+//! c1\n{status}\n{stored_ms}\n{soft_ms}\n{cost_ms}\n{content_type}\n{body...}
+//! ```
+//!
+//! `c1` is the format version: a reader that does not recognise it treats the value as no
+//! entry (the Lua lookup then refetches and overwrites it). Times are Unix milliseconds from
+//! Redis `TIME`: when the entry was stored and when it stops being fresh (its soft expiry;
+//! the key's own PX is the hard one); `cost_ms` is how long the origin took (for XFetch).
+//! The content type holds no line break (HTTP forbids them; the store script strips any);
+//! the body is the raw bytes after the sixth `\n`.
+//!
+//! **Counters** are one string per counter per bucket, so the fast path can count a hit
+//! with `INCRBY`. The scripts `EXPIRE` a counter 30 days after each update they make; a
+//! counter first created by a fast-path hit has no expiry until a script next touches it
+//! (there are at most `cache_key_buckets` x 6 of them).
+
+/// A Lua script beside this file as Redis needs it: without comment lines, blank lines and
+/// indentation, all stripped at compile time. The comments document the scripts for people;
+/// shipped, they would cost about 3 KB of .wasm.
+macro_rules! lua {
+    ($file:literal) => {{
+        const SOURCE: &str = include_str!($file);
+        const LEN: usize = $crate::cache::strip_lua::<0>(SOURCE).1;
+        const BYTES: [u8; LEN] = $crate::cache::strip_lua::<LEN>(SOURCE).0;
+        match ::core::str::from_utf8(&BYTES) {
+            Ok(source) => source,
+            Err(_) => panic!("a Lua script is not UTF-8"),
+        }
+    }};
+}
 
 pub mod admin;
 pub mod fetch;
@@ -32,6 +67,7 @@ use spin_sdk::http::{Method, Request, Response};
 
 use crate::args;
 use crate::error::ApiError;
+use crate::fast_path::FastPath;
 use crate::http::{allow_methods, bearer_token, path_info, respond};
 use crate::redis::{Redis, RedisError, Reply, Script};
 use crate::secrets::{constant_time_eq, random_bytes, random_token, sha256};
@@ -41,12 +77,43 @@ use key::Target;
 use policy::Decision;
 use settings::CacheSettings;
 
-static LOOKUP: Script = Script::new(include_str!("lookup.lua"));
-static STORE: Script = Script::new(include_str!("store.lua"));
-static PURGE_ENTRY: Script = Script::new(include_str!("purge_entry.lua"));
-static DEMO_COUNTER: Script = Script::new(include_str!("demo_counter.lua"));
+static LOOKUP: Script = Script::new(lua!("lookup.lua"));
+static STORE: Script = Script::new(lua!("store.lua"));
+static PURGE_ENTRY: Script = Script::new(lua!("purge_entry.lua"));
+static DEMO_COUNTER: Script = Script::new(lua!("demo_counter.lua"));
 
-/// Stats hashes expire this long after their last update.
+/// `source` without the lines that are blank or only a `--` comment, and without any line's
+/// indentation, as the first `N` bytes, with the full stripped length (call with `N = 0` to
+/// learn it). Lua needs neither; none of our scripts has a long string or block comment.
+pub(crate) const fn strip_lua<const N: usize>(source: &str) -> ([u8; N], usize) {
+    let src = source.as_bytes();
+    let mut out = [0u8; N];
+    let (mut i, mut len) = (0, 0);
+    while i < src.len() {
+        while i < src.len() && (src[i] == b' ' || src[i] == b'\t') {
+            i += 1;
+        }
+        let skip = i >= src.len()
+            || src[i] == b'\n'
+            || (src[i] == b'-' && i + 1 < src.len() && src[i + 1] == b'-');
+        while i < src.len() {
+            let b = src[i];
+            i += 1;
+            if !skip {
+                if len < N {
+                    out[len] = b;
+                }
+                len += 1;
+            }
+            if b == b'\n' {
+                break;
+            }
+        }
+    }
+    (out, len)
+}
+
+/// Counters expire this long after a script last updated them.
 pub(crate) const STATS_TTL_SECONDS: i64 = 30 * 24 * 3600;
 /// How often a request waiting on another's origin fetch looks again.
 const POLL_INTERVAL_MS: u64 = 50;
@@ -146,42 +213,87 @@ impl Served {
     }
 }
 
-/// A cached entry as the lookup script returns it.
+/// A cached entry, parsed from its value (see "Entry values" above).
 struct Entry {
     status: u16,
     content_type: String,
     body: Vec<u8>,
-    age_ms: i64,
+    stored_ms: i64,
+    soft_ms: i64,
+    cost_ms: i64,
+}
+
+/// A decimal as the store script writes it: ASCII digits only, at most 18 of them.
+fn decimal(text: &[u8]) -> Option<i64> {
+    if text.is_empty() || text.len() > 18 {
+        return None;
+    }
+    text.iter().try_fold(0i64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+    })
 }
 
 impl Entry {
-    fn from_reply(reply: &Reply) -> Result<Self, RedisError> {
-        Ok(Self {
-            status: u16::try_from(reply.int(1)?)
-                .map_err(|_| RedisError::UnexpectedReply("entry status out of range".into()))?,
-            content_type: String::from_utf8(reply.bytes(2)?.to_vec()).unwrap_or_default(),
-            body: reply.bytes(3)?.to_vec(),
-            age_ms: reply.int(4)?,
+    /// `None` for anything but a well-formed format-1 value.
+    fn parse(mut value: Vec<u8>) -> Option<Self> {
+        if !value.starts_with(b"c1\n") {
+            return None;
+        }
+        let mut pos = 3;
+        let mut line = |value: &[u8]| {
+            let len = value.get(pos..)?.iter().position(|&b| b == b'\n')?;
+            let range = pos..pos + len;
+            pos += len + 1;
+            Some(range)
+        };
+        let mut numbers = [0i64; 4];
+        for n in &mut numbers {
+            *n = decimal(&value[line(&value)?])?;
+        }
+        let content_type = String::from_utf8(value[line(&value)?].to_vec()).ok()?;
+        let [status, stored_ms, soft_ms, cost_ms] = numbers;
+        Some(Self {
+            status: u16::try_from(status).ok()?,
+            content_type,
+            body: value.split_off(pos),
+            stored_ms,
+            soft_ms,
+            cost_ms,
         })
     }
 
-    fn serve(self, cache: CacheStatus) -> Served {
+    /// The entry in a lookup reply, `{state, value, now_ms}`.
+    fn from_reply(reply: &Reply) -> Result<(Self, i64), RedisError> {
+        let entry = Self::parse(reply.bytes(1)?.to_vec())
+            .ok_or_else(|| RedisError::UnexpectedReply("unreadable cache entry".into()))?;
+        Ok((entry, reply.int(2)?))
+    }
+
+    /// XFetch: refresh early when now + cost * beta * -ln(u) reaches the soft expiry
+    /// (`factor_micros` = 1e6 * beta * -ln(u), as lookup.lua computes it).
+    fn refresh_early(&self, now_ms: i64, factor_micros: i64) -> bool {
+        now_ms as f64 + factor_micros as f64 / 1_000_000.0 * self.cost_ms as f64
+            >= self.soft_ms as f64
+    }
+
+    fn serve(self, cache: CacheStatus, now_ms: i64) -> Served {
         Served {
             cache,
             status: self.status,
             content_type: self.content_type,
             body: self.body,
-            age_ms: self.age_ms,
+            age_ms: now_ms - self.stored_ms,
         }
     }
 }
 
+/// What the lookup script decided; entries come with Redis's `now` (ms) for their age.
 enum Lookup {
-    Hit(Entry),
-    Stale(Entry),
-    /// This request holds the lock and refreshes `Entry` (stale, or early when fresh).
+    Hit(Entry, i64),
+    Stale(Entry, i64),
+    /// This request holds the lock and refreshes `entry` (stale, or early when fresh).
     Refresh {
-        entry: Entry,
+        entry: (Entry, i64),
         fresh: bool,
     },
     Fetch,
@@ -194,11 +306,26 @@ struct EntryKeys {
     bucket: u32,
     entry: String,
     lock: String,
+    /// `{prefix}cache:{bN}:stats`, to which `:{counter}` is added.
     stats: String,
 }
 
 pub(crate) fn bucket_prefix(redis: &Redis, bucket: u32) -> String {
     redis.key(&format!("cache:{{b{bucket}}}"))
+}
+
+/// The counters kept per bucket, each a string key `{prefix}cache:{bN}:stats:{name}`.
+pub(crate) const COUNTERS: [&str; 6] = [
+    "hits",
+    "misses",
+    "stale",
+    "bypasses",
+    "origin_fetches",
+    "purged",
+];
+
+pub(crate) fn counter_key(redis: &Redis, bucket: u32, name: &str) -> String {
+    format!("{}:stats:{name}", bucket_prefix(redis, bucket))
 }
 
 impl EntryKeys {
@@ -213,6 +340,10 @@ impl EntryKeys {
             stats: format!("{base}:stats"),
         }
     }
+
+    fn counter(&self, name: &str) -> String {
+        format!("{}:{name}", self.stats)
+    }
 }
 
 pub(crate) fn tag_set_key(redis: &Redis, bucket: u32, tag: &str) -> Option<String> {
@@ -225,41 +356,53 @@ fn unit_random() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// XFetch's random factor for this request, 1e6 * beta * -ln(u), u uniform in (0, 1]: drawn
+/// once, so the fast path and the lookup script make the same early-refresh decision.
+/// Micro-units as an integer: Rust's float formatting is large in .wasm.
+fn early_refresh_factor(settings: &CacheSettings) -> i64 {
+    if settings.early_refresh_beta > 0.0 {
+        (settings.early_refresh_beta * -(1.0 - unit_random()).ln() * 1_000_000.0) as i64
+    } else {
+        0
+    }
+}
+
 fn lookup(
     redis: &Redis,
     keys: &EntryKeys,
     first: bool,
     token: &str,
     settings: &CacheSettings,
+    factor_micros: i64,
 ) -> Result<Lookup, RedisError> {
-    // XFetch: refresh early when now + cost * beta * -ln(u) passes the soft expiry.
-    let factor = if settings.early_refresh_beta > 0.0 {
-        settings.early_refresh_beta * -(1.0 - unit_random()).ln()
-    } else {
-        0.0
-    };
     let reply = redis.eval(
         &LOOKUP,
-        &[&keys.entry, &keys.lock, &keys.stats],
+        &[
+            &keys.entry,
+            &keys.lock,
+            &keys.counter("hits"),
+            &keys.counter("stale"),
+        ],
         args![
             if first { "first" } else { "poll" },
             token,
             settings.lock_ttl_ms(),
-            // Micro-units as an integer: Rust's float formatting is large in .wasm.
-            (factor * 1_000_000.0) as i64,
+            factor_micros,
             STATS_TTL_SECONDS
         ],
     )?;
     Ok(match reply.string(0)? {
-        "hit" => Lookup::Hit(Entry::from_reply(&reply)?),
-        "stale" => Lookup::Stale(Entry::from_reply(&reply)?),
-        "refresh" => Lookup::Refresh {
+        "hit" => {
+            let (entry, now) = Entry::from_reply(&reply)?;
+            Lookup::Hit(entry, now)
+        }
+        "stale" => {
+            let (entry, now) = Entry::from_reply(&reply)?;
+            Lookup::Stale(entry, now)
+        }
+        state @ ("refresh" | "early") => Lookup::Refresh {
             entry: Entry::from_reply(&reply)?,
-            fresh: false,
-        },
-        "early" => Lookup::Refresh {
-            entry: Entry::from_reply(&reply)?,
-            fresh: true,
+            fresh: state == "early",
         },
         "fetch" => Lookup::Fetch,
         "wait" => Lookup::Wait,
@@ -272,6 +415,39 @@ fn lookup(
     })
 }
 
+/// The host's wall clock in Unix ms (straight from WASI: `SystemTime` drags in 2 KB of
+/// error formatting). The fast path compares it with times from Redis `TIME`, so it assumes
+/// the two clocks agree (NTP): a skew only moves the soft expiry by that much on the fast
+/// path; the hard expiry stays Redis's own.
+fn now_ms() -> i64 {
+    let now = wasi::clocks::wall_clock::now();
+    (now.seconds as i64).saturating_mul(1000) + i64::from(now.nanoseconds / 1_000_000)
+}
+
+/// The pooled fast path: a fresh entry that XFetch does not pick for refresh is served with
+/// one `GET` (and one `INCRBY` to count it) on the store's shared connection. Anything else
+/// (no entry, stale, early refresh, an unreadable value, a store error) is `None`: the
+/// lookup script decides, as it always has.
+fn fast_hit(store: &FastPath, keys: &EntryKeys, factor_micros: i64) -> Option<Served> {
+    let value = match store.get(&keys.entry) {
+        Ok(value) => value?,
+        Err(e) => {
+            eprintln!("cache: fast path failed, using outbound Redis: {e}");
+            return None;
+        }
+    };
+    let entry = Entry::parse(value)?;
+    let now = now_ms();
+    if now >= entry.soft_ms || entry.refresh_early(now, factor_micros) {
+        return None;
+    }
+    // The hit is served whatever happens to its count.
+    if let Err(e) = store.increment(&keys.counter("hits"), 1) {
+        eprintln!("cache: fast-path hit not counted: {e}");
+    }
+    Some(entry.serve(CacheStatus::Hit, now))
+}
+
 /// Serves a target: from Redis when it can, else from the origin, storing what may be stored.
 fn serve(target: &Target, settings: &CacheSettings) -> Result<Served, ApiError> {
     let redis = match Redis::from_spin_variables() {
@@ -279,8 +455,19 @@ fn serve(target: &Target, settings: &CacheSettings) -> Result<Served, ApiError> 
         Err(e) => return bypass(target, settings, &e),
     };
     let keys = EntryKeys::new(&redis, target, settings.buckets);
+    let factor = early_refresh_factor(settings);
+    match FastPath::open() {
+        Ok(Some(store)) => {
+            if let Some(served) = fast_hit(&store, &keys, factor) {
+                return Ok(served);
+            }
+        }
+        Ok(None) => {}
+        // A bad `redis_fast_path` is a Redis misconfiguration like any other.
+        Err(e) => return bypass(target, settings, &RedisError::Config(e)),
+    }
     let token = random_token(16);
-    let found = match lookup(&redis, &keys, true, &token, settings) {
+    let found = match lookup(&redis, &keys, true, &token, settings, factor) {
         Ok(found) => found,
         Err(e) => return bypass(target, settings, &e),
     };
@@ -291,17 +478,19 @@ fn serve(target: &Target, settings: &CacheSettings) -> Result<Served, ApiError> 
         settings,
     };
     match found {
-        Lookup::Hit(entry) => Ok(entry.serve(CacheStatus::Hit)),
-        Lookup::Stale(entry) => Ok(entry.serve(CacheStatus::Stale)),
+        Lookup::Hit(entry, now) => Ok(entry.serve(CacheStatus::Hit, now)),
+        Lookup::Stale(entry, now) => Ok(entry.serve(CacheStatus::Stale, now)),
         Lookup::Refresh { entry, fresh } => fill.fetch_and_store(&token, Some((entry, fresh))),
         Lookup::Fetch => fill.fetch_and_store(&token, None),
         Lookup::Wait | Lookup::Gone => {
             // Another request is fetching: look again briefly, then go to the origin.
             for _ in 0..settings.lock_wait_ms / POLL_INTERVAL_MS {
                 fetch::sleep_ms(POLL_INTERVAL_MS);
-                match lookup(&redis, &keys, false, &token, settings) {
-                    Ok(Lookup::Hit(entry)) => return Ok(entry.serve(CacheStatus::Hit)),
-                    Ok(Lookup::Stale(entry)) => return Ok(entry.serve(CacheStatus::Stale)),
+                match lookup(&redis, &keys, false, &token, settings, factor) {
+                    Ok(Lookup::Hit(entry, now)) => return Ok(entry.serve(CacheStatus::Hit, now)),
+                    Ok(Lookup::Stale(entry, now)) => {
+                        return Ok(entry.serve(CacheStatus::Stale, now))
+                    }
                     Ok(Lookup::Wait) => continue,
                     Ok(_) => break,
                     Err(e) => return bypass(target, settings, &e),
@@ -362,7 +551,7 @@ impl Fill<'_> {
     fn fetch_and_store(
         &self,
         token: &str,
-        cached: Option<(Entry, bool)>,
+        cached: Option<((Entry, i64), bool)>,
     ) -> Result<Served, ApiError> {
         let started = fetch::monotonic_ms();
         let result = fetch::get(
@@ -375,14 +564,14 @@ impl Fill<'_> {
             Ok(r) if r.status < 500 => r,
             failed => {
                 // Errors and 5xx are never cached: fall back to the cached copy if any.
-                if let Some((entry, fresh)) = cached {
+                if let Some(((entry, now), fresh)) = cached {
                     let (counter, cache) = if fresh {
                         ("hits", CacheStatus::Hit)
                     } else {
                         ("stale", CacheStatus::Stale)
                     };
                     self.finish(token, None, counter, cost_ms);
-                    return Ok(entry.serve(cache));
+                    return Ok(entry.serve(cache, now));
                 }
                 self.finish(token, None, "bypasses", cost_ms);
                 return match failed {
@@ -422,30 +611,28 @@ impl Fill<'_> {
         let mut keys = vec![
             self.keys.entry.clone(),
             self.keys.lock.clone(),
-            self.keys.stats.clone(),
+            self.keys.counter(counter),
+            self.keys.counter("origin_fetches"),
         ];
         let mut args = args![
             token,
             if store.is_some() { "store" } else { "skip" },
-            counter,
-            "1",
             STATS_TTL_SECONDS
         ];
         if let Some((response, ttl_ms)) = store {
-            let tags = policy::tags(response);
             keys.extend(
-                tags.iter()
+                policy::tags(response)
+                    .iter()
                     .filter_map(|t| tag_set_key(self.redis, self.keys.bucket, t)),
             );
             let content_type = response.header("content-type").unwrap_or_default();
             args.extend(args![
-                response.status.to_string(),
+                u32::from(response.status),
                 content_type,
                 response.body.as_slice(),
                 ttl_ms,
                 ttl_ms + self.settings.stale_ms,
-                cost_ms,
-                tags.join(",")
+                cost_ms
             ]);
         }
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -567,7 +754,7 @@ fn purge_entry(target: &Target, settings: &CacheSettings) -> Result<Response, Ap
     let keys = EntryKeys::new(&redis, target, settings.buckets);
     let reply = redis.eval(
         &PURGE_ENTRY,
-        &[&keys.entry, &keys.stats],
+        &[&keys.entry, &keys.counter("purged")],
         args![
             settings.purge_channel.as_str(),
             target.as_str(),
@@ -592,8 +779,88 @@ fn demo_counter() -> Result<Response, ApiError> {
         args![DEMO_TTL_SECONDS],
     )?;
     let value = reply.int(0)?;
-    Ok(crate::json::text_response(200, format!(
-        r#"{{"key":"demo:counter","value":{value},"ttl_seconds":{DEMO_TTL_SECONDS}}}"#
-    )))
+    Ok(crate::json::text_response(
+        200,
+        format!(r#"{{"key":"demo:counter","value":{value},"ttl_seconds":{DEMO_TTL_SECONDS}}}"#),
+    ))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str) -> Vec<u8> {
+        text.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn entry_values_parse_as_the_store_script_writes_them() {
+        // The body may hold line breaks and any bytes.
+        let mut raw = value("c1\n404\n1700000000000\n1700000300000\n42\napplication/json\n");
+        raw.extend_from_slice(b"{\"a\":\n1}\xff\n");
+        let e = Entry::parse(raw).unwrap();
+        assert_eq!(
+            (e.status, e.content_type.as_str()),
+            (404, "application/json")
+        );
+        assert_eq!(
+            (e.stored_ms, e.soft_ms, e.cost_ms),
+            (1_700_000_000_000, 1_700_000_300_000, 42)
+        );
+        assert_eq!(e.body, b"{\"a\":\n1}\xff\n");
+        let e = Entry::parse(value("c1\n200\n1\n2\n0\n\n")).unwrap();
+        assert_eq!((e.content_type.as_str(), e.body.len()), ("", 0));
+        assert_eq!(e.serve(CacheStatus::Hit, 2500).age_seconds(), "2");
+    }
+
+    #[test]
+    fn anything_else_is_no_entry() {
+        for bad in [
+            "",
+            "c1",
+            "c2\n200\n1\n2\n0\ntext/plain\nbody",
+            "c1\n200\n1\n2\n0\ntext/plain",
+            "c1\n200\n1\n2\ntext/plain\nbody",
+            "c1\n-200\n1\n2\n0\ntext/plain\nbody",
+            "c1\n70000\n1\n2\n0\ntext/plain\nbody",
+            "c1\n200\n\n2\n0\ntext/plain\nbody",
+            "c1\n200\n1 \n2\n0\ntext/plain\nbody",
+            "c1\n200\n1234567890123456789\n2\n0\ntext/plain\nbody",
+        ] {
+            assert!(Entry::parse(value(bad)).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lua_is_shipped_without_comments_or_indentation() {
+        let (bytes, len) = strip_lua::<64>(
+            "-- doc\n\nlocal a = 1\n  -- more\n  if a then\n\treturn 'x -- y'\n  end",
+        );
+        assert_eq!(
+            &bytes[..len],
+            b"local a = 1\nif a then\nreturn 'x -- y'\nend"
+        );
+        assert_eq!(strip_lua::<0>("  x\n").1, 2);
+        assert!(LOOKUP
+            .source()
+            .starts_with("local t = redis.call('TIME')\n"));
+        assert!(!STORE.source().contains("--") && !STORE.source().contains("\n "));
+    }
+
+    #[test]
+    fn error_bodies_are_the_json_that_serde_json_writes() {
+        // The cache depends on `ApiError::to_response` writing JSON by hand (for size).
+        let e = ApiError::new(400, "invalid_path", "a \"quoted\"\n\u{1} message \u{e9}");
+        let expected = serde_json::json!({"error": {"code": e.code, "message": e.message}});
+        assert_eq!(e.to_response().body(), expected.to_string().as_bytes());
+    }
+
+    #[test]
+    fn early_refresh_follows_xfetch() {
+        let e = Entry::parse(value("c1\n200\n0\n10000\n500\n\n")).unwrap();
+        // now + cost * factor >= soft: 9000 + 500 * 2 reaches 10000.
+        assert!(e.refresh_early(9_000, 2_000_000));
+        assert!(!e.refresh_early(9_000, 1_999_998));
+        assert!(!e.refresh_early(9_999, 0));
+    }
+}

@@ -45,35 +45,45 @@ fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// A non-negative decimal (`300`, `0.1`) in millionths, read without `str::parse::<f64>`
-/// (whose tables cost about 20 KB of .wasm). At most six digits after the point.
+/// (whose tables cost about 20 KB of .wasm) or any formatting. At most 12 digits before the
+/// point and six after it, so the value fits a `u64`.
 fn millionths(text: &str) -> Option<u64> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || whole.len() > 12 || frac.len() > 6 || !digits(whole) || !digits(frac) {
+    if whole.is_empty() || whole.len() > 12 || frac.len() > 6 {
         return None;
     }
-    let frac_value: u64 = format!("{frac:0<6}").parse().ok()?;
-    Some(whole.parse::<u64>().ok()? * 1_000_000 + frac_value)
+    let padding = &b"000000"[frac.len()..];
+    whole
+        .bytes()
+        .chain(frac.bytes())
+        .chain(padding.iter().copied())
+        .try_fold(0u64, |n, b| {
+            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+        })
 }
 
-/// A variable holding a decimal from `min` to `max` (in millionths).
+/// A variable holding a decimal from `min` to `max` (in millionths); `range` describes them
+/// for the error, `None` for whole numbers (then written from `min` and `max`).
 fn decimal(
     get: &impl Fn(&'static str) -> Result<String, String>,
     name: &'static str,
     min: u64,
     max: u64,
-    whole_only: bool,
-    range: &str,
+    range: Option<&str>,
 ) -> Result<u64, ConfigError> {
     let text = get(name).map_err(|m| invalid(name, m))?;
     match millionths(text.trim()) {
-        Some(v) if v >= min && v <= max && (!whole_only || v % 1_000_000 == 0) => Ok(v),
+        Some(v) if v >= min && v <= max && (range.is_some() || v % 1_000_000 == 0) => Ok(v),
         _ => Err(invalid(
             name,
-            format!(
-                "\"{text}\" is not a {} from {range}",
-                if whole_only { "whole number" } else { "number" }
-            ),
+            match range {
+                Some(range) => format!("\"{text}\" is not a number from {range}"),
+                None => format!(
+                    "\"{text}\" is not a whole number from {} to {}",
+                    min / 1_000_000,
+                    max / 1_000_000
+                ),
+            },
         )),
     }
 }
@@ -84,8 +94,7 @@ fn number(
     min: u64,
     max: u64,
 ) -> Result<u64, ConfigError> {
-    let range = format!("{min} to {max}");
-    decimal(get, name, min * 1_000_000, max * 1_000_000, true, &range).map(|v| v / 1_000_000)
+    decimal(get, name, min * 1_000_000, max * 1_000_000, None).map(|v| v / 1_000_000)
 }
 
 fn fraction(
@@ -94,7 +103,7 @@ fn fraction(
     max_millionths: u64,
     range: &str,
 ) -> Result<f64, ConfigError> {
-    decimal(get, name, 0, max_millionths, false, range).map(|v| v as f64 / 1_000_000.0)
+    decimal(get, name, 0, max_millionths, Some(range)).map(|v| v as f64 / 1_000_000.0)
 }
 
 impl CacheSettings {
@@ -205,6 +214,35 @@ mod tests {
     }
 
     #[test]
+    fn decimals_are_read_exactly() {
+        assert_eq!(millionths("300"), Some(300_000_000));
+        assert_eq!(millionths("0.1"), Some(100_000));
+        assert_eq!(millionths("1.000001"), Some(1_000_001));
+        assert_eq!(
+            millionths("999999999999.999999"),
+            Some(999_999_999_999_999_999)
+        );
+        assert_eq!(millionths("1."), Some(1_000_000));
+        for bad in [
+            "",
+            ".5",
+            "1.2.3",
+            "-1",
+            "+1",
+            "1 ",
+            "1e3",
+            "1234567890123",
+            "0.1234567",
+        ] {
+            assert_eq!(millionths(bad), None, "{bad:?}");
+        }
+        let err = settings(&[(vars::BUCKETS, "2000")]).unwrap_err();
+        assert_eq!(err.message, "\"2000\" is not a whole number from 1 to 1024");
+        let err = settings(&[(vars::JITTER, "x")]).unwrap_err();
+        assert_eq!(err.message, "\"x\" is not a number from 0 to 0.5");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (name, value) in [
             (vars::ORIGIN_URL, "ftp://x"),
@@ -215,6 +253,10 @@ mod tests {
             (vars::JITTER, "1e-3"),
             (vars::TTL, "0"),
             (vars::BUCKETS, "0"),
+            (vars::BUCKETS, "1.5"),
+            (vars::TTL, "1e3"),
+            (vars::TTL, ""),
+            (vars::EARLY_REFRESH, "1.0000001"),
         ] {
             assert_eq!(
                 settings(&[(name, value)]).unwrap_err().variable,
