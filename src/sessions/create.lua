@@ -4,12 +4,11 @@
 -- Returns {1, expiry, now, sessions ended to stay under max_per_user} or {3} if the key
 -- already exists (a 256-bit collision: never, in practice).
 local function create()
-  local key, idx, member = KEYS[1], KEYS[2], ARGV[5]
+  local key, idx = KEYS[1], KEYS[2]
   local now = now_ms()
   if redis.call('EXISTS', key) == 1 then
     return {3}
   end
-  local abs = now + tonumber(ARGV[2])
 
   -- Stay within max_per_user: end the sessions closest to expiring (the least recently used).
   -- Their keys are not in KEYS, but share this script's hash slot, which Redis Cluster allows.
@@ -23,11 +22,12 @@ local function create()
     end
   end
 
-  redis.call('HSET', key, 'uid', ARGV[6], 'idx', idx, 'created', int(now), 'seen', int(now),
-    'abs', int(abs), 'ua', ARGV[7], 'dsize', ARGV[8])
+  local data = {}
   for i = 9, #ARGV, 2 do
-    redis.call('HSET', key, 'd:' .. ARGV[i], ARGV[i + 1])
+    data[ARGV[i]] = ARGV[i + 1]
   end
-  local expiry = touch(key, idx, member, now, tonumber(ARGV[1]), abs)
-  return {1, expiry, now, ended}
+  local s = {uid = ARGV[6], idx = idx, created = now, abs = now + tonumber(ARGV[2]), ua = ARGV[7],
+    dsize = tonumber(ARGV[8]), data = data}
+  save(key, s, ARGV[5], now, tonumber(ARGV[1]))
+  return {1, s.exp, now, ended}
 end

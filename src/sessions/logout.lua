@@ -2,11 +2,11 @@
 -- Returns {1} when a session was ended, {0} when there was none.
 local function logout()
   local key, member = KEYS[1], ARGV[1]
-  local idx = load_session(key, member, now_ms())
-  if not idx then
+  local s = load(key, member, now_ms())
+  if not s then
     return {0}
   end
   redis.call('DEL', key)
-  redis.call('ZREM', idx, member)
+  redis.call('ZREM', s.idx, member)
   return {1}
 end

@@ -3,7 +3,8 @@
 //! Routes (component `sessions`):
 //! - `POST /api/sessions` (the app's backend, with the `sessions_api_token` bearer token):
 //!   create a session for a user, answer its id and a `Set-Cookie`;
-//! - `GET | PATCH | DELETE /api/sessions/current`: read (and slide), merge into `data`, log out;
+//! - `GET | PATCH | DELETE /api/sessions/current`: read (and slide), merge into `data`, log out
+//!   (with `redis_fast_path`, most reads are served from Spin's pooled key-value store);
 //! - `POST /api/sessions/current/rotate`: a new id for the same session, the old one ended;
 //! - `GET | DELETE /api/sessions`: list the caller's user's sessions, or end all of them.
 //!
@@ -16,15 +17,14 @@ pub mod settings;
 mod store;
 mod time;
 
-use serde_json::{json, Value};
 use spin_sdk::http::{IncomingRequest, Method, Response};
 use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
 use wasi::io::streams::StreamError;
 
 use crate::error::ApiError;
-use crate::http::json;
 use crate::json::{is_json_media_type, quote, text_response, Json, Member};
-use crate::redis::Redis;
+use crate::fast_path::FastPath;
+use crate::redis::{Redis, RedisError};
 use crate::secrets;
 use id::SessionId;
 use settings::Settings;
@@ -219,6 +219,13 @@ fn with_header(mut response: Response, name: &str, value: String) -> Response {
     response
 }
 
+/// `{"session_id": ..., "expires_in": ...}`. Bodies here are written by hand: `json!` costs
+/// several KB of `.wasm`. An id is hex and base64url: nothing to escape.
+fn issued(status: u16, id: &SessionId, expiry: i64, now: i64) -> Response {
+    let body = format!(r#"{{"session_id":"{}","expires_in":{}}}"#, id.as_str(), seconds_until(expiry, now));
+    text_response(status, body)
+}
+
 /// Top-level data entries from a JSON object, each value as JSON text (`None` for null).
 fn data_entries(entries: &[Member]) -> Result<Vec<DataEntry>, ApiError> {
     entries
@@ -307,7 +314,7 @@ fn create(req: &Incoming, settings: &Settings) -> Result<Response, ApiError> {
     let redis = Redis::from_spin_variables()?;
     let (id, expiry, now) =
         Store::new(&redis, settings).create(&user_id, &bounded(&user_agent, MAX_USER_AGENT_LEN), &data)?;
-    let response = json(201, &json!({ "session_id": id.as_str(), "expires_in": seconds_until(expiry, now) }));
+    let response = issued(201, &id, expiry, now);
     Ok(with_header(response, "set-cookie", settings.cookie.set(id.as_str())))
 }
 
@@ -335,8 +342,17 @@ fn session_body(view: &store::SessionView) -> Response {
     text_response(200, body)
 }
 
+/// `GET /api/sessions/current`. With the fast path on, most reads are one `GET` on the pooled
+/// store; the rest (idle deadline within the slide threshold, or anything unsure) read and
+/// slide through outbound Redis. Either way the body comes from the same stored value, and
+/// `expires_in` is the deadline Redis holds at that moment.
 fn get(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Result<Response, ApiError> {
-    match store.get(id)? {
+    let fast = FastPath::open().map_err(RedisError::from)?;
+    let outcome = match fast.and_then(|fast| store.fast_get(&fast, id)) {
+        Some(outcome) => outcome,
+        None => store.get(id)?,
+    };
+    match outcome {
         Outcome::Found(view) => Ok(session_body(&view)),
         _ => Err(no_session(settings)),
     }
@@ -357,8 +373,8 @@ fn patch(req: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> 
 fn rotate(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Result<Response, ApiError> {
     match store.rotate(id)? {
         Outcome::Found((new_id, expiry, now)) => {
-            let body = json!({ "session_id": new_id.as_str(), "expires_in": seconds_until(expiry, now) });
-            Ok(with_header(json(200, &body), "set-cookie", settings.cookie.set(new_id.as_str())))
+            let cookie = settings.cookie.set(new_id.as_str());
+            Ok(with_header(issued(200, &new_id, expiry, now), "set-cookie", cookie))
         }
         _ => Err(no_session(settings)),
     }
@@ -376,19 +392,23 @@ fn list(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Res
         return Err(no_session(settings));
     };
     sessions.sort_unstable_by_key(|s| std::cmp::Reverse((s.seen_ms, s.created_ms)));
-    let sessions: Vec<Value> = sessions
-        .iter()
-        .map(|s| {
-            json!({
-                "current": s.current,
-                "created_at": time::rfc3339(s.created_ms),
-                "last_seen_at": time::rfc3339(s.seen_ms),
-                "expires_in": seconds_until(s.expiry_ms, now),
-                "user_agent": s.user_agent,
-            })
-        })
-        .collect();
-    Ok(json(200, &json!({ "sessions": sessions })))
+    // Written by hand, like every body here (see `issued`).
+    let mut body = String::from(r#"{"sessions":["#);
+    for (i, s) in sessions.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"current":{},"created_at":"{}","last_seen_at":"{}","expires_in":{},"user_agent":{}}}"#,
+            s.current,
+            time::rfc3339(s.created_ms),
+            time::rfc3339(s.seen_ms),
+            seconds_until(s.expiry_ms, now),
+            quote(&s.user_agent),
+        ));
+    }
+    body.push_str("]}");
+    Ok(text_response(200, body))
 }
 
 fn revoke_all(
@@ -399,7 +419,8 @@ fn revoke_all(
 ) -> Result<Response, ApiError> {
     match store.revoke_all(id)? {
         Outcome::Found(ended) => {
-            Ok(with_header(json(200, &json!({ "revoked": ended })), "set-cookie", settings.cookie.clear()))
+            let body = text_response(200, format!(r#"{{"revoked":{ended}}}"#));
+            Ok(with_header(body, "set-cookie", settings.cookie.clear()))
         }
         _ => Err(no_session(settings)),
     }

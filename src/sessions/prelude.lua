@@ -1,8 +1,11 @@
 -- The session script: these helpers, then one function per operation, then dispatch.lua.
 --
--- A session is a hash: uid (the user id), idx (the name of the user's index key), created,
--- seen and abs (the absolute deadline), all in ms of Redis TIME; ua (user agent), dsize
--- (bytes of data) and one "d:<name>" field per top-level data key holding its JSON value.
+-- A session is one string key holding a JSON object (cjson), so a plain GET reads it whole:
+-- the fast path reads it through Spin's key-value store, which only does GET. Fields: uid,
+-- idx (the name of the user's index key), created, seen, exp (the idle deadline, also the
+-- key's expiry) and abs (the absolute deadline), all ms of Redis TIME; ua, dsize (bytes of
+-- data) and data: name -> that value's JSON text as a string, never parsed here, so numbers
+-- round-trip exactly. Each script decodes, changes and writes the whole value atomically.
 -- The user's index is a sorted set of session digests scored by each session's expiry, so
 -- expired entries are pruned with one ZREMRANGEBYSCORE.
 
@@ -11,7 +14,8 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Integers as decimal text: Lua would write large numbers in exponent form.
+-- Integers as decimal text: Lua would write large numbers in exponent form. (cjson writes
+-- 14 significant digits: ms timestamps have 13 until the year 2286.)
 local function int(n)
   return string.format('%.0f', n)
 end
@@ -25,40 +29,36 @@ local function index_put(idx, member, expiry, now)
   redis.call('PEXPIREAT', idx, int(tonumber(last[2])))
 end
 
--- Slides the idle timeout: the session now expires idle_ms from now, but never after its
--- absolute deadline.
-local function touch(key, idx, member, now, idle_ms, abs)
-  local expiry = math.min(now + idle_ms, abs)
-  redis.call('HSET', key, 'seen', int(now))
-  redis.call('PEXPIREAT', key, int(expiry))
-  index_put(idx, member, expiry, now)
-  return expiry
+-- Writes the session and slides its idle timeout: it now expires idle_ms from now, but never
+-- after its absolute deadline. Returns the JSON written. (SET then PEXPIREAT, not SET PXAT:
+-- Redis 6.0 has no PXAT.)
+local function save(key, s, member, now, idle_ms)
+  s.seen = now
+  s.exp = math.min(now + idle_ms, s.abs)
+  local raw = cjson.encode(s)
+  redis.call('SET', key, raw)
+  redis.call('PEXPIREAT', key, int(s.exp))
+  index_put(s.idx, member, s.exp, now)
+  return raw
 end
 
--- The session's index key and absolute deadline, or nil when it is missing or past the
--- deadline (then it is removed, in case a TTL rounding left it a moment too long).
-local function load_session(key, member, now)
-  local f = redis.call('HMGET', key, 'idx', 'abs')
-  if not f[1] then
+-- The session, decoded, or nil when it is missing or past its absolute deadline (then it is
+-- removed, in case a TTL rounding left it a moment too long). A value that is not a session
+-- record (a hash written before sessions were strings, or damage) is removed too: it reads
+-- as an ended session, never as an error.
+local function load(key, member, now)
+  local raw = redis.pcall('GET', key)
+  if not raw then
     return nil
   end
-  local abs = tonumber(f[2])
-  if now >= abs then
-    redis.call('DEL', key)
-    redis.call('ZREM', f[1], member)
-    return nil
+  local ok, s = pcall(cjson.decode, raw)
+  if ok and type(s) == 'table' and type(s.abs) == 'number' and now < s.abs then
+    return s
   end
-  return f[1], abs
-end
-
--- The whole session, flat (Spin flattens nested arrays anyway):
--- 1, expiry, now, then the hash's field/value pairs.
-local function view(key, expiry, now)
-  local out = {1, expiry, now}
-  local all = redis.call('HGETALL', key)
-  for i = 1, #all do
-    out[#out + 1] = all[i]
+  redis.call('DEL', key)
+  if ok and type(s) == 'table' and type(s.idx) == 'string' then
+    redis.call('ZREM', s.idx, member)
   end
-  return out
+  return nil
 end
 

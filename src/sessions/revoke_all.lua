@@ -3,16 +3,16 @@
 -- Returns {0} when there is no such session, else {1, sessions ended}.
 local function revoke_all()
   local key, member, prefix = KEYS[1], ARGV[1], ARGV[2]
-  local idx = load_session(key, member, now_ms())
-  if not idx then
+  local s = load(key, member, now_ms())
+  if not s then
     return {0}
   end
-  local members = redis.call('ZRANGE', idx, 0, -1)
+  local members = redis.call('ZRANGE', s.idx, 0, -1)
   local ended = 0
   for i = 1, #members do
     -- Same slot as KEYS[1]: every key of one user carries the user's tag.
     ended = ended + redis.call('DEL', prefix .. members[i])
   end
-  redis.call('DEL', idx)
+  redis.call('DEL', s.idx)
   return {1, ended}
 end

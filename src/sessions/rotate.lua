@@ -4,15 +4,15 @@
 local function rotate()
   local old_key, new_key = KEYS[1], KEYS[2]
   local now = now_ms()
-  local idx, abs = load_session(old_key, ARGV[2], now)
-  if not idx then
+  local s = load(old_key, ARGV[2], now)
+  if not s then
     return {0}
   end
   if redis.call('EXISTS', new_key) == 1 then
     return {3}
   end
-  redis.call('RENAME', old_key, new_key)
-  redis.call('ZREM', idx, ARGV[2])
-  local expiry = touch(new_key, idx, ARGV[3], now, tonumber(ARGV[1]), abs)
-  return {1, expiry, now}
+  redis.call('DEL', old_key)
+  redis.call('ZREM', s.idx, ARGV[2])
+  save(new_key, s, ARGV[3], now, tonumber(ARGV[1]))
+  return {1, s.exp, now}
 end

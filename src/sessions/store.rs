@@ -1,6 +1,8 @@
 //! The sessions' Redis operations: one Lua script, one round trip, one hash slot each.
 
 use crate::args;
+use crate::fast_path::FastPath;
+use crate::json::{field, Json};
 use crate::redis::{Redis, RedisError, Reply, Script};
 
 use super::id::{index_key, session_key_prefix, SessionId, UserRef};
@@ -20,10 +22,7 @@ static SESSION: Script = Script::new(concat!(
     include_str!("dispatch.lua"),
 ));
 
-/// Prefix of the hash fields holding data keys.
-const DATA_FIELD: &str = "d:";
-
-/// A session as a script returns it.
+/// A session as Redis holds it (see prelude.lua), read by a script or through the fast path.
 #[derive(Debug, Clone)]
 pub struct SessionView {
     pub user_id: String,
@@ -34,6 +33,30 @@ pub struct SessionView {
     pub absolute_ms: i64,
     pub expiry_ms: i64,
     pub now_ms: i64,
+}
+
+impl SessionView {
+    /// A stored session value, as of `now_ms`; `None` if it is not one. Both read paths
+    /// answer from this same text, so they give the same body.
+    pub fn parse(value: &[u8], now_ms: i64) -> Option<Self> {
+        // The value is an object whose `data` member is an object of strings: depth 2.
+        let members = Json::parse(value, 2).ok()?.members()?;
+        let ms = |name| field(&members, name)?.as_u64().and_then(|n| i64::try_from(n).ok());
+        let data = field(&members, "data")?
+            .members()?
+            .into_iter()
+            .map(|m| Some((m.name, m.value.as_str()?)))
+            .collect::<Option<_>>()?;
+        Some(Self {
+            user_id: field(&members, "uid")?.as_str()?,
+            data,
+            created_ms: ms("created")?,
+            seen_ms: ms("seen")?,
+            absolute_ms: ms("abs")?,
+            expiry_ms: ms("exp")?,
+            now_ms,
+        })
+    }
 }
 
 /// One entry of a user's session list.
@@ -119,6 +142,33 @@ impl<'a> Store<'a> {
             3 => Err(unexpected("a key collision for a fresh 256-bit id")),
             _ => Err(unexpected("an unknown status")),
         }
+    }
+
+    /// Reads the session through the pooled store (one `GET`, no outbound connection) when
+    /// that read can answer for sure: `Some(Found)` while the idle deadline is still at least
+    /// the slide threshold away (or cannot move, being the absolute one), `Some(NoSession)`
+    /// when the key is missing (Redis deletes expired keys and every ending deletes the key,
+    /// so a missing key is the same answer the read script would give, and a forged id costs
+    /// no connection). `None` means: read through [`Store::get`], which slides the deadline;
+    /// so does a value this cannot read or a store error.
+    ///
+    /// The component's clock only decides when to slide: the key's own expiry, set to the same
+    /// deadline by Redis, is what ends a session, so a live answer here is never stale. A
+    /// clock behind Redis's by d slides d late, one ahead slides d early; both harmless while
+    /// d stays far below the threshold (NTP keeps it to milliseconds).
+    pub fn fast_get(&self, fast: &FastPath, id: &SessionId) -> Option<Outcome<SessionView>> {
+        let value = match fast.get(&self.session_key(id).0) {
+            Ok(Some(value)) => value,
+            Ok(None) => return Some(Outcome::NoSession),
+            Err(e) => {
+                eprintln!("sessions: fast path read failed, using outbound Redis: {e}");
+                return None;
+            }
+        };
+        let view = SessionView::parse(&value, now_ms()?)?;
+        let remaining = view.expiry_ms - view.now_ms;
+        let slide_due = view.expiry_ms < view.absolute_ms && remaining < self.settings.slide_threshold_ms;
+        (remaining > 0 && !slide_due).then_some(Outcome::Found(view))
     }
 
     /// Reads the session and slides its idle timeout.
@@ -207,38 +257,62 @@ impl<'a> Store<'a> {
     }
 }
 
-/// Reads `{0}`, `{2, size}` or `{1, expiry, now, field, value, ...}`.
+/// Reads `{0}`, `{2, size}` or `{1, session JSON, now}`.
 fn view_outcome(reply: &Reply) -> Result<Outcome<SessionView>, RedisError> {
     match reply.int(0)? {
-        0 => return Ok(Outcome::NoSession),
-        2 => return Ok(Outcome::DataTooLarge(reply.int(1)?)),
-        1 => {}
-        _ => return Err(unexpected("an unknown status")),
+        0 => Ok(Outcome::NoSession),
+        2 => Ok(Outcome::DataTooLarge(reply.int(1)?)),
+        1 => SessionView::parse(reply.bytes(1)?, reply.int(2)?)
+            .map(Outcome::Found)
+            .ok_or_else(|| unexpected("a session it cannot read")),
+        _ => Err(unexpected("an unknown status")),
     }
-    let mut view = SessionView {
-        user_id: String::new(),
-        data: Vec::new(),
-        created_ms: 0,
-        seen_ms: 0,
-        absolute_ms: 0,
-        expiry_ms: reply.int(1)?,
-        now_ms: reply.int(2)?,
-    };
-    let mut i = 3;
-    while i + 1 < reply.len() {
-        let field = reply.string(i)?;
-        match field {
-            "uid" => view.user_id = reply.string(i + 1)?.to_owned(),
-            "created" => view.created_ms = reply.int(i + 1)?,
-            "seen" => view.seen_ms = reply.int(i + 1)?,
-            "abs" => view.absolute_ms = reply.int(i + 1)?,
-            _ => {
-                if let Some(name) = field.strip_prefix(DATA_FIELD) {
-                    view.data.push((name.to_owned(), reply.string(i + 1)?.to_owned()));
-                }
-            }
+}
+
+/// The wall clock, in Unix ms. (WASI's clock directly: `std::time::SystemTime` costs 5 KB
+/// of `.wasm`.)
+fn now_ms() -> Option<i64> {
+    let now = wasi::clocks::wall_clock::now();
+    i64::try_from(now.seconds).ok()?.checked_mul(1000)?.checked_add(i64::from(now.nanoseconds / 1_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionView;
+
+    #[test]
+    fn reads_the_value_the_scripts_write() {
+        // As Redis's cjson writes it: any member order, `/` escaped, data values as JSON text.
+        let value = br#"{"idx":"srp:sess:{ab}:u:U","exp":1795424676760,"abs":1795424726731,"data":{"s":"\"a\/b\\u00e9\"","big":"12345678901234567890123"},"dsize":29,"seen":1795424666760,"uid":"alice","ua":"UA\/1","created":1795424666731}"#;
+        let view = SessionView::parse(value, 7).unwrap();
+        assert_eq!(view.user_id, "alice");
+        assert_eq!(
+            view.data,
+            vec![
+                ("s".to_owned(), r#""a/b\u00e9""#.to_owned()),
+                ("big".to_owned(), "12345678901234567890123".to_owned())
+            ]
+        );
+        assert_eq!(
+            (view.created_ms, view.seen_ms, view.expiry_ms, view.absolute_ms, view.now_ms),
+            (1795424666731, 1795424666760, 1795424676760, 1795424726731, 7)
+        );
+        let empty_data = br#"{"uid":"u","data":{},"created":1,"seen":2,"exp":3,"abs":4}"#;
+        assert!(SessionView::parse(empty_data, 0).unwrap().data.is_empty());
+    }
+
+    #[test]
+    fn refuses_anything_else() {
+        for value in [
+            &b""[..],
+            b"not json",
+            b"{}",
+            br#"{"uid":"u","data":{"x":1},"created":1,"seen":2,"exp":3,"abs":4}"#,
+            br#"{"uid":"u","data":{},"created":1.5,"seen":2,"exp":3,"abs":4}"#,
+            br#"{"uid":"u","data":{},"created":1,"seen":2,"exp":3}"#,
+            br#"{"uid":7,"data":{},"created":1,"seen":2,"exp":3,"abs":4}"#,
+        ] {
+            assert!(SessionView::parse(value, 0).is_none(), "{}", String::from_utf8_lossy(value));
         }
-        i += 2;
     }
-    Ok(Outcome::Found(view))
 }
