@@ -65,6 +65,17 @@ impl FastPath {
     }
 }
 
+/// The instance's wall clock in Unix ms, for comparing with the Redis `TIME` deadlines stored
+/// in the values the fast path reads (so it assumes NTP-synced clocks). Read from WASI
+/// directly: `std::time::SystemTime` costs about 5 KB of `.wasm`.
+pub fn unix_now_ms() -> i64 {
+    let now = wasi::clocks::wall_clock::now();
+    i64::try_from(now.seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000)
+        .saturating_add(i64::from(now.nanoseconds / 1_000_000))
+}
+
 fn describe(e: &store::Error) -> String {
     match e {
         store::Error::NoSuchStore => "no such store (define it in the runtime config)".into(),

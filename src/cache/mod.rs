@@ -67,7 +67,7 @@ use spin_sdk::http::{Method, Request, Response};
 
 use crate::args;
 use crate::error::ApiError;
-use crate::fast_path::FastPath;
+use crate::fast_path::{unix_now_ms, FastPath};
 use crate::http::{allow_methods, bearer_token, path_info, respond};
 use crate::redis::{Redis, RedisError, Reply, Script};
 use crate::secrets::{constant_time_eq, random_bytes, random_token, sha256};
@@ -415,15 +415,6 @@ fn lookup(
     })
 }
 
-/// The host's wall clock in Unix ms (straight from WASI: `SystemTime` drags in 2 KB of
-/// error formatting). The fast path compares it with times from Redis `TIME`, so it assumes
-/// the two clocks agree (NTP): a skew only moves the soft expiry by that much on the fast
-/// path; the hard expiry stays Redis's own.
-fn now_ms() -> i64 {
-    let now = wasi::clocks::wall_clock::now();
-    (now.seconds as i64).saturating_mul(1000) + i64::from(now.nanoseconds / 1_000_000)
-}
-
 /// The pooled fast path: a fresh entry that XFetch does not pick for refresh is served with
 /// one `GET` (and one `INCRBY` to count it) on the store's shared connection. Anything else
 /// (no entry, stale, early refresh, an unreadable value, a store error) is `None`: the
@@ -437,7 +428,9 @@ fn fast_hit(store: &FastPath, keys: &EntryKeys, factor_micros: i64) -> Option<Se
         }
     };
     let entry = Entry::parse(value)?;
-    let now = now_ms();
+    // Compared with Redis `TIME` values: a clock skew moves the soft expiry by that much;
+    // the hard expiry stays Redis's own `PX`.
+    let now = unix_now_ms();
     if now >= entry.soft_ms || entry.refresh_early(now, factor_micros) {
         return None;
     }

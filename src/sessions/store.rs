@@ -165,7 +165,7 @@ impl<'a> Store<'a> {
                 return None;
             }
         };
-        let view = SessionView::parse(&value, now_ms()?)?;
+        let view = SessionView::parse(&value, crate::fast_path::unix_now_ms())?;
         let remaining = view.expiry_ms - view.now_ms;
         let slide_due = view.expiry_ms < view.absolute_ms && remaining < self.settings.slide_threshold_ms;
         (remaining > 0 && !slide_due).then_some(Outcome::Found(view))
@@ -267,13 +267,6 @@ fn view_outcome(reply: &Reply) -> Result<Outcome<SessionView>, RedisError> {
             .ok_or_else(|| unexpected("a session it cannot read")),
         _ => Err(unexpected("an unknown status")),
     }
-}
-
-/// The wall clock, in Unix ms. (WASI's clock directly: `std::time::SystemTime` costs 5 KB
-/// of `.wasm`.)
-fn now_ms() -> Option<i64> {
-    let now = wasi::clocks::wall_clock::now();
-    i64::try_from(now.seconds).ok()?.checked_mul(1000)?.checked_add(i64::from(now.nanoseconds / 1_000_000))
 }
 
 #[cfg(test)]
