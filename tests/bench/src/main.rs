@@ -4,8 +4,8 @@
 //! request, and each component's `.wasm` size. See docs/benchmarks.md.
 //!
 //! ```sh
-//! cargo run --example bench                       # everything, writes docs/benchmarks-latest.md
-//! cargo run --example bench -- --seconds 1 --filter session --concurrency 16
+//! cargo run -p bench                       # everything, writes docs/benchmarks-latest.md
+//! cargo run -p bench -- --seconds 1 --filter session --concurrency 16
 //! ```
 
 mod load;
@@ -62,7 +62,7 @@ struct Opts {
     args: Vec<String>,
 }
 
-const USAGE: &str = "usage: cargo run --example bench -- [--seconds S] [--filter TEXT]... \
+const USAGE: &str = "usage: cargo run -p bench -- [--seconds S] [--filter TEXT]... \
 [--concurrency 1,16] [--redis plain,tls,system-ca] [--out FILE | --no-write]
 
   --seconds S        length of each timed row (default 2)
@@ -135,8 +135,9 @@ fn parse_args() -> Result<Opts, String> {
     Ok(opts)
 }
 
+/// The repository root (this crate is `tests/bench`).
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("tests/bench is two levels down")
 }
 
 fn selected(opts: &Opts, route: &Route) -> bool {
@@ -402,9 +403,9 @@ async fn run(opts: Opts) -> Result<(), String> {
     machine.lines.push(("Load average at end".into(), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")));
     let sizes = report::sizes(&root().join("spin.toml"));
     let command = if opts.args.is_empty() {
-        "cargo run --example bench".to_owned()
+        "cargo run -p bench".to_owned()
     } else {
-        format!("cargo run --example bench -- {}", opts.args.join(" "))
+        format!("cargo run -p bench -- {}", opts.args.join(" "))
     };
     let total_seconds = started.elapsed().as_secs_f64();
     let markdown = report::Report { rows: &rows, machine: &machine, sizes: &sizes, command, total_seconds, notes: &notes }.markdown();
