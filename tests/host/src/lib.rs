@@ -17,6 +17,7 @@
 //! - `spin build`: each component's `[component.X.build] command`, run once per process.
 
 pub mod allowed_hosts;
+mod compiled;
 mod instance;
 mod key_value;
 pub mod manifest;
@@ -30,13 +31,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtx;
@@ -84,10 +85,6 @@ static LINKER: LazyLock<Linker<InstanceState>> = LazyLock::new(|| {
     linker
 });
 
-/// Compiled components, by path and modification time: compiling is the slow part.
-static COMPILED: LazyLock<Mutex<HashMap<PathBuf, (SystemTime, Component)>>> =
-    LazyLock::new(Default::default);
-
 /// Build commands already run by this process.
 static BUILT: LazyLock<Mutex<HashSet<(PathBuf, String)>>> = LazyLock::new(Default::default);
 
@@ -118,23 +115,6 @@ pub fn spin_build(manifest: &Manifest) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn compile(path: &Path) -> Result<Component> {
-    let modified = std::fs::metadata(path)
-        .with_context(|| format!("component source {} is missing (build it first)", path.display()))?
-        .modified()?;
-    let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((when, component)) = cache.get(path) {
-        if *when == modified {
-            return Ok(component.clone());
-        }
-    }
-    let component = Component::from_file(&ENGINE, path)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("compiling {}", path.display()))?;
-    cache.insert(path.to_path_buf(), (modified, component.clone()));
-    Ok(component)
 }
 
 /// Configures and loads a [`TestApp`].
@@ -231,9 +211,9 @@ impl TestAppBuilder {
                 .map_err(|e| format!("{e:#}"));
             allowed_hosts.insert(id.clone(), resolved);
 
-            let compiled = compile(&manifest.source_path(id)?)?;
+            let component = compiled::load(&ENGINE, &manifest.source_path(id)?)?;
             let pre = LINKER
-                .instantiate_pre(&compiled)
+                .instantiate_pre(&component)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("linking component {id}"))?;
             components.insert(id.clone(), ProxyPre::new(pre)?);
