@@ -65,7 +65,7 @@ struct Opts {
 const USAGE: &str = "usage: cargo run -p bench -- [--seconds S] [--filter TEXT]... \
 [--concurrency 1,16] [--redis plain,tls,system-ca] [--out FILE | --no-write]
 
-  --seconds S        length of each timed row (default 2)
+  --seconds S        length of each timed row (default 1)
   --filter TEXT      only routes whose name or request contains TEXT (repeatable; the
                      baselines always run). A filtered run does not write the report file.
   --concurrency LIST concurrent clients per row (default 1,16)
@@ -77,7 +77,7 @@ const USAGE: &str = "usage: cargo run -p bench -- [--seconds S] [--filter TEXT].
 fn parse_args() -> Result<Opts, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = Opts {
-        seconds: 2.0,
+        seconds: 1.0,
         filters: Vec::new(),
         concurrency: vec![1, 16],
         modes: vec![Mode::Plain, Mode::Tls, Mode::TlsSystemCa],
