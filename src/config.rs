@@ -96,7 +96,12 @@ impl RedisSettings {
         let port_text = read(vars::PORT)?;
         let port = match port_text.trim().parse::<u16>() {
             Ok(p) if p > 0 => p,
-            _ => return Err(invalid(vars::PORT, format!("{port_text:?} is not a TCP port (1-65535)"))),
+            _ => {
+                return Err(invalid(
+                    vars::PORT,
+                    format!("{port_text:?} is not a TCP port (1-65535)"),
+                ))
+            }
         };
         let tls = parse_bool(vars::TLS, &read(vars::TLS)?)?;
         let allow_insecure = parse_bool(vars::ALLOW_INSECURE, &read(vars::ALLOW_INSECURE)?)?;
@@ -196,7 +201,10 @@ pub(crate) fn parse_bool(variable: &'static str, text: &str) -> Result<bool, Con
 
 fn parse_key_prefix(prefix: String) -> Result<String, ConfigError> {
     if prefix.len() > MAX_KEY_PREFIX_LEN {
-        return Err(invalid(vars::KEY_PREFIX, format!("is longer than {MAX_KEY_PREFIX_LEN} bytes")));
+        return Err(invalid(
+            vars::KEY_PREFIX,
+            format!("is longer than {MAX_KEY_PREFIX_LEN} bytes"),
+        ));
     }
     // Braces would turn the prefix into the hash tag and put every key in one cluster slot.
     if prefix.bytes().any(|b| !b.is_ascii_graphic() || b == b'{' || b == b'}') {
@@ -264,7 +272,9 @@ mod tests {
         let err = settings(&[(vars::HOST, "cache.example.com")]).unwrap_err();
         assert_eq!(err.variable, vars::TLS);
         assert!(err.message.contains("must be reached over TLS"));
-        assert!(settings(&[(vars::HOST, "cache.example.com"), (vars::ALLOW_INSECURE, "true")]).is_ok());
+        assert!(
+            settings(&[(vars::HOST, "cache.example.com"), (vars::ALLOW_INSECURE, "true")]).is_ok()
+        );
         assert!(settings(&[(vars::HOST, "cache.example.com"), (vars::TLS, "true")]).is_ok());
         assert!(settings(&[(vars::HOST, "localhost")]).is_ok());
         assert!(settings(&[(vars::HOST, "127.0.0.2")]).is_ok());
@@ -291,7 +301,8 @@ mod tests {
 
     #[test]
     fn secret_value_never_in_errors() {
-        let err = settings(&[(vars::HOST, "remote.example"), (vars::ACCESS_KEY, "hunter2")]).unwrap_err();
+        let err =
+            settings(&[(vars::HOST, "remote.example"), (vars::ACCESS_KEY, "hunter2")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
     }
 }

@@ -53,6 +53,8 @@ fn public_message(e: &RedisError) -> String {
         RedisError::NotAllowed => e.to_string(),
         RedisError::AuthFailed(_) => "Redis rejected the credentials".into(),
         RedisError::Unavailable(_) => "Redis could not be reached".into(),
-        RedisError::Reply(_) | RedisError::UnexpectedReply(_) => "Redis answered PING with an error".into(),
+        RedisError::Reply(_) | RedisError::UnexpectedReply(_) => {
+            "Redis answered PING with an error".into()
+        }
     }
 }

@@ -68,7 +68,8 @@ impl<'a> Json<'a> {
 
     /// The items in order, if this is an array.
     pub fn items(&self) -> Option<Vec<Json<'a>>> {
-        let entries = self.raw.starts_with('[').then(|| self.reader().container(0).unwrap_or_default())?;
+        let entries =
+            self.raw.starts_with('[').then(|| self.reader().container(0).unwrap_or_default())?;
         Some(entries.into_iter().map(|m| m.value).collect())
     }
 
@@ -156,20 +157,33 @@ pub fn request_body<'a>(
     max_depth: usize,
 ) -> Result<Json<'a>, ApiError> {
     if content_type.is_some_and(|ct| !is_json_media_type(ct)) {
-        return Err(ApiError::new(415, "unsupported_media_type", "send the body as application/json"));
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ));
     }
     if body.len() > max_bytes {
-        return Err(ApiError::new(413, "body_too_large", format!("the body is larger than {max_bytes} bytes")));
+        return Err(ApiError::new(
+            413,
+            "body_too_large",
+            format!("the body is larger than {max_bytes} bytes"),
+        ));
     }
     if body.is_empty() {
         return Err(ApiError::bad_request("invalid_json", "the request body is empty"));
     }
-    Json::parse(body, max_depth)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))
+    Json::parse(body, max_depth).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })
 }
 
 /// [`request_body`] for a Spin SDK request.
-pub fn sdk_request_body(req: &Request, max_bytes: usize, max_depth: usize) -> Result<Json<'_>, ApiError> {
+pub fn sdk_request_body(
+    req: &Request,
+    max_bytes: usize,
+    max_depth: usize,
+) -> Result<Json<'_>, ApiError> {
     let content_type = req.header("content-type").and_then(|v| v.as_str());
     request_body(content_type, req.body(), max_bytes, max_depth)
 }
@@ -239,7 +253,8 @@ impl<'a> Reader<'a> {
     /// The entries of an array or object whose `[` or `{` the reader stands on. Array items
     /// get empty names; object names must be unique. One loop serves both to keep code small.
     fn container(&mut self, depth: usize) -> Result<Vec<Member<'a>>, String> {
-        let (is_object, close) = if self.peek() == Some(b'{') { (true, b'}') } else { (false, b']') };
+        let (is_object, close) =
+            if self.peek() == Some(b'{') { (true, b'}') } else { (false, b']') };
         self.at += 1;
         let mut entries: Vec<Member<'a>> = Vec::new();
         self.space();
@@ -270,7 +285,11 @@ impl<'a> Reader<'a> {
                 };
             }
             if !self.eat(b',') {
-                return Err(self.error(if is_object { "expected ',' or '}'" } else { "expected ',' or ']'" }));
+                return Err(self.error(if is_object {
+                    "expected ',' or '}'"
+                } else {
+                    "expected ',' or ']'"
+                }));
             }
         }
     }
@@ -331,7 +350,10 @@ impl<'a> Reader<'a> {
         loop {
             // Copy the run up to the next quote, backslash or control character at once.
             let rest = &self.text[self.at..];
-            let plain = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < b' ').unwrap_or(rest.len());
+            let plain = rest
+                .bytes()
+                .position(|b| b == b'"' || b == b'\\' || b < b' ')
+                .unwrap_or(rest.len());
             out.push_str(&rest[..plain]);
             self.at += plain;
             let Some(b) = self.peek() else { return Err(self.error("unterminated string")) };
@@ -396,19 +418,34 @@ mod tests {
 
     #[test]
     fn parses_every_kind_of_value() {
-        let v = parse(" {\"a\": [1, -2.5e3, 0, 0.5E+2, true, false, null, {}, [], \"s\"], \"b\": \"x\"} \n").unwrap();
-        assert_eq!(v.raw(), "{\"a\": [1, -2.5e3, 0, 0.5E+2, true, false, null, {}, [], \"s\"], \"b\": \"x\"}");
+        let v = parse(
+            " {\"a\": [1, -2.5e3, 0, 0.5E+2, true, false, null, {}, [], \"s\"], \"b\": \"x\"} \n",
+        )
+        .unwrap();
+        assert_eq!(
+            v.raw(),
+            "{\"a\": [1, -2.5e3, 0, 0.5E+2, true, false, null, {}, [], \"s\"], \"b\": \"x\"}"
+        );
         let items = v.get("a").unwrap().items().unwrap();
         let raw: Vec<&str> = items.iter().map(Json::raw).collect();
-        assert_eq!(raw, ["1", "-2.5e3", "0", "0.5E+2", "true", "false", "null", "{}", "[]", "\"s\""]);
+        assert_eq!(
+            raw,
+            ["1", "-2.5e3", "0", "0.5E+2", "true", "false", "null", "{}", "[]", "\"s\""]
+        );
         assert_eq!(items[1].as_number(), Some("-2.5e3"));
-        assert_eq!((items[4].as_bool(), items[5].as_bool(), items[6].as_bool()), (Some(true), Some(false), None));
+        assert_eq!(
+            (items[4].as_bool(), items[5].as_bool(), items[6].as_bool()),
+            (Some(true), Some(false), None)
+        );
         assert!(items[6].is_null() && !items[0].is_null());
         assert_eq!(items[7].members(), Some(vec![]));
         assert_eq!(items[8].items(), Some(vec![]));
         assert_eq!(items[9].as_str().as_deref(), Some("s"));
         // Each accessor answers only for its own kind.
-        assert_eq!((items[9].as_number(), items[9].members(), items[9].items()), (None, None, None));
+        assert_eq!(
+            (items[9].as_number(), items[9].members(), items[9].items()),
+            (None, None, None)
+        );
         assert_eq!((items[0].as_str(), items[0].as_bool(), items[7].items()), (None, None, None));
         assert_eq!(v.get("b").and_then(|b| b.as_str()).as_deref(), Some("x"));
         assert_eq!(v.get("c"), None);
@@ -449,9 +486,38 @@ mod tests {
     #[test]
     fn rejects_bad_syntax() {
         for bad in [
-            "", " ", "{", "}", "[", "[1,]", "[1 2]", "{\"a\" 1}", "{\"a\":}", "{\"a\":1,}", "{a:1}", "{'a':1}",
-            "{1:1}", "nul", "tru", "True", "NaN", "Infinity", "-", "01", "-01", "1.", ".5", "1e", "1e+", "+1",
-            "0x10", "[1]]", "{\"a\":1}x", "1 2", "/* c */ 1", "\u{feff}1",
+            "",
+            " ",
+            "{",
+            "}",
+            "[",
+            "[1,]",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{a:1}",
+            "{'a':1}",
+            "{1:1}",
+            "nul",
+            "tru",
+            "True",
+            "NaN",
+            "Infinity",
+            "-",
+            "01",
+            "-01",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "+1",
+            "0x10",
+            "[1]]",
+            "{\"a\":1}x",
+            "1 2",
+            "/* c */ 1",
+            "\u{feff}1",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
@@ -463,7 +529,9 @@ mod tests {
         assert!(e.contains("duplicate name `a`"), "{e}");
         // The same name in different objects is fine; nested objects are checked too.
         assert!(parse(r#"{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}"#).is_ok());
-        assert!(parse(r#"{"a": [{"x": 1, "y": 2, "x": 3}]}"#).unwrap_err().contains("duplicate name `x`"));
+        assert!(parse(r#"{"a": [{"x": 1, "y": 2, "x": 3}]}"#)
+            .unwrap_err()
+            .contains("duplicate name `x`"));
         assert!(parse(r#"{"b": 1, "a": 2, "c": 3, "a": 4, "d": 5}"#).is_err());
     }
 
@@ -476,7 +544,9 @@ mod tests {
         let text = format!("{{{}}}", members.join(","));
         assert_eq!(Json::parse(text.as_bytes(), 1).unwrap().members().unwrap().len(), 100_000);
         let with_duplicate = format!("{{{},\"k77\":1}}", members.join(","));
-        assert!(Json::parse(with_duplicate.as_bytes(), 1).unwrap_err().contains("duplicate name `k77`"));
+        assert!(Json::parse(with_duplicate.as_bytes(), 1)
+            .unwrap_err()
+            .contains("duplicate name `k77`"));
     }
 
     #[test]
@@ -492,7 +562,11 @@ mod tests {
         assert!(Json::parse(b"{\"a\":{}}", 1).is_ok());
         assert!(Json::parse(b"{\"a\":{\"b\":1}}", 1).is_err());
         assert!(Json::parse(b"{\"a\":{\"b\":1}}", 2).is_ok());
-        assert!(Json::parse(b"[1]", 0).is_err() && Json::parse(b"[]", 0).is_ok() && Json::parse(b"1", 0).is_ok());
+        assert!(
+            Json::parse(b"[1]", 0).is_err()
+                && Json::parse(b"[]", 0).is_ok()
+                && Json::parse(b"1", 0).is_ok()
+        );
     }
 
     #[test]
@@ -525,8 +599,12 @@ mod tests {
     fn keeps_the_raw_text_of_values() {
         let text = r#" { "a" : 1.50e+3 , "b":[true,{"c":null}], "d\u00e9" :"x\"y", "e":{} } "#;
         let members = parse(text).unwrap().members().unwrap();
-        let raw: Vec<(&str, &str)> = members.iter().map(|m| (m.name.as_str(), m.value.raw())).collect();
-        assert_eq!(raw, [("a", "1.50e+3"), ("b", r#"[true,{"c":null}]"#), ("dé", r#""x\"y""#), ("e", "{}")]);
+        let raw: Vec<(&str, &str)> =
+            members.iter().map(|m| (m.name.as_str(), m.value.raw())).collect();
+        assert_eq!(
+            raw,
+            [("a", "1.50e+3"), ("b", r#"[true,{"c":null}]"#), ("dé", r#""x\"y""#), ("e", "{}")]
+        );
         assert_eq!(members[2].value.as_str().as_deref(), Some("x\"y"));
         let inner = members[1].value.items().unwrap()[1].members().unwrap();
         assert_eq!((inner[0].name.as_str(), inner[0].value.raw()), ("c", "null"));
@@ -543,7 +621,10 @@ mod tests {
     #[test]
     fn errors_say_where() {
         assert_eq!(parse("[1,]").unwrap_err(), "expected a value at byte 3");
-        assert_eq!(parse("{\"a\":1} x").unwrap_err(), "unexpected text after the JSON value at byte 8");
+        assert_eq!(
+            parse("{\"a\":1} x").unwrap_err(),
+            "unexpected text after the JSON value at byte 8"
+        );
         assert_eq!(parse(r#""\q""#).unwrap_err(), "invalid escape at byte 2");
     }
 
@@ -556,7 +637,9 @@ mod tests {
 
     #[test]
     fn request_bodies_are_checked_before_parsing() {
-        let status = |ct: Option<&str>, body: &str| request_body(ct, body.as_bytes(), 8, 4).map(drop).map_err(|e| (e.status, e.code));
+        let status = |ct: Option<&str>, body: &str| {
+            request_body(ct, body.as_bytes(), 8, 4).map(drop).map_err(|e| (e.status, e.code))
+        };
         assert!(status(None, "{}").is_ok());
         assert!(status(Some("application/json; charset=utf-8"), "{}").is_ok());
         assert!(status(Some("application/problem+json"), "{}").is_ok());

@@ -75,8 +75,16 @@ impl From<ConfigError> for RedisError {
 /// `An error was signalled by the server - <Kind>: <text>`; raw codes are checked too.
 fn is_error_reply(message: &str) -> bool {
     const CODES: [&str; 10] = [
-        "ERR", "WRONGTYPE", "NOSCRIPT", "BUSY", "READONLY", "LOADING", "OOM", "NOPERM",
-        "CROSSSLOT", "EXECABORT",
+        "ERR",
+        "WRONGTYPE",
+        "NOSCRIPT",
+        "BUSY",
+        "READONLY",
+        "LOADING",
+        "OOM",
+        "NOPERM",
+        "CROSSSLOT",
+        "EXECABORT",
     ];
     message.contains("signalled by the server")
         || CODES.iter().any(|c| message.split_whitespace().next() == Some(c))
@@ -191,7 +199,10 @@ impl Reply {
 
     fn at(&self, i: usize) -> Result<&RedisResult, RedisError> {
         self.0.get(i).ok_or_else(|| {
-            RedisError::UnexpectedReply(format!("reply has {} values, wanted index {i}", self.0.len()))
+            RedisError::UnexpectedReply(format!(
+                "reply has {} values, wanted index {i}",
+                self.0.len()
+            ))
         })
     }
 
@@ -223,8 +234,7 @@ impl Reply {
     }
 
     pub fn bytes(&self, i: usize) -> Result<&[u8], RedisError> {
-        self.opt_bytes(i)?
-            .ok_or_else(|| RedisError::UnexpectedReply(format!("value {i} is nil")))
+        self.opt_bytes(i)?.ok_or_else(|| RedisError::UnexpectedReply(format!("value {i} is nil")))
     }
 
     pub fn string(&self, i: usize) -> Result<&str, RedisError> {
@@ -379,7 +389,9 @@ mod tests {
         // Messages as Spin 3.6's redis-rs 0.32 renders them (seen through the test host).
         let noscript = "An error was signalled by the server - NoScriptError: No matching script. Please use EVAL.";
         assert!(is_noscript(noscript) && is_error_reply(noscript));
-        assert!(is_error_reply("An error was signalled by the server - ResponseError: Error running script"));
+        assert!(is_error_reply(
+            "An error was signalled by the server - ResponseError: Error running script"
+        ));
         assert!(is_auth_failure("Password authentication failed- AuthenticationFailed"));
         assert!(!is_error_reply("Connection refused (os error 111)"));
         assert!(!is_auth_failure("Connection refused (os error 111)"));

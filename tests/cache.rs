@@ -114,12 +114,7 @@ impl Origin {
                 });
             }
         });
-        Self {
-            port,
-            hits,
-            handler,
-            task,
-        }
+        Self { port, hits, handler, task }
     }
 
     fn url(&self) -> String {
@@ -193,10 +188,7 @@ macro_rules! in_both_modes {
 
 fn app_with(mode: Mode, redis: &RedisServer, origin: &Origin, vars: &[(&str, &str)]) -> TestApp {
     let mut builder = redis
-        .configure(TestApp::builder(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/spin.toml"
-        )))
+        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
         .variable("origin_url", origin.url())
         .variable("cache_purge_token", PURGE_TOKEN)
         .variable("cache_ttl_jitter", "0")
@@ -243,10 +235,7 @@ async fn stored_entry(client: &mut redis::aio::MultiplexedConnection, key: &str)
 
 /// A bucket counter (`hits`, `misses`, ...) summed over the buckets, and the TTLs seen.
 async fn counter(client: &mut redis::aio::MultiplexedConnection, name: &str) -> (i64, Vec<i64>) {
-    let keys: Vec<String> = client
-        .keys(format!("srp:cache:*:stats:{name}"))
-        .await
-        .unwrap();
+    let keys: Vec<String> = client.keys(format!("srp:cache:*:stats:{name}")).await.unwrap();
     let (mut total, mut ttls) = (0, Vec::new());
     for key in keys {
         let value: i64 = client.get(&key).await.unwrap();
@@ -304,10 +293,7 @@ impl Monitor {
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = lines.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
@@ -324,13 +310,7 @@ impl Monitor {
         let commands = lines
             .iter()
             .filter(|l| l.contains(" [") && !l.contains(" lua]"))
-            .filter_map(|l| {
-                l.split("] \"")
-                    .nth(1)?
-                    .split('"')
-                    .next()
-                    .map(str::to_ascii_uppercase)
-            })
+            .filter_map(|l| l.split("] \"").nth(1)?.split('"').next().map(str::to_ascii_uppercase))
             .filter(|c| !matches!(c.as_str(), "CLIENT" | "AUTH" | "HELLO" | "OK"))
             .collect();
         lines.clear();
@@ -374,24 +354,14 @@ async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
 
     // One plain string per entry; hard TTL = fresh TTL (300 s, no jitter) + stale (300 s).
     let key = entry_key(&mut client, "/items/1?a=1&b=2").await;
-    assert!(
-        key.starts_with("srp:cache:{b") && key.contains("}:e:"),
-        "{key}"
-    );
-    let kind: String = redis::cmd("TYPE")
-        .arg(&key)
-        .query_async(&mut client)
-        .await
-        .unwrap();
+    assert!(key.starts_with("srp:cache:{b") && key.contains("}:e:"), "{key}");
+    let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut client).await.unwrap();
     assert_eq!(kind, "string");
     let pttl: i64 = client.pttl(&key).await.unwrap();
     assert!((595_000..=600_000).contains(&pttl), "{pttl}");
     let entry = stored_entry(&mut client, &key).await;
     assert_eq!(entry.soft - entry.stored, 300_000);
-    assert_eq!(
-        (entry.status, entry.content_type.as_str()),
-        (200, "application/json")
-    );
+    assert_eq!((entry.status, entry.content_type.as_str()), (200, "application/json"));
     assert_eq!(entry.body, origin_body);
     assert!((0..5_000).contains(&entry.cost), "{entry:?}");
 
@@ -402,10 +372,7 @@ async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
     assert_eq!(res.redis_connections, mode.hit_connections());
 
     // HEAD is served from the same entry, without a body.
-    let res = app
-        .request(http::Method::HEAD, "/api/cache/proxy/items/1?a=1&b=2")
-        .send()
-        .await;
+    let res = app.request(http::Method::HEAD, "/api/cache/proxy/items/1?a=1&b=2").send().await;
     assert_eq!((res.status, x_cache(&res), res.body.len()), (200, "HIT", 0));
     assert_eq!(res.header("content-type"), Some("application/json"));
     assert_eq!(res.redis_connections, mode.hit_connections());
@@ -440,20 +407,13 @@ async fn jitter_spreads_ttls_and_max_age_caps_them(mode: Mode) {
         mode,
         &redis,
         &origin,
-        &[
-            ("cache_ttl_jitter", "0.5"),
-            ("cache_ttl_seconds", "100"),
-            ("cache_stale_seconds", "0"),
-        ],
+        &[("cache_ttl_jitter", "0.5"), ("cache_ttl_seconds", "100"), ("cache_stale_seconds", "0")],
     );
     let mut client = redis.client().await;
 
     let mut ttls = Vec::new();
     for i in 0..20 {
-        assert_eq!(
-            x_cache(&get(&app, &format!("/api/cache/proxy/j/{i}")).await),
-            "MISS"
-        );
+        assert_eq!(x_cache(&get(&app, &format!("/api/cache/proxy/j/{i}")).await), "MISS");
         let key = entry_key(&mut client, &format!("/j/{i}")).await;
         let pttl: i64 = client.pttl(&key).await.unwrap();
         // Jitter only takes time off: between half the TTL and all of it.
@@ -467,10 +427,7 @@ async fn jitter_spreads_ttls_and_max_age_caps_them(mode: Mode) {
     get(&app, "/api/cache/proxy/short").await;
     let key = entry_key(&mut client, "/short").await;
     let pttl: i64 = client.pttl(&key).await.unwrap();
-    assert!(
-        (4_000..=10_000).contains(&pttl),
-        "max-age=10 caps the TTL: {pttl}"
-    );
+    assert!((4_000..=10_000).contains(&pttl), "max-age=10 caps the TTL: {pttl}");
 }
 
 in_both_modes!(jitter_spreads_ttls_and_max_age_caps_them);
@@ -501,10 +458,7 @@ async fn fifty_concurrent_cold_requests_reach_the_origin_once(mode: Mode) {
         *outcomes.entry(x_cache(&res).to_owned()).or_default() += 1;
     }
     assert_eq!(origin.total_hits(), 1);
-    assert_eq!(
-        outcomes,
-        HashMap::from([("MISS".to_owned(), 1), ("HIT".to_owned(), 49)])
-    );
+    assert_eq!(outcomes, HashMap::from([("MISS".to_owned(), 1), ("HIT".to_owned(), 49)]));
 }
 
 in_both_modes!(fifty_concurrent_cold_requests_reach_the_origin_once);
@@ -537,10 +491,7 @@ async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_sta
         assert_eq!(res.redis_connections, 1);
         *outcomes.entry(x_cache(&res).to_owned()).or_default() += 1;
     }
-    assert_eq!(
-        outcomes,
-        HashMap::from([("MISS".to_owned(), 1), ("STALE".to_owned(), 9)])
-    );
+    assert_eq!(outcomes, HashMap::from([("MISS".to_owned(), 1), ("STALE".to_owned(), 9)]));
     assert_eq!(origin.hits("/swr"), 2);
     let res = get(&app, "/api/cache/proxy/swr").await;
     assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("HIT", Some(2)));
@@ -558,10 +509,7 @@ async fn early_refresh_renews_fresh_entries_when_enabled(mode: Mode) {
         mode,
         &redis,
         &origin,
-        &[
-            ("cache_ttl_seconds", "2"),
-            ("cache_early_refresh_beta", "50"),
-        ],
+        &[("cache_ttl_seconds", "2"), ("cache_early_refresh_beta", "50")],
     );
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/xf").await), "MISS");
     let mut refreshed = 0;
@@ -584,10 +532,7 @@ async fn early_refresh_renews_fresh_entries_when_enabled(mode: Mode) {
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/xf2").await), "MISS");
     for _ in 0..3 {
         let res = get(&app, "/api/cache/proxy/xf2").await;
-        assert_eq!(
-            (x_cache(&res), res.redis_connections),
-            ("HIT", mode.hit_connections())
-        );
+        assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
     }
 }
 
@@ -604,10 +549,7 @@ async fn not_found_is_cached_briefly(mode: Mode) {
         mode,
         &redis,
         &origin,
-        &[
-            ("cache_negative_ttl_seconds", "30"),
-            ("cache_stale_seconds", "0"),
-        ],
+        &[("cache_negative_ttl_seconds", "30"), ("cache_stale_seconds", "0")],
     );
     let mut client = redis.client().await;
 
@@ -638,20 +580,10 @@ async fn no_store_private_5xx_and_oversized_answers_are_served_but_not_stored(mo
     let app = app_with(mode, &redis, &origin, &[("cache_max_entry_bytes", "200")]);
     let mut client = redis.client().await;
 
-    for (path, status) in [
-        ("/no-store", 200),
-        ("/private", 200),
-        ("/broken", 503),
-        ("/big", 200),
-    ] {
+    for (path, status) in [("/no-store", 200), ("/private", 200), ("/broken", 503), ("/big", 200)] {
         for round in 1..=2 {
             let res = get(&app, &format!("/api/cache/proxy{path}")).await;
-            assert_eq!(
-                (res.status, x_cache(&res)),
-                (status, "BYPASS"),
-                "{path} {}",
-                res.text()
-            );
+            assert_eq!((res.status, x_cache(&res)), (status, "BYPASS"), "{path} {}", res.text());
             if path == "/big" {
                 assert_eq!(res.body.len(), 511);
             }
@@ -675,14 +607,8 @@ async fn redis_down(mode: Mode) {
     // `warm` has used Redis (and, on the fast path, connected the pooled store) before Redis
     // goes away; `cold` never reached it.
     let warm = app(mode, &redis, &origin);
-    assert_eq!(
-        x_cache(&get(&warm, "/api/cache/proxy/items/9").await),
-        "MISS"
-    );
-    assert_eq!(
-        x_cache(&get(&warm, "/api/cache/proxy/items/9").await),
-        "HIT"
-    );
+    assert_eq!(x_cache(&get(&warm, "/api/cache/proxy/items/9").await), "MISS");
+    assert_eq!(x_cache(&get(&warm, "/api/cache/proxy/items/9").await), "HIT");
     let cold = app(mode, &redis, &origin);
     redis.stop();
 
@@ -691,13 +617,7 @@ async fn redis_down(mode: Mode) {
         for _ in 0..2 {
             n += 1;
             let res = get(app, "/api/cache/proxy/items/9").await;
-            assert_eq!(
-                (res.status, x_cache(&res)),
-                (200, "BYPASS"),
-                "{} {}",
-                res.text(),
-                res.logs
-            );
+            assert_eq!((res.status, x_cache(&res)), (200, "BYPASS"), "{} {}", res.text(), res.logs);
             assert_eq!(res.json(), json!({"target": "/items/9", "n": n}));
             assert_eq!(res.redis_connections, 1);
         }
@@ -709,16 +629,8 @@ async fn redis_down(mode: Mode) {
         assert!(warm.logs().contains("fast path failed"), "{}", warm.logs());
     }
     // Routes that exist only for Redis answer 503.
-    assert_error(
-        &get(&cold, "/api/cache/stats").await,
-        503,
-        "redis_unavailable",
-    );
-    assert_error(
-        &get(&cold, "/api/cache/demo").await,
-        503,
-        "redis_unavailable",
-    );
+    assert_error(&get(&cold, "/api/cache/stats").await, 503, "redis_unavailable");
+    assert_error(&get(&cold, "/api/cache/demo").await, 503, "redis_unavailable");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -747,13 +659,7 @@ async fn origin_down_serves_the_stale_copy_else_502(mode: Mode) {
     origin.stop().await;
 
     let res = get(&app, "/api/cache/proxy/keep").await;
-    assert_eq!(
-        (res.status, x_cache(&res)),
-        (200, "STALE"),
-        "{} {}",
-        res.text(),
-        res.logs
-    );
+    assert_eq!((res.status, x_cache(&res)), (200, "STALE"), "{} {}", res.text(), res.logs);
     assert_eq!(res.json(), json!({"target": "/keep", "n": 1}));
     assert_eq!(res.header("age"), Some("1"));
     assert_eq!(res.redis_connections, 1);
@@ -773,11 +679,7 @@ async fn a_slow_origin_is_a_504(mode: Mode) {
     let origin = Origin::start().await;
     origin.respond(|target, n| default_reply(target, n).delay_ms(2000));
     let app = app_with(mode, &redis, &origin, &[("cache_origin_timeout_ms", "300")]);
-    assert_error(
-        &get(&app, "/api/cache/proxy/slow").await,
-        504,
-        "origin_timeout",
-    );
+    assert_error(&get(&app, "/api/cache/proxy/slow").await, 504, "origin_timeout");
 }
 
 in_both_modes!(a_slow_origin_is_a_504);
@@ -790,27 +692,11 @@ async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redi
     let cases = [
         ("/api/cache/proxy/a/%zz".to_owned(), 400, "invalid_path"),
         ("/api/cache/proxy/a/../b".to_owned(), 400, "invalid_path"),
-        (
-            "/api/cache/proxy/a/%2e%2e/b".to_owned(),
-            400,
-            "invalid_path",
-        ),
-        (
-            format!("/api/cache/proxy/{}", "x".repeat(3000)),
-            414,
-            "uri_too_long",
-        ),
-        (
-            format!("/api/cache/proxy/a?{}", many_params.join("&")),
-            400,
-            "invalid_path",
-        ),
+        ("/api/cache/proxy/a/%2e%2e/b".to_owned(), 400, "invalid_path"),
+        (format!("/api/cache/proxy/{}", "x".repeat(3000)), 414, "uri_too_long"),
+        (format!("/api/cache/proxy/a?{}", many_params.join("&")), 400, "invalid_path"),
         ("/api/cache/profile/a.b".to_owned(), 400, "invalid_user_id"),
-        (
-            format!("/api/cache/profile/{}", "9".repeat(65)),
-            400,
-            "invalid_user_id",
-        ),
+        (format!("/api/cache/profile/{}", "9".repeat(65)), 400, "invalid_user_id"),
         ("/api/cache/nope".to_owned(), 404, "not_found"),
     ];
     for (path, status, code) in cases {
@@ -821,10 +707,7 @@ async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redi
     let res = app.post("/api/cache/stats").send().await;
     assert_error(&res, 405, "method_not_allowed");
     assert_eq!(res.header("allow"), Some("GET, HEAD"));
-    let res = app
-        .request(http::Method::PUT, "/api/cache/proxy/a")
-        .send()
-        .await;
+    let res = app.request(http::Method::PUT, "/api/cache/proxy/a").send().await;
     assert_eq!(res.header("allow"), Some("GET, HEAD, DELETE"));
     assert_eq!(origin.total_hits(), 0);
     // Nor is the pooled store opened for them.
@@ -835,20 +718,13 @@ async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redi
     assert_eq!(get(&app, "/api/cache/proxy/%7Btag%7D/x").await.status, 200);
     let keys = entry_keys(&mut client).await;
     assert_eq!(keys.len(), 1);
-    assert!(
-        keys[0].ends_with(":e:/%7Btag%7D/x") && keys[0].matches('{').count() == 1,
-        "{keys:?}"
-    );
+    assert!(keys[0].ends_with(":e:/%7Btag%7D/x") && keys[0].matches('{').count() == 1, "{keys:?}");
     // Long targets are hashed into a bounded key.
     let long = format!("/api/cache/proxy/{}", "y".repeat(1500));
     assert_eq!(x_cache(&get(&app, &long).await), "MISS");
     assert_eq!(x_cache(&get(&app, &long).await), "HIT");
     let keys = entry_keys(&mut client).await;
-    assert!(
-        keys.iter()
-            .any(|k| k.contains(":e:sha256:") && k.len() < 120),
-        "{keys:?}"
-    );
+    assert!(keys.iter().any(|k| k.contains(":e:sha256:") && k.len() < 120), "{keys:?}");
 }
 
 in_both_modes!(malformed_and_oversized_requests_get_clear_errors_without_touching_redis);
@@ -875,17 +751,13 @@ async fn a_hit_is_one_round_trip_and_a_miss_at_most_three(mode: Mode) {
     let scripts = ["EVALSHA", "EVALSHA"];
     match mode {
         Mode::Outbound => assert_eq!(monitor.take().await, scripts),
-        Mode::FastPath => assert_eq!(
-            monitor.take().await,
-            [&["PING", "GET"][..], &scripts].concat()
-        ),
+        Mode::FastPath => {
+            assert_eq!(monitor.take().await, [&["PING", "GET"][..], &scripts].concat())
+        }
     }
 
     let res = get(&app, "/api/cache/proxy/rt").await;
-    assert_eq!(
-        (x_cache(&res), res.redis_connections),
-        ("HIT", mode.hit_connections())
-    );
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
     match mode {
         Mode::Outbound => assert_eq!(monitor.take().await, ["EVALSHA"]),
         // No connection at all: read and count on the pooled one.
@@ -907,10 +779,7 @@ async fn stats_count_outcomes_and_the_hit_ratio(mode: Mode) {
     });
     let app = app(mode, &redis, &origin);
     for path in ["/s1", "/s1", "/s1", "/s1", "/s2", "/s2", "/nostore"] {
-        assert_eq!(
-            get(&app, &format!("/api/cache/proxy{path}")).await.status,
-            200
-        );
+        assert_eq!(get(&app, &format!("/api/cache/proxy{path}")).await.status, 200);
     }
     let res = get(&app, "/api/cache/stats").await;
     assert_eq!(res.status, 200);
@@ -926,10 +795,7 @@ async fn stats_count_outcomes_and_the_hit_ratio(mode: Mode) {
     let thirty_days = 30 * 24 * 3600;
     for name in ["misses", "bypasses", "origin_fetches"] {
         for ttl in counter(&mut client, name).await.1 {
-            assert!(
-                (thirty_days - 60..=thirty_days).contains(&ttl),
-                "{name}: {ttl}"
-            );
+            assert!((thirty_days - 60..=thirty_days).contains(&ttl), "{name}: {ttl}");
         }
     }
     let (hits, ttls) = counter(&mut client, "hits").await;
@@ -980,11 +846,7 @@ async fn a_fast_path_hit_answers_like_an_outbound_hit_without_connecting() {
     ];
     for path in paths {
         let res = get(&fast, path).await;
-        assert_eq!(
-            (x_cache(&res), res.redis_connections),
-            ("MISS", 1),
-            "{path}"
-        );
+        assert_eq!((x_cache(&res), res.redis_connections), ("MISS", 1), "{path}");
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -1005,20 +867,11 @@ async fn a_fast_path_hit_answers_like_an_outbound_hit_without_connecting() {
             assert_eq!(seen(&b), seen(&a), "{path} {method}");
             // Both count whole seconds since the store: equal unless a second ticked between.
             let age = |r: &TestResponse| r.header("age").unwrap().parse::<u64>().unwrap();
-            assert!(
-                age(&a) >= 1 && (age(&a)..=age(&a) + 1).contains(&age(&b)),
-                "{path}"
-            );
+            assert!(age(&a) >= 1 && (age(&a)..=age(&a) + 1).contains(&age(&b)), "{path}");
         }
     }
     assert_eq!(origin.total_hits(), paths.len());
-    assert_eq!(
-        (
-            fast.key_value_connections(),
-            outbound.key_value_connections()
-        ),
-        (1, 0)
-    );
+    assert_eq!((fast.key_value_connections(), outbound.key_value_connections()), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1027,19 +880,14 @@ async fn the_pooled_store_keeps_one_connection_for_the_apps_life() {
     let origin = Origin::start().await;
     let app = app(Mode::FastPath, &redis, &origin);
     for i in 0..5 {
-        assert_eq!(
-            x_cache(&get(&app, &format!("/api/cache/proxy/pool/{i}")).await),
-            "MISS"
-        );
+        assert_eq!(x_cache(&get(&app, &format!("/api/cache/proxy/pool/{i}")).await), "MISS");
     }
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..40 {
         let app = app.clone();
-        tasks.spawn(async move {
-            app.get(&format!("/api/cache/proxy/pool/{}", i % 5))
-                .send()
-                .await
-        });
+        tasks.spawn(
+            async move { app.get(&format!("/api/cache/proxy/pool/{}", i % 5)).send().await },
+        );
     }
     while let Some(res) = tasks.join_next().await {
         let res = res.unwrap();
@@ -1072,17 +920,10 @@ async fn entries_in_an_unknown_format_are_refetched(mode: Mode) {
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/fmt").await), "MISS");
     let key = entry_key(&mut client, "/fmt").await;
 
-    let _: () = client
-        .set(&key, "c2\n200\n1\n99999999999999\n0\ntext/plain\nfuture")
-        .await
-        .unwrap();
+    let _: () =
+        client.set(&key, "c2\n200\n1\n99999999999999\n0\ntext/plain\nfuture").await.unwrap();
     let res = get(&app, "/api/cache/proxy/fmt").await;
-    assert_eq!(
-        (x_cache(&res), res.redis_connections),
-        ("MISS", 1),
-        "{}",
-        res.logs
-    );
+    assert_eq!((x_cache(&res), res.redis_connections), ("MISS", 1), "{}", res.logs);
     assert_eq!(res.json()["n"], 2);
 
     let _: () = client.del(&key).await.unwrap();
@@ -1101,19 +942,11 @@ async fn entries_in_an_unknown_format_are_refetched(mode: Mode) {
         .await
         .unwrap();
     let res = get(&app, "/api/cache/proxy/fmt").await;
-    assert_eq!(
-        (x_cache(&res), res.redis_connections),
-        ("MISS", 1),
-        "{}",
-        res.logs
-    );
+    assert_eq!((x_cache(&res), res.redis_connections), ("MISS", 1), "{}", res.logs);
     assert_eq!(res.json()["n"], 3);
 
     let res = get(&app, "/api/cache/proxy/fmt").await;
-    assert_eq!(
-        (x_cache(&res), res.redis_connections),
-        ("HIT", mode.hit_connections())
-    );
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
     assert_eq!(res.json()["n"], 3);
     assert_eq!(stored_entry(&mut client, &key).await.status, 200);
 }
@@ -1124,12 +957,7 @@ in_both_modes!(entries_in_an_unknown_format_are_refetched);
 async fn a_bad_fast_path_setting_is_a_redis_misconfiguration() {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
-    let app = app_with(
-        Mode::FastPath,
-        &redis,
-        &origin,
-        &[("redis_fast_path", "sometimes")],
-    );
+    let app = app_with(Mode::FastPath, &redis, &origin, &[("redis_fast_path", "sometimes")]);
     for n in 1..=2 {
         let res = get(&app, "/api/cache/proxy/conf").await;
         assert_eq!((res.status, x_cache(&res)), (200, "BYPASS"), "{}", res.logs);
@@ -1156,9 +984,7 @@ async fn published_during<F: std::future::Future<Output = ()>>(
         let mut conn = client.get_connection().unwrap();
         let mut pubsub = conn.as_pubsub();
         pubsub.subscribe(&channel).unwrap();
-        pubsub
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        pubsub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         ready_tx.send(()).unwrap();
         let message = pubsub.get_message().expect("a purge event was published");
         let payload: String = message.get_payload().unwrap();
@@ -1175,10 +1001,7 @@ async fn purge_one_path_needs_the_token_and_announces_it(mode: Mode) {
     let app = app(mode, &redis, &origin);
     get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
     let res = get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
-    assert_eq!(
-        (x_cache(&res), res.redis_connections),
-        ("HIT", mode.hit_connections())
-    );
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
 
     let purge = |token: Option<&'static str>| {
         let app = app.clone();
@@ -1192,10 +1015,7 @@ async fn purge_one_path_needs_the_token_and_announces_it(mode: Mode) {
     };
     assert_error(&purge(None).await, 401, "unauthorized");
     assert_error(&purge(Some("wrong-token")).await, 401, "unauthorized");
-    assert_eq!(
-        x_cache(&get(&app, "/api/cache/proxy/p/1?z=1&a=2").await),
-        "HIT"
-    );
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/p/1?z=1&a=2").await), "HIT");
 
     let event = published_during(&redis, "srp:cache:purge", async {
         let res = purge(Some(PURGE_TOKEN)).await;
@@ -1204,10 +1024,7 @@ async fn purge_one_path_needs_the_token_and_announces_it(mode: Mode) {
         assert_eq!(res.redis_connections, 1);
     })
     .await;
-    assert_eq!(
-        event,
-        json!({"type": "purge", "path": "/p/1?a=2&z=1", "purged": 1})
-    );
+    assert_eq!(event, json!({"type": "purge", "path": "/p/1?a=2&z=1", "purged": 1}));
     // The next read sees the purge at once, on the fast path too (no local copy anywhere).
     let res = get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
     assert_eq!((x_cache(&res), res.redis_connections), ("MISS", 1));
@@ -1216,19 +1033,13 @@ async fn purge_one_path_needs_the_token_and_announces_it(mode: Mode) {
 
     // Without a configured token purges are off.
     let app = redis
-        .configure(TestApp::builder(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/spin.toml"
-        )))
+        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
         .variable("origin_url", origin.url())
         .variable("redis_fast_path", mode.variable())
         .load()
         .unwrap();
-    let res = app
-        .delete("/api/cache/proxy/p/1")
-        .header("authorization", "Bearer anything")
-        .send()
-        .await;
+    let res =
+        app.delete("/api/cache/proxy/p/1").header("authorization", "Bearer anything").send().await;
     assert_error(&res, 403, "purge_disabled");
 }
 
@@ -1247,10 +1058,7 @@ async fn purge_by_tag(mode: Mode, redis: &RedisServer) {
     let app = app(mode, redis, &origin);
     let mut client = redis.client().await;
     for path in ["/t/1", "/t/2", "/t/3"] {
-        assert_eq!(
-            x_cache(&get(&app, &format!("/api/cache/proxy{path}")).await),
-            "MISS"
-        );
+        assert_eq!(x_cache(&get(&app, &format!("/api/cache/proxy{path}")).await), "MISS");
     }
     let purge = |body: Value| {
         let app = app.clone();
@@ -1264,10 +1072,7 @@ async fn purge_by_tag(mode: Mode, redis: &RedisServer) {
     };
     let res = purge(json!({"tags": ["team-a", "no-such-tag"]})).await;
     assert_eq!(res.status, 200, "{}", res.text());
-    assert_eq!(
-        res.json(),
-        json!({"purged": 2, "tags": ["team-a", "no-such-tag"]})
-    );
+    assert_eq!(res.json(), json!({"purged": 2, "tags": ["team-a", "no-such-tag"]}));
     assert_eq!(res.redis_connections, 1);
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/t/3").await), "HIT");
     assert_eq!(entry_keys(&mut client).await.len(), 1);
@@ -1285,12 +1090,7 @@ async fn purge_by_tag_over_plain_redis_and_announce_it(mode: Mode) {
     purge_by_tag(mode, &redis).await;
     let origin = Origin::start().await;
     origin.respond(|target, n| default_reply(target, n).header("cache-tag", "x"));
-    let app = app_with(
-        mode,
-        &redis,
-        &origin,
-        &[("cache_purge_channel", "ops:purges")],
-    );
+    let app = app_with(mode, &redis, &origin, &[("cache_purge_channel", "ops:purges")]);
     get(&app, "/api/cache/proxy/e/1").await;
     let event = published_during(&redis, "ops:purges", async {
         let res = app
@@ -1330,51 +1130,23 @@ async fn purge_bodies_are_validated() {
         }
     };
     let json_type = "application/json";
-    assert_error(
-        &send(b"{\"tags\": []}".to_vec(), json_type).await,
-        422,
-        "invalid_tags",
-    );
-    assert_error(
-        &send(b"{\"tags\": [\"\"]}".to_vec(), json_type).await,
-        422,
-        "invalid_tags",
-    );
+    assert_error(&send(b"{\"tags\": []}".to_vec(), json_type).await, 422, "invalid_tags");
+    assert_error(&send(b"{\"tags\": [\"\"]}".to_vec(), json_type).await, 422, "invalid_tags");
     let too_many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
     assert_error(
-        &send(
-            json!({"tags": too_many}).to_string().into_bytes(),
-            json_type,
-        )
-        .await,
+        &send(json!({"tags": too_many}).to_string().into_bytes(), json_type).await,
         422,
         "invalid_tags",
     );
-    assert_error(
-        &send(b"{\"tags\": \"a\"}".to_vec(), json_type).await,
-        400,
-        "invalid_json",
-    );
+    assert_error(&send(b"{\"tags\": \"a\"}".to_vec(), json_type).await, 400, "invalid_json");
     assert_error(
         &send(b"{\"tags\": [\"a\"], \"x\": 1}".to_vec(), json_type).await,
         400,
         "invalid_json",
     );
-    assert_error(
-        &send(b"tags=a".to_vec(), "text/plain").await,
-        415,
-        "unsupported_media_type",
-    );
-    assert_error(
-        &send(vec![b' '; 20_000], json_type).await,
-        413,
-        "body_too_large",
-    );
-    assert_error(
-        &app.get("/api/cache/purge").send().await,
-        405,
-        "method_not_allowed",
-    );
+    assert_error(&send(b"tags=a".to_vec(), "text/plain").await, 415, "unsupported_media_type");
+    assert_error(&send(vec![b' '; 20_000], json_type).await, 413, "body_too_large");
+    assert_error(&app.get("/api/cache/purge").send().await, 405, "method_not_allowed");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1390,42 +1162,23 @@ async fn profile_route_and_demo_counter(mode: Mode) {
     let app = app(mode, &redis, &origin);
     let res = get(&app, "/api/cache/profile/7").await;
     assert_eq!(res.status, 200, "{}", res.text());
-    assert_eq!(
-        res.json(),
-        json!({"source": "origin", "profile": {"id": "7", "name": "Seven"}})
-    );
+    assert_eq!(res.json(), json!({"source": "origin", "profile": {"id": "7", "name": "Seven"}}));
     let res = get(&app, "/api/cache/profile/7").await;
-    assert_eq!(
-        res.json(),
-        json!({"source": "cache", "profile": {"id": "7", "name": "Seven"}})
-    );
+    assert_eq!(res.json(), json!({"source": "cache", "profile": {"id": "7", "name": "Seven"}}));
     assert_eq!(x_cache(&res), "HIT");
     assert_eq!(res.redis_connections, mode.hit_connections());
     // The proxy route shares the entry.
-    assert_eq!(
-        x_cache(&get(&app, "/api/cache/proxy/profiles/7").await),
-        "HIT"
-    );
-    assert_error(
-        &get(&app, "/api/cache/profile/8").await,
-        404,
-        "profile_not_found",
-    );
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/profiles/7").await), "HIT");
+    assert_error(&get(&app, "/api/cache/profile/8").await, 404, "profile_not_found");
     let res = get(&app, "/api/cache/profile/8").await;
     assert_error(&res, 404, "profile_not_found");
-    assert_eq!(
-        (x_cache(&res), res.redis_connections),
-        ("HIT", mode.hit_connections())
-    );
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
     assert_eq!(origin.total_hits(), 2);
 
     let mut client = redis.client().await;
     for value in 1..=2 {
         let res = get(&app, "/api/cache/demo").await;
-        assert_eq!(
-            res.json(),
-            json!({"key": "demo:counter", "value": value, "ttl_seconds": 300})
-        );
+        assert_eq!(res.json(), json!({"key": "demo:counter", "value": value, "ttl_seconds": 300}));
         assert_eq!(res.redis_connections, 1);
     }
     let ttl: i64 = client.ttl("srp:demo:counter").await.unwrap();
@@ -1437,10 +1190,7 @@ in_both_modes!(profile_route_and_demo_counter);
 async fn the_demo_origin_component_is_reached_by_service_chaining(mode: Mode) {
     let redis = RedisServer::plain();
     let app = redis
-        .configure(TestApp::builder(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/spin.toml"
-        )))
+        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
         .variable("origin_delay_ms", "5")
         .variable("redis_fast_path", mode.variable())
         .load()
@@ -1452,35 +1202,22 @@ async fn the_demo_origin_component_is_reached_by_service_chaining(mode: Mode) {
     assert_eq!(body["profile"]["id"], "42");
     assert_eq!(body["profile"]["email"], "user42@example.com");
     let res = get(&app, "/api/cache/profile/42").await;
-    assert_eq!(
-        (res.json()["source"].as_str(), x_cache(&res)),
-        (Some("cache"), "HIT")
-    );
+    assert_eq!((res.json()["source"].as_str(), x_cache(&res)), (Some("cache"), "HIT"));
     assert_eq!(res.json()["profile"], body["profile"]);
 
     // The demo origin's max-age=60 caps the 300 s TTL; its tags allow purging by profile.
     let mut client = redis.client().await;
     let key = entry_key(&mut client, "/profiles/42").await;
     let entry = stored_entry(&mut client, &key).await;
-    assert!(
-        (54_000..=60_000).contains(&(entry.soft - entry.stored)),
-        "{entry:?}"
-    );
+    assert!((54_000..=60_000).contains(&(entry.soft - entry.stored)), "{entry:?}");
     // The origin took about its 5 ms delay: XFetch's cost.
     assert!((5..2_000).contains(&entry.cost), "{entry:?}");
     let bucket = &key[..key.find("}:e:").unwrap() + 1];
     for tag in ["profiles", "profile-42"] {
-        let member: bool = client
-            .sismember(format!("{bucket}:tag:{tag}"), &key)
-            .await
-            .unwrap();
+        let member: bool = client.sismember(format!("{bucket}:tag:{tag}"), &key).await.unwrap();
         assert!(member, "{key} is not in the tag set {tag}");
     }
-    assert_error(
-        &get(&app, "/api/cache/profile/5000").await,
-        404,
-        "profile_not_found",
-    );
+    assert_error(&get(&app, "/api/cache/profile/5000").await, 404, "profile_not_found");
     // The origin has no public route.
     assert_eq!(get(&app, "/profiles/42").await.status, 404);
 }

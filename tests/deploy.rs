@@ -71,9 +71,13 @@ fn close_objects(schema: &mut Value) {
     }
     for (key, child) in map.iter_mut() {
         match key.as_str() {
-            "properties" => child.as_object_mut().into_iter().flatten().for_each(|(_, s)| close_objects(s)),
+            "properties" => {
+                child.as_object_mut().into_iter().flatten().for_each(|(_, s)| close_objects(s))
+            }
             "items" | "additionalProperties" => close_objects(child),
-            "anyOf" | "allOf" | "oneOf" => child.as_array_mut().into_iter().flatten().for_each(close_objects),
+            "anyOf" | "allOf" | "oneOf" => {
+                child.as_array_mut().into_iter().flatten().for_each(close_objects)
+            }
             _ => {}
         }
     }
@@ -181,7 +185,8 @@ fn spinapps_reference_only_what_spin_toml_defines() {
                 .unwrap_or_else(|| panic!("{at}: variable {name} is not in spin.toml"));
             if variable.secret {
                 assert!(
-                    binding.get("value").is_none() && !binding["valueFrom"]["secretKeyRef"].is_null(),
+                    binding.get("value").is_none()
+                        && !binding["valueFrom"]["secretKeyRef"].is_null(),
                     "{at}: secret variable {name} must come from a secretKeyRef"
                 );
             }
@@ -207,7 +212,10 @@ fn spinapps_reference_only_what_spin_toml_defines() {
                 matches!(&t.route, RouteConfig::Route(r) if r == probe_path)
                     && (components.is_empty() || components.contains(&t.component))
             });
-            assert!(served, "{at}: {probe} probe {probe_path} is not a route of a deployed component");
+            assert!(
+                served,
+                "{at}: {probe} probe {probe_path} is not a route of a deployed component"
+            );
         }
     }
 }
@@ -227,7 +235,11 @@ fn whole_app_manifests_set_redis_and_every_secret() {
     for (path, app) in whole_apps {
         let mut provided: BTreeSet<String> = bindings(app).into_keys().collect();
         provided.extend(runtime_config_values(path, app));
-        for name in ["redis_host", "redis_port", "redis_tls"].iter().copied().chain(secrets.iter().map(|s| s.as_str())) {
+        for name in ["redis_host", "redis_port", "redis_tls"]
+            .iter()
+            .copied()
+            .chain(secrets.iter().map(|s| s.as_str()))
+        {
             assert!(provided.contains(name), "{}: {name} is not set", path.display());
         }
     }
@@ -252,11 +264,19 @@ fn runtime_config_table(path: &Path) -> toml::Table {
 /// template): TLS, the given Redis, and a placeholder where the access key goes, so that no
 /// real key is ever committed.
 fn check_example_store_url(at: &str, url: &str, host: &str, port: &str) {
-    let rest = url.strip_prefix("rediss://").unwrap_or_else(|| panic!("{at}: store URL {url} is not rediss://"));
-    let (userinfo, address) = rest.rsplit_once('@').unwrap_or_else(|| panic!("{at}: store URL {url} has no password"));
-    assert_eq!(address, format!("{host}:{port}"), "{at}: the store is not the Redis the variables name");
-    let password =
-        userinfo.strip_prefix(':').unwrap_or_else(|| panic!("{at}: store URL {url}: expected rediss://:KEY@"));
+    let rest = url
+        .strip_prefix("rediss://")
+        .unwrap_or_else(|| panic!("{at}: store URL {url} is not rediss://"));
+    let (userinfo, address) =
+        rest.rsplit_once('@').unwrap_or_else(|| panic!("{at}: store URL {url} has no password"));
+    assert_eq!(
+        address,
+        format!("{host}:{port}"),
+        "{at}: the store is not the Redis the variables name"
+    );
+    let password = userinfo
+        .strip_prefix(':')
+        .unwrap_or_else(|| panic!("{at}: store URL {url}: expected rediss://:KEY@"));
     assert!(
         password.starts_with('<') && password.ends_with('>'),
         "{at}: the store URL must hold a <placeholder>, never a key"
@@ -288,11 +308,8 @@ fn spinapps_define_the_key_value_stores_their_components_use() {
             let command = format!("secret generic {secret} \\\n  --from-file=runtime-config.toml=");
             assert!(guide.contains(&command), "{at}: the guide never creates the Secret {secret}");
         }
-        let static_values: BTreeMap<String, String> = if from_secret {
-            runtime_config_values_map(path)
-        } else {
-            BTreeMap::new()
-        };
+        let static_values: BTreeMap<String, String> =
+            if from_secret { runtime_config_values_map(path) } else { BTreeMap::new() };
         for label in needed {
             if let Some(table) = &table {
                 // The operator uses the Secret's runtime-config.toml as is, ignoring the
@@ -300,18 +317,31 @@ fn spinapps_define_the_key_value_stores_their_components_use() {
                 let store = table
                     .get("key_value_store")
                     .and_then(|t| t.get(label.as_str()))
-                    .unwrap_or_else(|| panic!("{at}: the runtime config defines no key_value_store.{label}"));
-                assert_eq!(store.get("type").and_then(|t| t.as_str()), Some("redis"), "{at}: store {label}");
+                    .unwrap_or_else(|| {
+                        panic!("{at}: the runtime config defines no key_value_store.{label}")
+                    });
+                assert_eq!(
+                    store.get("type").and_then(|t| t.as_str()),
+                    Some("redis"),
+                    "{at}: store {label}"
+                );
                 let url = store.get("url").and_then(|u| u.as_str());
                 let url = url.unwrap_or_else(|| panic!("{at}: store {label} has no url"));
-                check_example_store_url(&at, url, &static_values["redis_host"], &static_values["redis_port"]);
+                check_example_store_url(
+                    &at,
+                    url,
+                    &static_values["redis_host"],
+                    &static_values["redis_port"],
+                );
             } else {
                 let stores = app["spec"]["runtimeConfig"]["keyValueStores"].as_array();
                 let store = stores
                     .into_iter()
                     .flatten()
                     .find(|s| s["name"] == label.as_str())
-                    .unwrap_or_else(|| panic!("{at}: spec.runtimeConfig.keyValueStores does not define {label}"));
+                    .unwrap_or_else(|| {
+                        panic!("{at}: spec.runtimeConfig.keyValueStores does not define {label}")
+                    });
                 assert_eq!(store["type"], "redis", "{at}: store {label}");
                 let options = store["options"].as_array().unwrap();
                 let url: Vec<_> = options.iter().filter(|o| o["name"] == "url").collect();
@@ -332,14 +362,23 @@ fn spinapps_define_the_key_value_stores_their_components_use() {
                 );
                 if let Some(example) = example_secrets.get(secret_name) {
                     let url = example[secret["key"].as_str().unwrap()].as_str().unwrap();
-                    let (host, port) = (example["host"].as_str().unwrap(), example["port"].as_str().unwrap());
-                    check_example_store_url(&format!("{at} via Secret {secret_name}"), url, host, port);
+                    let (host, port) =
+                        (example["host"].as_str().unwrap(), example["port"].as_str().unwrap());
+                    check_example_store_url(
+                        &format!("{at} via Secret {secret_name}"),
+                        url,
+                        host,
+                        port,
+                    );
                 }
             }
             stores_checked += 1;
         }
         // Whether the fast path is on is a decision each deployment makes explicitly.
-        if components.iter().any(|c| manifest.components[c].variables.contains_key("redis_fast_path")) {
+        if components
+            .iter()
+            .any(|c| manifest.components[c].variables.contains_key("redis_fast_path"))
+        {
             let setting = match bindings(app).get("redis_fast_path") {
                 Some(binding) => binding["value"].as_str().map(str::to_owned),
                 None => static_values.get("redis_fast_path").cloned(),
@@ -410,7 +449,11 @@ fn secret_keys(docs: &[(PathBuf, Value)], app: &Value) -> BTreeMap<String, BTree
             continue;
         }
         for object in spc["spec"]["secretObjects"].as_array().unwrap() {
-            let keys = object["data"].as_array().unwrap().iter().map(|d| d["key"].as_str().unwrap().to_owned());
+            let keys = object["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["key"].as_str().unwrap().to_owned());
             secret_keys.insert(object["secretName"].as_str().unwrap().into(), keys.collect());
         }
     }
@@ -457,7 +500,11 @@ fn secret_refs_point_at_secrets_the_deploy_files_create() {
                 "{}: {name} reads {secret}/{key}, which no deploy file defines",
                 path.display()
             );
-            assert!(may_be_optional || r["optional"] != true, "{}: {name} cannot be optional", path.display());
+            assert!(
+                may_be_optional || r["optional"] != true,
+                "{}: {name} cannot be optional",
+                path.display()
+            );
             refs += 1;
         }
     }
@@ -470,7 +517,8 @@ fn key_vault_wiring_is_consistent() {
     let spc = of_kind(&docs, "SecretProviderClass");
     assert_eq!(spc.len(), 1);
     let (_, spc) = spc[0];
-    let script = std::fs::read_to_string(root().join("deploy/scripts/create-azure-resources.sh")).unwrap();
+    let script =
+        std::fs::read_to_string(root().join("deploy/scripts/create-azure-resources.sh")).unwrap();
     let objects = spc["spec"]["parameters"]["objects"].as_str().unwrap();
     // The script stores secrets one by one (`--name NAME `) or in a loop (`for secret in ...`).
     let looped: Vec<&str> = script
@@ -484,10 +532,15 @@ fn key_vault_wiring_is_consistent() {
             let name = object["objectName"].as_str().unwrap();
             // Key Vault secret names: 1-127 letters, digits and dashes.
             assert!(
-                !name.is_empty() && name.len() <= 127 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                !name.is_empty()
+                    && name.len() <= 127
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
                 "{name} is not a valid Key Vault secret name"
             );
-            assert!(objects.contains(&format!("objectName: {name}\n")), "{name} is synced but not fetched");
+            assert!(
+                objects.contains(&format!("objectName: {name}\n")),
+                "{name} is synced but not fetched"
+            );
             assert!(
                 script.contains(&format!("--name {name} ")) || looped.contains(&name),
                 "the setup script never stores {name}"
@@ -505,7 +558,10 @@ fn key_vault_wiring_is_consistent() {
     assert_eq!(app["spec"]["serviceAccountName"], account["metadata"]["name"]);
     assert_eq!(app["spec"]["podLabels"]["azure.workload.identity/use"], "true");
     assert!(script.contains("system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}"));
-    assert!(script.contains(&format!("SERVICE_ACCOUNT=\"{}\"", account["metadata"]["name"].as_str().unwrap())));
+    assert!(script.contains(&format!(
+        "SERVICE_ACCOUNT=\"{}\"",
+        account["metadata"]["name"].as_str().unwrap()
+    )));
     let csi = &app["spec"]["volumes"][0]["csi"]["volumeAttributes"]["secretProviderClass"];
     assert_eq!(*csi, spc["metadata"]["name"]);
 
@@ -532,14 +588,22 @@ fn key_vault_wiring_is_consistent() {
         .collect();
     for (what, option) in runtime_config_options(app) {
         if let Some(secret) = option["valueFrom"]["secretKeyRef"]["name"].as_str() {
-            assert!(synced_by_spc.contains(secret), "{what} reads {secret}, which the class does not sync");
+            assert!(
+                synced_by_spc.contains(secret),
+                "{what} reads {secret}, which the class does not sync"
+            );
         }
     }
     let deploy = std::fs::read_to_string(root().join("deploy/scripts/deploy-app.sh")).unwrap();
-    let position = |needle: &str| deploy.find(needle).unwrap_or_else(|| panic!("deploy-app.sh never applies {needle}"));
+    let position = |needle: &str| {
+        deploy.find(needle).unwrap_or_else(|| panic!("deploy-app.sh never applies {needle}"))
+    };
     assert!(position("azure-keyvault/secret-sync.yaml") < position("azure-keyvault/spinapp.yaml"));
     // The vault's store URL is built by the script the tests check for percent-encoding.
-    assert!(script.contains("/redis-store-url.sh\""), "create-azure-resources.sh must use redis-store-url.sh");
+    assert!(
+        script.contains("/redis-store-url.sh\""),
+        "create-azure-resources.sh must use redis-store-url.sh"
+    );
 }
 
 #[test]
@@ -551,15 +615,21 @@ fn executor_and_autoscalers_match_the_apps() {
         assert_eq!(app["spec"]["executor"], executor_name, "{}", path.display());
     }
     let ca_secret = executor["spec"]["deploymentConfig"]["caCertSecret"].as_str().unwrap();
-    let install = std::fs::read_to_string(root().join("deploy/scripts/install-spinkube.sh")).unwrap();
-    assert!(install.contains(&format!("secret generic {ca_secret} --from-file=ca-certificates.crt=")));
+    let install =
+        std::fs::read_to_string(root().join("deploy/scripts/install-spinkube.sh")).unwrap();
+    assert!(
+        install.contains(&format!("secret generic {ca_secret} --from-file=ca-certificates.crt="))
+    );
 
     let (_, autoscaled) = of_kind(&docs, "SpinApp")
         .into_iter()
         .find(|(_, a)| a["spec"]["enableAutoscaling"] == true)
         .expect("an autoscaled SpinApp");
     assert!(autoscaled["spec"]["replicas"].is_null(), "replicas conflict with enableAutoscaling");
-    assert!(!autoscaled["spec"]["resources"]["requests"]["cpu"].is_null(), "CPU scaling needs requests");
+    assert!(
+        !autoscaled["spec"]["resources"]["requests"]["cpu"].is_null(),
+        "CPU scaling needs requests"
+    );
     let name = &autoscaled["metadata"]["name"];
     let (_, hpa) = of_kind(&docs, "HorizontalPodAutoscaler")[0];
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
@@ -580,7 +650,11 @@ fn runtime_configs_parse_and_name_known_variables() {
         for provider in providers {
             if let ProviderConfig::Static { values } = provider {
                 for name in values.keys() {
-                    assert!(manifest.variables.contains_key(name), "{}: unknown variable {name}", path.display());
+                    assert!(
+                        manifest.variables.contains_key(name),
+                        "{}: unknown variable {name}",
+                        path.display()
+                    );
                 }
             }
         }
@@ -596,11 +670,7 @@ fn shell_scripts_pass_shellcheck() {
         .args(&scripts)
         .output()
         .expect("shellcheck is installed (apt-get install shellcheck)");
-    assert!(
-        output.status.success(),
-        "shellcheck:\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    assert!(output.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&output.stdout));
 }
 
 #[test]

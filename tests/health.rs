@@ -74,11 +74,7 @@ async fn tls_redis_down_is_503_too() {
 async fn wrong_password_is_auth_failed_and_never_leaks_the_key() {
     let redis = RedisServer::tls(AZURE_STYLE_KEY);
     let wrong_key = "Wr0ng+Key/With==Symbols";
-    let app = redis
-        .configure(builder())
-        .variable("redis_access_key", wrong_key)
-        .load()
-        .unwrap();
+    let app = redis.configure(builder()).variable("redis_access_key", wrong_key).load().unwrap();
     let res = app.get("/health/cache").send().await;
     assert_down(&res, "auth_failed");
     let encoded = "Wr0ng%2BKey%2FWith%3D%3DSymbols";
@@ -108,10 +104,8 @@ async fn plain_client_against_a_tls_only_server_is_unreachable() {
 async fn address_outside_allowed_outbound_hosts_is_refused_before_connecting() {
     let redis = RedisServer::plain();
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/denied.toml");
-    let app = TestApp::builder(manifest)
-        .variable("redis_port", redis.port().to_string())
-        .load()
-        .unwrap();
+    let app =
+        TestApp::builder(manifest).variable("redis_port", redis.port().to_string()).load().unwrap();
     let res = app.get("/health/cache").send().await;
     assert_down(&res, "not_allowed");
     assert!(res.json()["error"]["message"].as_str().unwrap().contains("allowed_outbound_hosts"));
@@ -135,7 +129,9 @@ async fn remote_host_without_tls_is_refused_without_any_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_settings_are_reported_by_variable_name() {
-    for (name, value) in [("redis_port", "not-a-port"), ("redis_tls", "maybe"), ("redis_host", "redis://x")] {
+    for (name, value) in
+        [("redis_port", "not-a-port"), ("redis_tls", "maybe"), ("redis_host", "redis://x")]
+    {
         let app = builder().variable(name, value).load().unwrap();
         let res = app.get("/health/cache").send().await;
         assert_down(&res, "misconfigured");

@@ -96,7 +96,10 @@ async fn variables_resolve_like_spin() {
     let app = probe_builder()
         .variable("plain", "from-env")
         .variable("from_provider", "from-env")
-        .runtime_config(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe-runtime-config.toml"))
+        .runtime_config(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/probe-runtime-config.toml"
+        ))
         .load()
         .unwrap();
     let get = |name: &'static str| {
@@ -129,9 +132,7 @@ async fn redis_replies_are_flattened_like_spin() {
     let redis = RedisServer::plain();
     let app = probe(redis.port());
     let address = format!("redis://127.0.0.1:{}", redis.port());
-    let run = |command: &str, args: Value| {
-        json!({"op": "redis", "address": address, "command": command, "args": args})
-    };
+    let run = |command: &str, args: Value| json!({"op": "redis", "address": address, "command": command, "args": args});
     let (res, body) = ask(&app, "/x", run("SET", json!(["k", "v"]))).await;
     assert_eq!(body["ok"], json!([{"status": "OK"}]));
     assert_eq!(res.redis_connections, 1);
@@ -181,7 +182,8 @@ async fn every_open_is_a_new_connection() {
     let redis = RedisServer::plain();
     let app = probe(redis.port());
     let address = format!("redis://127.0.0.1:{}", redis.port());
-    let (res, body) = ask(&app, "/x", json!({"op": "redis_open", "address": address, "count": 3})).await;
+    let (res, body) =
+        ask(&app, "/x", json!({"op": "redis_open", "address": address, "count": 3})).await;
     assert_eq!(body["ok"], 3);
     assert_eq!(res.redis_connections, 3);
 }
@@ -214,7 +216,11 @@ async fn outbound_http_is_limited_to_allowed_hosts_and_chains_in_process() {
     // Not in allowed_outbound_hosts: denied without a connection.
     let op = json!({"op": "http", "url": "http://127.0.0.1:9/"});
     let (_, body) = ask(&app, "/x", op).await;
-    assert!(body["err"]["message"].as_str().unwrap().contains("denied") || body["err"]["message"].as_str().unwrap().contains("Denied"), "{body}");
+    assert!(
+        body["err"]["message"].as_str().unwrap().contains("denied")
+            || body["err"]["message"].as_str().unwrap().contains("Denied"),
+        "{body}"
+    );
 }
 
 /// `INFO commandstats` call counts, e.g. `calls("evalsha")`.
@@ -280,7 +286,11 @@ async fn info_stat(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> 
 async fn key_value_store_uses_raw_keys_on_one_connection_for_the_apps_life() {
     let redis = RedisServer::tls("pw+with/symbols=");
     let mut client = redis.client().await;
-    let app = redis.configure(probe_builder()).variable("redis_port", redis.port().to_string()).load().unwrap();
+    let app = redis
+        .configure(probe_builder())
+        .variable("redis_port", redis.port().to_string())
+        .load()
+        .unwrap();
     let () = redis::AsyncCommands::set(&mut client, "written:outbound", "v1").await.unwrap();
     let connections_before = info_stat(&mut client, "total_connections_received").await;
 
@@ -329,7 +339,10 @@ async fn key_value_store_access_follows_key_value_stores_and_the_runtime_config(
         .load()
         .err()
         .expect("undefined store label");
-    assert!(err.to_string().contains(r#"unknown key_value_stores label "redis" for component "probe""#), "{err}");
+    assert!(
+        err.to_string().contains(r#"unknown key_value_stores label "redis" for component "probe""#),
+        "{err}"
+    );
     // So does a URL Spin cannot parse.
     let err = probe_builder().key_value_store("redis", "not a url").load().err().expect("bad URL");
     assert!(format!("{err:#}").contains("Invalid Redis URL"), "{err:#}");
@@ -366,6 +379,10 @@ async fn key_value_store_waits_for_redis_to_return_instead_of_failing() {
     redis.start();
     let mut client = redis.client().await;
     let () = redis::AsyncCommands::set(&mut client, "k", "after").await.unwrap();
-    assert_eq!(request.await.unwrap(), json!({"ok": "after"}), "the call waited and then succeeded");
+    assert_eq!(
+        request.await.unwrap(),
+        json!({"ok": "after"}),
+        "the call waited and then succeeded"
+    );
     assert_eq!(app.key_value_connections(), 1, "the manager reconnected by itself");
 }

@@ -31,11 +31,17 @@ fn app(redis: &RedisServer) -> TestApp {
 }
 
 async fn issue(app: &TestApp, subject: &str, purpose: &str) -> TestResponse {
-    app.post("/api/otp").json(&json!({"subject": subject, "purpose": purpose, "channel": "email"})).send().await
+    app.post("/api/otp")
+        .json(&json!({"subject": subject, "purpose": purpose, "channel": "email"}))
+        .send()
+        .await
 }
 
 async fn verify(app: &TestApp, subject: &str, purpose: &str, code: &str) -> TestResponse {
-    app.post("/api/otp/verify").json(&json!({"subject": subject, "purpose": purpose, "code": code})).send().await
+    app.post("/api/otp/verify")
+        .json(&json!({"subject": subject, "purpose": purpose, "code": code}))
+        .send()
+        .await
 }
 
 fn assert_error(res: &TestResponse, status: u16, code: &str) {
@@ -67,7 +73,11 @@ async fn outbox(client: &mut redis::aio::MultiplexedConnection) -> Vec<HashMap<S
 
 /// The code most recently sent to `subject` (normalised) for `purpose`, read from the outbox
 /// as a mail worker would.
-async fn sent_code(client: &mut redis::aio::MultiplexedConnection, subject: &str, purpose: &str) -> String {
+async fn sent_code(
+    client: &mut redis::aio::MultiplexedConnection,
+    subject: &str,
+    purpose: &str,
+) -> String {
     outbox(client)
         .await
         .into_iter()
@@ -161,7 +171,11 @@ async fn subjects_are_normalised_and_purposes_kept_apart() {
     let code = sent_code(&mut client, "bob@example.com", "login").await;
 
     // A login code does not verify a password reset, and the try costs the login code nothing.
-    assert_error(&verify(&app, "bob@example.com", "reset_password", &code).await, 410, "code_expired");
+    assert_error(
+        &verify(&app, "bob@example.com", "reset_password", &code).await,
+        410,
+        "code_expired",
+    );
     let res = verify(&app, "BOB@example.com", "login", &code).await;
     assert_eq!(res.status, 200, "{}", res.text());
 
@@ -233,7 +247,9 @@ async fn twenty_racing_verifies_with_the_right_code_succeed_exactly_once() {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let (app, code) = (app.clone(), code.clone());
-                tokio::spawn(async move { verify(&app, "erin@example.com", "login", &code).await.status })
+                tokio::spawn(async move {
+                    verify(&app, "erin@example.com", "login", &code).await.status
+                })
             })
             .collect();
         let mut statuses = Vec::new();
@@ -281,7 +297,9 @@ async fn no_plain_code_is_stored_anywhere_in_redis() {
     let mut client = redis.client().await;
     let app = app_with(&redis, &[("otp_resend_cooldown_seconds", "0"), ("otp_outbox_shards", "1")]);
     let mut codes = Vec::new();
-    for (subject, format) in [("gina@example.com", "code"), ("gina@example.com", "link"), ("hank@example.com", "code")] {
+    for (subject, format) in
+        [("gina@example.com", "code"), ("gina@example.com", "link"), ("hank@example.com", "code")]
+    {
         let res = app
             .post("/api/otp")
             .json(&json!({"subject": subject, "purpose": "reset_password", "format": format}))
@@ -312,8 +330,13 @@ async fn no_plain_code_is_stored_anywhere_in_redis() {
                 haystack.push_str(&format!("{z:?}"));
             }
             "stream" => {
-                let range: Vec<(String, Vec<(String, String)>)> =
-                    redis::cmd("XRANGE").arg(key).arg("-").arg("+").query_async(&mut client).await.unwrap();
+                let range: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut client)
+                    .await
+                    .unwrap();
                 for (id, fields) in range {
                     haystack.push_str(&id);
                     for (f, v) in fields {
@@ -434,7 +457,8 @@ async fn outbox_entries_leave_once_no_code_can_be_valid() {
     assert!((1..=1000).contains(&ttl), "the stream expires with its last code: {ttl}");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(issue(&app, "new@example.com", "login").await.status, 202);
-    let subjects: Vec<String> = outbox(&mut client).await.into_iter().map(|e| e["subject"].clone()).collect();
+    let subjects: Vec<String> =
+        outbox(&mut client).await.into_iter().map(|e| e["subject"].clone()).collect();
     assert_eq!(subjects, ["new@example.com"], "the expired code's entry was trimmed");
 }
 
@@ -458,7 +482,9 @@ async fn link_tokens_are_long_url_safe_and_single_use() {
     let app = app(&redis);
     let res = app
         .post("/api/otp")
-        .json(&json!({"subject": "nina@example.com", "purpose": "reset_password", "format": "link"}))
+        .json(
+            &json!({"subject": "nina@example.com", "purpose": "reset_password", "format": "link"}),
+        )
         .send()
         .await;
     assert_eq!(res.status, 202, "{}", res.text());
@@ -471,7 +497,11 @@ async fn link_tokens_are_long_url_safe_and_single_use() {
     assert!((899_000..=900_000).contains(&ttl), "{ttl}");
 
     assert_eq!(verify(&app, "nina@example.com", "reset_password", &token).await.status, 200);
-    assert_error(&verify(&app, "nina@example.com", "reset_password", &token).await, 410, "code_expired");
+    assert_error(
+        &verify(&app, "nina@example.com", "reset_password", &token).await,
+        410,
+        "code_expired",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -482,20 +512,70 @@ async fn malformed_requests_are_rejected_clearly_without_touching_redis() {
     let cases: Vec<(&str, Value, u16, &str)> = vec![
         ("/api/otp", json!({"subject": "", "purpose": "login"}), 400, "invalid_subject"),
         ("/api/otp", json!({"subject": long, "purpose": "login"}), 400, "invalid_subject"),
-        ("/api/otp", json!({"subject": "a b@example.com", "purpose": "login"}), 400, "invalid_subject"),
+        (
+            "/api/otp",
+            json!({"subject": "a b@example.com", "purpose": "login"}),
+            400,
+            "invalid_subject",
+        ),
         ("/api/otp", json!({"subject": "x@nodot", "purpose": "login"}), 400, "invalid_subject"),
         ("/api/otp", json!({"subject": "+12", "purpose": "login"}), 400, "invalid_subject"),
-        ("/api/otp", json!({"subject": "a@example.com", "purpose": "admin"}), 400, "invalid_purpose"),
-        ("/api/otp", json!({"subject": "a@example.com", "purpose": "login", "format": "pdf"}), 400, "invalid_format"),
-        ("/api/otp", json!({"subject": "a@example.com", "purpose": "login", "channel": "Pigeon!"}), 400, "invalid_channel"),
-        ("/api/otp", json!({"subject": "a@example.com", "purpose": "login", "extra": 1}), 400, "invalid_json"),
+        (
+            "/api/otp",
+            json!({"subject": "a@example.com", "purpose": "admin"}),
+            400,
+            "invalid_purpose",
+        ),
+        (
+            "/api/otp",
+            json!({"subject": "a@example.com", "purpose": "login", "format": "pdf"}),
+            400,
+            "invalid_format",
+        ),
+        (
+            "/api/otp",
+            json!({"subject": "a@example.com", "purpose": "login", "channel": "Pigeon!"}),
+            400,
+            "invalid_channel",
+        ),
+        (
+            "/api/otp",
+            json!({"subject": "a@example.com", "purpose": "login", "extra": 1}),
+            400,
+            "invalid_json",
+        ),
         ("/api/otp", json!({"subject": 42, "purpose": "login"}), 400, "invalid_json"),
         ("/api/otp", json!({"purpose": "login"}), 400, "invalid_json"),
-        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "login", "code": "12345"}), 400, "invalid_code"),
-        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "login", "code": "12345a"}), 400, "invalid_code"),
-        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "login", "code": ""}), 400, "invalid_code"),
-        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "login", "code": 123456}), 400, "invalid_json"),
-        ("/api/otp/verify", json!({"subject": "a@example.com", "purpose": "logout", "code": "123456"}), 400, "invalid_purpose"),
+        (
+            "/api/otp/verify",
+            json!({"subject": "a@example.com", "purpose": "login", "code": "12345"}),
+            400,
+            "invalid_code",
+        ),
+        (
+            "/api/otp/verify",
+            json!({"subject": "a@example.com", "purpose": "login", "code": "12345a"}),
+            400,
+            "invalid_code",
+        ),
+        (
+            "/api/otp/verify",
+            json!({"subject": "a@example.com", "purpose": "login", "code": ""}),
+            400,
+            "invalid_code",
+        ),
+        (
+            "/api/otp/verify",
+            json!({"subject": "a@example.com", "purpose": "login", "code": 123456}),
+            400,
+            "invalid_json",
+        ),
+        (
+            "/api/otp/verify",
+            json!({"subject": "a@example.com", "purpose": "logout", "code": "123456"}),
+            400,
+            "invalid_purpose",
+        ),
     ];
     for (path, body, status, code) in cases {
         let res = app.post(path).json(&body).send().await;
@@ -503,7 +583,12 @@ async fn malformed_requests_are_rejected_clearly_without_touching_redis() {
         assert!(!res.json()["error"]["message"].as_str().unwrap().is_empty());
         assert_eq!(res.redis_connections, 0, "{path} {body}");
     }
-    let res = app.post("/api/otp").header("content-type", "application/json").body("{not json").send().await;
+    let res = app
+        .post("/api/otp")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await;
     assert_error(&res, 400, "invalid_json");
     let res = app.post("/api/otp").header("content-type", "text/plain").body("{}").send().await;
     assert_error(&res, 415, "unsupported_media_type");
@@ -518,8 +603,14 @@ async fn malformed_requests_are_rejected_clearly_without_touching_redis() {
 async fn an_unset_pepper_is_a_clear_500_and_nothing_is_issued() {
     let redis = RedisServer::plain();
     let mut client = redis.client().await;
-    let app = redis.configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))).load().unwrap();
-    for res in [issue(&app, "a@example.com", "login").await, verify(&app, "a@example.com", "login", "123456").await] {
+    let app = redis
+        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+        .load()
+        .unwrap();
+    for res in [
+        issue(&app, "a@example.com", "login").await,
+        verify(&app, "a@example.com", "login", "123456").await,
+    ] {
         assert_error(&res, 500, "otp_misconfigured");
         assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_pepper"));
         assert_eq!(res.redis_connections, 0);
@@ -538,7 +629,11 @@ async fn dev_echo_works_on_loopback_only() {
     assert_eq!(verify(&app, "olga@example.com", "login", &code).await.status, 200);
 
     // Off by default.
-    assert!(issue(&app_with(&redis, &[]), "pat@example.com", "login").await.json().get("code").is_none());
+    assert!(issue(&app_with(&redis, &[]), "pat@example.com", "login")
+        .await
+        .json()
+        .get("code")
+        .is_none());
 
     // Refused (never echoing) when Redis is remote; no connection is attempted.
     let remote = TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))
@@ -561,7 +656,10 @@ async fn redis_down_is_503_and_nothing_is_left_half_written() {
     let mut redis = RedisServer::plain();
     let app = app(&redis);
     redis.stop();
-    for res in [issue(&app, "quinn@example.com", "login").await, verify(&app, "quinn@example.com", "login", "123456").await] {
+    for res in [
+        issue(&app, "quinn@example.com", "login").await,
+        verify(&app, "quinn@example.com", "login", "123456").await,
+    ] {
         assert_error(&res, 503, "redis_unavailable");
         assert_eq!(res.header("retry-after"), Some("1"));
     }
@@ -602,11 +700,15 @@ impl Webhook {
                     let Some((name, value)) = line.trim_end().split_once(':') else { break };
                     headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
                 }
-                let mut body = vec![0; headers.get("content-length").map_or(0, |l| l.parse().unwrap())];
+                let mut body =
+                    vec![0; headers.get("content-length").map_or(0, |l| l.parse().unwrap())];
                 reader.read_exact(&mut body).unwrap();
                 log.lock().unwrap().push((headers, serde_json::from_slice(&body).unwrap()));
                 let status = *reply_status.lock().unwrap();
-                let _ = write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
             }
         });
         Self { port, status, received }
@@ -625,7 +727,11 @@ async fn the_webhook_receives_the_code() {
     let url = format!("{}/hooks/otp", hook.origin());
     let app = app_with(
         &redis,
-        &[("otp_webhook_url", &url), ("otp_webhook_origin", &hook.origin()), ("otp_webhook_token", "hook-s3cret")],
+        &[
+            ("otp_webhook_url", &url),
+            ("otp_webhook_origin", &hook.origin()),
+            ("otp_webhook_token", "hook-s3cret"),
+        ],
     );
     let res = issue(&app, "rita@example.com", "login").await;
     assert_eq!(res.status, 202, "{} {}", res.text(), res.logs);
@@ -641,7 +747,13 @@ async fn the_webhook_receives_the_code() {
     assert_eq!(body["id"], entry["_id"]);
     assert_eq!(body["code"], entry["code"]);
     assert_eq!(
-        (&body["subject"], &body["purpose"], &body["channel"], &body["format"], &body["expires_in"]),
+        (
+            &body["subject"],
+            &body["purpose"],
+            &body["channel"],
+            &body["format"],
+            &body["expires_in"]
+        ),
         (&json!("rita@example.com"), &json!("login"), &json!("email"), &json!("code"), &json!(300))
     );
     let code = body["code"].as_str().unwrap();
@@ -656,7 +768,8 @@ async fn a_failed_webhook_withdraws_the_code_so_the_user_can_ask_again() {
     let hook = Webhook::start();
     *hook.status.lock().unwrap() = 500;
     let url = format!("{}/hooks/otp", hook.origin());
-    let app = app_with(&redis, &[("otp_webhook_url", &url), ("otp_webhook_origin", &hook.origin())]);
+    let app =
+        app_with(&redis, &[("otp_webhook_url", &url), ("otp_webhook_origin", &hook.origin())]);
 
     let res = issue(&app, "sam@example.com", "login").await;
     assert_error(&res, 502, "delivery_failed");
@@ -687,7 +800,10 @@ async fn an_unreachable_webhook_is_a_502_too() {
     // A port nobody listens on.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let origin = format!("http://127.0.0.1:{port}");
-    let app = app_with(&redis, &[("otp_webhook_url", &format!("{origin}/x")), ("otp_webhook_origin", &origin)]);
+    let app = app_with(
+        &redis,
+        &[("otp_webhook_url", &format!("{origin}/x")), ("otp_webhook_origin", &origin)],
+    );
     assert_error(&issue(&app, "tom@example.com", "login").await, 502, "delivery_failed");
     assert!(keys(&mut client, "srp:otp:{otp:*}:code:*").await.is_empty());
 }
@@ -697,7 +813,10 @@ async fn a_webhook_url_outside_its_origin_is_misconfigured() {
     let redis = RedisServer::plain();
     let app = app_with(
         &redis,
-        &[("otp_webhook_url", "http://127.0.0.1:9/hook"), ("otp_webhook_origin", "http://127.0.0.1:10")],
+        &[
+            ("otp_webhook_url", "http://127.0.0.1:9/hook"),
+            ("otp_webhook_origin", "http://127.0.0.1:10"),
+        ],
     );
     let res = issue(&app, "uma@example.com", "login").await;
     assert_error(&res, 500, "otp_misconfigured");

@@ -72,7 +72,10 @@ async fn command_calls(redis: &RedisServer) -> HashMap<String, u64> {
 /// What changed between two `INFO commandstats` readings, besides the test's own INFO and
 /// the host client's connection set-up (AUTH, CLIENT SETINFO, HELLO): the component's
 /// commands.
-fn component_commands(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
+fn component_commands(
+    before: &HashMap<String, u64>,
+    after: &HashMap<String, u64>,
+) -> HashMap<String, u64> {
     const SETUP: [&str; 5] = ["info", "auth", "client|setinfo", "hello", "client"];
     after
         .iter()
@@ -197,7 +200,10 @@ async fn fixed_window_values_headers_and_rollover() {
         let reset = body["reset_after_ms"].as_u64().unwrap();
         assert!((1..=1000).contains(&reset), "reset {reset}");
         assert_eq!(res.header("ratelimit-policy"), Some("\"fw_short\";q=3;w=1"));
-        assert_eq!(res.header("ratelimit"), Some(format!("\"fw_short\";r={expected_remaining};t=1").as_str()));
+        assert_eq!(
+            res.header("ratelimit"),
+            Some(format!("\"fw_short\";r={expected_remaining};t=1").as_str())
+        );
         assert_eq!(res.header("retry-after"), None);
         assert_eq!(res.redis_connections, 1);
     }
@@ -248,9 +254,15 @@ async fn sliding_window_weighs_the_previous_window() {
     // 1000 ms - elapsed + 250 ms, elapsed being read from Redis around the request.
     let retry = res.json()["retry_after_ms"].as_u64().unwrap();
     let (low, high) = (1_250_000 - after, 1_250_000 - before);
-    assert!((low / 1000..=high.div_ceil(1000)).contains(&retry), "retry {retry} not in {low}..{high} us");
+    assert!(
+        (low / 1000..=high.div_ceil(1000)).contains(&retry),
+        "retry {retry} not in {low}..{high} us"
+    );
     assert_eq!(res.header("retry-after"), Some(format!("{}", retry.div_ceil(1000)).as_str()));
-    assert_eq!(res.header("ratelimit"), Some(format!("\"sw_short\";r=0;t={}", retry.div_ceil(1000)).as_str()));
+    assert_eq!(
+        res.header("ratelimit"),
+        Some(format!("\"sw_short\";r=0;t={}", retry.div_ceil(1000)).as_str())
+    );
     let ttl = pttl(&redis, "srp:rl:{sw_short:k}:sw").await;
     assert!((1000..=2000).contains(&ttl), "ttl {ttl}");
 
@@ -318,7 +330,10 @@ async fn cost_dry_run_and_state() {
         assert_eq!(res.json()["remaining"], 50, "{policy}");
         assert_eq!(res.json()["allowed"], true);
         let window = if policy == "tb" { 50_000 } else { 3600 };
-        assert_eq!(res.header("ratelimit-policy"), Some(format!("\"{policy}\";q=50;w={window}").as_str()));
+        assert_eq!(
+            res.header("ratelimit-policy"),
+            Some(format!("\"{policy}\";q=50;w={window}").as_str())
+        );
         assert_eq!(res.redis_connections, 1);
         let mut conn = redis.client().await;
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
@@ -329,14 +344,26 @@ async fn cost_dry_run_and_state() {
         // A dry run reports what would happen and consumes nothing.
         let res = check(&app, policy, "user:7", 40, true).await;
         assert_eq!(res.status, 200);
-        assert_eq!((res.json()["allowed"].as_bool(), res.json()["remaining"].as_u64()), (Some(true), Some(0)));
+        assert_eq!(
+            (res.json()["allowed"].as_bool(), res.json()["remaining"].as_u64()),
+            (Some(true), Some(0))
+        );
         let res = check(&app, policy, "user:7", 41, true).await;
         assert_eq!(res.status, 429, "{policy}");
         assert_eq!(res.json()["remaining"], 40);
         assert!(res.json()["retry_after_ms"].as_u64().unwrap() > 0);
         let res = app.get(&format!("/api/ratelimit/{policy}/user:7")).send().await;
         assert_eq!(res.json()["remaining"], 40, "{policy}");
-        assert_eq!(res.header("ratelimit"), Some(format!("\"{policy}\";r=40;t={}", res.json()["reset_after_ms"].as_u64().unwrap().div_ceil(1000)).as_str()));
+        assert_eq!(
+            res.header("ratelimit"),
+            Some(
+                format!(
+                    "\"{policy}\";r=40;t={}",
+                    res.json()["reset_after_ms"].as_u64().unwrap().div_ceil(1000)
+                )
+                .as_str()
+            )
+        );
 
         let res = check(&app, policy, "user:7", 40, false).await;
         assert_eq!((res.status, res.json()["remaining"].as_u64()), (200, Some(0)));
@@ -363,12 +390,18 @@ async fn reset_needs_the_admin_token() {
     let res = app.delete(path).header("authorization", "Bearer wrong").send().await;
     assert_error(&res, 401, "unauthorized");
     assert_eq!(res.header("www-authenticate"), Some("Bearer"));
-    let res = app.delete(path).header("authorization", &format!("Bearer {ADMIN_TOKEN}x")).send().await;
+    let res =
+        app.delete(path).header("authorization", &format!("Bearer {ADMIN_TOKEN}x")).send().await;
     assert_error(&res, 401, "unauthorized");
-    let res = app.delete("/api/ratelimit/nope/victim").header("authorization", &format!("Bearer {ADMIN_TOKEN}")).send().await;
+    let res = app
+        .delete("/api/ratelimit/nope/victim")
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await;
     assert_error(&res, 404, "unknown_policy");
 
-    let res = app.delete(path).header("authorization", &format!("Bearer {ADMIN_TOKEN}")).send().await;
+    let res =
+        app.delete(path).header("authorization", &format!("Bearer {ADMIN_TOKEN}")).send().await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json(), json!({"policy": "fw_short", "key": "victim", "reset": true}));
     assert_eq!(res.redis_connections, 1);
@@ -438,7 +471,9 @@ async fn every_key_expires_by_itself() {
 async fn bad_input_is_rejected_with_clear_errors() {
     let redis = RedisServer::plain();
     let app = app(&redis);
-    let post = |body: &'static str| app.post("/api/ratelimit/check").header("content-type", "application/json").body(body);
+    let post = |body: &'static str| {
+        app.post("/api/ratelimit/check").header("content-type", "application/json").body(body)
+    };
 
     let cases: Vec<(TestResponse, u16, &str)> = vec![
         (check(&app, "nope", "k", 1, false).await, 404, "unknown_policy"),
@@ -446,7 +481,15 @@ async fn bad_input_is_rejected_with_clear_errors() {
         (post("").send().await, 400, "invalid_json"),
         (post(r#"{"policy": "fw", "key": "k", "extra": 1}"#).send().await, 400, "invalid_json"),
         (post(r#"{"key": "k"}"#).send().await, 400, "invalid_json"),
-        (app.post("/api/ratelimit/check").header("content-type", "text/plain").body("{}").send().await, 415, "unsupported_media_type"),
+        (
+            app.post("/api/ratelimit/check")
+                .header("content-type", "text/plain")
+                .body("{}")
+                .send()
+                .await,
+            415,
+            "unsupported_media_type",
+        ),
         (check(&app, "fw", &"k".repeat(257), 1, false).await, 400, "invalid_key"),
         (check(&app, "fw", "", 1, false).await, 400, "invalid_key"),
         (check(&app, "fw", "a\nb", 1, false).await, 400, "invalid_key"),
@@ -457,11 +500,19 @@ async fn bad_input_is_rejected_with_clear_errors() {
         (post(r#"{"policy": "fw", "key": "k", "cost": 1e30}"#).send().await, 400, "invalid_cost"),
         (check(&app, "fw", "k", 51, false).await, 400, "cost_exceeds_limit"),
         (check(&app, "fw", "k", u64::MAX, false).await, 400, "cost_exceeds_limit"),
-        (app.post("/api/ratelimit/check").body(vec![b'x'; 5000]).send().await, 413, "body_too_large"),
+        (
+            app.post("/api/ratelimit/check").body(vec![b'x'; 5000]).send().await,
+            413,
+            "body_too_large",
+        ),
         (app.get("/api/ratelimit/check").send().await, 405, "method_not_allowed"),
         (app.post("/api/ratelimit/fw/k").send().await, 405, "method_not_allowed"),
         (app.get("/api/ratelimit/nope/k").send().await, 404, "unknown_policy"),
-        (app.get(&format!("/api/ratelimit/fw/{}", "k".repeat(300))).send().await, 400, "invalid_key"),
+        (
+            app.get(&format!("/api/ratelimit/fw/{}", "k".repeat(300))).send().await,
+            400,
+            "invalid_key",
+        ),
         (app.get("/api/ratelimit/fw/%FF").send().await, 400, "invalid_key"),
         (app.get("/api/ratelimit/whatever").send().await, 404, "not_found"),
     ];
@@ -519,7 +570,10 @@ impl Upstream {
                     if let Some(len) = headers.get("content-length") {
                         body.resize(len.parse().unwrap(), 0);
                         reader.read_exact(&mut body).unwrap();
-                    } else if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+                    } else if headers
+                        .get("transfer-encoding")
+                        .is_some_and(|t| t.contains("chunked"))
+                    {
                         loop {
                             let mut size = String::new();
                             reader.read_line(&mut size).unwrap();
@@ -560,7 +614,8 @@ async fn gateway_forwards_only_admitted_requests() {
     let redis = RedisServer::plain();
     let upstream = Upstream::start();
     let origin = upstream.origin();
-    let app = app_with(&redis, &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "gw")]);
+    let app =
+        app_with(&redis, &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "gw")]);
 
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -606,8 +661,11 @@ async fn gateway_forwards_only_admitted_requests() {
         assert!(body.starts_with(b"{\"n\": "));
     }
     let mut conn = redis.client().await;
-    let count: HashMap<String, i64> =
-        redis::cmd("HGETALL").arg("srp:rl:{gw:ip:198.51.100.7}:fw").query_async(&mut conn).await.unwrap();
+    let count: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg("srp:rl:{gw:ip:198.51.100.7}:fw")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(count["c"], 50);
 }
 
@@ -628,7 +686,10 @@ async fn gateway_identifies_callers() {
 
     // By address; a client-sent spin-client-addr or X-Forwarded-For changes nothing.
     assert_eq!(send("203.0.113.1:1000", vec![]).await.status, 201);
-    assert_eq!(send("203.0.113.1:1001", vec![("spin-client-addr", "192.0.2.99:1")]).await.status, 201);
+    assert_eq!(
+        send("203.0.113.1:1001", vec![("spin-client-addr", "192.0.2.99:1")]).await.status,
+        201
+    );
     let res = send("203.0.113.1:1002", vec![("x-forwarded-for", "192.0.2.50")]).await;
     assert_eq!(res.status, 429, "{}", res.text());
     // Another address has its own quota.
@@ -643,15 +704,22 @@ async fn gateway_identifies_callers() {
     assert!(keys.contains(&"srp:rl:{gw_small:ip:203.0.113.1}:sw".to_owned()), "{keys:?}");
 
     // Behind a trusted proxy: the right-most untrusted X-Forwarded-For address.
-    let app = app_with(&redis, &[vars[0], vars[1], ("ratelimit_trusted_proxies", "127.0.0.1, 10.0.0.0/8")]);
+    let app = app_with(
+        &redis,
+        &[vars[0], vars[1], ("ratelimit_trusted_proxies", "127.0.0.1, 10.0.0.0/8")],
+    );
     let via_proxy = |xff: &'static str| {
-        app.get("/api/limited/y").client_addr("127.0.0.1:5000").header("x-forwarded-for", xff).send()
+        app.get("/api/limited/y")
+            .client_addr("127.0.0.1:5000")
+            .header("x-forwarded-for", xff)
+            .send()
     };
     assert_eq!(via_proxy("6.6.6.6, 192.0.2.10, 10.1.2.3").await.status, 201);
     assert_eq!(via_proxy("7.7.7.7, 192.0.2.10").await.status, 201);
     assert_eq!(via_proxy("192.0.2.10").await.status, 429);
     assert_eq!(via_proxy("192.0.2.11").await.status, 201);
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*192.0.2.1*").query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("*192.0.2.1*").query_async(&mut conn).await.unwrap();
     let mut keys = keys;
     keys.sort();
     assert_eq!(keys, ["srp:rl:{gw_small:ip:192.0.2.10}:sw", "srp:rl:{gw_small:ip:192.0.2.11}:sw"]);
@@ -663,8 +731,12 @@ async fn gateway_fails_open_or_closed_per_policy() {
     let mut redis = RedisServer::plain();
     let upstream = Upstream::start();
     let origin = upstream.origin();
-    let open = app_with(&redis, &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "open")]);
-    let closed = app_with(&redis, &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "closed")]);
+    let open =
+        app_with(&redis, &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "open")]);
+    let closed = app_with(
+        &redis,
+        &[("ratelimit_upstream", &origin), ("ratelimit_gateway_policy", "closed")],
+    );
     redis.stop();
 
     let res = open.get("/api/limited/a").send().await;
@@ -679,7 +751,10 @@ async fn gateway_fails_open_or_closed_per_policy() {
 
     // An upstream that is not there: 502, with the rate-limit headers of the admitted check.
     redis.start();
-    let gone = app_with(&redis, &[("ratelimit_upstream", "http://127.0.0.1:9"), ("ratelimit_gateway_policy", "gw")]);
+    let gone = app_with(
+        &redis,
+        &[("ratelimit_upstream", "http://127.0.0.1:9"), ("ratelimit_gateway_policy", "gw")],
+    );
     let res = gone.get("/api/limited/c").send().await;
     assert_error(&res, 502, "upstream_unavailable");
     assert!(res.header("ratelimit").unwrap().starts_with("\"gw\";r=49;t="));

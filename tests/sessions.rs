@@ -235,17 +235,21 @@ fn sha256_b64url(data: &[u8]) -> String {
 /// FIPS 180-4 SHA-256, small and slow: enough to recompute a few key names.
 fn sha256(data: &[u8]) -> [u8; 32] {
     const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
     ];
-    let mut h: [u32; 8] =
-        [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
     let mut msg = data.to_vec();
     msg.push(0x80);
     while msg.len() % 64 != 56 {
@@ -287,7 +291,8 @@ fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n =
+            chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
         }
@@ -343,7 +348,11 @@ async fn lifecycle(redis: &RedisServer, mode: Mode) {
     assert_unauthorized_and_cleared(&get(&app, &id).await);
     let body = get(&app, &new_id).await.json();
     assert_eq!(body["data"], json!({"theme": "light", "lang": "fi"}));
-    assert_eq!(body["created_at"], created_at.as_str(), "rotation keeps the session, only the id changes");
+    assert_eq!(
+        body["created_at"],
+        created_at.as_str(),
+        "rotation keeps the session, only the id changes"
+    );
 
     // List: just this one, marked current.
     let res = app.get("/api/sessions").header("cookie", &cookie(&new_id)).send().await;
@@ -383,7 +392,11 @@ async fn bearer_token_works_like_the_cookie(mode: Mode) {
     let redis = RedisServer::plain();
     let app = app(&redis, mode);
     let (id, _) = create(&app, "u1", json!({"a": 1})).await;
-    let res = app.get("/api/sessions/current").header("authorization", &format!("Bearer {id}")).send().await;
+    let res = app
+        .get("/api/sessions/current")
+        .header("authorization", &format!("Bearer {id}"))
+        .send()
+        .await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["data"], json!({"a": 1}));
 
@@ -404,7 +417,11 @@ async fn bearer_token_works_like_the_cookie(mode: Mode) {
         .await;
     assert_unauthorized_and_cleared(&res);
     assert_eq!(res.redis_connections, 0);
-    let res = app.get("/api/sessions/current").header("authorization", &format!("Basic {id}")).send().await;
+    let res = app
+        .get("/api/sessions/current")
+        .header("authorization", &format!("Basic {id}"))
+        .send()
+        .await;
     assert_unauthorized_and_cleared(&res);
 }
 
@@ -426,7 +443,8 @@ async fn cookies_are_found_among_others_in_any_header(mode: Mode) {
         let res = req.send().await;
         assert_eq!(res.status, 200, "{headers:?}: {}", res.text());
     }
-    let res = app.get("/api/sessions/current").header("cookie", &format!("session={id}")).send().await;
+    let res =
+        app.get("/api/sessions/current").header("cookie", &format!("session={id}")).send().await;
     assert_unauthorized_and_cleared(&res);
     assert_eq!(res.redis_connections, 0);
 }
@@ -447,11 +465,17 @@ async fn cookie_name_and_attributes_are_configurable(mode: Mode) {
     let (id, res) = create(&app, "u1", json!({})).await;
     assert_eq!(
         res.header("set-cookie"),
-        Some(format!("sid={id}; Path=/app; Domain=example.com; HttpOnly; SameSite=Strict").as_str())
+        Some(
+            format!("sid={id}; Path=/app; Domain=example.com; HttpOnly; SameSite=Strict").as_str()
+        )
     );
     let res = app.get("/api/sessions/current").header("cookie", &format!("sid={id}")).send().await;
     assert_eq!(res.status, 200);
-    let res = app.get("/api/sessions/current").header("cookie", &format!("__Host-session={id}")).send().await;
+    let res = app
+        .get("/api/sessions/current")
+        .header("cookie", &format!("__Host-session={id}"))
+        .send()
+        .await;
     assert_eq!(res.status, 401);
     assert_eq!(
         res.header("set-cookie"),
@@ -480,7 +504,11 @@ async fn cookie_settings_browsers_would_drop_are_refused(mode: Mode) {
 
 async fn idle_timeout_slides_with_use(mode: Mode) {
     let redis = RedisServer::plain();
-    let app = app_with(&redis, mode, &[("sessions_idle_timeout", "3"), ("sessions_absolute_timeout", "60")]);
+    let app = app_with(
+        &redis,
+        mode,
+        &[("sessions_idle_timeout", "3"), ("sessions_absolute_timeout", "60")],
+    );
     let mut client = redis.client().await;
     let (id, res) = create(&app, "u1", json!({})).await;
     assert_eq!(res.json()["expires_in"], 3);
@@ -505,7 +533,11 @@ async fn idle_timeout_slides_with_use(mode: Mode) {
 
 async fn absolute_lifetime_caps_the_sliding_timeout(mode: Mode) {
     let redis = RedisServer::plain();
-    let app = app_with(&redis, mode, &[("sessions_idle_timeout", "3"), ("sessions_absolute_timeout", "4")]);
+    let app = app_with(
+        &redis,
+        mode,
+        &[("sessions_idle_timeout", "3"), ("sessions_absolute_timeout", "4")],
+    );
     let mut client = redis.client().await;
     let (id, _) = create(&app, "u1", json!({})).await;
 
@@ -535,7 +567,9 @@ async fn concurrent_patches_of_different_fields_all_survive(mode: Mode) {
         .map(|i| {
             let app = app.clone();
             let id = id.clone();
-            tokio::spawn(async move { patch(&app, &id, json!({ format!("f{i}"): i })).await.status })
+            tokio::spawn(
+                async move { patch(&app, &id, json!({ format!("f{i}"): i })).await.status },
+            )
         })
         .collect();
     for task in tasks {
@@ -578,7 +612,10 @@ async fn user_agents_are_kept_bounded_and_default_to_the_header(mode: Mode) {
         .map(|s| s["user_agent"].as_str().unwrap().to_owned())
         .collect();
     agents.sort();
-    assert_eq!(agents, vec![format!("Mozilla/5.0 {}", "x".repeat(256 - 12)), "curl/8.5".to_owned()]);
+    assert_eq!(
+        agents,
+        vec![format!("Mozilla/5.0 {}", "x".repeat(256 - 12)), "curl/8.5".to_owned()]
+    );
 }
 
 async fn data_values_round_trip_exactly(mode: Mode) {
@@ -595,7 +632,9 @@ async fn data_values_round_trip_exactly(mode: Mode) {
     assert_eq!(res.status, 201, "{}", res.text());
     let id = res.json()["session_id"].as_str().unwrap().to_owned();
     let text = get(&app, &id).await.text();
-    for piece in [r#""big":12345678901234567890123"#, r#""price":1.10"#, r#""e":1E+2"#, r#""n":[null,{}]"#] {
+    for piece in
+        [r#""big":12345678901234567890123"#, r#""price":1.10"#, r#""e":1E+2"#, r#""n":[null,{}]"#]
+    {
         assert!(text.contains(piece), "{piece} not in {text}");
     }
 }
@@ -616,10 +655,16 @@ async fn list_and_revoke_all_cover_only_the_callers_user(mode: Mode) {
     assert_eq!(sessions.len(), 3, "{sessions:?}");
     assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
     assert_eq!(sessions[0]["current"], true, "most recently seen first");
-    assert!(sessions.iter().all(|s| s["user_agent"] == "browser of alice" && s["expires_in"] == 1800));
-    assert!(!res.text().contains(&a[5..]) && !res.text().contains(&c[5..]), "other ids never listed");
+    assert!(sessions
+        .iter()
+        .all(|s| s["user_agent"] == "browser of alice" && s["expires_in"] == 1800));
+    assert!(
+        !res.text().contains(&a[5..]) && !res.text().contains(&c[5..]),
+        "other ids never listed"
+    );
 
-    let res = app.delete("/api/sessions").header("authorization", &format!("Bearer {a}")).send().await;
+    let res =
+        app.delete("/api/sessions").header("authorization", &format!("Bearer {a}")).send().await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json(), json!({"revoked": 3}));
     assert!(res.header("set-cookie").unwrap().contains("Max-Age=0"));
@@ -633,7 +678,8 @@ async fn list_and_revoke_all_cover_only_the_callers_user(mode: Mode) {
 
 async fn expired_index_entries_are_pruned_and_sessions_per_user_capped(mode: Mode) {
     let redis = RedisServer::plain();
-    let app = app_with(&redis, mode, &[("sessions_idle_timeout", "1"), ("sessions_max_per_user", "3")]);
+    let app =
+        app_with(&redis, mode, &[("sessions_idle_timeout", "1"), ("sessions_max_per_user", "3")]);
     let mut client = redis.client().await;
     let index = |id: &str| format!("srp:sess:{{{}}}:u:{}", &id[..4], sha256_b64url(b"alice"));
 
@@ -680,7 +726,10 @@ async fn forged_truncated_and_oversized_ids_are_refused(mode: Mode) {
         }
         for res in [
             app.get("/api/sessions/current").header("cookie", &cookie(bad)).send().await,
-            app.get("/api/sessions/current").header("authorization", &format!("Bearer {bad}")).send().await,
+            app.get("/api/sessions/current")
+                .header("authorization", &format!("Bearer {bad}"))
+                .send()
+                .await,
             app.delete("/api/sessions").header("cookie", &cookie(bad)).send().await,
         ] {
             assert_unauthorized_and_cleared(&res);
@@ -720,7 +769,8 @@ async fn creation_needs_the_backend_token(mode: Mode) {
         assert_eq!(res.redis_connections, 0);
     }
     let disabled = app_with(&redis, mode, &[("sessions_api_token", "")]);
-    let res = disabled.post("/api/sessions").header("authorization", "Bearer ").json(&body).send().await;
+    let res =
+        disabled.post("/api/sessions").header("authorization", "Bearer ").json(&body).send().await;
     assert_error(&res, 403, "creation_disabled");
     assert!(!app.logs().contains(API_TOKEN));
 }
@@ -736,24 +786,36 @@ async fn bad_bodies_are_refused_clearly(mode: Mode) {
     };
     let json_ct = "application/json";
     let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
-        (b"user_id=u1".to_vec(), "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (
+            b"user_id=u1".to_vec(),
+            "application/x-www-form-urlencoded",
+            415,
+            "unsupported_media_type",
+        ),
         (b"".to_vec(), json_ct, 400, "invalid_json"),
         (b"{\"user_id\": \"u1\"".to_vec(), json_ct, 400, "invalid_json"),
         (b"[\"u1\"]".to_vec(), json_ct, 400, "invalid_json"),
         (b"{\"user_id\": \"u1\", \"user_id\": \"u2\"}".to_vec(), json_ct, 400, "invalid_json"),
         (b"{}".to_vec(), json_ct, 422, "invalid_user_id"),
         (b"{\"user_id\": 7}".to_vec(), json_ct, 422, "invalid_user_id"),
-        (format!("{{\"user_id\": \"{}\"}}", "u".repeat(257)).into_bytes(), json_ct, 422, "invalid_user_id"),
+        (
+            format!("{{\"user_id\": \"{}\"}}", "u".repeat(257)).into_bytes(),
+            json_ct,
+            422,
+            "invalid_user_id",
+        ),
         (b"{\"user_id\": \"u\\u0000\"}".to_vec(), json_ct, 422, "invalid_user_id"),
         (b"{\"user_id\": \"u1\", \"data\": [1]}".to_vec(), json_ct, 422, "invalid_data"),
         (
-            format!("{{\"user_id\": \"u1\", \"data\": {{\"k\": \"{}\"}}}}", "x".repeat(100)).into_bytes(),
+            format!("{{\"user_id\": \"u1\", \"data\": {{\"k\": \"{}\"}}}}", "x".repeat(100))
+                .into_bytes(),
             json_ct,
             422,
             "data_too_large",
         ),
         (
-            format!("{{\"user_id\": \"u1\", \"data\": {{\"{}\": 1}}}}", "k".repeat(129)).into_bytes(),
+            format!("{{\"user_id\": \"u1\", \"data\": {{\"{}\": 1}}}}", "k".repeat(129))
+                .into_bytes(),
             json_ct,
             422,
             "invalid_data_key",
@@ -824,7 +886,8 @@ async fn redis_never_holds_a_raw_session_id(mode: Mode) {
         ids.push(create(&app, user, json!({"n": 1})).await.0);
     }
     patch(&app, &ids[0], json!({"m": 2})).await;
-    let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&ids[1])).send().await;
+    let res =
+        app.post("/api/sessions/current/rotate").header("cookie", &cookie(&ids[1])).send().await;
     ids.push(res.json()["session_id"].as_str().unwrap().to_owned());
 
     let dump = dump(&redis).await;
@@ -907,8 +970,11 @@ async fn every_route_is_one_connection_and_one_command(mode: Mode) {
     let mut current = id.clone();
     for (name, method, path, body) in steps {
         let before = command_stats(&redis).await;
-        let token =
-            if name == "create" { format!("Bearer {API_TOKEN}") } else { format!("Bearer {current}") };
+        let token = if name == "create" {
+            format!("Bearer {API_TOKEN}")
+        } else {
+            format!("Bearer {current}")
+        };
         let mut req = app.request(method, path).header("authorization", &token);
         if let Some(body) = &body {
             req = req.json(body);

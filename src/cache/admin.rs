@@ -44,12 +44,8 @@ pub fn handle(req: Request) -> Response {
 /// one PUBLISH. Purges are rare; the hot path never pays for this layout.
 fn purge_tags(req: &Request, settings: &CacheSettings) -> Result<Response, ApiError> {
     let body = crate::json::sdk_request_body(req, MAX_PURGE_BODY, 2)?;
-    let shape = || {
-        ApiError::bad_request(
-            "invalid_json",
-            r#"send {"tags": ["tag", ...]} and nothing else"#,
-        )
-    };
+    let shape =
+        || ApiError::bad_request("invalid_json", r#"send {"tags": ["tag", ...]} and nothing else"#);
     let items = match body.members().as_deref() {
         Some([only]) if only.name == "tags" => only.value.items().ok_or_else(shape)?,
         _ => return Err(shape()),
@@ -69,11 +65,7 @@ fn purge_tags(req: &Request, settings: &CacheSettings) -> Result<Response, ApiEr
         }
     }
     if tags.is_empty() || tags.len() > MAX_PURGE_TAGS {
-        return Err(ApiError::new(
-            422,
-            "invalid_tags",
-            format!("send 1 to {MAX_PURGE_TAGS} tags"),
-        ));
+        return Err(ApiError::new(422, "invalid_tags", format!("send 1 to {MAX_PURGE_TAGS} tags")));
     }
     let redis = Redis::from_spin_variables()?;
     let mut purged = 0;
@@ -81,9 +73,7 @@ fn purge_tags(req: &Request, settings: &CacheSettings) -> Result<Response, ApiEr
         let mut keys = vec![counter_key(&redis, bucket, "purged")];
         keys.extend(tags.iter().filter_map(|t| tag_set_key(&redis, bucket, t)));
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        purged += redis
-            .eval(&PURGE_TAGS, &key_refs, args![STATS_TTL_SECONDS])?
-            .int(0)?;
+        purged += redis.eval(&PURGE_TAGS, &key_refs, args![STATS_TTL_SECONDS])?.int(0)?;
     }
     let event = json!({ "type": "purge", "tags": tags, "purged": purged });
     redis.publish(&settings.purge_channel, event.to_string().as_bytes())?;
@@ -95,10 +85,7 @@ fn stats(settings: &CacheSettings) -> Result<Response, ApiError> {
     let redis = Redis::from_spin_variables()?;
     let mut totals = [0i64; COUNTERS.len()];
     for bucket in 0..settings.buckets {
-        let keys = COUNTERS
-            .iter()
-            .map(|name| counter_key(&redis, bucket, name).to_arg())
-            .collect();
+        let keys = COUNTERS.iter().map(|name| counter_key(&redis, bucket, name).to_arg()).collect();
         let reply = redis.execute("MGET", keys)?;
         for (i, total) in totals.iter_mut().enumerate() {
             if !reply.is_nil(i)? {

@@ -43,30 +43,20 @@ fn nanos(ms: u64) -> u64 {
 
 /// GETs `origin_url` + `target` (a normalised `/path?query`).
 pub fn get(origin_url: &str, target: &str, timeout_ms: u64) -> Result<OriginResponse, FetchError> {
-    let (scheme, authority) = match (
-        origin_url.strip_prefix("http://"),
-        origin_url.strip_prefix("https://"),
-    ) {
-        (Some(a), _) => (wt::Scheme::Http, a),
-        (_, Some(a)) => (wt::Scheme::Https, a),
-        _ => return Err(FetchError::Unreachable("origin_url is not http(s)".into())),
-    };
+    let (scheme, authority) =
+        match (origin_url.strip_prefix("http://"), origin_url.strip_prefix("https://")) {
+            (Some(a), _) => (wt::Scheme::Http, a),
+            (_, Some(a)) => (wt::Scheme::Https, a),
+            _ => return Err(FetchError::Unreachable("origin_url is not http(s)".into())),
+        };
     // No request headers are forwarded: the key is the target alone, so the origin must not
     // answer differently by header.
     let request = wt::OutgoingRequest::new(wt::Fields::new());
     let bad = |what: &str| FetchError::Unreachable(format!("invalid origin request {what}"));
-    request
-        .set_method(&wt::Method::Get)
-        .map_err(|()| bad("method"))?;
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| bad("scheme"))?;
-    request
-        .set_authority(Some(authority))
-        .map_err(|()| bad("authority"))?;
-    request
-        .set_path_with_query(Some(target))
-        .map_err(|()| bad("path"))?;
+    request.set_method(&wt::Method::Get).map_err(|()| bad("method"))?;
+    request.set_scheme(Some(&scheme)).map_err(|()| bad("scheme"))?;
+    request.set_authority(Some(authority)).map_err(|()| bad("authority"))?;
+    request.set_path_with_query(Some(target)).map_err(|()| bad("path"))?;
 
     let options = wt::RequestOptions::new();
     // Hosts may refuse to honour an option; the others still apply.
@@ -86,12 +76,10 @@ pub fn get(origin_url: &str, target: &str, timeout_ms: u64) -> Result<OriginResp
         .map_err(classify)?;
     let status = response.status();
     let headers = response.headers().entries();
-    let incoming = response
-        .consume()
-        .map_err(|()| FetchError::Unreachable("no response body".into()))?;
-    let stream = incoming
-        .stream()
-        .map_err(|()| FetchError::Unreachable("no body stream".into()))?;
+    let incoming =
+        response.consume().map_err(|()| FetchError::Unreachable("no response body".into()))?;
+    let stream =
+        incoming.stream().map_err(|()| FetchError::Unreachable("no body stream".into()))?;
     let mut body = Vec::new();
     let result = loop {
         match stream.blocking_read(64 * 1024) {
@@ -112,11 +100,7 @@ pub fn get(origin_url: &str, target: &str, timeout_ms: u64) -> Result<OriginResp
     };
     drop(stream);
     drop(wt::IncomingBody::finish(incoming));
-    result.map(|()| OriginResponse {
-        status,
-        headers,
-        body,
-    })
+    result.map(|()| OriginResponse { status, headers, body })
 }
 
 fn classify(e: wt::ErrorCode) -> FetchError {

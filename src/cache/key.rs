@@ -83,9 +83,7 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Result<Vec<u8>, ApiError> 
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
                 let value = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
                 out.push(value.ok_or_else(|| invalid("the URL has a malformed percent-escape"))?);
                 i += 3;
@@ -116,14 +114,8 @@ pub fn normalise(path: &str, query: &str) -> Result<Target, ApiError> {
             format!("the path and query are longer than {MAX_TARGET_LEN} bytes"),
         ));
     }
-    if path
-        .bytes()
-        .chain(query.bytes())
-        .any(|b| b.is_ascii_control() || b == b' ' || b == b'#')
-    {
-        return Err(invalid(
-            "the URL contains control characters, spaces or '#'",
-        ));
+    if path.bytes().chain(query.bytes()).any(|b| b.is_ascii_control() || b == b' ' || b == b'#') {
+        return Err(invalid("the URL contains control characters, spaces or '#'"));
     }
     let mut out = String::with_capacity(path.len() + query.len() + 2);
     for segment in path.split('/').filter(|s| !s.is_empty()) {
@@ -147,9 +139,7 @@ pub fn normalise(path: &str, query: &str) -> Result<Target, ApiError> {
         }
         params.push((encode(&name), encode(&percent_decode(value, true)?)));
         if params.len() > MAX_QUERY_PARAMS {
-            return Err(invalid(format!(
-                "more than {MAX_QUERY_PARAMS} query parameters"
-            )));
+            return Err(invalid(format!("more than {MAX_QUERY_PARAMS} query parameters")));
         }
     }
     // Insertion sort (stable, at most 64 items) rather than slice::sort's larger code.

@@ -160,11 +160,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
 pub(crate) fn cache_settings() -> Result<CacheSettings, ApiError> {
     CacheSettings::from_spin_variables().map_err(|e| {
         eprintln!("cache: {e}");
-        ApiError::new(
-            500,
-            "cache_misconfigured",
-            format!("the cache settings are invalid: {e}"),
-        )
+        ApiError::new(500, "cache_misconfigured", format!("the cache settings are invalid: {e}"))
     })
 }
 
@@ -228,9 +224,7 @@ fn decimal(text: &[u8]) -> Option<i64> {
     if text.is_empty() || text.len() > 18 {
         return None;
     }
-    text.iter().try_fold(0i64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
-    })
+    text.iter().try_fold(0i64, |n, &b| b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0')))
 }
 
 impl Entry {
@@ -315,14 +309,8 @@ pub(crate) fn bucket_prefix(redis: &Redis, bucket: u32) -> String {
 }
 
 /// The counters kept per bucket, each a string key `{prefix}cache:{bN}:stats:{name}`.
-pub(crate) const COUNTERS: [&str; 6] = [
-    "hits",
-    "misses",
-    "stale",
-    "bypasses",
-    "origin_fetches",
-    "purged",
-];
+pub(crate) const COUNTERS: [&str; 6] =
+    ["hits", "misses", "stale", "bypasses", "origin_fetches", "purged"];
 
 pub(crate) fn counter_key(redis: &Redis, bucket: u32, name: &str) -> String {
     format!("{}:stats:{name}", bucket_prefix(redis, bucket))
@@ -377,12 +365,7 @@ fn lookup(
 ) -> Result<Lookup, RedisError> {
     let reply = redis.eval(
         &LOOKUP,
-        &[
-            &keys.entry,
-            &keys.lock,
-            &keys.counter("hits"),
-            &keys.counter("stale"),
-        ],
+        &[&keys.entry, &keys.lock, &keys.counter("hits"), &keys.counter("stale")],
         args![
             if first { "first" } else { "poll" },
             token,
@@ -400,18 +383,13 @@ fn lookup(
             let (entry, now) = Entry::from_reply(&reply)?;
             Lookup::Stale(entry, now)
         }
-        state @ ("refresh" | "early") => Lookup::Refresh {
-            entry: Entry::from_reply(&reply)?,
-            fresh: state == "early",
-        },
+        state @ ("refresh" | "early") => {
+            Lookup::Refresh { entry: Entry::from_reply(&reply)?, fresh: state == "early" }
+        }
         "fetch" => Lookup::Fetch,
         "wait" => Lookup::Wait,
         "gone" => Lookup::Gone,
-        other => {
-            return Err(RedisError::UnexpectedReply(format!(
-                "lookup state '{other}'"
-            )))
-        }
+        other => return Err(RedisError::UnexpectedReply(format!("lookup state '{other}'"))),
     })
 }
 
@@ -464,12 +442,7 @@ fn serve(target: &Target, settings: &CacheSettings) -> Result<Served, ApiError> 
         Ok(found) => found,
         Err(e) => return bypass(target, settings, &e),
     };
-    let fill = Fill {
-        redis: &redis,
-        keys: &keys,
-        target,
-        settings,
-    };
+    let fill = Fill { redis: &redis, keys: &keys, target, settings };
     match found {
         Lookup::Hit(entry, now) => Ok(entry.serve(CacheStatus::Hit, now)),
         Lookup::Stale(entry, now) => Ok(entry.serve(CacheStatus::Stale, now)),
@@ -496,15 +469,8 @@ fn serve(target: &Target, settings: &CacheSettings) -> Result<Served, ApiError> 
 
 /// Redis is unusable: straight to the origin, nothing stored or counted.
 fn bypass(target: &Target, settings: &CacheSettings, e: &RedisError) -> Result<Served, ApiError> {
-    eprintln!(
-        "cache: Redis unavailable ({}), serving from the origin: {e}",
-        e.reason()
-    );
-    match fetch::get(
-        &settings.origin_url,
-        target.as_str(),
-        settings.origin_timeout_ms,
-    ) {
+    eprintln!("cache: Redis unavailable ({}), serving from the origin: {e}", e.reason());
+    match fetch::get(&settings.origin_url, target.as_str(), settings.origin_timeout_ms) {
         Ok(response) => Ok(Served::from_origin(CacheStatus::Bypass, response)),
         Err(e) => Err(origin_error(&e)),
     }
@@ -518,10 +484,7 @@ fn origin_error(e: &FetchError) -> ApiError {
         FetchError::TooLarge => ApiError::new(
             502,
             "origin_response_too_large",
-            format!(
-                "the origin's answer is larger than {} bytes",
-                fetch::MAX_ORIGIN_BODY
-            ),
+            format!("the origin's answer is larger than {} bytes", fetch::MAX_ORIGIN_BODY),
         ),
         FetchError::Unreachable(m) => {
             eprintln!("cache: origin unreachable: {m}");
@@ -577,11 +540,7 @@ impl Fill<'_> {
             Decision::Store { ttl_ms } => {
                 let ttl_ms = policy::jittered(ttl_ms, self.settings.jitter, unit_random());
                 let stored = self.finish(token, Some((&response, ttl_ms)), "misses", cost_ms);
-                let cache = if stored {
-                    CacheStatus::Miss
-                } else {
-                    CacheStatus::Bypass
-                };
+                let cache = if stored { CacheStatus::Miss } else { CacheStatus::Bypass };
                 Ok(Served::from_origin(cache, response))
             }
             Decision::Bypass(reason) => {
@@ -607,11 +566,8 @@ impl Fill<'_> {
             self.keys.counter(counter),
             self.keys.counter("origin_fetches"),
         ];
-        let mut args = args![
-            token,
-            if store.is_some() { "store" } else { "skip" },
-            STATS_TTL_SECONDS
-        ];
+        let mut args =
+            args![token, if store.is_some() { "store" } else { "skip" }, STATS_TTL_SECONDS];
         if let Some((response, ttl_ms)) = store {
             keys.extend(
                 policy::tags(response)
@@ -648,9 +604,7 @@ fn proxy_response(served: Served, head: bool) -> Response {
     if !served.content_type.is_empty() {
         builder.header("content-type", served.content_type.as_str());
     }
-    builder
-        .body(if head { Vec::new() } else { served.body })
-        .build()
+    builder.body(if head { Vec::new() } else { served.body }).build()
 }
 
 /// `GET /api/cache/profile/{user_id}`: the seed recipe's route on the same machinery (and
@@ -658,9 +612,7 @@ fn proxy_response(served: Served, head: bool) -> Response {
 fn profile(user_id: &str, head: bool) -> Result<Response, ApiError> {
     let valid = !user_id.is_empty()
         && user_id.len() <= MAX_USER_ID_LEN
-        && user_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && user_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
         return Err(ApiError::bad_request(
             "invalid_user_id",
@@ -672,10 +624,7 @@ fn profile(user_id: &str, head: bool) -> Result<Response, ApiError> {
     let served = serve(&target, &settings)?;
     let cache = served.cache.as_str();
     let age = served.age_seconds();
-    let error = |e: ApiError| {
-        e.with_header("x-cache", cache)
-            .with_header("age", age.clone())
-    };
+    let error = |e: ApiError| e.with_header("x-cache", cache).with_header("age", age.clone());
     match served.status {
         200 => {}
         404 => {
@@ -732,10 +681,7 @@ pub(crate) fn authorize_purge(req: &Request) -> Result<(), ApiError> {
     let given = bearer_token(req)
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <purge token>"))?;
     // Hash both sides so the comparison is constant-time whatever the lengths.
-    if !constant_time_eq(
-        &sha256(given.as_bytes()),
-        &sha256(expected.trim().as_bytes()),
-    ) {
+    if !constant_time_eq(&sha256(given.as_bytes()), &sha256(expected.trim().as_bytes())) {
         return Err(ApiError::unauthorized("the purge token is wrong"));
     }
     Ok(())
@@ -748,29 +694,18 @@ fn purge_entry(target: &Target, settings: &CacheSettings) -> Result<Response, Ap
     let reply = redis.eval(
         &PURGE_ENTRY,
         &[&keys.entry, &keys.counter("purged")],
-        args![
-            settings.purge_channel.as_str(),
-            target.as_str(),
-            STATS_TTL_SECONDS
-        ],
+        args![settings.purge_channel.as_str(), target.as_str(), STATS_TTL_SECONDS],
     )?;
     // A normal-form target holds only URL-safe characters: nothing to escape in JSON.
-    let body = format!(
-        r#"{{"purged":{},"path":"{}"}}"#,
-        reply.int(0)?,
-        target.as_str()
-    );
+    let body = format!(r#"{{"purged":{},"path":"{}"}}"#, reply.int(0)?, target.as_str());
     Ok(crate::json::text_response(200, body))
 }
 
 /// `GET /api/cache/demo`: the seed recipe's counter, INCR and EXPIRE in one round trip.
 fn demo_counter() -> Result<Response, ApiError> {
     let redis = Redis::from_spin_variables()?;
-    let reply = redis.eval(
-        &DEMO_COUNTER,
-        &[&redis.key("demo:counter")],
-        args![DEMO_TTL_SECONDS],
-    )?;
+    let reply =
+        redis.eval(&DEMO_COUNTER, &[&redis.key("demo:counter")], args![DEMO_TTL_SECONDS])?;
     let value = reply.int(0)?;
     Ok(crate::json::text_response(
         200,
@@ -792,14 +727,8 @@ mod tests {
         let mut raw = value("c1\n404\n1700000000000\n1700000300000\n42\napplication/json\n");
         raw.extend_from_slice(b"{\"a\":\n1}\xff\n");
         let e = Entry::parse(raw).unwrap();
-        assert_eq!(
-            (e.status, e.content_type.as_str()),
-            (404, "application/json")
-        );
-        assert_eq!(
-            (e.stored_ms, e.soft_ms, e.cost_ms),
-            (1_700_000_000_000, 1_700_000_300_000, 42)
-        );
+        assert_eq!((e.status, e.content_type.as_str()), (404, "application/json"));
+        assert_eq!((e.stored_ms, e.soft_ms, e.cost_ms), (1_700_000_000_000, 1_700_000_300_000, 42));
         assert_eq!(e.body, b"{\"a\":\n1}\xff\n");
         let e = Entry::parse(value("c1\n200\n1\n2\n0\n\n")).unwrap();
         assert_eq!((e.content_type.as_str(), e.body.len()), ("", 0));
@@ -829,14 +758,9 @@ mod tests {
         let (bytes, len) = strip_lua::<64>(
             "-- doc\n\nlocal a = 1\n  -- more\n  if a then\n\treturn 'x -- y'\n  end",
         );
-        assert_eq!(
-            &bytes[..len],
-            b"local a = 1\nif a then\nreturn 'x -- y'\nend"
-        );
+        assert_eq!(&bytes[..len], b"local a = 1\nif a then\nreturn 'x -- y'\nend");
         assert_eq!(strip_lua::<0>("  x\n").1, 2);
-        assert!(LOOKUP
-            .source()
-            .starts_with("local t = redis.call('TIME')\n"));
+        assert!(LOOKUP.source().starts_with("local t = redis.call('TIME')\n"));
         assert!(!STORE.source().contains("--") && !STORE.source().contains("\n "));
     }
 

@@ -55,10 +55,7 @@ pub fn decide(response: &OriginResponse, settings: &CacheSettings) -> Decision {
     if cc.no_store || cc.private || cc.no_cache {
         return Decision::Bypass("origin said no-store, private or no-cache");
     }
-    if response
-        .header("vary")
-        .is_some_and(|v| v.split(',').any(|f| f.trim() == "*"))
-    {
+    if response.header("vary").is_some_and(|v| v.split(',').any(|f| f.trim() == "*")) {
         return Decision::Bypass("origin said Vary: *");
     }
     if response.body.len() > settings.max_entry_bytes {
@@ -87,19 +84,13 @@ pub fn tags(response: &OriginResponse) -> Vec<String> {
     let cache_tag = response.header("cache-tag").unwrap_or_default();
     let surrogate = response.header("surrogate-key").unwrap_or_default();
     let all = cache_tag.split(',').chain(surrogate.split([' ', ',']));
-    for tag in all
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && t.len() <= 256)
-    {
+    for tag in all.map(str::trim).filter(|t| !t.is_empty() && t.len() <= 256) {
         if !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_owned());
         }
     }
     if tags.len() > MAX_TAGS_PER_ENTRY {
-        eprintln!(
-            "cache: origin sent {} tags; keeping the first {MAX_TAGS_PER_ENTRY}",
-            tags.len()
-        );
+        eprintln!("cache: origin sent {} tags; keeping the first {MAX_TAGS_PER_ENTRY}", tags.len());
         tags.truncate(MAX_TAGS_PER_ENTRY);
     }
     tags
@@ -128,10 +119,7 @@ mod tests {
     fn response(status: u16, headers: &[(&str, &str)], body: &str) -> OriginResponse {
         OriginResponse {
             status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect(),
             body: body.as_bytes().to_vec(),
         }
     }
@@ -139,35 +127,20 @@ mod tests {
     #[test]
     fn decisions() {
         let s = settings();
+        assert_eq!(decide(&response(200, &[], "x"), &s), Decision::Store { ttl_ms: 300_000 });
         assert_eq!(
-            decide(&response(200, &[], "x"), &s),
-            Decision::Store { ttl_ms: 300_000 }
-        );
-        assert_eq!(
-            decide(
-                &response(200, &[("Cache-Control", "public, max-age=60")], "x"),
-                &s
-            ),
+            decide(&response(200, &[("Cache-Control", "public, max-age=60")], "x"), &s),
             Decision::Store { ttl_ms: 60_000 }
         );
         assert_eq!(
-            decide(
-                &response(200, &[("cache-control", "max-age=60, s-maxage=5")], "x"),
-                &s
-            ),
+            decide(&response(200, &[("cache-control", "max-age=60, s-maxage=5")], "x"), &s),
             Decision::Store { ttl_ms: 5_000 }
         );
         assert_eq!(
-            decide(
-                &response(200, &[("cache-control", "max-age=9999")], "x"),
-                &s
-            ),
+            decide(&response(200, &[("cache-control", "max-age=9999")], "x"), &s),
             Decision::Store { ttl_ms: 300_000 }
         );
-        assert_eq!(
-            decide(&response(404, &[], "x"), &s),
-            Decision::Store { ttl_ms: 30_000 }
-        );
+        assert_eq!(decide(&response(404, &[], "x"), &s), Decision::Store { ttl_ms: 30_000 });
         for r in [
             response(200, &[("cache-control", "no-store")], "x"),
             response(200, &[("cache-control", "private, max-age=60")], "x"),
@@ -176,11 +149,7 @@ mod tests {
             response(500, &[], "x"),
             response(201, &[], "x"),
         ] {
-            assert!(
-                matches!(decide(&r, &s), Decision::Bypass(_)),
-                "{:?}",
-                r.headers
-            );
+            assert!(matches!(decide(&r, &s), Decision::Bypass(_)), "{:?}", r.headers);
         }
     }
 

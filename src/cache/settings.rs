@@ -38,10 +38,7 @@ pub struct CacheSettings {
 }
 
 fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable,
-        message: message.into(),
-    }
+    ConfigError { variable, message: message.into() }
 }
 
 /// A non-negative decimal (`300`, `0.1`) in millionths, read without `str::parse::<f64>`
@@ -57,9 +54,7 @@ fn millionths(text: &str) -> Option<u64> {
         .bytes()
         .chain(frac.bytes())
         .chain(padding.iter().copied())
-        .try_fold(0u64, |n, b| {
-            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-        })
+        .try_fold(0u64, |n, b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
 }
 
 /// A variable holding a decimal from `min` to `max` (in millionths); `range` describes them
@@ -147,9 +142,7 @@ impl CacheSettings {
 /// `allowed_outbound_hosts` entry, which Spin refuses with a path.
 fn parse_origin(url: &str) -> Result<String, ConfigError> {
     let url = url.trim_end_matches('/');
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
     let ok = rest.is_some_and(|authority| {
         !authority.is_empty()
             && authority
@@ -193,22 +186,10 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!((s.ttl_ms, s.buckets, s.lock_ttl_ms()), (300_000, 16, 6000));
         assert!((s.jitter - 0.1).abs() < 1e-12);
+        assert_eq!(settings(&[(vars::EARLY_REFRESH, "2")]).unwrap().early_refresh_beta, 2.0);
+        assert_eq!(settings(&[(vars::EARLY_REFRESH, "1.25")]).unwrap().early_refresh_beta, 1.25);
         assert_eq!(
-            settings(&[(vars::EARLY_REFRESH, "2")])
-                .unwrap()
-                .early_refresh_beta,
-            2.0
-        );
-        assert_eq!(
-            settings(&[(vars::EARLY_REFRESH, "1.25")])
-                .unwrap()
-                .early_refresh_beta,
-            1.25
-        );
-        assert_eq!(
-            settings(&[(vars::ORIGIN_URL, "https://api.example.com:8443/")])
-                .unwrap()
-                .origin_url,
+            settings(&[(vars::ORIGIN_URL, "https://api.example.com:8443/")]).unwrap().origin_url,
             "https://api.example.com:8443"
         );
     }
@@ -218,22 +199,9 @@ mod tests {
         assert_eq!(millionths("300"), Some(300_000_000));
         assert_eq!(millionths("0.1"), Some(100_000));
         assert_eq!(millionths("1.000001"), Some(1_000_001));
-        assert_eq!(
-            millionths("999999999999.999999"),
-            Some(999_999_999_999_999_999)
-        );
+        assert_eq!(millionths("999999999999.999999"), Some(999_999_999_999_999_999));
         assert_eq!(millionths("1."), Some(1_000_000));
-        for bad in [
-            "",
-            ".5",
-            "1.2.3",
-            "-1",
-            "+1",
-            "1 ",
-            "1e3",
-            "1234567890123",
-            "0.1234567",
-        ] {
+        for bad in ["", ".5", "1.2.3", "-1", "+1", "1 ", "1e3", "1234567890123", "0.1234567"] {
             assert_eq!(millionths(bad), None, "{bad:?}");
         }
         let err = settings(&[(vars::BUCKETS, "2000")]).unwrap_err();
@@ -258,11 +226,7 @@ mod tests {
             (vars::TTL, ""),
             (vars::EARLY_REFRESH, "1.0000001"),
         ] {
-            assert_eq!(
-                settings(&[(name, value)]).unwrap_err().variable,
-                name,
-                "{name}={value}"
-            );
+            assert_eq!(settings(&[(name, value)]).unwrap_err().variable, name, "{name}={value}");
         }
     }
 }

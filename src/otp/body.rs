@@ -30,8 +30,10 @@ pub fn string_fields<const N: usize>(
     // The reader has refused duplicate names, so each slot is filled at most once.
     for member in members {
         let name = member.name;
-        let slot =
-            names.iter().position(|n| *n == name).ok_or_else(|| invalid(format!("unknown field `{name}`")))?;
+        let slot = names
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| invalid(format!("unknown field `{name}`")))?;
         out[slot] = match member.value.as_str() {
             Some(text) => Some(text),
             None if member.value.is_null() => None,
@@ -52,7 +54,8 @@ mod tests {
     use spin_sdk::http::Method;
 
     fn parse(body: &str) -> Result<[Option<String>; 2], ApiError> {
-        let req = Request::builder().method(Method::Post).uri("/").body(body.as_bytes().to_vec()).build();
+        let req =
+            Request::builder().method(Method::Post).uri("/").body(body.as_bytes().to_vec()).build();
         string_fields(&req, 256, ["a", "b"], &["a"])
     }
 
@@ -67,9 +70,20 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         for bad in [
-            "", "[]", "{", r#"{"a":1}"#, r#"{"a":"1","c":"2"}"#, r#"{"b":"2"}"#, r#"{"a":"1","a":"2"}"#,
-            r#"{"a":"1"} x"#, r#"{"a":"1",}"#, "{\"a\":\"\u{1}\"}", r#"{"a":"\q"}"#, r#"{"a":"\ud800\u0041"}"#,
-            r#"{"a":true}"#, r#"{"a":nul}"#,
+            "",
+            "[]",
+            "{",
+            r#"{"a":1}"#,
+            r#"{"a":"1","c":"2"}"#,
+            r#"{"b":"2"}"#,
+            r#"{"a":"1","a":"2"}"#,
+            r#"{"a":"1"} x"#,
+            r#"{"a":"1",}"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a":"\q"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+            r#"{"a":true}"#,
+            r#"{"a":nul}"#,
         ] {
             let e = parse(bad).unwrap_err();
             assert_eq!((e.status, e.code), (400, "invalid_json"), "{bad:?}");

@@ -72,12 +72,18 @@ pub struct OtpConfig {
 
 impl OtpConfig {
     pub fn from_spin_variables() -> Result<Self, OtpConfigError> {
-        Self::from_lookup(|name| spin_sdk::variables::get(name).map_err(|e| format!("cannot be read: {e}")))
+        Self::from_lookup(|name| {
+            spin_sdk::variables::get(name).map_err(|e| format!("cannot be read: {e}"))
+        })
     }
 
     /// Builds the settings from any variable lookup (Spin's, or a map in unit tests).
-    pub fn from_lookup(get: impl Fn(&'static str) -> Result<String, String>) -> Result<Self, OtpConfigError> {
-        let read = |name: &'static str| get(name).map(|v| v.trim().to_owned()).map_err(|m| invalid(name, m));
+    pub fn from_lookup(
+        get: impl Fn(&'static str) -> Result<String, String>,
+    ) -> Result<Self, OtpConfigError> {
+        let read = |name: &'static str| {
+            get(name).map(|v| v.trim().to_owned()).map_err(|m| invalid(name, m))
+        };
 
         let pepper = read(vars::PEPPER)?;
         if pepper.is_empty() {
@@ -88,7 +94,10 @@ impl OtpConfig {
             ));
         }
         if pepper.len() < MIN_PEPPER_LEN {
-            return Err(invalid(vars::PEPPER, format!("is shorter than {MIN_PEPPER_LEN} characters")));
+            return Err(invalid(
+                vars::PEPPER,
+                format!("is shorter than {MIN_PEPPER_LEN} characters"),
+            ));
         }
 
         let purposes = parse_purposes(&read(vars::PURPOSES)?)?;
@@ -96,7 +105,10 @@ impl OtpConfig {
             let text = read(name)?;
             match text.parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(invalid(name, format!("{text:?} is not a whole number from {min} to {max}"))),
+                _ => Err(invalid(
+                    name,
+                    format!("{text:?} is not a whole number from {min} to {max}"),
+                )),
             }
         };
         let code_length = number(vars::CODE_LENGTH, 4, 10)? as usize;
@@ -117,7 +129,9 @@ impl OtpConfig {
         let dev_echo = match read(vars::DEV_ECHO)?.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" | "" => false,
-            other => return Err(invalid(vars::DEV_ECHO, format!("{other:?} is not true or false"))),
+            other => {
+                return Err(invalid(vars::DEV_ECHO, format!("{other:?} is not true or false")))
+            }
         };
 
         Ok(Self {
@@ -143,7 +157,8 @@ impl OtpConfig {
 }
 
 fn parse_purposes(text: &str) -> Result<Vec<String>, OtpConfigError> {
-    let purposes: Vec<String> = text.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+    let purposes: Vec<String> =
+        text.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
     if purposes.is_empty() || purposes.len() > 32 {
         return Err(invalid(vars::PURPOSES, "list 1 to 32 purposes, comma separated"));
     }
@@ -151,7 +166,9 @@ fn parse_purposes(text: &str) -> Result<Vec<String>, OtpConfigError> {
         if !is_purpose_name(p) {
             return Err(invalid(
                 vars::PURPOSES,
-                format!("{p:?} is not a purpose name: use 1-{MAX_PURPOSE_LEN} of a-z, 0-9, _ and -"),
+                format!(
+                    "{p:?} is not a purpose name: use 1-{MAX_PURPOSE_LEN} of a-z, 0-9, _ and -"
+                ),
             ));
         }
     }
@@ -175,8 +192,12 @@ fn parse_webhook(url: &str, origin: &str) -> Result<Option<String>, OtpConfigErr
         .or_else(|| url.strip_prefix("http://"))
         .ok_or_else(|| invalid(vars::WEBHOOK_URL, "must start with https:// or http://"))?;
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    if authority.is_empty() || authority.contains('@') || url.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(invalid(vars::WEBHOOK_URL, "is not an http(s) URL with a host (and no credentials)"));
+    if authority.is_empty() || authority.contains('@') || url.bytes().any(|b| !b.is_ascii_graphic())
+    {
+        return Err(invalid(
+            vars::WEBHOOK_URL,
+            "is not an http(s) URL with a host (and no credentials)",
+        ));
     }
     let url_origin = &url[..url.len() - rest.len() + authority.len()];
     if !url_origin.eq_ignore_ascii_case(origin.trim_end_matches('/')) {
@@ -244,12 +265,17 @@ mod tests {
         .unwrap();
         assert_eq!(ok.webhook.unwrap().url, "https://mail.example.com:8443/hooks/otp");
         for (url, origin, var) in [
-            ("https://mail.example.com.evil.net/x", "https://mail.example.com", vars::WEBHOOK_ORIGIN),
+            (
+                "https://mail.example.com.evil.net/x",
+                "https://mail.example.com",
+                vars::WEBHOOK_ORIGIN,
+            ),
             ("ftp://x/y", "ftp://x", vars::WEBHOOK_URL),
             ("https://user:pw@x/y", "https://x", vars::WEBHOOK_URL),
             ("https://x/y", "https://otp-webhook.invalid", vars::WEBHOOK_ORIGIN),
         ] {
-            let e = config(&[(vars::WEBHOOK_URL, url), (vars::WEBHOOK_ORIGIN, origin)]).unwrap_err();
+            let e =
+                config(&[(vars::WEBHOOK_URL, url), (vars::WEBHOOK_ORIGIN, origin)]).unwrap_err();
             assert_eq!(e.variable, var, "{url}");
         }
     }

@@ -51,7 +51,8 @@ pub fn normalize_subject(raw: &str) -> Result<String, &'static str> {
         return Err("subject is longer than 254 bytes");
     }
     if let Some(digits) = s.strip_prefix('+') {
-        let digits: String = digits.chars().filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')')).collect();
+        let digits: String =
+            digits.chars().filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')')).collect();
         if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err("a phone subject must be + and 8 to 15 digits (E.164)");
         }
@@ -68,7 +69,9 @@ pub fn normalize_subject(raw: &str) -> Result<String, &'static str> {
             && !domain.contains("..")
             && !domain.contains('@');
         if local.is_empty() || local.contains('@') || !domain_ok {
-            return Err("subject is not an email address (one @, a local part and a dotted domain)");
+            return Err(
+                "subject is not an email address (one @, a local part and a dotted domain)",
+            );
         }
         return Ok(s.to_ascii_lowercase());
     }
@@ -79,7 +82,8 @@ pub fn normalize_subject(raw: &str) -> Result<String, &'static str> {
 pub fn parse_channel(raw: Option<&str>) -> Result<String, &'static str> {
     let c = raw.unwrap_or("email").trim();
     let ok = (1..=MAX_CHANNEL_LEN).contains(&c.len())
-        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if ok {
         Ok(c.to_owned())
     } else {
@@ -92,11 +96,14 @@ pub fn parse_channel(raw: Option<&str>) -> Result<String, &'static str> {
 pub fn parse_code(raw: &str, code_length: usize) -> Result<&str, String> {
     let c = raw.trim();
     let digits = c.len() == code_length && c.bytes().all(|b| b.is_ascii_digit());
-    let token = c.len() == LINK_TOKEN_LEN && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let token = c.len() == LINK_TOKEN_LEN
+        && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if digits || token {
         Ok(c)
     } else {
-        Err(format!("code must be {code_length} digits, or a {LINK_TOKEN_LEN}-character link token"))
+        Err(format!(
+            "code must be {code_length} digits, or a {LINK_TOKEN_LEN}-character link token"
+        ))
     }
 }
 
@@ -109,7 +116,20 @@ mod tests {
         assert_eq!(normalize_subject("  Alice@Example.COM ").unwrap(), "alice@example.com");
         assert_eq!(normalize_subject("+44 (20) 7946-0958").unwrap(), "+442079460958");
         assert_eq!(normalize_subject("user:{42}").unwrap(), "user:{42}");
-        for bad in ["", "   ", "a b", "@x.com", "a@", "a@b", "a@.com", "a@b..com", "+12", "+1234567890123456", "+12ab5678", "x\u{0}y"] {
+        for bad in [
+            "",
+            "   ",
+            "a b",
+            "@x.com",
+            "a@",
+            "a@b",
+            "a@.com",
+            "a@b..com",
+            "+12",
+            "+1234567890123456",
+            "+12ab5678",
+            "x\u{0}y",
+        ] {
             assert!(normalize_subject(bad).is_err(), "{bad:?}");
         }
         assert!(normalize_subject(&"a".repeat(255)).is_err());

@@ -73,7 +73,8 @@ impl Keys {
     fn new(redis: &Redis, config: &OtpConfig, subject: &str, purpose: &str) -> Self {
         // Keyed, so key names reveal nothing about subjects to whoever can read Redis.
         let digest = keyed(config, &[b"otp-subject", subject.as_bytes()]);
-        let shard = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % config.outbox_shards;
+        let shard =
+            u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % config.outbox_shards;
         let id = secrets::base64url(&digest[4..20]);
         let tag = format!("{{otp:{shard}}}");
         Self {
@@ -97,7 +98,10 @@ fn keyed(config: &OtpConfig, parts: &[&[u8]]) -> [u8; 32] {
 /// What is stored for a code: bound to its purpose and subject, so a code never verifies
 /// another purpose or subject even if state were copied between keys.
 fn code_hmac(config: &OtpConfig, purpose: &str, subject: &str, code: &str) -> String {
-    secrets::hex(&keyed(config, &[b"otp-code", purpose.as_bytes(), subject.as_bytes(), code.as_bytes()]))
+    secrets::hex(&keyed(
+        config,
+        &[b"otp-code", purpose.as_bytes(), subject.as_bytes(), code.as_bytes()],
+    ))
 }
 
 fn purpose<'a>(config: &'a OtpConfig, raw: &str) -> Result<&'a str, ApiError> {
@@ -107,11 +111,17 @@ fn purpose<'a>(config: &'a OtpConfig, raw: &str) -> Result<&'a str, ApiError> {
 }
 
 fn issue(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
-    let [subject, purpose, channel, format] =
-        body::string_fields(req, MAX_BODY, ["subject", "purpose", "channel", "format"], &["subject", "purpose"])?;
-    let subject = input::normalize_subject(subject.as_deref().unwrap_or("")).map_err(|m| bad("invalid_subject", m))?;
+    let [subject, purpose, channel, format] = body::string_fields(
+        req,
+        MAX_BODY,
+        ["subject", "purpose", "channel", "format"],
+        &["subject", "purpose"],
+    )?;
+    let subject = input::normalize_subject(subject.as_deref().unwrap_or(""))
+        .map_err(|m| bad("invalid_subject", m))?;
     let purpose = self::purpose(config, purpose.as_deref().unwrap_or(""))?;
-    let channel = input::parse_channel(channel.as_deref()).map_err(|m| bad("invalid_channel", m))?;
+    let channel =
+        input::parse_channel(channel.as_deref()).map_err(|m| bad("invalid_channel", m))?;
     let format = Format::parse(format.as_deref()).map_err(|m| bad("invalid_format", m))?;
 
     let redis = Redis::from_spin_variables()?;
@@ -149,10 +159,16 @@ fn issue(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
     if reply.int(0)? == 0 {
         let retry_after = ceil_secs(reply.int(2)?).max(1);
         let (code, message) = match reply.string(1)? {
-            "cooldown" => ("resend_cooldown", "a code was sent moments ago; wait before asking for another"),
-            _ => ("hourly_limit", "too many codes were requested for this subject in the last hour"),
+            "cooldown" => {
+                ("resend_cooldown", "a code was sent moments ago; wait before asking for another")
+            }
+            _ => {
+                ("hourly_limit", "too many codes were requested for this subject in the last hour")
+            }
         };
-        return Err(ApiError::new(429, code, message).with_header("retry-after", retry_after.to_string()));
+        return Err(
+            ApiError::new(429, code, message).with_header("retry-after", retry_after.to_string())
+        );
     }
     let delivery_id = reply.string(1)?.to_owned();
     let expires_at_ms = reply.int(2)?;
@@ -167,15 +183,21 @@ fn issue(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
             format.as_str(),
             ttl_ms / 1000,
         );
-        if let Err(e) = webhook::post(&hook.url, hook.token.expose(), &delivery_id, payload.as_bytes()) {
+        if let Err(e) =
+            webhook::post(&hook.url, hook.token.expose(), &delivery_id, payload.as_bytes())
+        {
             eprintln!("otp: delivery {delivery_id}: {e}; withdrawing the code");
             // The code must not stay valid (and the cooldown running) when the user cannot
             // receive it. If this fails too, the code simply expires.
             if let Err(e) = redis.eval(&ROLLBACK, &keys.all(), args![delivery_id.as_str()]) {
                 eprintln!("otp: delivery {delivery_id}: withdrawing the code failed: {e}");
             }
-            return Err(ApiError::new(502, "delivery_failed", "the code could not be sent; try again")
-                .with_header("retry-after", "1"));
+            return Err(ApiError::new(
+                502,
+                "delivery_failed",
+                "the code could not be sent; try again",
+            )
+            .with_header("retry-after", "1"));
         }
     }
 
@@ -201,9 +223,11 @@ fn not_verified(status: u16, code: &str, message: &str, attempts_remaining: i64)
 fn verify(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
     let fields = ["subject", "purpose", "code"];
     let [subject, purpose, code] = body::string_fields(req, MAX_BODY, fields, &fields)?;
-    let subject = input::normalize_subject(subject.as_deref().unwrap_or("")).map_err(|m| bad("invalid_subject", m))?;
+    let subject = input::normalize_subject(subject.as_deref().unwrap_or(""))
+        .map_err(|m| bad("invalid_subject", m))?;
     let purpose = self::purpose(config, purpose.as_deref().unwrap_or(""))?;
-    let code = input::parse_code(code.as_deref().unwrap_or(""), config.code_length).map_err(|m| bad("invalid_code", m))?;
+    let code = input::parse_code(code.as_deref().unwrap_or(""), config.code_length)
+        .map_err(|m| bad("invalid_code", m))?;
 
     let redis = Redis::from_spin_variables()?;
     let keys = Keys::new(&redis, config, &subject, purpose);
@@ -233,7 +257,11 @@ fn verify(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
             }
             res
         }
-        _ => ApiError::new(410, "code_expired", "there is no active code: it expired, was used, or was never issued")
-            .to_response(),
+        _ => ApiError::new(
+            410,
+            "code_expired",
+            "there is no active code: it expired, was used, or was never issued",
+        )
+        .to_response(),
     })
 }

@@ -30,7 +30,8 @@ pub fn post(url: &str, bearer: &str, idempotency_key: &str, body: &[u8]) -> Resu
     if !bearer.is_empty() {
         headers.push(("authorization".into(), format!("Bearer {bearer}").into_bytes()));
     }
-    let fields = wt::Fields::from_list(&headers).map_err(|_| "the webhook token is not a valid header value".to_owned())?;
+    let fields = wt::Fields::from_list(&headers)
+        .map_err(|_| "the webhook token is not a valid header value".to_owned())?;
     let request = wt::OutgoingRequest::new(fields);
     let invalid = |what: &str| format!("invalid webhook request {what}");
     request.set_method(&wt::Method::Post).map_err(|()| invalid("method"))?;
@@ -49,7 +50,9 @@ pub fn post(url: &str, bearer: &str, idempotency_key: &str, body: &[u8]) -> Resu
     {
         let stream = outgoing_body.write().map_err(|()| invalid("body stream"))?;
         for chunk in body.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).map_err(|_| "writing the webhook body failed".to_owned())?;
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|_| "writing the webhook body failed".to_owned())?;
         }
     }
     wt::OutgoingBody::finish(outgoing_body, None).map_err(error_name)?;
@@ -59,7 +62,8 @@ pub fn post(url: &str, bearer: &str, idempotency_key: &str, body: &[u8]) -> Resu
             None => future.subscribe().block(),
         }
     };
-    let response = response.map_err(|()| "the response was already taken".to_owned())?.map_err(error_name)?;
+    let response =
+        response.map_err(|()| "the response was already taken".to_owned())?.map_err(error_name)?;
     let status = response.status();
     drop(response);
     if (200..300).contains(&status) {

@@ -59,7 +59,9 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
     t.parse::<IpAddr>()
         .ok()
         .or_else(|| t.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .or_else(|| t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).and_then(|r| r.parse().ok()))
+        .or_else(|| {
+            t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).and_then(|r| r.parse().ok())
+        })
         .map(canonical)
 }
 
@@ -117,7 +119,10 @@ mod tests {
         // Every element trusted: the left-most.
         assert_eq!(client_ip(ip("127.0.0.1"), &["10.0.0.2, 10.0.0.3"], &trusted), ip("10.0.0.2"));
         // Garbage stops the walk at the hop that added it.
-        assert_eq!(client_ip(ip("127.0.0.1"), &["6.6.6.6, junk, 10.0.0.3"], &trusted), ip("10.0.0.3"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &["6.6.6.6, junk, 10.0.0.3"], &trusted),
+            ip("10.0.0.3")
+        );
         // No header: the proxy itself.
         assert_eq!(client_ip(ip("127.0.0.1"), &[], &trusted), ip("127.0.0.1"));
     }

@@ -52,7 +52,8 @@ pub mod vars {
 }
 
 fn variable(name: &'static str) -> Result<String, ApiError> {
-    spin_sdk::variables::get(name).map_err(|e| misconfigured(format!("variable `{name}` cannot be read: {e}")))
+    spin_sdk::variables::get(name)
+        .map_err(|e| misconfigured(format!("variable `{name}` cannot be read: {e}")))
 }
 
 fn misconfigured(message: impl Into<String>) -> ApiError {
@@ -68,7 +69,11 @@ fn policies() -> Result<Policies, ApiError> {
 
 fn find<'a>(policies: &'a Policies, name: &str) -> Result<&'a Policy, ApiError> {
     policies.get(name).ok_or_else(|| {
-        ApiError::new(404, "unknown_policy", format!("there is no rate-limit policy named {name:?}"))
+        ApiError::new(
+            404,
+            "unknown_policy",
+            format!("there is no rate-limit policy named {name:?}"),
+        )
     })
 }
 
@@ -113,7 +118,13 @@ enum Outcome {
     Unchecked,
 }
 
-fn decide(redis: &Redis, policy: &Policy, key: &str, cost: u64, mode: Mode) -> Result<Decision, RedisError> {
+fn decide(
+    redis: &Redis,
+    policy: &Policy,
+    key: &str,
+    cost: u64,
+    mode: Mode,
+) -> Result<Decision, RedisError> {
     let (script, param) = match policy.algorithm {
         Algorithm::FixedWindow { window_ms } => (&FIXED_WINDOW, window_ms),
         Algorithm::SlidingWindow { window_ms } => (&SLIDING_WINDOW, window_ms),
@@ -127,7 +138,8 @@ fn decide(redis: &Redis, policy: &Policy, key: &str, cost: u64, mode: Mode) -> R
     let rkey = redis_key(redis, policy, key);
     let reply = redis.eval(script, &[&rkey], args![param, policy.limit, cost, mode])?;
     let n = |i: usize| -> Result<u64, RedisError> {
-        u64::try_from(reply.int(i)?).map_err(|_| RedisError::UnexpectedReply(format!("value {i} is negative")))
+        u64::try_from(reply.int(i)?)
+            .map_err(|_| RedisError::UnexpectedReply(format!("value {i} is negative")))
     };
     Ok(Decision {
         allowed: n(0)? == 1,
@@ -144,10 +156,14 @@ fn evaluate(policy: &Policy, key: &str, cost: u64, mode: Mode) -> Result<Outcome
     let redis = Redis::from_spin_variables()?;
     match decide(&redis, policy, key, cost, mode) {
         Ok(d) => Ok(Outcome::Checked(d)),
-        Err(e @ (RedisError::Unavailable(_) | RedisError::AuthFailed(_) | RedisError::Reply(_)))
-            if policy.failure_mode == FailureMode::Open =>
-        {
-            eprintln!("ratelimit: policy {} not checked, failing open ({}): {e}", policy.name, e.reason());
+        Err(
+            e @ (RedisError::Unavailable(_) | RedisError::AuthFailed(_) | RedisError::Reply(_)),
+        ) if policy.failure_mode == FailureMode::Open => {
+            eprintln!(
+                "ratelimit: policy {} not checked, failing open ({}): {e}",
+                policy.name,
+                e.reason()
+            );
             Ok(Outcome::Unchecked)
         }
         Err(e) => Err(e.into()),
@@ -160,12 +176,15 @@ fn secs_ceil(ms: u64) -> u64 {
 
 /// `RateLimit-Policy`, `RateLimit`, `Retry-After` (and the unchecked flag) for an outcome.
 fn rate_limit_headers(policy: &Policy, outcome: &Outcome) -> Vec<(&'static str, String)> {
-    let mut headers =
-        vec![("ratelimit-policy", format!("\"{}\";q={};w={}", policy.name, policy.limit, policy.window_secs()))];
+    let mut headers = vec![(
+        "ratelimit-policy",
+        format!("\"{}\";q={};w={}", policy.name, policy.limit, policy.window_secs()),
+    )];
     match outcome {
         Outcome::Checked(d) => {
             // `t`: the seconds within which no more than `r` units can be used.
-            let t = if d.allowed { secs_ceil(d.reset_after_ms) } else { secs_ceil(d.retry_after_ms) };
+            let t =
+                if d.allowed { secs_ceil(d.reset_after_ms) } else { secs_ceil(d.retry_after_ms) };
             headers.push(("ratelimit", format!("\"{}\";r={};t={t}", policy.name, d.remaining)));
             if !d.allowed {
                 headers.push(("retry-after", secs_ceil(d.retry_after_ms).max(1).to_string()));
@@ -183,7 +202,11 @@ fn with_headers(mut response: Response, headers: &[(&'static str, String)]) -> R
     response
 }
 
-fn decision_response(policy: &Policy, outcome: &Outcome, status_follows_decision: bool) -> Response {
+fn decision_response(
+    policy: &Policy,
+    outcome: &Outcome,
+    status_follows_decision: bool,
+) -> Response {
     let (status, body) = match outcome {
         Outcome::Checked(d) => (
             if d.allowed || !status_follows_decision { 200 } else { 429 },
@@ -221,15 +244,25 @@ pub fn handle(req: IncomingRequest) -> Response {
     let body = match outbound::request_body(&req) {
         Ok(body) => body,
         Err(outbound::BodyError::TooLarge) => {
-            return ApiError::new(413, "body_too_large", format!("the body is larger than {} bytes", outbound::MAX_BODY))
-                .to_response()
+            return ApiError::new(
+                413,
+                "body_too_large",
+                format!("the body is larger than {} bytes", outbound::MAX_BODY),
+            )
+            .to_response()
         }
         Err(outbound::BodyError::Failed(e)) => {
             eprintln!("ratelimit: reading the request body failed: {e}");
-            return ApiError::bad_request("unreadable_body", "the request body could not be read").to_response();
+            return ApiError::bad_request("unreadable_body", "the request body could not be read")
+                .to_response();
         }
     };
-    let request = Incoming { method, path_with_query: req.path_with_query().unwrap_or_default(), headers, body };
+    let request = Incoming {
+        method,
+        path_with_query: req.path_with_query().unwrap_or_default(),
+        headers,
+        body,
+    };
     let route = request.header("spin-component-route").unwrap_or("");
     let result = if route.starts_with("/api/limited") { gateway(&request) } else { api(&request) };
     result.unwrap_or_else(Response::from)
@@ -289,12 +322,14 @@ fn api(req: &Incoming) -> Result<Response, ApiError> {
         return check(req);
     }
     let Some((policy, key)) = info.split_once('/') else {
-        return Err(ApiError::not_found("use POST /api/ratelimit/check or /api/ratelimit/{policy}/{key}"));
+        return Err(ApiError::not_found(
+            "use POST /api/ratelimit/check or /api/ratelimit/{policy}/{key}",
+        ));
     };
     req.allow(&[(Method::Get, "GET"), (Method::Head, "HEAD"), (Method::Delete, "DELETE")])?;
-    let key = percent_encoding::percent_decode_str(key)
-        .decode_utf8()
-        .map_err(|_| ApiError::bad_request("invalid_key", "the key is not valid percent-encoded UTF-8"))?;
+    let key = percent_encoding::percent_decode_str(key).decode_utf8().map_err(|_| {
+        ApiError::bad_request("invalid_key", "the key is not valid percent-encoded UTF-8")
+    })?;
     if req.method == Method::Delete {
         reset(req, policy, &key)
     } else {
@@ -310,17 +345,30 @@ struct CheckRequest<'a> {
 }
 
 fn check(req: &Incoming) -> Result<Response, ApiError> {
-    let body = crate::json::request_body(req.header("content-type"), &req.body, MAX_CHECK_BODY, MAX_JSON_DEPTH)?;
+    let body = crate::json::request_body(
+        req.header("content-type"),
+        &req.body,
+        MAX_CHECK_BODY,
+        MAX_JSON_DEPTH,
+    )?;
     let invalid = |message: String| ApiError::bad_request("invalid_json", message);
     let Some(fields) = body.members() else {
         return Err(invalid("the body must be a JSON object".into()));
     };
-    if let Some(unknown) = fields.iter().map(|m| &m.name).find(|k| !["policy", "key", "cost", "dry_run"].contains(&k.as_str())) {
-        return Err(invalid(format!("unknown field {unknown:?}; use policy, key, cost and dry_run")));
+    if let Some(unknown) = fields
+        .iter()
+        .map(|m| &m.name)
+        .find(|k| !["policy", "key", "cost", "dry_run"].contains(&k.as_str()))
+    {
+        return Err(invalid(format!(
+            "unknown field {unknown:?}; use policy, key, cost and dry_run"
+        )));
     }
     let field = |name: &str| crate::json::field(&fields, name);
     let text = |name: &str| {
-        field(name).and_then(|v| v.as_str()).ok_or_else(|| invalid(format!("{name} is required and must be a string")))
+        field(name)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| invalid(format!("{name} is required and must be a string")))
     };
     let (policy_name, key) = (text("policy")?, text("key")?);
     let dry_run = match field("dry_run") {
@@ -347,7 +395,10 @@ fn check(req: &Incoming) -> Result<Response, ApiError> {
     if cost > policy.limit {
         return Err(ApiError::bad_request(
             "cost_exceeds_limit",
-            format!("cost {cost} is larger than policy {:?}'s quota of {}: it could never be admitted", policy.name, policy.limit),
+            format!(
+                "cost {cost} is larger than policy {:?}'s quota of {}: it could never be admitted",
+                policy.name, policy.limit
+            ),
         ));
     }
     let mode = if body.dry_run { Mode::DryRun } else { Mode::Consume };
@@ -420,7 +471,9 @@ fn caller_identity(headers: &[(String, Vec<u8>)], peer: IpAddr) -> Result<String
     let header = variable(vars::API_KEY_HEADER)?;
     let header = header.trim();
     if !header.is_empty() {
-        if let Some(api_key) = header_values(headers, header).last().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        if let Some(api_key) =
+            header_values(headers, header).last().map(|v| v.trim()).filter(|v| !v.is_empty())
+        {
             // The key itself never reaches Redis or the logs.
             return Ok(format!("key:{}", sha1_smol::Sha1::from(api_key.as_bytes()).digest()));
         }
@@ -447,12 +500,19 @@ fn gateway(req: &Incoming) -> Result<Response, ApiError> {
     let policies = policies()?;
     let name = variable(vars::GATEWAY_POLICY)?;
     let policy = policies.get(name.trim()).ok_or_else(|| {
-        misconfigured(format!("`{}` names {:?}, which is not a configured policy", vars::GATEWAY_POLICY, name.trim()))
+        misconfigured(format!(
+            "`{}` names {:?}, which is not a configured policy",
+            vars::GATEWAY_POLICY,
+            name.trim()
+        ))
     })?;
     let upstream = variable(vars::UPSTREAM)?;
     let upstream = upstream.trim().trim_end_matches('/');
     if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
-        return Err(misconfigured(format!("`{}` must be an http:// or https:// origin", vars::UPSTREAM)));
+        return Err(misconfigured(format!(
+            "`{}` must be an http:// or https:// origin",
+            vars::UPSTREAM
+        )));
     }
     let peer = peer_addr(headers)?;
     let identity = caller_identity(headers, peer)?;
@@ -475,7 +535,11 @@ fn gateway(req: &Incoming) -> Result<Response, ApiError> {
     let info = req.path_info();
     let path = if info.starts_with('/') { info.to_owned() } else { format!("/{info}") };
     let query = req.query();
-    let url = if query.is_empty() { format!("{upstream}{path}") } else { format!("{upstream}{path}?{query}") };
+    let url = if query.is_empty() {
+        format!("{upstream}{path}")
+    } else {
+        format!("{upstream}{path}?{query}")
+    };
     let mut out_headers: Vec<(String, Vec<u8>)> =
         headers.iter().filter(|(n, _)| forwardable(n)).cloned().collect();
     let mut forwarded_for = header_values(headers, "x-forwarded-for").join(", ");
@@ -491,7 +555,8 @@ fn gateway(req: &Incoming) -> Result<Response, ApiError> {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ratelimit gateway: upstream request failed: {e}");
-            let mut error = ApiError::new(502, "upstream_unavailable", "the upstream did not answer");
+            let mut error =
+                ApiError::new(502, "upstream_unavailable", "the upstream did not answer");
             error.headers.extend(limit_headers);
             return Err(error);
         }

@@ -26,14 +26,17 @@ fn read_stream(stream: &InputStream) -> Result<Vec<u8>, BodyError> {
                 }
             }
             Err(StreamError::Closed) => return Ok(data),
-            Err(StreamError::LastOperationFailed(e)) => return Err(BodyError::Failed(e.to_debug_string())),
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(BodyError::Failed(e.to_debug_string()))
+            }
         }
     }
 }
 
 /// The whole body of the incoming request (at most [`MAX_BODY`] bytes).
 pub fn request_body(req: &IncomingRequest) -> Result<Vec<u8>, BodyError> {
-    let body = req.consume().map_err(|()| BodyError::Failed("the body was already taken".into()))?;
+    let body =
+        req.consume().map_err(|()| BodyError::Failed("the body was already taken".into()))?;
     let stream = body.stream().map_err(|()| BodyError::Failed("no body stream".into()))?;
     let data = read_stream(&stream);
     drop(stream);
@@ -88,7 +91,8 @@ pub fn send(
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
         None => (rest, "/".to_owned()),
     };
-    let fields = wt::Fields::from_list(headers).map_err(|e| format!("a header cannot be forwarded: {e:?}"))?;
+    let fields = wt::Fields::from_list(headers)
+        .map_err(|e| format!("a header cannot be forwarded: {e:?}"))?;
     let request = wt::OutgoingRequest::new(fields);
     let invalid = |what: &str| format!("invalid upstream request {what}");
     request.set_method(method).map_err(|()| invalid("method"))?;
@@ -100,7 +104,9 @@ pub fn send(
     {
         let stream = outgoing_body.write().map_err(|()| invalid("body stream"))?;
         for chunk in body.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).map_err(|_| "writing the body failed".to_owned())?;
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|_| "writing the body failed".to_owned())?;
         }
     }
     wt::OutgoingBody::finish(outgoing_body, None).map_err(error_code)?;
@@ -110,7 +116,8 @@ pub fn send(
             None => future.subscribe().block(),
         }
     };
-    let response = response.map_err(|()| "the response was already taken".to_owned())?.map_err(error_code)?;
+    let response =
+        response.map_err(|()| "the response was already taken".to_owned())?.map_err(error_code)?;
     let status = response.status();
     let headers = response.headers().entries();
     let incoming = response.consume().map_err(|()| "no response body".to_owned())?;

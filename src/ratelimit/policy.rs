@@ -62,7 +62,9 @@ impl Policy {
     /// the window, or the time a token bucket takes to refill from empty.
     pub fn window_secs(&self) -> u64 {
         let ms = match self.algorithm {
-            Algorithm::FixedWindow { window_ms } | Algorithm::SlidingWindow { window_ms } => window_ms,
+            Algorithm::FixedWindow { window_ms } | Algorithm::SlidingWindow { window_ms } => {
+                window_ms
+            }
             Algorithm::TokenBucket { interval_us } => (interval_us * self.limit).div_ceil(1000),
         };
         ms.div_ceil(1000).max(1)
@@ -84,7 +86,8 @@ impl Policies {
 
     /// Parses and validates the JSON. Errors name the policy and field at fault.
     pub fn parse(json: &str) -> Result<Self, String> {
-        let value = Json::parse(json.as_bytes(), MAX_JSON_DEPTH).map_err(|e| format!("not valid JSON: {e}"))?;
+        let value = Json::parse(json.as_bytes(), MAX_JSON_DEPTH)
+            .map_err(|e| format!("not valid JSON: {e}"))?;
         let Some(map) = value.members() else {
             return Err("must be a JSON object of named policies".into());
         };
@@ -97,7 +100,8 @@ impl Policies {
     }
 }
 
-const FIELDS: [&str; 6] = ["algorithm", "limit", "window", "capacity", "refill_per_sec", "failure_mode"];
+const FIELDS: [&str; 6] =
+    ["algorithm", "limit", "window", "capacity", "refill_per_sec", "failure_mode"];
 
 pub fn valid_policy_name(name: &str) -> bool {
     !name.is_empty()
@@ -123,7 +127,9 @@ fn parse_policy(name: &str, raw: Json) -> Result<Policy, String> {
     let failure_mode = match text("failure_mode")?.as_deref() {
         None | Some("fail_closed") => FailureMode::Closed,
         Some("fail_open") => FailureMode::Open,
-        Some(other) => return Err(format!("failure_mode {other:?} is not fail_open or fail_closed")),
+        Some(other) => {
+            return Err(format!("failure_mode {other:?} is not fail_open or fail_closed"))
+        }
     };
     let quota = |field: &str| match get(field) {
         Some(v) => match v.as_u64() {
@@ -137,7 +143,10 @@ fn parse_policy(name: &str, raw: Json) -> Result<Policy, String> {
     let (algorithm, limit) = match algorithm_name.as_str() {
         "fixed_window" | "sliding_window" => {
             if has("capacity") || has("refill_per_sec") {
-                return Err("capacity and refill_per_sec belong to token_bucket; use limit and window".into());
+                return Err(
+                    "capacity and refill_per_sec belong to token_bucket; use limit and window"
+                        .into(),
+                );
             }
             let limit = quota("limit")?;
             let window_ms = parse_duration(get("window").ok_or("window is required")?)?;
@@ -249,10 +258,16 @@ mod tests {
         .unwrap();
         let api = p.get("api").unwrap();
         assert_eq!(api.algorithm, Algorithm::SlidingWindow { window_ms: 60_000 });
-        assert_eq!((api.limit, api.failure_mode, api.window_secs()), (100, FailureMode::Closed, 60));
+        assert_eq!(
+            (api.limit, api.failure_mode, api.window_secs()),
+            (100, FailureMode::Closed, 60)
+        );
         let login = p.get("login").unwrap();
         assert_eq!(login.algorithm, Algorithm::TokenBucket { interval_us: 10_000_000 });
-        assert_eq!((login.limit, login.failure_mode, login.window_secs()), (5, FailureMode::Open, 50));
+        assert_eq!(
+            (login.limit, login.failure_mode, login.window_secs()),
+            (5, FailureMode::Open, 50)
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ impl SameSite {
 
 /// RFC 6265 cookie-name: an RFC 7230 token.
 fn is_token(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl CookieSettings {
@@ -52,7 +53,9 @@ impl CookieSettings {
                 self.name
             ));
         }
-        if !self.path.starts_with('/') || self.path.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
+        if !self.path.starts_with('/')
+            || self.path.bytes().any(|b| b == b';' || !b.is_ascii_graphic())
+        {
             return Err(format!(
                 "cookie path {:?} must start with / and hold no spaces or semicolons",
                 self.path

@@ -56,7 +56,8 @@ impl SessionId {
         let (tag, rest) = text.split_at(TAG_LEN);
         let secret = rest.strip_prefix('.')?;
         let tag_ok = tag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        let secret_ok = secrets::from_base64url(secret).is_some_and(|bytes| bytes.len() == SECRET_BYTES);
+        let secret_ok =
+            secrets::from_base64url(secret).is_some_and(|bytes| bytes.len() == SECRET_BYTES);
         (tag_ok && secret_ok).then(|| Self(text.to_owned()))
     }
 

@@ -22,8 +22,8 @@ use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
 use wasi::io::streams::StreamError;
 
 use crate::error::ApiError;
-use crate::json::{is_json_media_type, quote, text_response, Json, Member};
 use crate::fast_path::FastPath;
+use crate::json::{is_json_media_type, quote, text_response, Json, Member};
 use crate::redis::{Redis, RedisError};
 use crate::secrets;
 use id::SessionId;
@@ -71,13 +71,22 @@ impl Incoming {
     /// Values stay JSON text: numbers are never parsed, so they round-trip exactly.
     fn json_object(&self) -> Result<Vec<Member<'_>>, ApiError> {
         if !is_json_media_type(self.header("content-type").unwrap_or("")) {
-            return Err(ApiError::new(415, "unsupported_media_type", "send the body as application/json"));
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ));
         }
         let body = self.body.as_ref().map_err(Clone::clone)?;
         if body.is_empty() {
-            return Err(ApiError::bad_request("invalid_json", "the body is empty; send a JSON object"));
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the body is empty; send a JSON object",
+            ));
         }
-        let not_an_object = |e: &str| ApiError::bad_request("invalid_json", format!("the body must be a JSON object: {e}"));
+        let not_an_object = |e: &str| {
+            ApiError::bad_request("invalid_json", format!("the body must be a JSON object: {e}"))
+        };
         let value = Json::parse(body, MAX_JSON_DEPTH).map_err(|e| not_an_object(&e))?;
         value.members().ok_or_else(|| not_an_object(&format!("it is {}", value.describe())))
     }
@@ -85,8 +94,10 @@ impl Incoming {
 
 /// Reads at most `limit` bytes of body; more is 413.
 fn read_body(req: &IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let unreadable = || ApiError::bad_request("unreadable_body", "the request body could not be read");
-    let too_large = || ApiError::new(413, "body_too_large", format!("the body is larger than {limit} bytes"));
+    let unreadable =
+        || ApiError::bad_request("unreadable_body", "the request body could not be read");
+    let too_large =
+        || ApiError::new(413, "body_too_large", format!("the body is larger than {limit} bytes"));
     let body = req.consume().map_err(|()| unreadable())?;
     let stream = body.stream().map_err(|()| unreadable())?;
     let mut data = Vec::new();
@@ -115,9 +126,11 @@ pub fn handle(req: IncomingRequest) -> Response {
         .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
     let limit = settings.max_data_bytes + BODY_OVERHEAD;
     let body = match declared_length {
-        Some(n) if n > limit => {
-            Err(ApiError::new(413, "body_too_large", format!("the body is larger than {limit} bytes")))
-        }
+        Some(n) if n > limit => Err(ApiError::new(
+            413,
+            "body_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )),
         _ => read_body(&req, limit),
     };
     let incoming = Incoming {
@@ -174,7 +187,10 @@ fn credential(req: &Incoming, settings: &Settings) -> Result<(SessionId, bool), 
     let cookies = req.cookie_headers();
     let values = cookie::values(&cookies, &settings.cookie.name);
     if values.is_empty() {
-        return Err(unauthorized(settings, "no session: send the session cookie or a bearer token"));
+        return Err(unauthorized(
+            settings,
+            "no session: send the session cookie or a bearer token",
+        ));
     }
     values
         .into_iter()
@@ -185,12 +201,23 @@ fn credential(req: &Incoming, settings: &Settings) -> Result<(SessionId, bool), 
 
 type Handler = fn(&Incoming, &Settings, &Store, &SessionId) -> Result<Response, ApiError>;
 
-fn with_session(req: &Incoming, settings: &Settings, handler: Handler) -> Result<Response, ApiError> {
+fn with_session(
+    req: &Incoming,
+    settings: &Settings,
+    handler: Handler,
+) -> Result<Response, ApiError> {
     let (id, from_cookie) = credential(req, settings)?;
     // SameSite=Lax already keeps the cookie off cross-site POSTs; browsers that send
     // Sec-Fetch-Site let us refuse the rest of cross-site writes outright.
-    if from_cookie && req.method != Method::Get && req.header("sec-fetch-site") == Some("cross-site") {
-        return Err(ApiError::new(403, "cross_site_request", "cross-site requests cannot change a session"));
+    if from_cookie
+        && req.method != Method::Get
+        && req.header("sec-fetch-site") == Some("cross-site")
+    {
+        return Err(ApiError::new(
+            403,
+            "cross_site_request",
+            "cross-site requests cannot change a session",
+        ));
     }
     let redis = Redis::from_spin_variables()?;
     let store = Store::new(&redis, settings);
@@ -222,7 +249,11 @@ fn with_header(mut response: Response, name: &str, value: String) -> Response {
 /// `{"session_id": ..., "expires_in": ...}`. Bodies here are written by hand: `json!` costs
 /// several KB of `.wasm`. An id is hex and base64url: nothing to escape.
 fn issued(status: u16, id: &SessionId, expiry: i64, now: i64) -> Response {
-    let body = format!(r#"{{"session_id":"{}","expires_in":{}}}"#, id.as_str(), seconds_until(expiry, now));
+    let body = format!(
+        r#"{{"session_id":"{}","expires_in":{}}}"#,
+        id.as_str(),
+        seconds_until(expiry, now)
+    );
     text_response(status, body)
 }
 
@@ -231,11 +262,16 @@ fn data_entries(entries: &[Member]) -> Result<Vec<DataEntry>, ApiError> {
     entries
         .iter()
         .map(|Member { name, value }| {
-            if name.is_empty() || name.len() > MAX_DATA_KEY_LEN || name.chars().any(char::is_control) {
+            if name.is_empty()
+                || name.len() > MAX_DATA_KEY_LEN
+                || name.chars().any(char::is_control)
+            {
                 return Err(ApiError::new(
                     422,
                     "invalid_data_key",
-                    format!("data keys must be 1-{MAX_DATA_KEY_LEN} bytes without control characters"),
+                    format!(
+                        "data keys must be 1-{MAX_DATA_KEY_LEN} bytes without control characters"
+                    ),
                 ));
             }
             let text = (!value.is_null()).then(|| value.raw().to_owned());
@@ -274,7 +310,9 @@ fn create(req: &Incoming, settings: &Settings) -> Result<Response, ApiError> {
         .unwrap_or("");
     // Compare digests so neither the content nor the length of the token leaks in timing.
     let expected = secrets::sha256(settings.api_token.expose().as_bytes());
-    if presented.is_empty() || !secrets::constant_time_eq(&secrets::sha256(presented.as_bytes()), &expected) {
+    if presented.is_empty()
+        || !secrets::constant_time_eq(&secrets::sha256(presented.as_bytes()), &expected)
+    {
         return Err(ApiError::unauthorized(
             "creating a session needs the sessions API token as a bearer token",
         ));
@@ -285,14 +323,18 @@ fn create(req: &Incoming, settings: &Settings) -> Result<Response, ApiError> {
     let text = |name: &str| field(name).and_then(|v| v.as_str());
     let is_null = |name: &str| field(name).is_none_or(|v| v.is_null());
     let user_id = match text("user_id") {
-        Some(u) if !u.is_empty() && u.len() <= MAX_USER_ID_LEN && !u.chars().any(char::is_control) => u,
-        _ => {
-            return Err(ApiError::new(
-                422,
-                "invalid_user_id",
-                format!("user_id must be a string of 1-{MAX_USER_ID_LEN} bytes without control characters"),
-            ))
+        Some(u)
+            if !u.is_empty() && u.len() <= MAX_USER_ID_LEN && !u.chars().any(char::is_control) =>
+        {
+            u
         }
+        _ => return Err(ApiError::new(
+            422,
+            "invalid_user_id",
+            format!(
+                "user_id must be a string of 1-{MAX_USER_ID_LEN} bytes without control characters"
+            ),
+        )),
     };
     let data = match field("data") {
         Some(value) if !value.is_null() => match value.members() {
@@ -308,12 +350,17 @@ fn create(req: &Incoming, settings: &Settings) -> Result<Response, ApiError> {
     let user_agent = match text("user_agent") {
         Some(ua) => ua,
         None if is_null("user_agent") => req.header("user-agent").unwrap_or("").to_owned(),
-        None => return Err(ApiError::new(422, "invalid_user_agent", "user_agent must be a string")),
+        None => {
+            return Err(ApiError::new(422, "invalid_user_agent", "user_agent must be a string"))
+        }
     };
 
     let redis = Redis::from_spin_variables()?;
-    let (id, expiry, now) =
-        Store::new(&redis, settings).create(&user_id, &bounded(&user_agent, MAX_USER_AGENT_LEN), &data)?;
+    let (id, expiry, now) = Store::new(&redis, settings).create(
+        &user_id,
+        &bounded(&user_agent, MAX_USER_AGENT_LEN),
+        &data,
+    )?;
     let response = issued(201, &id, expiry, now);
     Ok(with_header(response, "set-cookie", settings.cookie.set(id.as_str())))
 }
@@ -346,7 +393,12 @@ fn session_body(view: &store::SessionView) -> Response {
 /// store; the rest (idle deadline within the slide threshold, or anything unsure) read and
 /// slide through outbound Redis. Either way the body comes from the same stored value, and
 /// `expires_in` is the deadline Redis holds at that moment.
-fn get(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Result<Response, ApiError> {
+fn get(
+    _: &Incoming,
+    settings: &Settings,
+    store: &Store,
+    id: &SessionId,
+) -> Result<Response, ApiError> {
     let fast = FastPath::open().map_err(RedisError::from)?;
     let outcome = match fast.and_then(|fast| store.fast_get(&fast, id)) {
         Some(outcome) => outcome,
@@ -361,7 +413,12 @@ fn get(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Resu
 /// `PATCH /api/sessions/current`: JSON merge patch (RFC 7396) at the top level of `data`:
 /// each key replaces its value whole, `null` removes it. Atomic in Redis, so concurrent
 /// patches of different keys all survive.
-fn patch(req: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Result<Response, ApiError> {
+fn patch(
+    req: &Incoming,
+    settings: &Settings,
+    store: &Store,
+    id: &SessionId,
+) -> Result<Response, ApiError> {
     let entries = data_entries(&req.json_object()?)?;
     match store.patch(id, &entries)? {
         Outcome::Found(view) => Ok(session_body(&view)),
@@ -370,7 +427,12 @@ fn patch(req: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> 
     }
 }
 
-fn rotate(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Result<Response, ApiError> {
+fn rotate(
+    _: &Incoming,
+    settings: &Settings,
+    store: &Store,
+    id: &SessionId,
+) -> Result<Response, ApiError> {
     match store.rotate(id)? {
         Outcome::Found((new_id, expiry, now)) => {
             let cookie = settings.cookie.set(new_id.as_str());
@@ -381,13 +443,23 @@ fn rotate(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> R
 }
 
 /// Logging out is idempotent: an already ended session is 204 too.
-fn logout(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Result<Response, ApiError> {
+fn logout(
+    _: &Incoming,
+    settings: &Settings,
+    store: &Store,
+    id: &SessionId,
+) -> Result<Response, ApiError> {
     store.logout(id)?;
     let response = Response::builder().status(204).header("cache-control", "no-store").build();
     Ok(with_header(response, "set-cookie", settings.cookie.clear()))
 }
 
-fn list(_: &Incoming, settings: &Settings, store: &Store, id: &SessionId) -> Result<Response, ApiError> {
+fn list(
+    _: &Incoming,
+    settings: &Settings,
+    store: &Store,
+    id: &SessionId,
+) -> Result<Response, ApiError> {
     let Outcome::Found((mut sessions, now)) = store.list(id)? else {
         return Err(no_session(settings));
     };

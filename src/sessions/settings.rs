@@ -55,14 +55,20 @@ impl Settings {
     }
 
     /// Builds settings from any variable lookup (Spin's, or a map in unit tests).
-    pub fn from_lookup(get: impl Fn(&'static str) -> Result<String, String>) -> Result<Self, ApiError> {
-        let read =
-            |name: &'static str| get(name).map_err(|e| misconfigured(name, format!("cannot be read: {e}")));
+    pub fn from_lookup(
+        get: impl Fn(&'static str) -> Result<String, String>,
+    ) -> Result<Self, ApiError> {
+        let read = |name: &'static str| {
+            get(name).map_err(|e| misconfigured(name, format!("cannot be read: {e}")))
+        };
         let number = |name: &'static str, min: u64, max: u64| -> Result<u64, ApiError> {
             let text = read(name)?;
             match text.trim().parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(misconfigured(name, format!("{text:?} is not a whole number from {min} to {max}"))),
+                _ => Err(misconfigured(
+                    name,
+                    format!("{text:?} is not a whole number from {min} to {max}"),
+                )),
             }
         };
         let idle = number(vars::IDLE_TIMEOUT, 1, MAX_TIMEOUT_SECS)?;
@@ -76,12 +82,18 @@ impl Settings {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
             other => {
-                return Err(misconfigured(vars::COOKIE_SECURE, format!("{other:?} is not true or false")))
+                return Err(misconfigured(
+                    vars::COOKIE_SECURE,
+                    format!("{other:?} is not true or false"),
+                ))
             }
         };
         let same_site_text = read(vars::COOKIE_SAME_SITE)?;
         let same_site = SameSite::parse(&same_site_text).ok_or_else(|| {
-            misconfigured(vars::COOKIE_SAME_SITE, format!("{same_site_text:?} is not Strict, Lax or None"))
+            misconfigured(
+                vars::COOKIE_SAME_SITE,
+                format!("{same_site_text:?} is not Strict, Lax or None"),
+            )
         })?;
         let domain = read(vars::COOKIE_DOMAIN)?.trim().to_owned();
         let cookie = CookieSettings {

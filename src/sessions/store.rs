@@ -83,7 +83,10 @@ pub type DataEntry = (String, Option<String>);
 
 /// Bytes a data entry counts against the cap: name plus JSON text, as the scripts count.
 pub fn data_size<'a>(entries: impl IntoIterator<Item = &'a DataEntry>) -> usize {
-    entries.into_iter().map(|(name, value)| value.as_ref().map_or(0, |v| name.len() + v.len())).sum()
+    entries
+        .into_iter()
+        .map(|(name, value)| value.as_ref().map_or(0, |v| name.len() + v.len()))
+        .sum()
 }
 
 pub struct Store<'a> {
@@ -167,21 +170,28 @@ impl<'a> Store<'a> {
         };
         let view = SessionView::parse(&value, crate::fast_path::unix_now_ms())?;
         let remaining = view.expiry_ms - view.now_ms;
-        let slide_due = view.expiry_ms < view.absolute_ms && remaining < self.settings.slide_threshold_ms;
+        let slide_due =
+            view.expiry_ms < view.absolute_ms && remaining < self.settings.slide_threshold_ms;
         (remaining > 0 && !slide_due).then_some(Outcome::Found(view))
     }
 
     /// Reads the session and slides its idle timeout.
     pub fn get(&self, id: &SessionId) -> Result<Outcome<SessionView>, RedisError> {
         let (key, member) = self.session_key(id);
-        let reply = self.redis.eval(&SESSION, &[&key], args!["get", self.settings.idle_ms, member])?;
+        let reply =
+            self.redis.eval(&SESSION, &[&key], args!["get", self.settings.idle_ms, member])?;
         view_outcome(&reply)
     }
 
     /// Merges top-level data entries (a `None` value deletes) and slides the idle timeout.
-    pub fn patch(&self, id: &SessionId, entries: &[DataEntry]) -> Result<Outcome<SessionView>, RedisError> {
+    pub fn patch(
+        &self,
+        id: &SessionId,
+        entries: &[DataEntry],
+    ) -> Result<Outcome<SessionView>, RedisError> {
         let (key, member) = self.session_key(id);
-        let mut params = args!["patch", self.settings.idle_ms, member, self.settings.max_data_bytes as u64];
+        let mut params =
+            args!["patch", self.settings.idle_ms, member, self.settings.max_data_bytes as u64];
         for (name, value) in entries {
             params.extend(args![name, value.as_deref().unwrap_or("")]);
         }
@@ -248,8 +258,11 @@ impl<'a> Store<'a> {
     /// Ends every session of the caller's user; the number ended.
     pub fn revoke_all(&self, id: &SessionId) -> Result<Outcome<i64>, RedisError> {
         let (key, member) = self.session_key(id);
-        let reply =
-            self.redis.eval(&SESSION, &[&key], args!["revoke_all", member, self.prefix_for(id.tag())])?;
+        let reply = self.redis.eval(
+            &SESSION,
+            &[&key],
+            args!["revoke_all", member, self.prefix_for(id.tag())],
+        )?;
         match reply.int(0)? {
             0 => Ok(Outcome::NoSession),
             _ => Ok(Outcome::Found(reply.int(1)?)),

@@ -11,16 +11,12 @@ use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 const KNOWN_IDS: std::ops::RangeInclusive<u32> = 1..=1000;
-const NAMES: [&str; 8] = [
-    "Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances",
-];
+const NAMES: [&str; 8] =
+    ["Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances"];
 const PLANS: [&str; 3] = ["free", "pro", "team"];
 
 fn variable(name: &str, default: u64) -> u64 {
-    spin_sdk::variables::get(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
+    spin_sdk::variables::get(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 fn json_response(status: u16, body: serde_json::Value) -> Response {

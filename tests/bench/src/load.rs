@@ -147,8 +147,12 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
         let (app, workload, seq) = (app.clone(), workload.clone(), seq.clone());
-        let (errors, host_connections, max_host_connections, first_error) =
-            (errors.clone(), host_connections.clone(), max_host_connections.clone(), first_error.clone());
+        let (errors, host_connections, max_host_connections, first_error) = (
+            errors.clone(),
+            host_connections.clone(),
+            max_host_connections.clone(),
+            first_error.clone(),
+        );
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             while start.elapsed() < duration {
@@ -174,7 +178,10 @@ pub async fn run(
                         if first.is_none() {
                             let logs: String = res.logs.chars().take(600).collect();
                             let body: String = res.text().chars().take(400).collect();
-                            *first = Some(format!("{} {}: {what}; body {body:?}; logs {logs:?}", req.method, req.path));
+                            *first = Some(format!(
+                                "{} {}: {what}; body {body:?}; logs {logs:?}",
+                                req.method, req.path
+                            ));
                         }
                     }
                 }

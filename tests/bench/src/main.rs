@@ -92,7 +92,8 @@ fn parse_args() -> Result<Opts, String> {
         let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
         match arg.as_str() {
             "--seconds" => {
-                opts.seconds = value()?.parse().map_err(|_| "--seconds takes a number".to_owned())?;
+                opts.seconds =
+                    value()?.parse().map_err(|_| "--seconds takes a number".to_owned())?;
                 if !(opts.seconds > 0.0 && opts.seconds <= 600.0) {
                     return Err("--seconds must be between 0 and 600".into());
                 }
@@ -137,14 +138,18 @@ fn parse_args() -> Result<Opts, String> {
 
 /// The repository root (this crate is `tests/bench`).
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("tests/bench is two levels down")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/bench is two levels down")
 }
 
 fn selected(opts: &Opts, route: &Route) -> bool {
     matches!(route.id, RouteId::Baseline | RouteId::BaselineStore)
         || opts.filters.is_empty()
         || opts.filters.iter().any(|f| {
-            route.name.to_ascii_lowercase().contains(f) || route.request.to_ascii_lowercase().contains(f)
+            route.name.to_ascii_lowercase().contains(f)
+                || route.request.to_ascii_lowercase().contains(f)
         })
 }
 
@@ -181,7 +186,11 @@ fn load_group(redis: &RedisServer) -> Result<Group, String> {
 }
 
 fn per_request(calls: u64, requests: u64) -> f64 {
-    if requests == 0 { f64::NAN } else { calls as f64 / requests as f64 }
+    if requests == 0 {
+        f64::NAN
+    } else {
+        calls as f64 / requests as f64
+    }
 }
 
 /// Warm-up, a `MONITOR` sample, then the timed run between two `INFO` readings.
@@ -195,7 +204,13 @@ async fn measure(
     seconds: f64,
 ) -> Row {
     let route = &ROUTES[index];
-    let mut row = Row { mode: mode.label().to_owned(), concurrency, route: index, fast_path, ..Row::default() };
+    let mut row = Row {
+        mode: mode.label().to_owned(),
+        concurrency,
+        route: index,
+        fast_path,
+        ..Row::default()
+    };
     let fp = fast_path.unwrap_or(false);
     let app = group.app_for(route, fp).clone();
     let workload = match routes::workload(group, route, fp, concurrency).await {
@@ -209,7 +224,8 @@ async fn measure(
     // Warm-up: compiled code paths, scripts loaded into Redis, the fast path's pooled
     // connection opened. Not counted.
     let warm_requests = (2 * concurrency as u64).max(10);
-    let warm = load::run(&app, &workload, concurrency, Duration::from_secs(30), Some(warm_requests)).await;
+    let warm =
+        load::run(&app, &workload, concurrency, Duration::from_secs(30), Some(warm_requests)).await;
     let sample = redis_stats::monitor_sample(
         &group.redis_url,
         conn,
@@ -225,7 +241,8 @@ async fn measure(
     };
 
     let before = redis_stats::snapshot(conn).await;
-    let result = load::run(&app, &workload, concurrency, Duration::from_secs_f64(seconds), None).await;
+    let result =
+        load::run(&app, &workload, concurrency, Duration::from_secs_f64(seconds), None).await;
     let after = redis_stats::snapshot(conn).await;
 
     row.requests = result.requests;
@@ -260,7 +277,9 @@ async fn measure(
                     in_script.push((name.clone(), n * (1.0 - share)));
                 }
             }
-            let by_count = |v: &mut Vec<(String, f64)>| v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let by_count = |v: &mut Vec<(String, f64)>| {
+                v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)))
+            };
             by_count(&mut sent);
             by_count(&mut in_script);
             by_count(&mut set_up);
@@ -275,23 +294,38 @@ async fn measure(
 }
 
 /// Every selected route of one Redis mode, at each concurrency, baseline first.
-async fn run_mode(opts: &Opts, mode: Mode, rows: &mut Vec<Row>, emit: &dyn Fn(&Row)) -> Result<(), String> {
+async fn run_mode(
+    opts: &Opts,
+    mode: Mode,
+    rows: &mut Vec<Row>,
+    emit: &dyn Fn(&Row),
+) -> Result<(), String> {
     let redis = match mode {
         Mode::Plain => RedisServer::plain(),
         Mode::Tls | Mode::TlsSystemCa => RedisServer::tls(TLS_PASSWORD),
     };
-    eprintln!("== {}: redis-server on 127.0.0.1:{}; loading the apps (builds the components)", mode.label(), redis.port());
+    eprintln!(
+        "== {}: redis-server on 127.0.0.1:{}; loading the apps (builds the components)",
+        mode.label(),
+        redis.port()
+    );
     let loading = Instant::now();
     let group = load_group(&redis)?;
     eprintln!("   loaded in {:.1} s", loading.elapsed().as_secs_f64());
     let mut conn = redis.client().await;
-    let _: () = redis::cmd("SET").arg("bench:baseline").arg("a small value").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    let _: () = redis::cmd("SET")
+        .arg("bench:baseline")
+        .arg("a small value")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
     for &c in &opts.concurrency {
         for (index, route) in ROUTES.iter().enumerate() {
             if !selected(opts, route) || (mode == Mode::TlsSystemCa && !route.ca_comparison) {
                 continue;
             }
-            let variants: &[Option<bool>] = if route.fast_path { &[Some(false), Some(true)] } else { &[None] };
+            let variants: &[Option<bool>] =
+                if route.fast_path { &[Some(false), Some(true)] } else { &[None] };
             for &fp in variants {
                 let row = measure(&group, &mut conn, mode, index, fp, c, opts.seconds).await;
                 emit(&row);
@@ -334,20 +368,29 @@ fn progress(row: &Row) {
 /// The system CA bundle plus the test CA, in the test-TLS directory (the test host insists
 /// that `SSL_CERT_FILE` lies there).
 fn system_ca_file() -> Result<PathBuf, String> {
-    let test_ca = PathBuf::from(std::env::var("SSL_CERT_FILE").map_err(|_| "SSL_CERT_FILE is not set (run through cargo)")?);
+    let test_ca = PathBuf::from(
+        std::env::var("SSL_CERT_FILE")
+            .map_err(|_| "SSL_CERT_FILE is not set (run through cargo)")?,
+    );
     if !test_ca.exists() {
         // Starting a TLS server generates the test CA.
         drop(RedisServer::tls(TLS_PASSWORD));
     }
-    let system = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or("no system CA bundle found")?;
+    let system = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .ok_or("no system CA bundle found")?;
     let mut bundle = std::fs::read(system).map_err(|e| format!("{system}: {e}"))?;
     bundle.extend(std::fs::read(&test_ca).map_err(|e| format!("{}: {e}", test_ca.display()))?);
     let path = test_ca.with_file_name("system-plus-test-ca.pem");
     std::fs::write(&path, bundle).map_err(|e| format!("{}: {e}", path.display()))?;
-    let roots = String::from_utf8_lossy(&std::fs::read(system).unwrap_or_default()).matches("BEGIN CERTIFICATE").count();
+    let roots = String::from_utf8_lossy(&std::fs::read(system).unwrap_or_default())
+        .matches("BEGIN CERTIFICATE")
+        .count();
     eprintln!("== system CA bundle: {system} ({roots} roots) + the test CA");
     Ok(path)
 }
@@ -357,13 +400,24 @@ fn run_system_ca_child(opts: &Opts) -> Result<Vec<Row>, String> {
     let bundle = system_ca_file()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
-    cmd.args(["--child", "--redis", "system-ca", "--no-write", "--seconds", &opts.seconds.to_string()])
-        .arg("--concurrency")
-        .arg(opts.concurrency.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
+    cmd.args([
+        "--child",
+        "--redis",
+        "system-ca",
+        "--no-write",
+        "--seconds",
+        &opts.seconds.to_string(),
+    ])
+    .arg("--concurrency")
+    .arg(opts.concurrency.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
     for f in &opts.filters {
         cmd.args(["--filter", f]);
     }
-    let out = cmd.env("SSL_CERT_FILE", &bundle).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
+    let out = cmd
+        .env("SSL_CERT_FILE", &bundle)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("the system-CA run failed ({})", out.status));
     }
@@ -392,7 +446,10 @@ async fn run(opts: Opts) -> Result<(), String> {
         run_mode(&opts, mode, &mut rows, &progress).await?;
     }
     if opts.modes.contains(&Mode::TlsSystemCa) {
-        eprintln!("== {}: in a child process with SSL_CERT_FILE = system bundle + test CA", Mode::TlsSystemCa.label());
+        eprintln!(
+            "== {}: in a child process with SSL_CERT_FILE = system bundle + test CA",
+            Mode::TlsSystemCa.label()
+        );
         match run_system_ca_child(&opts) {
             Ok(child_rows) => rows.extend(child_rows),
             Err(e) => notes.push(format!("The system-CA comparison did not run: {e}.")),
@@ -400,7 +457,10 @@ async fn run(opts: Opts) -> Result<(), String> {
     }
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    machine.lines.push(("Load average at end".into(), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")));
+    machine.lines.push((
+        "Load average at end".into(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    ));
     let sizes = report::sizes(&root().join("spin.toml"));
     let command = if opts.args.is_empty() {
         "cargo run -p bench".to_owned()
@@ -408,14 +468,24 @@ async fn run(opts: Opts) -> Result<(), String> {
         format!("cargo run -p bench -- {}", opts.args.join(" "))
     };
     let total_seconds = started.elapsed().as_secs_f64();
-    let markdown = report::Report { rows: &rows, machine: &machine, sizes: &sizes, command, total_seconds, notes: &notes }.markdown();
+    let markdown = report::Report {
+        rows: &rows,
+        machine: &machine,
+        sizes: &sizes,
+        command,
+        total_seconds,
+        notes: &notes,
+    }
+    .markdown();
     println!("{markdown}");
     if opts.write {
         let path = opts.out.clone().unwrap_or_else(|| root().join("docs/benchmarks-latest.md"));
         std::fs::write(&path, &markdown).map_err(|e| format!("writing {}: {e}", path.display()))?;
         eprintln!("== wrote {} ({total_seconds:.0} s in all)", path.display());
     } else {
-        eprintln!("== done in {total_seconds:.0} s (report not written: partial run or --no-write)");
+        eprintln!(
+            "== done in {total_seconds:.0} s (report not written: partial run or --no-write)"
+        );
     }
     Ok(())
 }
@@ -428,7 +498,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -28,7 +28,8 @@ pub struct Snapshot {
 }
 
 pub async fn snapshot(conn: &mut MultiplexedConnection) -> redis::RedisResult<Snapshot> {
-    let info: String = redis::cmd("INFO").arg("stats").arg("commandstats").query_async(conn).await?;
+    let info: String =
+        redis::cmd("INFO").arg("stats").arg("commandstats").query_async(conn).await?;
     let mut snap = Snapshot::default();
     for line in info.lines() {
         if let Some((name, stats)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) {
@@ -98,7 +99,8 @@ impl Sample {
 fn parse_monitor_line(line: &str) -> Option<(bool, String)> {
     let open = line.find('[')?;
     let close = open + line[open..].find(']')?;
-    let in_script = line[open + 1..close].trim_start_matches(|c: char| c.is_ascii_digit()).trim() == "lua";
+    let in_script =
+        line[open + 1..close].trim_start_matches(|c: char| c.is_ascii_digit()).trim() == "lua";
     let mut args = quoted_args(&line[close + 1..]);
     let mut name = args.next()?.to_ascii_lowercase();
     if CONTAINERS.contains(&name.as_str()) {

@@ -73,7 +73,11 @@ impl Row {
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let pairs = |k: &str| -> Vec<(String, f64)> {
             v[k].as_array()
-                .map(|a| a.iter().filter_map(|p| Some((p[0].as_str()?.to_owned(), p[1].as_f64()?))).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| Some((p[0].as_str()?.to_owned(), p[1].as_f64()?)))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         Some(Self {
@@ -108,7 +112,11 @@ pub fn num(x: f64) -> String {
     }
     let s = format!("{x:.2}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.to_owned() }
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_owned()
+    }
 }
 
 fn ms(x: f64) -> String {
@@ -135,7 +143,10 @@ fn breakdown(v: &[(String, f64)]) -> String {
     if v.is_empty() {
         return "–".into();
     }
-    v.iter().map(|(k, n)| format!("{} {}", k.replace('|', " "), num(*n))).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|(k, n)| format!("{} {}", k.replace('|', " "), num(*n)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn fast_path_cell(row: &Row) -> &'static str {
@@ -178,25 +189,40 @@ pub fn machine(seconds: f64, root: &Path) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned())))
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
+        })
         .and_then(|kb| kb.trim_end_matches(" kB").trim().parse::<f64>().ok())
         .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
         .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned())))
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned())
+            })
+        })
         .unwrap_or_default();
     let redis = command_output("redis-server", &["--version"]).unwrap_or_default();
-    let redis = redis.split_whitespace().find_map(|w| w.strip_prefix("v=")).unwrap_or("unknown").to_owned();
+    let redis =
+        redis.split_whitespace().find_map(|w| w.strip_prefix("v=")).unwrap_or("unknown").to_owned();
     let root = root.to_string_lossy();
-    let commit = command_output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = command_output("git", &["-C", &root, "status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+    let commit = command_output("git", &["-C", &root, "rev-parse", "--short", "HEAD"])
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = command_output("git", &["-C", &root, "status", "--porcelain"])
+        .is_some_and(|s| !s.is_empty());
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let rustc = command_output("rustc", &["--version"]).unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -209,7 +235,10 @@ pub fn machine(seconds: f64, root: &Path) -> Machine {
             ("OS".into(), format!("{os}, Linux {kernel}")),
             ("redis-server".into(), redis),
             ("Rust".into(), rustc),
-            ("Commit".into(), format!("{commit}{}", if dirty { " (with uncommitted changes)" } else { "" })),
+            (
+                "Commit".into(),
+                format!("{commit}{}", if dirty { " (with uncommitted changes)" } else { "" }),
+            ),
             ("Seconds per row".into(), num(seconds)),
             ("Load average at start".into(), load),
         ],
@@ -250,7 +279,9 @@ impl Report<'_> {
         let runs: Vec<&Row> = self
             .rows
             .iter()
-            .filter(|r| r.mode == mode && r.concurrency == concurrency && r.route == 0 && !r.failed())
+            .filter(|r| {
+                r.mode == mode && r.concurrency == concurrency && r.route == 0 && !r.failed()
+            })
             .collect();
         if runs.is_empty() {
             return None;
@@ -386,7 +417,8 @@ impl Report<'_> {
             let Some(r) = pick(r.route, r.fast_path) else { continue };
             let tls = r.mode.starts_with("TLS");
             let trips = network_round_trips(r, tls);
-            let (here, at_1ms) = if tls { (ms(r.p50), ms(r.p50 + trips)) } else { ("–".into(), "–".into()) };
+            let (here, at_1ms) =
+                if tls { (ms(r.p50), ms(r.p50 + trips)) } else { ("–".into(), "–".into()) };
             let _ = writeln!(
                 w,
                 "| {} | `{}` | {} | {} | {} | {} | {} | {} | {here} | {at_1ms} |",
@@ -406,8 +438,10 @@ impl Report<'_> {
     fn targets(&self, w: &mut String) {
         let _ = writeln!(w, "## Targets\n");
         let _ = writeln!(w, "| Target | Measured | Holds |\n|---|---|---|");
-        let worst_size = self.sizes.iter().filter_map(|(id, _, b)| b.map(|b| (id, b))).max_by_key(|(_, b)| *b);
-        let missing: Vec<&String> = self.sizes.iter().filter(|(_, _, b)| b.is_none()).map(|(id, _, _)| id).collect();
+        let worst_size =
+            self.sizes.iter().filter_map(|(id, _, b)| b.map(|b| (id, b))).max_by_key(|(_, b)| *b);
+        let missing: Vec<&String> =
+            self.sizes.iter().filter(|(_, _, b)| b.is_none()).map(|(id, _, _)| id).collect();
         if let Some((id, bytes)) = worst_size {
             let holds = bytes <= SIZE_TARGET && missing.is_empty();
             let _ = writeln!(
@@ -421,11 +455,19 @@ impl Report<'_> {
             let target = route.target_round_trips.unwrap_or(0) as f64;
             let index = ROUTES.iter().position(|r| std::ptr::eq(r, route)).unwrap_or(0);
             for fp in [None, Some(false), Some(true)] {
-                let rows: Vec<&Row> = self.rows.iter().filter(|r| r.route == index && r.fast_path == fp && !r.failed()).collect();
+                let rows: Vec<&Row> = self
+                    .rows
+                    .iter()
+                    .filter(|r| r.route == index && r.fast_path == fp && !r.failed())
+                    .collect();
                 if rows.is_empty() {
                     continue;
                 }
-                let Some(worst) = rows.iter().max_by(|a, b| a.round_trips().total_cmp(&b.round_trips())) else { continue };
+                let Some(worst) =
+                    rows.iter().max_by(|a, b| a.round_trips().total_cmp(&b.round_trips()))
+                else {
+                    continue;
+                };
                 let label = match fp {
                     Some(true) => " (fast path)",
                     _ => "",
@@ -461,7 +503,8 @@ impl Report<'_> {
 
     fn size_table(&self, w: &mut String) {
         let _ = writeln!(w, "## Component sizes\n");
-        let _ = writeln!(w, "| Component | Release `.wasm` | Bytes | ≤ 300,000 |\n|---|---|--:|---|");
+        let _ =
+            writeln!(w, "| Component | Release `.wasm` | Bytes | ≤ 300,000 |\n|---|---|--:|---|");
         for (id, file, bytes) in self.sizes {
             match bytes {
                 Some(b) => {
@@ -477,5 +520,9 @@ impl Report<'_> {
 }
 
 fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "**no**" }
+    if b {
+        "yes"
+    } else {
+        "**no**"
+    }
 }

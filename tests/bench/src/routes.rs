@@ -68,10 +68,17 @@ const fn route(id: RouteId, name: &'static str, request: &'static str) -> Route 
 }
 
 pub const ROUTES: &[Route] = &[
-    Route { ca_comparison: true, ..route(RouteId::Baseline, "baseline (probe: 1 GET)", "POST /x (tests/fixtures/probe)") },
     Route {
         ca_comparison: true,
-        ..route(RouteId::BaselineStore, "pooled baseline (probe: 1 GET via key-value store)", "POST /x (tests/fixtures/probe)")
+        ..route(RouteId::Baseline, "baseline (probe: 1 GET)", "POST /x (tests/fixtures/probe)")
+    },
+    Route {
+        ca_comparison: true,
+        ..route(
+            RouteId::BaselineStore,
+            "pooled baseline (probe: 1 GET via key-value store)",
+            "POST /x (tests/fixtures/probe)",
+        )
     },
     route(RouteId::Health, "health", "GET /health/cache"),
     Route {
@@ -80,21 +87,36 @@ pub const ROUTES: &[Route] = &[
         target_round_trips: Some(1),
         ..route(RouteId::CacheHit, "cache hit", "GET /api/cache/proxy/profiles/42")
     },
-    route(RouteId::CacheMiss, "cache miss (demo origin)", "GET /api/cache/proxy/profiles/N?bench=unique"),
+    route(
+        RouteId::CacheMiss,
+        "cache miss (demo origin)",
+        "GET /api/cache/proxy/profiles/N?bench=unique",
+    ),
     route(RouteId::CacheDemo, "cache demo counter", "GET /api/cache/demo"),
     route(RouteId::CacheStats, "cache stats (16 buckets)", "GET /api/cache/stats"),
     Route {
         target_round_trips: Some(1),
-        ..route(RouteId::RateLimitSliding, "rate-limit decision, sliding window", "POST /api/ratelimit/check")
+        ..route(
+            RouteId::RateLimitSliding,
+            "rate-limit decision, sliding window",
+            "POST /api/ratelimit/check",
+        )
     },
     Route {
         target_round_trips: Some(1),
-        ..route(RouteId::RateLimitBucket, "rate-limit decision, token bucket", "POST /api/ratelimit/check")
+        ..route(
+            RouteId::RateLimitBucket,
+            "rate-limit decision, token bucket",
+            "POST /api/ratelimit/check",
+        )
     },
     route(RouteId::RateLimitState, "rate-limit state", "GET /api/ratelimit/{policy}/{key}"),
     route(RouteId::Gateway, "rate-limit gateway (demo origin)", "GET /api/limited/profiles/N"),
     route(RouteId::OtpIssue, "OTP issue", "POST /api/otp"),
-    Route { target_round_trips: Some(1), ..route(RouteId::OtpVerify, "OTP verify", "POST /api/otp/verify") },
+    Route {
+        target_round_trips: Some(1),
+        ..route(RouteId::OtpVerify, "OTP verify", "POST /api/otp/verify")
+    },
     route(RouteId::SessionCreate, "session create", "POST /api/sessions"),
     Route {
         fast_path: true,
@@ -152,11 +174,16 @@ fn session_id(body: &[u8]) -> Option<String> {
 }
 
 fn otp_issue_req(subject: &str) -> Req {
-    Req::new(Method::POST, "/api/otp").json(json!({"subject": subject, "purpose": "login", "channel": "email"}))
+    Req::new(Method::POST, "/api/otp")
+        .json(json!({"subject": subject, "purpose": "login", "channel": "email"}))
 }
 
 /// One session per worker, for the routes that act on the caller's own session.
-async fn worker_sessions(app: &TestApp, tag: &str, workers: usize) -> Result<Arc<Vec<Mutex<String>>>, String> {
+async fn worker_sessions(
+    app: &TestApp,
+    tag: &str,
+    workers: usize,
+) -> Result<Arc<Vec<Mutex<String>>>, String> {
     let mut ids = Vec::new();
     for w in 0..workers {
         ids.push(Mutex::new(create_session(app, &format!("bench-{tag}-w{w}")).await?));
@@ -166,7 +193,12 @@ async fn worker_sessions(app: &TestApp, tag: &str, workers: usize) -> Result<Arc
 
 /// Builds the workload of `route`, after any set-up it needs (warming the cache entry,
 /// creating sessions, topping up a pool of one-use items).
-pub async fn workload(group: &Group, route: &Route, fast_path: bool, workers: usize) -> Result<Workload, String> {
+pub async fn workload(
+    group: &Group,
+    route: &Route,
+    fast_path: bool,
+    workers: usize,
+) -> Result<Workload, String> {
     let app = group.app_for(route, fast_path);
     // Unique per workload, so that subjects, users and cache keys never repeat across the
     // warm-up, the sample and the timed run, or across rows.
@@ -190,20 +222,32 @@ pub async fn workload(group: &Group, route: &Route, fast_path: bool, workers: us
             if res.status != 200 {
                 return Err(format!("warming {path}: {} {}", res.status, res.text()));
             }
-            Workload::new(200, move |_, _| Some(Req::new(Method::GET, path))).expect_header("x-cache", "HIT")
+            Workload::new(200, move |_, _| Some(Req::new(Method::GET, path)))
+                .expect_header("x-cache", "HIT")
         }
         RouteId::CacheMiss => Workload::new(200, move |_, _| {
             let n = next_unique();
-            Some(Req::new(Method::GET, format!("/api/cache/proxy/profiles/{}?bench={tag}-{n}", n % 1000 + 1)))
+            Some(Req::new(
+                Method::GET,
+                format!("/api/cache/proxy/profiles/{}?bench={tag}-{n}", n % 1000 + 1),
+            ))
         })
         .expect_header("x-cache", "MISS"),
-        RouteId::CacheDemo => Workload::new(200, |_, _| Some(Req::new(Method::GET, "/api/cache/demo"))),
-        RouteId::CacheStats => Workload::new(200, |_, _| Some(Req::new(Method::GET, "/api/cache/stats"))),
+        RouteId::CacheDemo => {
+            Workload::new(200, |_, _| Some(Req::new(Method::GET, "/api/cache/demo")))
+        }
+        RouteId::CacheStats => {
+            Workload::new(200, |_, _| Some(Req::new(Method::GET, "/api/cache/stats")))
+        }
         RouteId::RateLimitSliding | RouteId::RateLimitBucket => {
-            let policy = if route.id == RouteId::RateLimitSliding { "bench_sw" } else { "bench_tb" };
+            let policy =
+                if route.id == RouteId::RateLimitSliding { "bench_sw" } else { "bench_tb" };
             Workload::new(200, move |_, n| {
                 let key = format!("user:{}", n % 10_000);
-                Some(Req::new(Method::POST, "/api/ratelimit/check").json(json!({"policy": policy, "key": key})))
+                Some(
+                    Req::new(Method::POST, "/api/ratelimit/check")
+                        .json(json!({"policy": policy, "key": key})),
+                )
             })
         }
         RouteId::RateLimitState => Workload::new(200, |_, n| {
@@ -225,7 +269,9 @@ pub async fn workload(group: &Group, route: &Route, fast_path: bool, workers: us
             })
             .after(move |w, res| {
                 // otp_dev_echo returns the code, so the verify row can use it.
-                let code = serde_json::from_slice::<Value>(&res.body).ok().and_then(|v| v["code"].as_str().map(str::to_owned));
+                let code = serde_json::from_slice::<Value>(&res.body)
+                    .ok()
+                    .and_then(|v| v["code"].as_str().map(str::to_owned));
                 let subject = subjects.lock().unwrap().get(&w).cloned();
                 if let (Some(code), Some(subject)) = (code, subject) {
                     pool.lock().unwrap().push((subject, code));
@@ -238,7 +284,9 @@ pub async fn workload(group: &Group, route: &Route, fast_path: bool, workers: us
             for i in 0..missing {
                 let subject = format!("pre{i}-{tag}@example.com");
                 let res = load::send(app, &otp_issue_req(&subject)).await;
-                let code = serde_json::from_slice::<Value>(&res.body).ok().and_then(|v| v["code"].as_str().map(str::to_owned));
+                let code = serde_json::from_slice::<Value>(&res.body)
+                    .ok()
+                    .and_then(|v| v["code"].as_str().map(str::to_owned));
                 match code {
                     Some(code) => group.otp_codes.lock().unwrap().push((subject, code)),
                     None => return Err(format!("issuing a code: {} {}", res.status, res.text())),
@@ -247,7 +295,10 @@ pub async fn workload(group: &Group, route: &Route, fast_path: bool, workers: us
             let pool = group.otp_codes.clone();
             Workload::new(200, move |_, _| {
                 let (subject, code) = pool.lock().unwrap().pop()?;
-                Some(Req::new(Method::POST, "/api/otp/verify").json(json!({"subject": subject, "purpose": "login", "code": code})))
+                Some(
+                    Req::new(Method::POST, "/api/otp/verify")
+                        .json(json!({"subject": subject, "purpose": "login", "code": code})),
+                )
             })
         }
         RouteId::SessionCreate => {
@@ -284,7 +335,9 @@ pub async fn workload(group: &Group, route: &Route, fast_path: bool, workers: us
             Workload::new(200, move |w, n| {
                 let session = ids[w].lock().unwrap().clone();
                 Some(match id {
-                    RouteId::SessionRead => Req::new(Method::GET, "/api/sessions/current").bearer(&session),
+                    RouteId::SessionRead => {
+                        Req::new(Method::GET, "/api/sessions/current").bearer(&session)
+                    }
                     RouteId::SessionPatch => Req::new(Method::PATCH, "/api/sessions/current")
                         .bearer(&session)
                         .json(json!({"last_page": format!("/page/{n}")})),
@@ -312,6 +365,9 @@ pub async fn workload(group: &Group, route: &Route, fast_path: bool, workers: us
 /// A tag no other group or workload of this process (or an earlier run) has.
 pub fn next_tag(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     format!("{prefix}{}x{now}", N.fetch_add(1, Ordering::Relaxed))
 }

@@ -50,7 +50,9 @@ impl AllowedHost {
         };
         let (host, port) = rest.rsplit_once(':').unwrap_or((rest, ""));
         let port = match port.split_once('/') {
-            Some((_, path)) if !path.is_empty() => bail!("{entry:?} has a path but is not allowed to"),
+            Some((_, path)) if !path.is_empty() => {
+                bail!("{entry:?} has a path but is not allowed to")
+            }
             Some((p, _)) => p,
             None => port,
         };
@@ -77,7 +79,9 @@ impl AllowedHost {
         } else if host.contains('*') || host.contains('/') {
             bail!("invalid allowed host {host:?}");
         } else {
-            HostRule::Literal(Host::parse(host).with_context(|| format!("invalid allowed host {host:?}"))?)
+            HostRule::Literal(
+                Host::parse(host).with_context(|| format!("invalid allowed host {host:?}"))?,
+            )
         };
         Ok(Self { scheme, host, port })
     }
@@ -117,7 +121,8 @@ impl AllowedHosts {
             if host.host == HostRule::AnySubdomain(SERVICE_CHAINING_SUFFIX.into()) {
                 for id in component_ids {
                     let mut h = host.clone();
-                    h.host = HostRule::Literal(Host::Domain(format!("{id}{SERVICE_CHAINING_SUFFIX}")));
+                    h.host =
+                        HostRule::Literal(Host::Domain(format!("{id}{SERVICE_CHAINING_SUFFIX}")));
                     hosts.push(h);
                 }
             } else {

@@ -28,10 +28,7 @@ static IN_MEMORY: LazyLock<Mutex<HashMap<PathBuf, (SystemTime, Component)>>> =
 pub(crate) fn load(engine: &Engine, path: &Path) -> Result<Component> {
     let modified = std::fs::metadata(path)
         .with_context(|| {
-            format!(
-                "component source {} is missing (build it first)",
-                path.display()
-            )
+            format!("component source {} is missing (build it first)", path.display())
         })?
         .modified()?;
     let mut in_memory = IN_MEMORY.lock().unwrap_or_else(|e| e.into_inner());
@@ -56,14 +53,8 @@ fn compile(engine: &Engine, path: &Path, wasm: &[u8]) -> Result<Component> {
 }
 
 fn load_through_disk(engine: &Engine, path: &Path, wasm: &[u8], dir: &Path) -> Result<Component> {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("component");
-    let digest: String = Sha256::digest(wasm)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("component");
+    let digest: String = Sha256::digest(wasm).iter().map(|b| format!("{b:02x}")).collect();
     let artifact = dir.join(format!("{stem}-{digest}.cwasm"));
     if artifact.exists() {
         // SAFETY: the file is one this host wrote with `Component::serialize` (below, renamed

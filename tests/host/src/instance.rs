@@ -37,9 +37,7 @@ impl InstanceState {
     /// The component's resolved `allowed_outbound_hosts`; a template that failed to resolve
     /// fails the call, as in Spin.
     pub(crate) fn allowed_hosts(&self) -> Result<&AllowedHosts, RedisError> {
-        self.app.allowed_hosts[&self.component]
-            .as_ref()
-            .map_err(|e| RedisError::Other(e.clone()))
+        self.app.allowed_hosts[&self.component].as_ref().map_err(|e| RedisError::Other(e.clone()))
     }
 }
 

@@ -45,7 +45,11 @@ impl RedisStore {
     /// Spin parses the URL when the app starts: a bad one stops `spin up`.
     pub(crate) fn new(url: &str) -> Result<Self> {
         redis::parse_redis_url(url).context("Invalid Redis URL")?;
-        Ok(Self { url: url.to_owned(), connection: OnceCell::new(), connections: AtomicUsize::new(0) })
+        Ok(Self {
+            url: url.to_owned(),
+            connection: OnceCell::new(),
+            connections: AtomicUsize::new(0),
+        })
     }
 
     async fn connect(&self) -> Result<ConnectionManager, String> {
@@ -100,7 +104,9 @@ enum OpenError {
 
 impl InstanceState {
     async fn open_store(&mut self, label: &str) -> Result<KeyValueHandle, OpenError> {
-        let allowed = self.app.manifest.components[&self.component].key_value_stores.contains(&label.to_owned());
+        let allowed = self.app.manifest.components[&self.component]
+            .key_value_stores
+            .contains(&label.to_owned());
         if !allowed {
             return Err(OpenError::AccessDenied);
         }
@@ -136,7 +142,9 @@ mod ops {
 
     pub async fn get(mut conn: ConnectionManager, key: &str) -> Result<Option<Vec<u8>>, String> {
         let value: Option<Vec<u8>> = conn.get(key).await.map_err(other)?;
-        if std::mem::size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, |v| v.len()) > MAX_HOST_BUFFERED_BYTES {
+        if std::mem::size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, |v| v.len())
+            > MAX_HOST_BUFFERED_BYTES
+        {
             return Err(format!("query result exceeds limit of {MAX_HOST_BUFFERED_BYTES} bytes"));
         }
         Ok(value)
@@ -158,7 +166,11 @@ mod ops {
         conn.keys("*").await.map_err(other)
     }
 
-    pub async fn increment(mut conn: ConnectionManager, key: &str, delta: i64) -> Result<i64, String> {
+    pub async fn increment(
+        mut conn: ConnectionManager,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, String> {
         conn.incr(key, delta).await.map_err(other)
     }
 }
@@ -168,7 +180,10 @@ mod ops {
 impl spin_kv::Host for InstanceState {}
 
 impl spin_kv::HostStore for InstanceState {
-    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<spin_kv::Store>, spin_kv::Error>> {
+    async fn open(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<spin_kv::Store>, spin_kv::Error>> {
         Ok(match self.open_store(&label).await {
             Ok(handle) => {
                 let r = self.table.push(handle)?;
@@ -181,27 +196,47 @@ impl spin_kv::HostStore for InstanceState {
         })
     }
 
-    async fn get(&mut self, r: Resource<spin_kv::Store>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
+    async fn get(
+        &mut self,
+        r: Resource<spin_kv::Store>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::get(conn, &key).await.map_err(spin_kv::Error::Other))
     }
 
-    async fn set(&mut self, r: Resource<spin_kv::Store>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), spin_kv::Error>> {
+    async fn set(
+        &mut self,
+        r: Resource<spin_kv::Store>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::set(conn, &key, &value).await.map_err(spin_kv::Error::Other))
     }
 
-    async fn delete(&mut self, r: Resource<spin_kv::Store>, key: String) -> wasmtime::Result<Result<(), spin_kv::Error>> {
+    async fn delete(
+        &mut self,
+        r: Resource<spin_kv::Store>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::delete(conn, &key).await.map_err(spin_kv::Error::Other))
     }
 
-    async fn exists(&mut self, r: Resource<spin_kv::Store>, key: String) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
+    async fn exists(
+        &mut self,
+        r: Resource<spin_kv::Store>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::exists(conn, &key).await.map_err(spin_kv::Error::Other))
     }
 
-    async fn get_keys(&mut self, r: Resource<spin_kv::Store>) -> wasmtime::Result<Result<Vec<String>, spin_kv::Error>> {
+    async fn get_keys(
+        &mut self,
+        r: Resource<spin_kv::Store>,
+    ) -> wasmtime::Result<Result<Vec<String>, spin_kv::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::keys(conn).await.map_err(spin_kv::Error::Other))
     }
@@ -214,7 +249,10 @@ impl spin_kv::HostStore for InstanceState {
 // --- wasi:keyvalue/store@0.2.0-draft2 ---------------------------------------------------
 
 impl wasi_kv_store::Host for InstanceState {
-    async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<wasi_kv_store::Bucket>, wasi_kv_store::Error>> {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<wasi_kv_store::Bucket>, wasi_kv_store::Error>> {
         use wasi_kv_store::Error as E;
         Ok(match self.open_store(&identifier).await {
             Ok(handle) => {
@@ -230,22 +268,39 @@ impl wasi_kv_store::Host for InstanceState {
 }
 
 impl wasi_kv_store::HostBucket for InstanceState {
-    async fn get(&mut self, r: Resource<wasi_kv_store::Bucket>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_kv_store::Error>> {
+    async fn get(
+        &mut self,
+        r: Resource<wasi_kv_store::Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_kv_store::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::get(conn, &key).await.map_err(wasi_kv_store::Error::Other))
     }
 
-    async fn set(&mut self, r: Resource<wasi_kv_store::Bucket>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), wasi_kv_store::Error>> {
+    async fn set(
+        &mut self,
+        r: Resource<wasi_kv_store::Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wasi_kv_store::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::set(conn, &key, &value).await.map_err(wasi_kv_store::Error::Other))
     }
 
-    async fn delete(&mut self, r: Resource<wasi_kv_store::Bucket>, key: String) -> wasmtime::Result<Result<(), wasi_kv_store::Error>> {
+    async fn delete(
+        &mut self,
+        r: Resource<wasi_kv_store::Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), wasi_kv_store::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::delete(conn, &key).await.map_err(wasi_kv_store::Error::Other))
     }
 
-    async fn exists(&mut self, r: Resource<wasi_kv_store::Bucket>, key: String) -> wasmtime::Result<Result<bool, wasi_kv_store::Error>> {
+    async fn exists(
+        &mut self,
+        r: Resource<wasi_kv_store::Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, wasi_kv_store::Error>> {
         let conn = self.store_conn(&r)?;
         Ok(ops::exists(conn, &key).await.map_err(wasi_kv_store::Error::Other))
     }
@@ -303,7 +358,10 @@ impl wasi_kv_atomics::HostCas for InstanceState {
         Ok(Err(wasi_kv_store::Error::Other(NO_CAS.into())))
     }
 
-    async fn current(&mut self, _cas: Resource<wasi_kv_atomics::Cas>) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_kv_store::Error>> {
+    async fn current(
+        &mut self,
+        _cas: Resource<wasi_kv_atomics::Cas>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_kv_store::Error>> {
         Ok(Err(wasi_kv_store::Error::Other(NO_CAS.into())))
     }
 

@@ -47,11 +47,11 @@ use wasmtime_wasi_http::body::{HostIncomingBody, HyperIncomingBody, HyperOutgoin
 use wasmtime_wasi_http::types::{HostIncomingRequest, IncomingResponse};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
+use instance::InstanceState;
 pub use instance::RequestStats;
+use manifest::{Manifest, RouteConfig};
 /// The `redis` client the host uses, for tests that read back what components wrote.
 pub use redis;
-use instance::InstanceState;
-use manifest::{Manifest, RouteConfig};
 use routes::{RouteMatch, Router};
 use variables::{ProviderConfig, Variables};
 
@@ -176,7 +176,8 @@ impl TestAppBuilder {
             None => RuntimeConfig::default(),
         };
         let providers = runtime_config.providers();
-        let mut key_value_stores = key_value::stores_from_runtime_config(&runtime_config.key_value_store)?;
+        let mut key_value_stores =
+            key_value::stores_from_runtime_config(&runtime_config.key_value_store)?;
         for (label, url) in &self.key_value_stores {
             key_value_stores.insert(label.clone(), key_value::RedisStore::new(url)?);
         }
@@ -410,7 +411,8 @@ impl TestApp {
     pub async fn send(&self, request: Request<Bytes>, client_addr: SocketAddr) -> TestResponse {
         let stats = Arc::new(RequestStats::default());
         let (parts, body) = request.into_parts();
-        let body: HyperIncomingBody = Full::new(body).map_err(|never| match never {}).boxed_unsync();
+        let body: HyperIncomingBody =
+            Full::new(body).map_err(|never| match never {}).boxed_unsync();
         let request = Request::from_parts(parts, body);
         let (response, logs) = self.inner.serve(request, client_addr, &stats).await;
         let (parts, body) = response.into_parts();
@@ -544,7 +546,8 @@ impl AppInner {
         }
         let body = HostIncomingBody::new(body, Duration::from_secs(600), FIELD_SIZE_LIMIT);
         let view = store.data_mut();
-        let incoming = HostIncomingRequest::new(view, parts, Scheme::Http, Some(body), FIELD_SIZE_LIMIT)?;
+        let incoming =
+            HostIncomingRequest::new(view, parts, Scheme::Http, Some(body), FIELD_SIZE_LIMIT)?;
         let incoming = WasiHttpView::table(view).push(incoming)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let outparam = view.new_response_outparam(tx)?;
@@ -564,7 +567,8 @@ impl AppInner {
             }
         };
         let (parts, body) = response.into_parts();
-        let collected = body.collect().await.map_err(|e| anyhow!("reading response body: {e:?}"))?;
+        let collected =
+            body.collect().await.map_err(|e| anyhow!("reading response body: {e:?}"))?;
         task.await??;
         Ok(Response::from_parts(parts, collected.to_bytes()))
     }
@@ -596,7 +600,8 @@ fn spin_request_headers(
         ("spin-client-addr".to_owned(), client_addr.to_string()),
     ];
     for (name, value) in &route.named_wildcards {
-        spin_headers.push((format!("spin-path-match-{}", name.to_ascii_lowercase()), value.clone()));
+        spin_headers
+            .push((format!("spin-path-match-{}", name.to_ascii_lowercase()), value.clone()));
     }
     let mut headers = parts.headers.clone();
     headers.extend(spin_headers.into_iter().filter_map(|(n, v)| {

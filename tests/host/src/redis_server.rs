@@ -43,7 +43,10 @@ fn tls_files() -> TlsFiles {
 /// each writes into its own temporary directory and renames it into place; losers use the
 /// winner's files.
 fn generate_tls_files(dir: &Path, files: &TlsFiles) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        SanType,
+    };
 
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -133,7 +136,10 @@ impl RedisServer {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let auth = match &self.password {
-            Some(p) => format!(":{}@", url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>()),
+            Some(p) => format!(
+                ":{}@",
+                url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>()
+            ),
             None => String::new(),
         };
         format!("{scheme}://{auth}127.0.0.1:{}", self.port)
@@ -164,13 +170,20 @@ impl RedisServer {
             .stderr(Stdio::null());
         if self.tls {
             let files = tls_files();
-            cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
-                .arg("--tls-cert-file")
-                .arg(&files.cert)
-                .arg("--tls-key-file")
-                .arg(&files.key)
-                .arg("--tls-ca-cert-file")
-                .arg(&files.ca);
+            cmd.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &self.port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&files.cert)
+            .arg("--tls-key-file")
+            .arg(&files.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&files.ca);
         } else {
             cmd.args(["--port", &self.port.to_string()]);
         }

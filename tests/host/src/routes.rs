@@ -76,7 +76,11 @@ impl Router {
                 handler.based_route.clone()
             };
             let spec: routefinder::RouteSpec = spec.as_str().try_into().map_err(|e| {
-                anyhow!("error parsing route {} of component {}: {e}", handler.based_route, handler.component)
+                anyhow!(
+                    "error parsing route {} of component {}: {e}",
+                    handler.based_route,
+                    handler.component
+                )
             })?;
             inner.add(spec, handler).map_err(|e| anyhow!("{e}"))?;
         }
@@ -97,8 +101,7 @@ impl Router {
                 (false, true) => format!("/{w}/"),
             })
             .unwrap_or_default();
-        let named_wildcards =
-            captures.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let named_wildcards = captures.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         Some(RouteMatch {
             component: handler.component.clone(),
             raw_route: handler.raw_route.clone(),

@@ -33,10 +33,10 @@ wasmtime::component::bindgen!({
 
 pub(crate) use fermyon::spin::key_value as key_value_iface;
 pub(crate) use fermyon::spin::redis as redis_iface;
-pub(crate) use wasi::keyvalue::atomics as wasi_kv_atomics;
-pub(crate) use wasi::keyvalue::store as wasi_kv_store;
 pub(crate) use fermyon::spin::variables as variables_iface;
 use redis_iface::{Error, RedisParameter, RedisResult};
+pub(crate) use wasi::keyvalue::atomics as wasi_kv_atomics;
+pub(crate) use wasi::keyvalue::store as wasi_kv_store;
 
 /// The resource behind a guest's `connection`.
 pub struct RedisConnection(MultiplexedConnection);
@@ -90,15 +90,26 @@ impl redis_iface::HostConnection for InstanceState {
         Ok(())
     }
 
-    async fn get(&mut self, r: Resource<RedisConnection>, key: String) -> Result<Option<Vec<u8>>, Error> {
+    async fn get(
+        &mut self,
+        r: Resource<RedisConnection>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, Error> {
         let value: Option<Vec<u8>> = self.conn(&r)?.get(&key).await.map_err(other)?;
         if value.as_ref().map_or(0, |v| v.len()) > MAX_HOST_BUFFERED_BYTES {
-            return Err(Error::Other(format!("query result exceeds limit of {MAX_HOST_BUFFERED_BYTES} bytes")));
+            return Err(Error::Other(format!(
+                "query result exceeds limit of {MAX_HOST_BUFFERED_BYTES} bytes"
+            )));
         }
         Ok(value)
     }
 
-    async fn set(&mut self, r: Resource<RedisConnection>, key: String, value: Vec<u8>) -> Result<(), Error> {
+    async fn set(
+        &mut self,
+        r: Resource<RedisConnection>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), Error> {
         let () = self.conn(&r)?.set(&key, &value).await.map_err(other)?;
         Ok(())
     }
@@ -111,7 +122,12 @@ impl redis_iface::HostConnection for InstanceState {
         self.conn(&r)?.del(&keys).await.map_err(other)
     }
 
-    async fn sadd(&mut self, r: Resource<RedisConnection>, key: String, values: Vec<String>) -> Result<u32, Error> {
+    async fn sadd(
+        &mut self,
+        r: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Result<u32, Error> {
         self.conn(&r)?.sadd(&key, &values).await.map_err(|e| {
             if e.kind() == redis::ErrorKind::TypeError {
                 Error::TypeError
@@ -121,11 +137,20 @@ impl redis_iface::HostConnection for InstanceState {
         })
     }
 
-    async fn smembers(&mut self, r: Resource<RedisConnection>, key: String) -> Result<Vec<String>, Error> {
+    async fn smembers(
+        &mut self,
+        r: Resource<RedisConnection>,
+        key: String,
+    ) -> Result<Vec<String>, Error> {
         self.conn(&r)?.smembers(&key).await.map_err(other)
     }
 
-    async fn srem(&mut self, r: Resource<RedisConnection>, key: String, values: Vec<String>) -> Result<u32, Error> {
+    async fn srem(
+        &mut self,
+        r: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Result<u32, Error> {
         self.conn(&r)?.srem(&key, &values).await.map_err(other)
     }
 
@@ -153,7 +178,9 @@ impl redis_iface::HostConnection for InstanceState {
             })
             .sum();
         if size > MAX_HOST_BUFFERED_BYTES {
-            return Err(Error::Other(format!("query result exceeds limit of {MAX_HOST_BUFFERED_BYTES} bytes")));
+            return Err(Error::Other(format!(
+                "query result exceeds limit of {MAX_HOST_BUFFERED_BYTES} bytes"
+            )));
         }
         Ok(results)
     }
@@ -194,7 +221,9 @@ impl FromRedisValue for Flattened {
                 Value::BigNumber(n) => out.push(RedisResult::Binary(n.to_string().into_bytes())),
                 Value::Map(_) => return Err(unsupported("Map type")),
                 Value::Attribute { .. } => return Err(unsupported("Attribute type")),
-                Value::VerbatimString { .. } => return Err(unsupported("string with format attribute")),
+                Value::VerbatimString { .. } => {
+                    return Err(unsupported("string with format attribute"))
+                }
                 Value::Push { .. } => return Err(unsupported("Pub/Sub types")),
                 Value::ServerError(e) => {
                     return Err(redis::RedisError::from((
@@ -222,7 +251,10 @@ impl variables_iface::Host for InstanceState {
         })
     }
 
-    fn convert_error(&mut self, error: variables_iface::Error) -> wasmtime::Result<variables_iface::Error> {
+    fn convert_error(
+        &mut self,
+        error: variables_iface::Error,
+    ) -> wasmtime::Result<variables_iface::Error> {
         Ok(error)
     }
 }

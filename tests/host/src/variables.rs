@@ -75,7 +75,9 @@ pub fn parse_template(template: &str) -> Result<Vec<Part>> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProviderConfig {
-    Static { values: HashMap<String, String> },
+    Static {
+        values: HashMap<String, String>,
+    },
     Env {
         #[serde(default)]
         prefix: Option<String>,
@@ -272,20 +274,15 @@ mod tests {
 
     #[test]
     fn required_variable_must_resolve() {
-        let err = Variables::resolve(&manifest(), &[], &env(&[]), None)
-            .unwrap_err();
+        let err = Variables::resolve(&manifest(), &[], &env(&[]), None).unwrap_err();
         assert!(err.to_string().contains("required variable"), "{err}");
     }
 
     #[test]
     fn env_provider_and_defaults() {
-        let v = Variables::resolve(
-            &manifest(),
-            &[],
-            &env(&[("SPIN_VARIABLE_KEY", "s3cret")]),
-            None,
-        )
-        .unwrap();
+        let v =
+            Variables::resolve(&manifest(), &[], &env(&[("SPIN_VARIABLE_KEY", "s3cret")]), None)
+                .unwrap();
         assert_eq!(v.get("c", "url").unwrap(), "redis://127.0.0.1:6379");
         assert_eq!(v.get("c", "key").unwrap(), "s3cret");
         assert_eq!(v.secret_values(), ["s3cret".to_string()]);
@@ -308,13 +305,8 @@ mod tests {
 
     #[test]
     fn get_errors() {
-        let v = Variables::resolve(
-            &manifest(),
-            &[],
-            &env(&[("SPIN_VARIABLE_KEY", "k")]),
-            None,
-        )
-        .unwrap();
+        let v = Variables::resolve(&manifest(), &[], &env(&[("SPIN_VARIABLE_KEY", "k")]), None)
+            .unwrap();
         assert!(matches!(v.get("c", "Bad-Name"), Err(VariableError::InvalidName(_))));
         assert!(matches!(v.get("c", "host"), Err(VariableError::Undefined(_))));
         assert!(matches!(v.get("other", "url"), Err(VariableError::Undefined(_))));
