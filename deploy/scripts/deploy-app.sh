@@ -1,31 +1,95 @@
 #!/usr/bin/env bash
-# Builds the app, pushes it to Azure Container Registry as an OCI artifact, and applies the
-# Key Vault variant of the manifests (kubectl 1.31+ for `kubectl wait --for=create`).
+# Builds the app, pushes it to Azure Container Registry as an OCI artifact, and applies an
+# overlay of deploy/overlays with the images by digest. Logs in to the registry without Docker:
+# `az acr login --expose-token` gives a token, which reaches `spin registry login` on stdin.
 #
-# Usage: ACR=contosoacr.azurecr.io VERSION=0.1.0 bash deploy/scripts/deploy-app.sh
+# Usage: ACR=contosoacr.azurecr.io bash deploy/scripts/deploy-app.sh
+#        OVERLAY=aks-secrets|aks-keyvault|autoscaling|autoscaling-keda (default aks-keyvault)
+#        VERSION=0.1.0 (the tag pushed; the manifests use the digest it gets)
+#        DRY_RUN=1 prints the az, spin and kubectl calls instead of making them.
+# Needs kubectl 1.31+ (`kubectl wait --for=create`). Re-runnable: it applies the same objects.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 : "${ACR:?set ACR, e.g. contosoacr.azurecr.io}"
+OVERLAY="${OVERLAY:-aks-keyvault}"
 VERSION="${VERSION:-0.1.0}"
-IMAGE="${ACR}/spin-redis-patterns:${VERSION}"
+NAMESPACE=spin-redis-patterns
+ACR_NAME="${ACR%%.*}"
+[ -f "deploy/overlays/$OVERLAY/kustomization.yaml" ] || die "no overlay deploy/overlays/$OVERLAY"
+# The placeholders the manifests carry where the digests go.
+ZERO_DIGEST="sha256:0000000000000000000000000000000000000000000000000000000000000000"
+APP_PLACEHOLDER="myregistry.azurecr.io/spin-redis-patterns@$ZERO_DIGEST"
+PAUSE_PLACEHOLDER="myregistry.azurecr.io/pause@$ZERO_DIGEST"
+PAUSE_SOURCE="registry.k8s.io/pause:3.10"
 
-spin build
-az acr login --name "${ACR%%.*}"
-spin registry push "$IMAGE"
+log "build and push $ACR/spin-redis-patterns:$VERSION"
+run spin build
+# The token is an ACR refresh token for the fixed user name below; it never appears on a
+# command line.
+token=$(get "<token>" az acr login --name "$ACR_NAME" --expose-token --output tsv --query accessToken)
+printf '%s' "$token" |
+  run spin registry login --username 00000000-0000-0000-0000-000000000000 --password-stdin "$ACR"
+pushed=$(get "Pushed with digest $ZERO_DIGEST" spin registry push "$ACR/spin-redis-patterns:$VERSION")
+digest=$(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$pushed" | head -n 1) ||
+  die "spin registry push reported no digest: $pushed"
+APP_IMAGE="$ACR/spin-redis-patterns@$digest"
 
-kubectl apply -f deploy/azure-keyvault/serviceaccount.yaml
-kubectl apply -f deploy/azure-keyvault/secretproviderclass.yaml
-# The operator reads the fast path's store URL from the synced Secret before it creates any
-# app pod: start the pod that syncs it, and wait for the Secret (see secret-sync.yaml).
-kubectl apply -f deploy/azure-keyvault/secret-sync.yaml
-kubectl rollout status deployment/spin-redis-patterns-secret-sync --timeout=300s
-kubectl wait --for=create secret/spin-redis-patterns-redis --timeout=120s
-# Where the Secret predates the store-url key, the key arrives with the driver's rotation poll
-# (every two minutes; create-azure-resources.sh turns rotation on).
-kubectl wait --for=jsonpath='{.data.store-url}' secret/spin-redis-patterns-redis --timeout=300s
-sed "s|myregistry.azurecr.io/spin-redis-patterns:0.1.0|${IMAGE}|" deploy/azure-keyvault/spinapp.yaml \
-  | kubectl apply -f -
+# The Key Vault sync pod's pause image, imported into the registry the cluster pulls from.
+log "pause image"
+exists az acr repository show --name "$ACR_NAME" --image pause:3.10 ||
+  run az acr import --name "$ACR_NAME" --source "$PAUSE_SOURCE" --image pause:3.10
+pause_digest=$(get "$ZERO_DIGEST" az acr repository show --name "$ACR_NAME" --image pause:3.10 \
+  --query digest --output tsv)
+PAUSE_IMAGE="$ACR/pause@$pause_digest"
+
+# Render the overlay with the digests, then split it: the SpinApp goes last, after the Secrets
+# it reads exist (the operator reads store-url before it creates any pod).
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if [ "$DRY_RUN" = 1 ]; then
+  printf '? kubectl kustomize deploy/overlays/%s\n' "$OVERLAY" >&2
+  : >"$work/rendered.yaml"
+else
+  kubectl kustomize "deploy/overlays/$OVERLAY" |
+    sed -e "s|$APP_PLACEHOLDER|$APP_IMAGE|g" -e "s|$PAUSE_PLACEHOLDER|$PAUSE_IMAGE|g" \
+      >"$work/rendered.yaml"
+  if grep -q "$ZERO_DIGEST" "$work/rendered.yaml"; then
+    die "an image in deploy/overlays/$OVERLAY still has the placeholder digest"
+  fi
+fi
+awk -v apps="$work/spinapps.yaml" -v rest="$work/rest.yaml" '
+  function flush() { if (doc != "") { print doc "---" > (is_app ? apps : rest) } doc = ""; is_app = 0 }
+  /^---$/ { flush(); next }
+  /^kind: SpinApp$/ { is_app = 1 }
+  { doc = doc $0 "\n" }
+  END { flush() }
+' "$work/rendered.yaml"
+touch "$work/spinapps.yaml" "$work/rest.yaml"
+
+log "apply deploy/overlays/$OVERLAY"
+run kubectl apply -f "$work/rest.yaml"
+# The Key Vault overlays (aks-keyvault and those built on it) sync the Secrets from the vault.
+if [ "$OVERLAY" = aks-keyvault ] || grep -qx -- '  - ../aks-keyvault' "deploy/overlays/$OVERLAY/kustomization.yaml"; then
+  # The CSI driver creates the Secrets once the sync pod mounts the class.
+  run kubectl rollout status --namespace "$NAMESPACE" deployment/spin-redis-patterns-secret-sync --timeout=300s
+  run kubectl wait --namespace "$NAMESPACE" --for=create secret/spin-redis-patterns-redis --timeout=120s
+  run kubectl wait --namespace "$NAMESPACE" --for=jsonpath='{.data.store-url}' \
+    secret/spin-redis-patterns-redis --timeout=300s
+else
+  # Kubernetes Secrets are made by hand (docs/deploy-aks.md, section 5): stop before the
+  # SpinApp if one is missing, rather than leave it failing to reconcile.
+  for secret in spin-redis-patterns-redis spin-redis-patterns-app; do
+    if [ "$DRY_RUN" = 1 ]; then
+      printf '? kubectl get secret --namespace %s %s\n' "$NAMESPACE" "$secret" >&2
+    elif ! kubectl get secret --namespace "$NAMESPACE" "$secret" >/dev/null; then
+      die "create the Secret $secret first (docs/deploy-aks.md, section 5)"
+    fi
+  done
+fi
+run kubectl apply -f "$work/spinapps.yaml"
 # The operator creates the Deployment once it has rendered the runtime config.
-kubectl wait --for=create deployment/spin-redis-patterns --timeout=120s
-kubectl rollout status deployment/spin-redis-patterns --timeout=300s
+run kubectl wait --namespace "$NAMESPACE" --for=create deployment/spin-redis-patterns --timeout=120s
+run kubectl rollout status --namespace "$NAMESPACE" deployment/spin-redis-patterns --timeout=300s
