@@ -4,23 +4,43 @@
 //! request would (same URL, TLS and AUTH) and sends one PING, so the latency it reports
 //! includes the per-request connection cost that dominates under Spin.
 
-use std::time::Instant;
+use http::Method;
+use serde::Serialize;
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
-use serde_json::json;
-use spin_sdk::http::{Method, Request, Response};
+use crate::platform::clock::monotonic_ns;
+use crate::platform::redis::{Redis, RedisError};
+use crate::platform::{serve, ApiError, Request, Response};
 
-use crate::http::{allow_methods, json, respond};
-use crate::redis::{Redis, RedisError};
+/// The component's entry point.
+pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, route)
+}
 
-pub fn handle(req: Request) -> Response {
-    respond(|| {
-        allow_methods(&req, &[Method::Get, Method::Head])?;
-        Ok(check())
-    })
+fn route(req: Request) -> Result<Response, ApiError> {
+    req.allow(&[Method::GET, Method::HEAD])?;
+    Ok(check())
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    redis: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Detail>,
+    /// Milliseconds, to the microsecond.
+    latency_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Detail {
+    code: &'static str,
+    message: String,
 }
 
 fn check() -> Response {
-    let started = Instant::now();
+    let started = monotonic_ns();
     let result = Redis::from_spin_variables().and_then(|redis| {
         let reply = redis.execute("PING", vec![])?;
         match reply.string(0) {
@@ -28,28 +48,28 @@ fn check() -> Response {
             _ => Err(RedisError::UnexpectedReply("PING did not answer PONG".into())),
         }
     });
-    let latency_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let latency_ms = ((monotonic_ns() - started) / 1000) as f64 / 1000.0;
     match result {
-        Ok(()) => json(200, &json!({ "redis": "ok", "latency_ms": latency_ms })),
+        Ok(()) => {
+            Response::json(200, &Report { redis: "ok", reason: None, error: None, latency_ms })
+        }
         Err(e) => {
             eprintln!("health check failed ({}): {e}", e.reason());
-            json(
+            let error = Detail { code: "redis_unavailable", message: public_message(&e) };
+            Response::json(
                 503,
-                &json!({
-                    "redis": "down",
-                    "reason": e.reason(),
-                    "error": { "code": "redis_unavailable", "message": public_message(&e) },
-                    "latency_ms": latency_ms,
-                }),
+                &Report { redis: "down", reason: Some(e.reason()), error: Some(error), latency_ms },
             )
         }
     }
 }
 
-/// What a probe caller may see: the kind of failure, never hosts, keys or raw replies.
+/// What a probe caller may see: the kind of failure, never hosts, keys, values or replies.
 fn public_message(e: &RedisError) -> String {
     match e {
-        RedisError::Config(c) => format!("the Redis settings are invalid: {c}"),
+        RedisError::Config(c) => {
+            format!("the Redis settings are invalid: variable `{}`", c.variable)
+        }
         RedisError::NotAllowed => e.to_string(),
         RedisError::AuthFailed(_) => "Redis rejected the credentials".into(),
         RedisError::Unavailable(_) => "Redis could not be reached".into(),

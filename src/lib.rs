@@ -1,31 +1,20 @@
 //! The shared library behind every spin-redis-patterns component.
 //!
-//! Components are thin: each `components/<name>` crate parses its routes and calls in here.
-//! - [`config`]: Redis settings from Spin variables, the `redis://`/`rediss://` URL, TLS policy.
-//! - [`redis`]: the one Redis access layer: a lazily opened connection per request, Lua
-//!   scripts run with `EVALSHA`/`EVAL`, typed views of Spin's flattened replies.
-//! - [`fast_path`]: hot reads through Spin's key-value store, pooled by the host.
-//! - [`error`]: the JSON error shape every route answers with.
-//! - [`http`]: responses, bearer tokens, method checks, path info.
-//! - [`json`]: the one strict JSON reader for request bodies (small `.wasm`, raw number text).
-//! - [`health`]: the `/health/cache` check.
-//! - [`secrets`]: CSPRNG tokens and digits, HMAC/SHA-256, constant-time comparison.
-//! - [`ratelimit`]: `/api/ratelimit/...` and the `/api/limited/...` gateway.
-//! - [`sessions`]: server-side web sessions under `/api/sessions...`.
-//! - [`cache`]: cache-aside in front of an HTTP origin, `/api/cache/...`.
-//! - [`otp`]: one-time codes and reset tokens, `/api/otp` and `/api/otp/verify`.
+//! Components are thin: each `components/<name>` crate hands its requests to one service
+//! module here. Two layers:
+//!
+//! - [`platform`]: what every service needs from Spin and Redis, written once (requests,
+//!   responses and errors, bearer auth, settings, outbound HTTP, Redis, the pooled fast path,
+//!   Lua scripts, clocks, secrets).
+//! - The services, each a folder in one shape (`mod.rs` with the doc and the route table,
+//!   then `settings.rs`, `keys.rs`, scripts and domain files):
+//!   [`ratelimit`] (`/api/ratelimit/...`, the `/api/limited/...` gateway),
+//!   [`sessions`] (`/api/sessions...`), [`cache`] (`/api/cache/...`),
+//!   [`otp`] (`/api/otp`, `/api/otp/verify`) and [`health`] (`/health/cache`).
 
 pub mod cache;
-pub mod config;
-pub mod error;
-pub mod fast_path;
 pub mod health;
-pub mod http;
-pub mod json;
 pub mod otp;
+pub mod platform;
 pub mod ratelimit;
-pub mod redis;
-pub mod secrets;
 pub mod sessions;
-
-pub use error::ApiError;

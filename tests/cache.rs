@@ -17,7 +17,7 @@ use spin_test_host::{TestApp, TestResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const PURGE_TOKEN: &str = "purge-s3cret-token";
+const PURGE_TOKEN: &str = "purge-s3cret-token-0123456789abcdef";
 const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 
 // ---------------------------------------------------------------------------------------

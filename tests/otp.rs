@@ -611,7 +611,7 @@ async fn an_unset_pepper_is_a_clear_500_and_nothing_is_issued() {
         issue(&app, "a@example.com", "login").await,
         verify(&app, "a@example.com", "login", "123456").await,
     ] {
-        assert_error(&res, 500, "otp_misconfigured");
+        assert_error(&res, 500, "misconfigured");
         assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_pepper"));
         assert_eq!(res.redis_connections, 0);
     }
@@ -646,7 +646,7 @@ async fn dev_echo_works_on_loopback_only() {
         .load()
         .unwrap();
     let res = issue(&remote, "olga@example.com", "login").await;
-    assert_error(&res, 500, "otp_misconfigured");
+    assert_error(&res, 500, "misconfigured");
     assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_dev_echo"));
     assert_eq!(res.redis_connections, 0);
 }
@@ -819,7 +819,7 @@ async fn a_webhook_url_outside_its_origin_is_misconfigured() {
         ],
     );
     let res = issue(&app, "uma@example.com", "login").await;
-    assert_error(&res, 500, "otp_misconfigured");
+    assert_error(&res, 500, "misconfigured");
     assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_webhook_origin"));
     assert_eq!(res.redis_connections, 0);
 }

@@ -15,7 +15,7 @@ use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestAppBuilder, TestResponse};
 
-const API_TOKEN: &str = "backend-token-7f3a9c";
+const API_TOKEN: &str = "backend-token-7f3a9c-0123456789abcdef";
 const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 const DEFAULT_COOKIE_ATTRIBUTES: &str = "; Path=/; Secure; HttpOnly; SameSite=Lax";
 
@@ -497,7 +497,7 @@ async fn cookie_settings_browsers_would_drop_are_refused(mode: Mode) {
     ] {
         let app = app_with(&redis, mode, &[(name, value)]);
         let res = app.get("/api/sessions/current").send().await;
-        assert_error(&res, 500, "sessions_misconfigured");
+        assert_error(&res, 500, "misconfigured");
         assert_eq!(res.redis_connections, 0);
     }
 }

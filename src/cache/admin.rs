@@ -5,54 +5,71 @@
 //! `MGET` of the bucket's counters (stats) per bucket, over one connection. Purges and stats reads are rare; the
 //! layout keeps every hit and miss a single-slot script.
 
-use serde_json::json;
-use spin_sdk::http::{Method, Request, Response};
+use http::Method;
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
 use super::settings::CacheSettings;
-use super::{
-    authorize_purge, cache_settings, counter_key, tag_set_key, COUNTERS, STATS_TTL_SECONDS,
-};
+use super::{authorize_purge, counter_key, tag_set_key, COUNTERS, STATS_TTL_SECONDS};
 use crate::args;
-use crate::error::ApiError;
-use crate::http::{allow_methods, json, respond};
-use crate::redis::{Redis, Script, ToArg};
+use crate::lua_script;
+use crate::platform::redis::{Redis, ToArg};
+use crate::platform::script::Script;
+use crate::platform::{serve, ApiError, Request, Response};
 
-static PURGE_TAGS: Script = Script::new(lua!("purge_tags.lua"));
+static PURGE_TAGS: Script = lua_script!(include_str!("purge_tags.lua"));
 
 const MAX_PURGE_BODY: usize = 16 * 1024;
 const MAX_PURGE_TAGS: usize = 32;
 const MAX_TAG_LEN: usize = 256;
 
-pub fn handle(req: Request) -> Response {
-    respond(|| {
-        // Two exact routes (Spin gives them an empty path-info): tell them apart by path.
-        let path = req.path();
-        if path.ends_with("/purge") {
-            allow_methods(&req, &[Method::Post])?;
-            authorize_purge(&req)?;
-            purge_tags(&req, &cache_settings()?)
-        } else if path.ends_with("/stats") {
-            allow_methods(&req, &[Method::Get, Method::Head])?;
-            stats(&cache_settings()?)
-        } else {
-            Err(ApiError::not_found("no such cache admin route"))
+/// The component's entry point: two exact routes (Spin gives them an empty path-info), told
+/// apart by the route that matched.
+pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, |mut req| {
+        let settings = CacheSettings::from_spin_variables()?;
+        match req.component_route() {
+            "/api/cache/purge" => {
+                req.allow(&[Method::POST])?;
+                authorize_purge(&req, &settings)?;
+                purge_tags(&mut req, &settings)
+            }
+            "/api/cache/stats" => {
+                req.allow(&[Method::GET, Method::HEAD])?;
+                stats(&settings)
+            }
+            _ => Err(ApiError::not_found("no such cache admin route")),
         }
     })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    tags: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PurgeEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    tags: &'a [String],
+    purged: i64,
+}
+
+#[derive(Serialize)]
+struct Purged<'a> {
+    purged: i64,
+    tags: &'a [String],
+}
+
 /// `POST /api/cache/purge {"tags": [...]}`: one script per bucket (each single-slot), then
 /// one PUBLISH. Purges are rare; the hot path never pays for this layout.
-fn purge_tags(req: &Request, settings: &CacheSettings) -> Result<Response, ApiError> {
-    let body = crate::json::sdk_request_body(req, MAX_PURGE_BODY, 2)?;
-    let shape =
-        || ApiError::bad_request("invalid_json", r#"send {"tags": ["tag", ...]} and nothing else"#);
-    let items = match body.members().as_deref() {
-        Some([only]) if only.name == "tags" => only.value.items().ok_or_else(shape)?,
-        _ => return Err(shape()),
-    };
+fn purge_tags(req: &mut Request, settings: &CacheSettings) -> Result<Response, ApiError> {
+    let body: PurgeRequest = req.json(MAX_PURGE_BODY)?;
     let mut tags: Vec<String> = Vec::new();
-    for item in items {
-        let tag = item.as_str().ok_or_else(shape)?.trim().to_owned();
+    for tag in body.tags {
+        let tag = tag.trim().to_owned();
         if tag.is_empty() || tag.len() > MAX_TAG_LEN {
             return Err(ApiError::new(
                 422,
@@ -75,9 +92,22 @@ fn purge_tags(req: &Request, settings: &CacheSettings) -> Result<Response, ApiEr
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         purged += redis.eval(&PURGE_TAGS, &key_refs, args![STATS_TTL_SECONDS])?.int(0)?;
     }
-    let event = json!({ "type": "purge", "tags": tags, "purged": purged });
-    redis.publish(&settings.purge_channel, event.to_string().as_bytes())?;
-    Ok(json(200, &json!({ "purged": purged, "tags": tags })))
+    let event = PurgeEvent { kind: "purge", tags: &tags, purged };
+    let event = serde_json::to_vec(&event).unwrap_or_default();
+    redis.publish(&settings.purge_channel, &event)?;
+    Ok(Response::json(200, &Purged { purged, tags: &tags }))
+}
+
+#[derive(Serialize)]
+struct Stats {
+    hits: i64,
+    misses: i64,
+    stale: i64,
+    bypasses: i64,
+    origin_fetches: i64,
+    purged: i64,
+    requests: i64,
+    hit_ratio: Option<f64>,
 }
 
 /// `GET /api/cache/stats`: the bucket counters summed (one MGET per bucket).
@@ -97,12 +127,8 @@ fn stats(settings: &CacheSettings) -> Result<Response, ApiError> {
     let requests = hits + misses + stale + bypasses;
     let hit_ratio = (requests > 0)
         .then(|| ((hits + stale) as f64 / requests as f64 * 10_000.0).round() / 10_000.0);
-    Ok(json(
+    Ok(Response::json(
         200,
-        &json!({
-            "hits": hits, "misses": misses, "stale": stale, "bypasses": bypasses,
-            "origin_fetches": origin_fetches, "purged": purged,
-            "requests": requests, "hit_ratio": hit_ratio,
-        }),
+        &Stats { hits, misses, stale, bypasses, origin_fetches, purged, requests, hit_ratio },
     ))
 }

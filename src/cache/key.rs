@@ -12,8 +12,8 @@
 
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::error::ApiError;
-use crate::secrets::{hex, sha256};
+use crate::platform::secrets::{hex, sha256};
+use crate::platform::ApiError;
 
 /// Longest raw path plus query accepted (414 above).
 pub const MAX_TARGET_LEN: usize = 2048;

@@ -14,8 +14,7 @@
 --   fetch   no entry, this request holds the lock: fetch and store
 --   wait    no entry, another request is fetching
 --   gone    (poll) no entry and no lock: the fetcher did not store; go to the origin
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms
 
 local function count(key)
   redis.call('INCR', key)

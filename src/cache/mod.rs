@@ -24,7 +24,7 @@
 //! ```
 //!
 //! **Entry values** are plain strings, so Spin's key-value store (`GET` only) can read them
-//! on the pooled fast path ([`crate::fast_path`]) as well as the Lua scripts:
+//! on the pooled fast path ([`crate::platform::fast_path`]) as well as the Lua scripts:
 //!
 //! ```text
 //! c1\n{status}\n{stored_ms}\n{soft_ms}\n{cost_ms}\n{content_type}\n{body...}
@@ -42,76 +42,36 @@
 //! counter first created by a fast-path hit has no expiry until a script next touches it
 //! (there are at most `cache_key_buckets` x 6 of them).
 
-/// A Lua script beside this file as Redis needs it: without comment lines, blank lines and
-/// indentation, all stripped at compile time. The comments document the scripts for people;
-/// shipped, they would cost about 3 KB of .wasm.
-macro_rules! lua {
-    ($file:literal) => {{
-        const SOURCE: &str = include_str!($file);
-        const LEN: usize = $crate::cache::strip_lua::<0>(SOURCE).1;
-        const BYTES: [u8; LEN] = $crate::cache::strip_lua::<LEN>(SOURCE).0;
-        match ::core::str::from_utf8(&BYTES) {
-            Ok(source) => source,
-            Err(_) => panic!("a Lua script is not UTF-8"),
-        }
-    }};
-}
-
 pub mod admin;
 pub mod fetch;
 pub mod key;
 pub mod policy;
 pub mod settings;
 
-use spin_sdk::http::{Method, Request, Response};
+use http::Method;
+use serde::Serialize;
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
 use crate::args;
-use crate::error::ApiError;
-use crate::fast_path::{unix_now_ms, FastPath};
-use crate::http::{allow_methods, bearer_token, path_info, respond};
-use crate::redis::{Redis, RedisError, Reply, Script};
-use crate::secrets::{constant_time_eq, random_bytes, random_token, sha256};
+use crate::lua_script;
+use crate::platform::auth::require_bearer;
+use crate::platform::clock::{monotonic_ms, sleep_ms, unix_now_ms};
+use crate::platform::fast_path::FastPath;
+use crate::platform::outbound::{OutboundError, OutboundResponse};
+use crate::platform::redis::{Redis, RedisError, Reply};
+use crate::platform::script::{Script, CLOCK};
+use crate::platform::secrets::{random_bytes, random_token};
+use crate::platform::{serve as serve_http, ApiError, Request, Response};
 
-use fetch::{FetchError, OriginResponse};
+use fetch::MAX_ORIGIN_BODY;
 use key::Target;
 use policy::Decision;
 use settings::CacheSettings;
 
-static LOOKUP: Script = Script::new(lua!("lookup.lua"));
-static STORE: Script = Script::new(lua!("store.lua"));
-static PURGE_ENTRY: Script = Script::new(lua!("purge_entry.lua"));
-static DEMO_COUNTER: Script = Script::new(lua!("demo_counter.lua"));
-
-/// `source` without the lines that are blank or only a `--` comment, and without any line's
-/// indentation, as the first `N` bytes, with the full stripped length (call with `N = 0` to
-/// learn it). Lua needs neither; none of our scripts has a long string or block comment.
-pub(crate) const fn strip_lua<const N: usize>(source: &str) -> ([u8; N], usize) {
-    let src = source.as_bytes();
-    let mut out = [0u8; N];
-    let (mut i, mut len) = (0, 0);
-    while i < src.len() {
-        while i < src.len() && (src[i] == b' ' || src[i] == b'\t') {
-            i += 1;
-        }
-        let skip = i >= src.len()
-            || src[i] == b'\n'
-            || (src[i] == b'-' && i + 1 < src.len() && src[i + 1] == b'-');
-        while i < src.len() {
-            let b = src[i];
-            i += 1;
-            if !skip {
-                if len < N {
-                    out[len] = b;
-                }
-                len += 1;
-            }
-            if b == b'\n' {
-                break;
-            }
-        }
-    }
-    (out, len)
-}
+static LOOKUP: Script = lua_script!(CLOCK, include_str!("lookup.lua"));
+static STORE: Script = lua_script!(CLOCK, include_str!("store.lua"));
+static PURGE_ENTRY: Script = lua_script!(include_str!("purge_entry.lua"));
+static DEMO_COUNTER: Script = lua_script!(include_str!("demo_counter.lua"));
 
 /// Counters expire this long after a script last updated them.
 pub(crate) const STATS_TTL_SECONDS: i64 = 30 * 24 * 3600;
@@ -120,26 +80,28 @@ const POLL_INTERVAL_MS: u64 = 50;
 const DEMO_TTL_SECONDS: i64 = 300;
 const MAX_USER_ID_LEN: usize = 64;
 
-pub fn handle(req: Request) -> Response {
-    respond(|| route(&req))
+/// The component's entry point.
+pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve_http(req, out, |req| route(&req))
 }
 
+/// The route table.
 fn route(req: &Request) -> Result<Response, ApiError> {
-    let path = path_info(req);
-    let head = *req.method() == Method::Head;
+    let path = req.path_info();
+    let head = req.is_head();
     if let Some(rest) = path.strip_prefix("/proxy/") {
-        allow_methods(req, &[Method::Get, Method::Head, Method::Delete])?;
+        req.allow(&[Method::GET, Method::HEAD, Method::DELETE])?;
         let target = key::normalise(rest, req.query())?;
-        let settings = cache_settings()?;
-        return if *req.method() == Method::Delete {
-            authorize_purge(req)?;
+        let settings = CacheSettings::from_spin_variables()?;
+        return if *req.method() == Method::DELETE {
+            authorize_purge(req, &settings)?;
             purge_entry(&target, &settings)
         } else {
             Ok(proxy_response(serve(&target, &settings)?, head))
         };
     }
     if let Some(user_id) = path.strip_prefix("/profile/") {
-        allow_methods(req, &[Method::Get, Method::Head])?;
+        req.allow(&[Method::GET, Method::HEAD])?;
         return profile(user_id, head);
     }
     match path {
@@ -148,20 +110,13 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             "this route is served by the cache-admin component, which is not deployed",
         )),
         "/demo" => {
-            allow_methods(req, &[Method::Get])?;
+            req.allow(&[Method::GET])?;
             demo_counter()
         }
         _ => Err(ApiError::not_found(
             "no such cache route: use /api/cache/proxy/{path}, /profile/{id}, /purge, /stats or /demo",
         )),
     }
-}
-
-pub(crate) fn cache_settings() -> Result<CacheSettings, ApiError> {
-    CacheSettings::from_spin_variables().map_err(|e| {
-        eprintln!("cache: {e}");
-        ApiError::new(500, "cache_misconfigured", format!("the cache settings are invalid: {e}"))
-    })
 }
 
 /// How a response was produced; sent as `X-Cache`.
@@ -194,7 +149,7 @@ struct Served {
 }
 
 impl Served {
-    fn from_origin(cache: CacheStatus, response: OriginResponse) -> Self {
+    fn from_origin(cache: CacheStatus, response: OutboundResponse) -> Self {
         Self {
             cache,
             status: response.status,
@@ -451,7 +406,7 @@ fn serve(target: &Target, settings: &CacheSettings) -> Result<Served, ApiError> 
         Lookup::Wait | Lookup::Gone => {
             // Another request is fetching: look again briefly, then go to the origin.
             for _ in 0..settings.lock_wait_ms / POLL_INTERVAL_MS {
-                fetch::sleep_ms(POLL_INTERVAL_MS);
+                sleep_ms(POLL_INTERVAL_MS);
                 match lookup(&redis, &keys, false, &token, settings, factor) {
                     Ok(Lookup::Hit(entry, now)) => return Ok(entry.serve(CacheStatus::Hit, now)),
                     Ok(Lookup::Stale(entry, now)) => {
@@ -476,18 +431,18 @@ fn bypass(target: &Target, settings: &CacheSettings, e: &RedisError) -> Result<S
     }
 }
 
-fn origin_error(e: &FetchError) -> ApiError {
+fn origin_error(e: &OutboundError) -> ApiError {
     match e {
-        FetchError::Timeout => {
+        OutboundError::Timeout => {
             ApiError::new(504, "origin_timeout", "the origin did not answer in time")
         }
-        FetchError::TooLarge => ApiError::new(
+        OutboundError::TooLarge => ApiError::new(
             502,
             "origin_response_too_large",
-            format!("the origin's answer is larger than {} bytes", fetch::MAX_ORIGIN_BODY),
+            format!("the origin's answer is larger than {MAX_ORIGIN_BODY} bytes"),
         ),
-        FetchError::Unreachable(m) => {
-            eprintln!("cache: origin unreachable: {m}");
+        e => {
+            eprintln!("cache: origin unreachable: {e}");
             ApiError::new(502, "origin_unreachable", "the origin could not be reached")
         }
     }
@@ -509,13 +464,13 @@ impl Fill<'_> {
         token: &str,
         cached: Option<((Entry, i64), bool)>,
     ) -> Result<Served, ApiError> {
-        let started = fetch::monotonic_ms();
+        let started = monotonic_ms();
         let result = fetch::get(
             &self.settings.origin_url,
             self.target.as_str(),
             self.settings.origin_timeout_ms,
         );
-        let cost_ms = fetch::monotonic_ms().saturating_sub(started);
+        let cost_ms = monotonic_ms().saturating_sub(started);
         let response = match result {
             Ok(r) if r.status < 500 => r,
             failed => {
@@ -556,7 +511,7 @@ impl Fill<'_> {
     fn finish(
         &self,
         token: &str,
-        store: Option<(&OriginResponse, u64)>,
+        store: Option<(&OutboundResponse, u64)>,
         counter: &str,
         cost_ms: u64,
     ) -> bool {
@@ -596,15 +551,13 @@ impl Fill<'_> {
 }
 
 fn proxy_response(served: Served, head: bool) -> Response {
-    let mut builder = Response::builder();
-    builder
-        .status(served.status)
-        .header("x-cache", served.cache.as_str())
-        .header("age", served.age_seconds());
+    let mut response = Response::new(served.status)
+        .with_header("x-cache", served.cache.as_str())
+        .with_header("age", served.age_seconds());
     if !served.content_type.is_empty() {
-        builder.header("content-type", served.content_type.as_str());
+        response = response.with_header("content-type", served.content_type.as_str());
     }
-    builder.body(if head { Vec::new() } else { served.body }).build()
+    response.with_body(if head { Vec::new() } else { served.body })
 }
 
 /// `GET /api/cache/profile/{user_id}`: the seed recipe's route on the same machinery (and
@@ -619,7 +572,7 @@ fn profile(user_id: &str, head: bool) -> Result<Response, ApiError> {
             format!("user_id must be 1 to {MAX_USER_ID_LEN} letters, digits, '-' or '_'"),
         ));
     }
-    let settings = cache_settings()?;
+    let settings = CacheSettings::from_spin_variables()?;
     let target = key::normalise(&format!("/profiles/{user_id}"), "")?;
     let served = serve(&target, &settings)?;
     let cache = served.cache.as_str();
@@ -659,32 +612,24 @@ fn profile(user_id: &str, head: bool) -> Result<Response, ApiError> {
     let mut body = format!("{{\"source\":\"{source}\",\"profile\":").into_bytes();
     body.extend_from_slice(profile);
     body.push(b'}');
-    let mut builder = Response::builder();
-    builder
-        .status(200)
-        .header("content-type", "application/json")
-        .header("x-cache", cache)
-        .header("age", age);
-    Ok(builder.body(if head { Vec::new() } else { body }).build())
+    Ok(Response::new(200)
+        .with_header("content-type", "application/json")
+        .with_header("x-cache", cache)
+        .with_header("age", age)
+        .with_body(if head { Vec::new() } else { body }))
 }
 
 /// Purges need `Authorization: Bearer <cache_purge_token>`; an empty token disables them.
-pub(crate) fn authorize_purge(req: &Request) -> Result<(), ApiError> {
-    let expected = spin_sdk::variables::get(settings::vars::PURGE_TOKEN).unwrap_or_default();
-    if expected.trim().is_empty() {
-        return Err(ApiError::new(
-            403,
-            "purge_disabled",
-            "purging is disabled: set cache_purge_token",
-        ));
-    }
-    let given = bearer_token(req)
-        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <purge token>"))?;
-    // Hash both sides so the comparison is constant-time whatever the lengths.
-    if !constant_time_eq(&sha256(given.as_bytes()), &sha256(expected.trim().as_bytes())) {
-        return Err(ApiError::unauthorized("the purge token is wrong"));
-    }
-    Ok(())
+pub(crate) fn authorize_purge(req: &Request, settings: &CacheSettings) -> Result<(), ApiError> {
+    require_bearer(req, &settings.purge_token, || {
+        ApiError::new(403, "purge_disabled", "purging is disabled: set cache_purge_token")
+    })
+}
+
+#[derive(Serialize)]
+struct Purged<'a> {
+    purged: i64,
+    path: &'a str,
 }
 
 /// `DELETE /api/cache/proxy/{path}`: one entry, one round trip (delete, count, publish).
@@ -696,9 +641,14 @@ fn purge_entry(target: &Target, settings: &CacheSettings) -> Result<Response, Ap
         &[&keys.entry, &keys.counter("purged")],
         args![settings.purge_channel.as_str(), target.as_str(), STATS_TTL_SECONDS],
     )?;
-    // A normal-form target holds only URL-safe characters: nothing to escape in JSON.
-    let body = format!(r#"{{"purged":{},"path":"{}"}}"#, reply.int(0)?, target.as_str());
-    Ok(crate::json::text_response(200, body))
+    Ok(Response::json(200, &Purged { purged: reply.int(0)?, path: target.as_str() }))
+}
+
+#[derive(Serialize)]
+struct DemoCounter {
+    key: &'static str,
+    value: i64,
+    ttl_seconds: i64,
 }
 
 /// `GET /api/cache/demo`: the seed recipe's counter, INCR and EXPIRE in one round trip.
@@ -707,9 +657,9 @@ fn demo_counter() -> Result<Response, ApiError> {
     let reply =
         redis.eval(&DEMO_COUNTER, &[&redis.key("demo:counter")], args![DEMO_TTL_SECONDS])?;
     let value = reply.int(0)?;
-    Ok(crate::json::text_response(
+    Ok(Response::json(
         200,
-        format!(r#"{{"key":"demo:counter","value":{value},"ttl_seconds":{DEMO_TTL_SECONDS}}}"#),
+        &DemoCounter { key: "demo:counter", value, ttl_seconds: DEMO_TTL_SECONDS },
     ))
 }
 
@@ -755,21 +705,8 @@ mod tests {
 
     #[test]
     fn lua_is_shipped_without_comments_or_indentation() {
-        let (bytes, len) = strip_lua::<64>(
-            "-- doc\n\nlocal a = 1\n  -- more\n  if a then\n\treturn 'x -- y'\n  end",
-        );
-        assert_eq!(&bytes[..len], b"local a = 1\nif a then\nreturn 'x -- y'\nend");
-        assert_eq!(strip_lua::<0>("  x\n").1, 2);
         assert!(LOOKUP.source().starts_with("local t = redis.call('TIME')\n"));
         assert!(!STORE.source().contains("--") && !STORE.source().contains("\n "));
-    }
-
-    #[test]
-    fn error_bodies_are_the_json_that_serde_json_writes() {
-        // The cache depends on `ApiError::to_response` writing JSON by hand (for size).
-        let e = ApiError::new(400, "invalid_path", "a \"quoted\"\n\u{1} message \u{e9}");
-        let expected = serde_json::json!({"error": {"code": e.code, "message": e.message}});
-        assert_eq!(e.to_response().body(), expected.to_string().as_bytes());
     }
 
     #[test]

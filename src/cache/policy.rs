@@ -1,7 +1,7 @@
 //! What the origin's answer allows: store it or not, and for how long.
 
-use super::fetch::OriginResponse;
 use super::settings::CacheSettings;
+use crate::platform::outbound::OutboundResponse as OriginResponse;
 
 /// Most tags kept per entry; more are ignored (and logged).
 pub const MAX_TAGS_PER_ENTRY: usize = 16;
@@ -113,6 +113,7 @@ mod tests {
             early_refresh_beta: 0.0,
             buckets: 1,
             purge_channel: "c".into(),
+            purge_token: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The cache's Spin variables, parsed and checked once per request.
 
-use crate::config::ConfigError;
+use crate::platform::auth::MIN_TOKEN_LEN;
+use crate::platform::settings::{ConfigError, Secret, Variables};
 
 /// The variable names, as `[component.cache.variables]` maps them.
 pub mod vars {
@@ -35,99 +36,33 @@ pub struct CacheSettings {
     pub early_refresh_beta: f64,
     pub buckets: u32,
     pub purge_channel: String,
-}
-
-fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { variable, message: message.into() }
-}
-
-/// A non-negative decimal (`300`, `0.1`) in millionths, read without `str::parse::<f64>`
-/// (whose tables cost about 20 KB of .wasm) or any formatting. At most 12 digits before the
-/// point and six after it, so the value fits a `u64`.
-fn millionths(text: &str) -> Option<u64> {
-    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() || whole.len() > 12 || frac.len() > 6 {
-        return None;
-    }
-    let padding = &b"000000"[frac.len()..];
-    whole
-        .bytes()
-        .chain(frac.bytes())
-        .chain(padding.iter().copied())
-        .try_fold(0u64, |n, b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
-}
-
-/// A variable holding a decimal from `min` to `max` (in millionths); `range` describes them
-/// for the error, `None` for whole numbers (then written from `min` and `max`).
-fn decimal(
-    get: &impl Fn(&'static str) -> Result<String, String>,
-    name: &'static str,
-    min: u64,
-    max: u64,
-    range: Option<&str>,
-) -> Result<u64, ConfigError> {
-    let text = get(name).map_err(|m| invalid(name, m))?;
-    match millionths(text.trim()) {
-        Some(v) if v >= min && v <= max && (range.is_some() || v % 1_000_000 == 0) => Ok(v),
-        _ => Err(invalid(
-            name,
-            match range {
-                Some(range) => format!("\"{text}\" is not a number from {range}"),
-                None => format!(
-                    "\"{text}\" is not a whole number from {} to {}",
-                    min / 1_000_000,
-                    max / 1_000_000
-                ),
-            },
-        )),
-    }
-}
-
-fn number(
-    get: &impl Fn(&'static str) -> Result<String, String>,
-    name: &'static str,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    decimal(get, name, min * 1_000_000, max * 1_000_000, None).map(|v| v / 1_000_000)
-}
-
-fn fraction(
-    get: &impl Fn(&'static str) -> Result<String, String>,
-    name: &'static str,
-    max_millionths: u64,
-    range: &str,
-) -> Result<f64, ConfigError> {
-    decimal(get, name, 0, max_millionths, Some(range)).map(|v| v as f64 / 1_000_000.0)
+    /// Bearer token for purges; empty disables them.
+    pub purge_token: Secret,
 }
 
 impl CacheSettings {
     pub fn from_spin_variables() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| spin_sdk::variables::get(name).map_err(|e| e.to_string()))
+        Self::from_variables(&Variables::spin())
     }
 
-    pub fn from_lookup(
-        get: impl Fn(&'static str) -> Result<String, String>,
-    ) -> Result<Self, ConfigError> {
-        let origin = get(vars::ORIGIN_URL).map_err(|m| invalid(vars::ORIGIN_URL, m))?;
-        let origin_url = parse_origin(origin.trim())?;
-        let channel = get(vars::PURGE_CHANNEL).map_err(|m| invalid(vars::PURGE_CHANNEL, m))?;
-        let purge_channel = channel.trim().to_owned();
+    pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
+        let purge_channel = variables.text(vars::PURGE_CHANNEL)?;
         if purge_channel.is_empty() || purge_channel.len() > 128 {
-            return Err(invalid(vars::PURGE_CHANNEL, "must be 1 to 128 bytes"));
+            return Err(ConfigError::new(vars::PURGE_CHANNEL, "must be 1 to 128 bytes"));
         }
         Ok(Self {
-            origin_url,
-            ttl_ms: number(&get, vars::TTL, 1, 31_536_000)? * 1000,
-            jitter: fraction(&get, vars::JITTER, 500_000, "0 to 0.5")?,
-            stale_ms: number(&get, vars::STALE, 0, 31_536_000)? * 1000,
-            negative_ttl_ms: number(&get, vars::NEGATIVE_TTL, 0, 86_400)? * 1000,
-            max_entry_bytes: number(&get, vars::MAX_ENTRY, 0, 64 * 1024 * 1024)? as usize,
-            origin_timeout_ms: number(&get, vars::ORIGIN_TIMEOUT, 1, 120_000)?,
-            lock_wait_ms: number(&get, vars::LOCK_WAIT, 0, 30_000)?,
-            early_refresh_beta: fraction(&get, vars::EARLY_REFRESH, 100_000_000, "0 to 100")?,
-            buckets: number(&get, vars::BUCKETS, 1, 1024)? as u32,
+            origin_url: variables.http_origin(vars::ORIGIN_URL)?,
+            ttl_ms: variables.whole(vars::TTL, 1..=31_536_000)? * 1000,
+            jitter: variables.decimal(vars::JITTER, 0.0..=0.5)?,
+            stale_ms: variables.whole(vars::STALE, 0..=31_536_000)? * 1000,
+            negative_ttl_ms: variables.whole(vars::NEGATIVE_TTL, 0..=86_400)? * 1000,
+            max_entry_bytes: variables.whole(vars::MAX_ENTRY, 0..=64 * 1024 * 1024)? as usize,
+            origin_timeout_ms: variables.whole(vars::ORIGIN_TIMEOUT, 1..=120_000)?,
+            lock_wait_ms: variables.whole(vars::LOCK_WAIT, 0..=30_000)?,
+            early_refresh_beta: variables.decimal(vars::EARLY_REFRESH, 0.0..=100.0)?,
+            buckets: variables.whole(vars::BUCKETS, 1..=1024)? as u32,
             purge_channel,
+            purge_token: variables.secret(vars::PURGE_TOKEN, MIN_TOKEN_LEN)?,
         })
     }
 
@@ -136,26 +71,6 @@ impl CacheSettings {
     pub fn lock_ttl_ms(&self) -> u64 {
         self.origin_timeout_ms + 1000
     }
-}
-
-/// `http(s)://host[:port]` without path, query or credentials: it doubles as the
-/// `allowed_outbound_hosts` entry, which Spin refuses with a path.
-fn parse_origin(url: &str) -> Result<String, ConfigError> {
-    let url = url.trim_end_matches('/');
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-    let ok = rest.is_some_and(|authority| {
-        !authority.is_empty()
-            && authority
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-    });
-    if !ok {
-        return Err(invalid(
-            vars::ORIGIN_URL,
-            format!("\"{url}\" is not http(s)://host[:port] (no path, query or credentials)"),
-        ));
-    }
-    Ok(url.to_owned())
 }
 
 #[cfg(test)]
@@ -176,9 +91,11 @@ mod tests {
             (vars::EARLY_REFRESH, "0"),
             (vars::BUCKETS, "16"),
             (vars::PURGE_CHANNEL, "srp:cache:purge"),
+            (vars::PURGE_TOKEN, ""),
         ]);
         map.extend(overrides.iter().copied());
-        CacheSettings::from_lookup(|n| Ok(map[n].to_owned()))
+        let variables = Variables::from_fn(|n| Ok(map[n].to_owned()));
+        CacheSettings::from_variables(&variables)
     }
 
     #[test]
@@ -195,15 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn decimals_are_read_exactly() {
-        assert_eq!(millionths("300"), Some(300_000_000));
-        assert_eq!(millionths("0.1"), Some(100_000));
-        assert_eq!(millionths("1.000001"), Some(1_000_001));
-        assert_eq!(millionths("999999999999.999999"), Some(999_999_999_999_999_999));
-        assert_eq!(millionths("1."), Some(1_000_000));
-        for bad in ["", ".5", "1.2.3", "-1", "+1", "1 ", "1e3", "1234567890123", "0.1234567"] {
-            assert_eq!(millionths(bad), None, "{bad:?}");
-        }
+    fn errors_say_the_range() {
         let err = settings(&[(vars::BUCKETS, "2000")]).unwrap_err();
         assert_eq!(err.message, "\"2000\" is not a whole number from 1 to 1024");
         let err = settings(&[(vars::JITTER, "x")]).unwrap_err();
@@ -224,7 +133,8 @@ mod tests {
             (vars::BUCKETS, "1.5"),
             (vars::TTL, "1e3"),
             (vars::TTL, ""),
-            (vars::EARLY_REFRESH, "1.0000001"),
+            (vars::EARLY_REFRESH, "101"),
+            (vars::PURGE_TOKEN, "short"),
         ] {
             assert_eq!(settings(&[(name, value)]).unwrap_err().variable, name, "{name}={value}");
         }

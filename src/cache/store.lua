@@ -7,8 +7,7 @@
 -- ARGV[3] stats TTL seconds
 -- store only: ARGV[4] status, ARGV[5] content type, ARGV[6] body, ARGV[7] soft TTL ms,
 --             ARGV[8] hard TTL ms (key expiry), ARGV[9] fetch cost ms
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms
 
 if ARGV[2] == 'store' then
   local hard = tonumber(ARGV[8])

@@ -2,9 +2,7 @@
 //! issued or verified. A mistake answers `500 otp_misconfigured` naming the variable (never
 //! its value when it is secret), so a half-configured deployment never hands out codes.
 
-use std::fmt;
-
-use crate::config::Secret;
+use crate::platform::settings::{ConfigError, Secret, Variables};
 
 /// The Spin variable names, as `[component.otp.variables]` maps them.
 pub mod vars {
@@ -29,21 +27,8 @@ pub const MIN_PEPPER_LEN: usize = 32;
 /// Longest purpose name; purposes appear in Redis keys.
 pub const MAX_PURPOSE_LEN: usize = 32;
 
-/// A settings mistake: the variable at fault and what is wrong (no secret values).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtpConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for OtpConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "variable `{}`: {}", self.variable, self.message)
-    }
-}
-
-fn invalid(variable: &'static str, message: impl Into<String>) -> OtpConfigError {
-    OtpConfigError { variable, message: message.into() }
+fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(variable, message)
 }
 
 /// Where issued codes are POSTed besides the outbox stream.
@@ -71,21 +56,12 @@ pub struct OtpConfig {
 }
 
 impl OtpConfig {
-    pub fn from_spin_variables() -> Result<Self, OtpConfigError> {
-        Self::from_lookup(|name| {
-            spin_sdk::variables::get(name).map_err(|e| format!("cannot be read: {e}"))
-        })
+    pub fn from_spin_variables() -> Result<Self, ConfigError> {
+        Self::from_variables(&Variables::spin())
     }
 
-    /// Builds the settings from any variable lookup (Spin's, or a map in unit tests).
-    pub fn from_lookup(
-        get: impl Fn(&'static str) -> Result<String, String>,
-    ) -> Result<Self, OtpConfigError> {
-        let read = |name: &'static str| {
-            get(name).map(|v| v.trim().to_owned()).map_err(|m| invalid(name, m))
-        };
-
-        let pepper = read(vars::PEPPER)?;
+    pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
+        let pepper = variables.secret(vars::PEPPER, MIN_PEPPER_LEN)?;
         if pepper.is_empty() {
             return Err(invalid(
                 vars::PEPPER,
@@ -93,49 +69,29 @@ impl OtpConfig {
                  least 32 characters, e.g. SPIN_VARIABLE_OTP_PEPPER=$(openssl rand -base64 32)",
             ));
         }
-        if pepper.len() < MIN_PEPPER_LEN {
-            return Err(invalid(
-                vars::PEPPER,
-                format!("is shorter than {MIN_PEPPER_LEN} characters"),
-            ));
-        }
 
-        let purposes = parse_purposes(&read(vars::PURPOSES)?)?;
-        let number = |name: &'static str, min: u64, max: u64| -> Result<u64, OtpConfigError> {
-            let text = read(name)?;
-            match text.parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(invalid(
-                    name,
-                    format!("{text:?} is not a whole number from {min} to {max}"),
-                )),
-            }
-        };
-        let code_length = number(vars::CODE_LENGTH, 4, 10)? as usize;
-        let code_ttl_ms = number(vars::CODE_TTL, 1, 86_400)? * 1000;
-        let link_ttl_ms = number(vars::LINK_TTL, 1, 86_400)? * 1000;
-        let max_attempts = number(vars::MAX_ATTEMPTS, 1, 20)? as u32;
-        let cooldown_ms = number(vars::COOLDOWN, 0, 3600)? * 1000;
-        let max_per_hour = number(vars::MAX_PER_HOUR, 1, 1000)? as u32;
-        let outbox_maxlen = number(vars::OUTBOX_MAXLEN, 100, 10_000_000)?;
-        let outbox_shards = number(vars::OUTBOX_SHARDS, 1, 1024)? as u32;
+        let purposes = parse_purposes(&variables.text(vars::PURPOSES)?)?;
+        let code_length = variables.whole(vars::CODE_LENGTH, 4..=10)? as usize;
+        let code_ttl_ms = variables.whole(vars::CODE_TTL, 1..=86_400)? * 1000;
+        let link_ttl_ms = variables.whole(vars::LINK_TTL, 1..=86_400)? * 1000;
+        let max_attempts = variables.whole(vars::MAX_ATTEMPTS, 1..=20)? as u32;
+        let cooldown_ms = variables.whole(vars::COOLDOWN, 0..=3600)? * 1000;
+        let max_per_hour = variables.whole(vars::MAX_PER_HOUR, 1..=1000)? as u32;
+        let outbox_maxlen = variables.whole(vars::OUTBOX_MAXLEN, 100..=10_000_000)?;
+        let outbox_shards = variables.whole(vars::OUTBOX_SHARDS, 1..=1024)? as u32;
 
-        let webhook = parse_webhook(&read(vars::WEBHOOK_URL)?, &read(vars::WEBHOOK_ORIGIN)?)?
-            .map(|url| -> Result<Webhook, OtpConfigError> {
-                Ok(Webhook { url, token: Secret::new(read(vars::WEBHOOK_TOKEN)?) })
-            })
-            .transpose()?;
-
-        let dev_echo = match read(vars::DEV_ECHO)?.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" | "" => false,
-            other => {
-                return Err(invalid(vars::DEV_ECHO, format!("{other:?} is not true or false")))
-            }
-        };
+        let webhook = parse_webhook(
+            &variables.text(vars::WEBHOOK_URL)?,
+            &variables.text(vars::WEBHOOK_ORIGIN)?,
+        )?
+        .map(|url| -> Result<Webhook, ConfigError> {
+            Ok(Webhook { url, token: Secret::new(variables.text(vars::WEBHOOK_TOKEN)?) })
+        })
+        .transpose()?;
+        let dev_echo = variables.flag(vars::DEV_ECHO)?;
 
         Ok(Self {
-            pepper: Secret::new(pepper),
+            pepper,
             purposes,
             code_length,
             code_ttl_ms,
@@ -156,7 +112,7 @@ impl OtpConfig {
     }
 }
 
-fn parse_purposes(text: &str) -> Result<Vec<String>, OtpConfigError> {
+fn parse_purposes(text: &str) -> Result<Vec<String>, ConfigError> {
     let purposes: Vec<String> =
         text.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
     if purposes.is_empty() || purposes.len() > 32 {
@@ -183,7 +139,7 @@ pub fn is_purpose_name(p: &str) -> bool {
 
 /// The webhook URL, when one is set. Spin only lets the component reach the origin named in
 /// `otp_webhook_origin` (its `allowed_outbound_hosts` entry), so the URL must be under it.
-fn parse_webhook(url: &str, origin: &str) -> Result<Option<String>, OtpConfigError> {
+fn parse_webhook(url: &str, origin: &str) -> Result<Option<String>, ConfigError> {
     if url.is_empty() {
         return Ok(None);
     }
@@ -217,7 +173,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn config(overrides: &[(&str, &str)]) -> Result<OtpConfig, OtpConfigError> {
+    fn config(overrides: &[(&str, &str)]) -> Result<OtpConfig, ConfigError> {
         let mut v: HashMap<&str, &str> = HashMap::from([
             (vars::PEPPER, "0123456789abcdef0123456789abcdef"),
             (vars::PURPOSES, "login, reset_password"),
@@ -235,7 +191,8 @@ mod tests {
             (vars::DEV_ECHO, "false"),
         ]);
         v.extend(overrides.iter().copied());
-        OtpConfig::from_lookup(|name| Ok(v[name].to_owned()))
+        let variables = Variables::from_fn(|name| Ok(v[name].to_owned()));
+        OtpConfig::from_variables(&variables)
     }
 
     #[test]

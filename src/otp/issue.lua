@@ -10,8 +10,7 @@
 --       5 max attempts, 6 format, 7 outbox MAXLEN, 8 outbox retention ms,
 --       9 subject, 10 purpose, 11 channel, 12 the plain code (outbox entry only)
 -- Returns {1, delivery id, expires_at_ms} or {0, "cooldown" | "hourly", retry_after_ms}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms
 local ttl = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 local hour = 3600000

@@ -12,44 +12,42 @@
 //! same tag, so issuing (state + outbox entry) is a single atomic script even on clustered
 //! Redis, and the raw subject never appears in a key name.
 
-mod body;
 pub mod config;
 pub mod input;
 mod webhook;
 
-use spin_sdk::http::{Method, Request, Response};
+use http::Method;
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
 use crate::args;
-use crate::error::ApiError;
-use crate::http::{allow_methods, respond};
-use crate::json;
-use crate::redis::{Redis, Script};
-use crate::secrets;
-use config::{OtpConfig, OtpConfigError};
+use crate::lua_script;
+use crate::platform::redis::Redis;
+use crate::platform::redis_settings::is_loopback;
+use crate::platform::script::{Script, CLOCK};
+use crate::platform::settings::ConfigError;
+use crate::platform::{secrets, serve, ApiError, Request, Response};
+use config::OtpConfig;
 use input::Format;
 
-static ISSUE: Script = Script::new(include_str!("issue.lua"));
-static VERIFY: Script = Script::new(include_str!("verify.lua"));
-static ROLLBACK: Script = Script::new(include_str!("rollback.lua"));
+static ISSUE: Script = lua_script!(CLOCK, include_str!("issue.lua"));
+static VERIFY: Script = lua_script!(CLOCK, include_str!("verify.lua"));
+static ROLLBACK: Script = lua_script!(include_str!("rollback.lua"));
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 2048;
 
-/// The component's entry point.
-pub fn handle(req: Request) -> Response {
-    respond(|| {
-        allow_methods(&req, &[Method::Post])?;
-        let config = OtpConfig::from_spin_variables().map_err(misconfigured)?;
-        match req.path() {
-            "/api/otp/verify" => verify(&req, &config),
-            _ => issue(&req, &config),
+/// The component's entry point: the route table.
+pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, |mut req| {
+        req.allow(&[Method::POST])?;
+        let config = OtpConfig::from_spin_variables()?;
+        if req.component_route() == "/api/otp/verify" {
+            verify(&mut req, &config)
+        } else {
+            issue(&mut req, &config)
         }
     })
-}
-
-fn misconfigured(e: OtpConfigError) -> ApiError {
-    eprintln!("otp misconfigured: {e}");
-    ApiError::new(500, "otp_misconfigured", e.to_string())
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -110,26 +108,53 @@ fn purpose<'a>(config: &'a OtpConfig, raw: &str) -> Result<&'a str, ApiError> {
     })
 }
 
-fn issue(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
-    let [subject, purpose, channel, format] = body::string_fields(
-        req,
-        MAX_BODY,
-        ["subject", "purpose", "channel", "format"],
-        &["subject", "purpose"],
-    )?;
-    let subject = input::normalize_subject(subject.as_deref().unwrap_or(""))
-        .map_err(|m| bad("invalid_subject", m))?;
-    let purpose = self::purpose(config, purpose.as_deref().unwrap_or(""))?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueRequest {
+    subject: String,
+    purpose: String,
+    channel: Option<String>,
+    format: Option<String>,
+}
+
+/// What the webhook receives for each code.
+#[derive(Serialize)]
+struct Delivery<'a> {
+    id: &'a str,
+    subject: &'a str,
+    purpose: &'a str,
+    channel: &'a str,
+    format: &'a str,
+    code: &'a str,
+    expires_at_ms: i64,
+    expires_in: u64,
+}
+
+#[derive(Serialize)]
+struct Issued<'a> {
+    expires_in: u64,
+    resend_after: u64,
+    /// Only with `otp_dev_echo` on a loopback Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+}
+
+fn issue(req: &mut Request, config: &OtpConfig) -> Result<Response, ApiError> {
+    let body: IssueRequest = req.json(MAX_BODY)?;
+    let subject = input::normalize_subject(&body.subject).map_err(|m| bad("invalid_subject", m))?;
+    let purpose = self::purpose(config, &body.purpose)?;
     let channel =
-        input::parse_channel(channel.as_deref()).map_err(|m| bad("invalid_channel", m))?;
-    let format = Format::parse(format.as_deref()).map_err(|m| bad("invalid_format", m))?;
+        input::parse_channel(body.channel.as_deref()).map_err(|m| bad("invalid_channel", m))?;
+    let format = Format::parse(body.format.as_deref()).map_err(|m| bad("invalid_format", m))?;
 
     let redis = Redis::from_spin_variables()?;
-    if config.dev_echo && !crate::config::is_loopback(&redis.settings().host) {
-        return Err(misconfigured(OtpConfigError {
-            variable: config::vars::DEV_ECHO,
-            message: "is refused because Redis is not on loopback: codes are never echoed outside local development".into(),
-        }));
+    if config.dev_echo && !is_loopback(&redis.settings().host) {
+        return Err(ConfigError::new(
+            config::vars::DEV_ECHO,
+            "is refused because Redis is not on loopback: codes are never echoed outside local \
+             development",
+        )
+        .into());
     }
 
     let (code, ttl_ms) = match format {
@@ -174,18 +199,18 @@ fn issue(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
     let expires_at_ms = reply.int(2)?;
 
     if let Some(hook) = &config.webhook {
-        // Purposes, channels, formats and codes have known alphabets: only the subject and
-        // the id need JSON escaping.
-        let payload = format!(
-            r#"{{"id":{},"subject":{},"purpose":"{purpose}","channel":"{channel}","format":"{}","code":"{code}","expires_at_ms":{expires_at_ms},"expires_in":{}}}"#,
-            json::quote(&delivery_id),
-            json::quote(&subject),
-            format.as_str(),
-            ttl_ms / 1000,
-        );
-        if let Err(e) =
-            webhook::post(&hook.url, hook.token.expose(), &delivery_id, payload.as_bytes())
-        {
+        let payload = serde_json::to_vec(&Delivery {
+            id: &delivery_id,
+            subject: &subject,
+            purpose,
+            channel: channel.as_str(),
+            format: format.as_str(),
+            code: &code,
+            expires_at_ms,
+            expires_in: ttl_ms / 1000,
+        })
+        .map_err(|_| ApiError::internal("the delivery could not be encoded"))?;
+        if let Err(e) = webhook::post(&hook.url, hook.token.expose(), &delivery_id, &payload) {
             eprintln!("otp: delivery {delivery_id}: {e}; withdrawing the code");
             // The code must not stay valid (and the cooldown running) when the user cannot
             // receive it. If this fails too, the code simply expires.
@@ -201,33 +226,54 @@ fn issue(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
         }
     }
 
-    let echo = if config.dev_echo { format!(r#","code":"{code}""#) } else { String::new() };
-    let body = format!(
-        r#"{{"expires_in":{},"resend_after":{}{echo}}}"#,
-        ttl_ms / 1000,
-        config.cooldown_ms / 1000
-    );
-    Ok(json::text_response(202, body))
+    let issued = Issued {
+        expires_in: ttl_ms / 1000,
+        resend_after: config.cooldown_ms / 1000,
+        code: config.dev_echo.then_some(code.as_str()),
+    };
+    Ok(Response::json(202, &issued))
+}
+
+#[derive(Serialize)]
+struct Verified {
+    verified: bool,
+}
+
+#[derive(Serialize)]
+struct NotVerified<'a> {
+    verified: bool,
+    attempts_remaining: i64,
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
 }
 
 /// A failed verification: the usual error object plus `verified` and `attempts_remaining`.
 fn not_verified(status: u16, code: &str, message: &str, attempts_remaining: i64) -> Response {
-    json::text_response(
+    Response::json(
         status,
-        format!(
-            r#"{{"verified":false,"attempts_remaining":{attempts_remaining},"error":{{"code":"{code}","message":"{message}"}}}}"#
-        ),
+        &NotVerified { verified: false, attempts_remaining, error: ErrorDetail { code, message } },
     )
 }
 
-fn verify(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
-    let fields = ["subject", "purpose", "code"];
-    let [subject, purpose, code] = body::string_fields(req, MAX_BODY, fields, &fields)?;
-    let subject = input::normalize_subject(subject.as_deref().unwrap_or(""))
-        .map_err(|m| bad("invalid_subject", m))?;
-    let purpose = self::purpose(config, purpose.as_deref().unwrap_or(""))?;
-    let code = input::parse_code(code.as_deref().unwrap_or(""), config.code_length)
-        .map_err(|m| bad("invalid_code", m))?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyRequest {
+    subject: String,
+    purpose: String,
+    code: String,
+}
+
+fn verify(req: &mut Request, config: &OtpConfig) -> Result<Response, ApiError> {
+    let body: VerifyRequest = req.json(MAX_BODY)?;
+    let subject = input::normalize_subject(&body.subject).map_err(|m| bad("invalid_subject", m))?;
+    let purpose = self::purpose(config, &body.purpose)?;
+    let code =
+        input::parse_code(&body.code, config.code_length).map_err(|m| bad("invalid_code", m))?;
 
     let redis = Redis::from_spin_variables()?;
     let keys = Keys::new(&redis, config, &subject, purpose);
@@ -238,12 +284,9 @@ fn verify(req: &Request, config: &OtpConfig) -> Result<Response, ApiError> {
     )?;
     let attempts_left = reply.int(1)?;
     Ok(match reply.int(0)? {
-        1 => json::text_response(200, r#"{"verified":true}"#.into()),
-        2 => {
-            let mut res = not_verified(401, "wrong_code", "the code is not correct", attempts_left);
-            res.set_header("www-authenticate", "OTP");
-            res
-        }
+        1 => Response::json(200, &Verified { verified: true }),
+        2 => not_verified(401, "wrong_code", "the code is not correct", attempts_left)
+            .with_header("www-authenticate", "OTP"),
         3 => {
             let mut res = not_verified(
                 429,

@@ -14,8 +14,7 @@ end
 -- When a new code may be issued: the cooldown, or the hourly cap's oldest entry ageing out.
 local function retry_after()
   local wait = math.max(0, redis.call('PTTL', KEYS[2]))
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms
   local since = now - 3600000
   if redis.call('ZCOUNT', KEYS[3], '(' .. string.format('%.0f', since), '+inf') >= tonumber(ARGV[2]) then
     local oldest = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. string.format('%.0f', since), '+inf',

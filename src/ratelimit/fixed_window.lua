@@ -1,8 +1,7 @@
 -- Fixed window: one hash per (policy, key): w = window number, c = units used in it.
 -- KEYS[1] the hash. ARGV: window_ms, limit, cost, mode ("consume" | "dry" | "peek").
 -- Returns {allowed 0|1, remaining, reset_after_ms, retry_after_ms}. Clock: Redis TIME.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = now_us
 local window = tonumber(ARGV[1]) * 1000
 local limit = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])

@@ -1,8 +1,10 @@
 //! Rate-limit policies, read from the `ratelimit_policies` Spin variable (a JSON object of
 //! named policies) and validated before any request is served.
 
-use super::MAX_JSON_DEPTH;
-use crate::json::{self, Json};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::platform::json::UniqueMap;
 
 /// Longest policy name; names are `[A-Za-z0-9_.-]`.
 pub const MAX_POLICY_NAME_LEN: usize = 64;
@@ -86,22 +88,36 @@ impl Policies {
 
     /// Parses and validates the JSON. Errors name the policy and field at fault.
     pub fn parse(json: &str) -> Result<Self, String> {
-        let value = Json::parse(json.as_bytes(), MAX_JSON_DEPTH)
-            .map_err(|e| format!("not valid JSON: {e}"))?;
-        let Some(map) = value.members() else {
-            return Err("must be a JSON object of named policies".into());
-        };
-        let mut out = Vec::with_capacity(map.len());
-        for member in &map {
-            let (name, raw) = (&member.name, member.value);
-            out.push(parse_policy(name, raw).map_err(|e| format!("policy {name:?}: {e}"))?);
+        let specs: UniqueMap<PolicySpec> = serde_json::from_str(json)
+            .map_err(|e| format!("not a JSON object of valid named policies: {e}"))?;
+        let mut out = Vec::with_capacity(specs.0.len());
+        for (name, spec) in specs.0 {
+            out.push(parse_policy(&name, spec).map_err(|e| format!("policy {name:?}: {e}"))?);
         }
         Ok(Self(out))
     }
 }
 
-const FIELDS: [&str; 6] =
-    ["algorithm", "limit", "window", "capacity", "refill_per_sec", "failure_mode"];
+/// One policy as written in the variable; checked by [`parse_policy`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySpec {
+    algorithm: String,
+    limit: Option<u64>,
+    window: Option<Window>,
+    capacity: Option<u64>,
+    /// Kept as its JSON text: the rate is converted exactly, never through a float.
+    refill_per_sec: Option<Box<RawValue>>,
+    failure_mode: Option<String>,
+}
+
+/// `"60s"` or a number of seconds.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Window {
+    Seconds(u64),
+    Text(String),
+}
 
 pub fn valid_policy_name(name: &str) -> bool {
     !name.is_empty()
@@ -109,48 +125,35 @@ pub fn valid_policy_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-fn parse_policy(name: &str, raw: Json) -> Result<Policy, String> {
+fn parse_policy(name: &str, spec: PolicySpec) -> Result<Policy, String> {
     if !valid_policy_name(name) {
         return Err(format!(
             "the name must be 1-{MAX_POLICY_NAME_LEN} characters of letters, digits, '_', '-', '.'"
         ));
     }
-    let Some(fields) = raw.members() else { return Err("must be a JSON object".into()) };
-    if let Some(unknown) = fields.iter().map(|m| &m.name).find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(format!("unknown field {unknown:?}"));
-    }
-    let get = |name: &str| json::field(&fields, name);
-    let text = |field: &str| match get(field) {
-        None => Ok(None),
-        Some(v) => v.as_str().map(Some).ok_or_else(|| format!("{field} must be a string")),
-    };
-    let failure_mode = match text("failure_mode")?.as_deref() {
+    let failure_mode = match spec.failure_mode.as_deref() {
         None | Some("fail_closed") => FailureMode::Closed,
         Some("fail_open") => FailureMode::Open,
         Some(other) => {
             return Err(format!("failure_mode {other:?} is not fail_open or fail_closed"))
         }
     };
-    let quota = |field: &str| match get(field) {
-        Some(v) => match v.as_u64() {
-            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(format!("{field} must be a whole number between 1 and {MAX_LIMIT}")),
-        },
+    let quota = |field: &str, value: Option<u64>| match value {
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(format!("{field} must be a whole number between 1 and {MAX_LIMIT}")),
         None => Err(format!("{field} is required")),
     };
-    let has = |field: &str| get(field).is_some();
-    let algorithm_name = text("algorithm")?.ok_or("algorithm is required")?;
-    let (algorithm, limit) = match algorithm_name.as_str() {
+    let (algorithm, limit) = match spec.algorithm.as_str() {
         "fixed_window" | "sliding_window" => {
-            if has("capacity") || has("refill_per_sec") {
+            if spec.capacity.is_some() || spec.refill_per_sec.is_some() {
                 return Err(
                     "capacity and refill_per_sec belong to token_bucket; use limit and window"
                         .into(),
                 );
             }
-            let limit = quota("limit")?;
-            let window_ms = parse_duration(get("window").ok_or("window is required")?)?;
-            let algorithm = if algorithm_name == "fixed_window" {
+            let limit = quota("limit", spec.limit)?;
+            let window_ms = parse_duration(spec.window.as_ref().ok_or("window is required")?)?;
+            let algorithm = if spec.algorithm == "fixed_window" {
                 Algorithm::FixedWindow { window_ms }
             } else {
                 Algorithm::SlidingWindow { window_ms }
@@ -158,14 +161,14 @@ fn parse_policy(name: &str, raw: Json) -> Result<Policy, String> {
             (algorithm, limit)
         }
         "token_bucket" | "gcra" => {
-            if has("limit") || has("window") {
+            if spec.limit.is_some() || spec.window.is_some() {
                 return Err("limit and window belong to the window algorithms; use capacity and refill_per_sec".into());
             }
-            let capacity = quota("capacity")?;
+            let capacity = quota("capacity", spec.capacity)?;
             // interval = 1e6 us / rate, computed exactly from the decimal text.
             let bad_rate = "refill_per_sec must be a number above 0 and at most 1000000";
-            let rate = get("refill_per_sec").ok_or("refill_per_sec is required")?;
-            let (mantissa, scale) = rate.as_number().and_then(decimal).ok_or(bad_rate)?;
+            let rate = spec.refill_per_sec.ok_or("refill_per_sec is required")?;
+            let (mantissa, scale) = decimal(rate.get()).ok_or(bad_rate)?;
             let numerator = 1_000_000u64 * 10u64.pow(scale);
             if mantissa == 0 || mantissa > numerator {
                 return Err(bad_rate.into());
@@ -186,10 +189,10 @@ fn parse_policy(name: &str, raw: Json) -> Result<Policy, String> {
 }
 
 /// `"60s"`, `"500ms"`, `"5m"`, `"1h"`, `"1d"`, or a number of seconds.
-pub fn parse_duration(value: Json) -> Result<u64, String> {
-    let ms = match (value.as_number(), value.as_str()) {
-        (Some(_), _) => value.as_u64().and_then(|s| s.checked_mul(1000)),
-        (_, Some(s)) => {
+pub fn parse_duration(value: &Window) -> Result<u64, String> {
+    let ms = match value {
+        Window::Seconds(s) => s.checked_mul(1000),
+        Window::Text(s) => {
             let s = s.trim();
             let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
             let (digits, unit) = s.split_at(split);
@@ -204,13 +207,11 @@ pub fn parse_duration(value: Json) -> Result<u64, String> {
             };
             n.zip(factor).and_then(|(n, f)| n.checked_mul(f))
         }
-        _ => None,
     };
     match ms {
         Some(ms) if (1..=MAX_WINDOW_MS).contains(&ms) => Ok(ms),
         _ => Err(format!(
-            "window {} must be a duration such as \"500ms\", \"60s\", \"5m\", \"1h\" or \"1d\", between 1ms and 31d",
-            value.describe()
+            "window {value:?} must be a duration such as \"500ms\", \"60s\", \"5m\", \"1h\" or \"1d\", between 1ms and 31d"
         )),
     }
 }
@@ -290,15 +291,12 @@ mod tests {
 
     #[test]
     fn durations() {
-        let d = |s: &str| {
-            let quoted = json::quote(s);
-            parse_duration(Json::parse(quoted.as_bytes(), 0).unwrap())
-        };
+        let d = |s: &str| parse_duration(&Window::Text(s.to_owned()));
         assert_eq!(d("250ms"), Ok(250));
         assert_eq!(d("2s"), Ok(2000));
         assert_eq!(d("5m"), Ok(300_000));
         assert_eq!(d("1h"), Ok(3_600_000));
-        assert_eq!(parse_duration(Json::parse(b"3", 0).unwrap()), Ok(3000));
+        assert_eq!(parse_duration(&Window::Seconds(3)), Ok(3000));
         assert!(d("-1s").is_err());
         assert!(d("32d").is_err());
     }

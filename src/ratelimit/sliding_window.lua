@@ -3,8 +3,7 @@
 -- w = current window number, c = units in it, p = units in the window before.
 -- KEYS[1] the hash. ARGV: window_ms, limit, cost, mode ("consume" | "dry" | "peek").
 -- Returns {allowed 0|1, remaining, reset_after_ms, retry_after_ms}. Clock: Redis TIME.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = now_us
 local window = tonumber(ARGV[1]) * 1000
 local limit = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])

@@ -3,8 +3,7 @@
 -- KEYS[1] the string. ARGV: interval_us (time to refill one token), capacity, cost,
 -- mode ("consume" | "dry" | "peek").
 -- Returns {allowed 0|1, remaining, reset_after_ms, retry_after_ms}. Clock: Redis TIME.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = now_us
 local interval = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])

@@ -5,7 +5,7 @@
 -- already exists (a 256-bit collision: never, in practice).
 local function create()
   local key, idx = KEYS[1], KEYS[2]
-  local now = now_ms()
+  local now = now_ms
   if redis.call('EXISTS', key) == 1 then
     return {3}
   end

@@ -2,7 +2,7 @@
 -- ARGV: idle_ms, member. Returns {0} when there is no such session, else {1, JSON, now}.
 local function get()
   local key, member = KEYS[1], ARGV[2]
-  local now = now_ms()
+  local now = now_ms
   local s = load(key, member, now)
   if not s then
     return {0}

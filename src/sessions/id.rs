@@ -6,7 +6,7 @@
 //! hash slot of the user's index, so create, rotate, logout, list and revoke-all each run as
 //! one script on one slot. Redis only ever sees SHA-256 of the whole id.
 
-use crate::secrets;
+use crate::platform::secrets;
 
 /// Random bytes in an id: 256 bits, twice OWASP's floor of 128.
 const SECRET_BYTES: usize = 32;

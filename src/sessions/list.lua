@@ -4,7 +4,7 @@
 -- is_current, created, seen, expiry, user agent}, soonest expiry first.
 local function list()
   local key, member, prefix = KEYS[1], ARGV[2], ARGV[3]
-  local now = now_ms()
+  local now = now_ms
   local s = load(key, member, now)
   if not s then
     return {0}

@@ -2,7 +2,7 @@
 -- Returns {1} when a session was ended, {0} when there was none.
 local function logout()
   local key, member = KEYS[1], ARGV[1]
-  local s = load(key, member, now_ms())
+  local s = load(key, member, now_ms)
   if not s then
     return {0}
   end

@@ -5,7 +5,7 @@
 -- the cap (nothing written), else {1, JSON, now}.
 local function patch()
   local key, member = KEYS[1], ARGV[2]
-  local now = now_ms()
+  local now = now_ms
   local s = load(key, member, now)
   if not s then
     return {0}

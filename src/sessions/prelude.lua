@@ -9,11 +9,6 @@
 -- The user's index is a sorted set of session digests scored by each session's expiry, so
 -- expired entries are pruned with one ZREMRANGEBYSCORE.
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
 -- Integers as decimal text: Lua would write large numbers in exponent form. (cjson writes
 -- 14 significant digits: ms timestamps have 13 until the year 2286.)
 local function int(n)

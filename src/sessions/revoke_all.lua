@@ -3,7 +3,7 @@
 -- Returns {0} when there is no such session, else {1, sessions ended}.
 local function revoke_all()
   local key, member, prefix = KEYS[1], ARGV[1], ARGV[2]
-  local s = load(key, member, now_ms())
+  local s = load(key, member, now_ms)
   if not s then
     return {0}
   end

@@ -3,7 +3,7 @@
 -- Returns {0} when there is no such session, {3} if the new key exists, else {1, expiry, now}.
 local function rotate()
   local old_key, new_key = KEYS[1], KEYS[2]
-  local now = now_ms()
+  local now = now_ms
   local s = load(old_key, ARGV[2], now)
   if not s then
     return {0}

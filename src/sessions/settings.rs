@@ -1,7 +1,7 @@
 //! The component's settings, from Spin variables.
 
-use crate::config::Secret;
-use crate::error::ApiError;
+use crate::platform::auth::MIN_TOKEN_LEN;
+use crate::platform::settings::{ConfigError, Secret, Variables};
 
 use super::cookie::{CookieSettings, SameSite};
 
@@ -43,67 +43,35 @@ pub struct Settings {
     pub cookie: CookieSettings,
 }
 
-fn misconfigured(variable: &str, message: impl std::fmt::Display) -> ApiError {
-    let message = format!("variable `{variable}`: {message}");
-    eprintln!("sessions misconfigured: {message}");
-    ApiError::new(500, "sessions_misconfigured", message)
-}
-
 impl Settings {
-    pub fn from_spin_variables() -> Result<Self, ApiError> {
-        Self::from_lookup(|name| spin_sdk::variables::get(name).map_err(|e| e.to_string()))
+    pub fn from_spin_variables() -> Result<Self, ConfigError> {
+        Self::from_variables(&Variables::spin())
     }
 
-    /// Builds settings from any variable lookup (Spin's, or a map in unit tests).
-    pub fn from_lookup(
-        get: impl Fn(&'static str) -> Result<String, String>,
-    ) -> Result<Self, ApiError> {
-        let read = |name: &'static str| {
-            get(name).map_err(|e| misconfigured(name, format!("cannot be read: {e}")))
-        };
-        let number = |name: &'static str, min: u64, max: u64| -> Result<u64, ApiError> {
-            let text = read(name)?;
-            match text.trim().parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(misconfigured(
-                    name,
-                    format!("{text:?} is not a whole number from {min} to {max}"),
-                )),
-            }
-        };
-        let idle = number(vars::IDLE_TIMEOUT, 1, MAX_TIMEOUT_SECS)?;
-        let absolute = number(vars::ABSOLUTE_TIMEOUT, 1, MAX_TIMEOUT_SECS)?;
+    pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
+        let idle = variables.whole(vars::IDLE_TIMEOUT, 1..=MAX_TIMEOUT_SECS)?;
+        let absolute = variables.whole(vars::ABSOLUTE_TIMEOUT, 1..=MAX_TIMEOUT_SECS)?;
         // 0 would mean reads never slide: an active reader would be logged out.
-        let slide_percent = number(vars::SLIDE_THRESHOLD_PERCENT, 1, 100)? as i64;
-        let max_data_bytes = number(vars::MAX_DATA_BYTES, 0, 1024 * 1024)? as usize;
-        let max_per_user = number(vars::MAX_PER_USER, 1, 1000)? as u32;
+        let slide_percent = variables.whole(vars::SLIDE_THRESHOLD_PERCENT, 1..=100)? as i64;
+        let max_data_bytes = variables.whole(vars::MAX_DATA_BYTES, 0..=1024 * 1024)? as usize;
+        let max_per_user = variables.whole(vars::MAX_PER_USER, 1..=1000)? as u32;
 
-        let secure = match read(vars::COOKIE_SECURE)?.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            other => {
-                return Err(misconfigured(
-                    vars::COOKIE_SECURE,
-                    format!("{other:?} is not true or false"),
-                ))
-            }
-        };
-        let same_site_text = read(vars::COOKIE_SAME_SITE)?;
+        let same_site_text = variables.text(vars::COOKIE_SAME_SITE)?;
         let same_site = SameSite::parse(&same_site_text).ok_or_else(|| {
-            misconfigured(
+            ConfigError::new(
                 vars::COOKIE_SAME_SITE,
                 format!("{same_site_text:?} is not Strict, Lax or None"),
             )
         })?;
-        let domain = read(vars::COOKIE_DOMAIN)?.trim().to_owned();
+        let domain = variables.text(vars::COOKIE_DOMAIN)?;
         let cookie = CookieSettings {
-            name: read(vars::COOKIE_NAME)?.trim().to_owned(),
-            secure,
+            name: variables.text(vars::COOKIE_NAME)?,
+            secure: variables.flag(vars::COOKIE_SECURE)?,
             same_site,
             domain: (!domain.is_empty()).then_some(domain),
-            path: read(vars::COOKIE_PATH)?.trim().to_owned(),
+            path: variables.text(vars::COOKIE_PATH)?,
         };
-        cookie.validate().map_err(|e| misconfigured("sessions_cookie_*", e))?;
+        cookie.validate().map_err(|e| ConfigError::new(vars::COOKIE_NAME, e))?;
 
         Ok(Self {
             idle_ms: idle as i64 * 1000,
@@ -112,7 +80,7 @@ impl Settings {
             slide_threshold_ms: idle as i64 * 10 * slide_percent,
             max_data_bytes,
             max_per_user,
-            api_token: Secret::new(read(vars::API_TOKEN)?.trim()),
+            api_token: variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?,
             cookie,
         })
     }

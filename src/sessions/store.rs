@@ -1,16 +1,21 @@
 //! The sessions' Redis operations: one Lua script, one round trip, one hash slot each.
 
+use serde::Deserialize;
+
 use crate::args;
-use crate::fast_path::FastPath;
-use crate::json::{field, Json};
-use crate::redis::{Redis, RedisError, Reply, Script};
+use crate::lua_script;
+use crate::platform::fast_path::FastPath;
+use crate::platform::json::UniqueMap;
+use crate::platform::redis::{Redis, RedisError, Reply};
+use crate::platform::script::{Script, CLOCK};
 
 use super::id::{index_key, session_key_prefix, SessionId, UserRef};
 use super::settings::Settings;
 
 /// Every session operation, in one script: the helpers travel once, Redis caches one SHA.
 /// The first argument names the operation (see dispatch.lua).
-static SESSION: Script = Script::new(concat!(
+static SESSION: Script = lua_script!(
+    CLOCK,
     include_str!("prelude.lua"),
     include_str!("create.lua"),
     include_str!("get.lua"),
@@ -20,7 +25,7 @@ static SESSION: Script = Script::new(concat!(
     include_str!("list.lua"),
     include_str!("revoke_all.lua"),
     include_str!("dispatch.lua"),
-));
+);
 
 /// A session as Redis holds it (see prelude.lua), read by a script or through the fast path.
 #[derive(Debug, Clone)]
@@ -39,24 +44,30 @@ impl SessionView {
     /// A stored session value, as of `now_ms`; `None` if it is not one. Both read paths
     /// answer from this same text, so they give the same body.
     pub fn parse(value: &[u8], now_ms: i64) -> Option<Self> {
-        // The value is an object whose `data` member is an object of strings: depth 2.
-        let members = Json::parse(value, 2).ok()?.members()?;
-        let ms = |name| field(&members, name)?.as_u64().and_then(|n| i64::try_from(n).ok());
-        let data = field(&members, "data")?
-            .members()?
-            .into_iter()
-            .map(|m| Some((m.name, m.value.as_str()?)))
-            .collect::<Option<_>>()?;
+        let stored: StoredSession = serde_json::from_slice(value).ok()?;
         Some(Self {
-            user_id: field(&members, "uid")?.as_str()?,
-            data,
-            created_ms: ms("created")?,
-            seen_ms: ms("seen")?,
-            absolute_ms: ms("abs")?,
-            expiry_ms: ms("exp")?,
+            user_id: stored.uid,
+            data: stored.data.0,
+            created_ms: stored.created,
+            seen_ms: stored.seen,
+            absolute_ms: stored.abs,
+            expiry_ms: stored.exp,
             now_ms,
         })
     }
+}
+
+/// The stored value as the scripts write it (cjson; see prelude.lua). Members the Rust side
+/// does not read (`ua`, `dsize`) are ignored.
+#[derive(Deserialize)]
+struct StoredSession {
+    uid: String,
+    /// Top-level data: name -> the JSON text the client sent.
+    data: UniqueMap<String>,
+    created: i64,
+    seen: i64,
+    abs: i64,
+    exp: i64,
 }
 
 /// One entry of a user's session list.
@@ -168,7 +179,7 @@ impl<'a> Store<'a> {
                 return None;
             }
         };
-        let view = SessionView::parse(&value, crate::fast_path::unix_now_ms())?;
+        let view = SessionView::parse(&value, crate::platform::clock::unix_now_ms())?;
         let remaining = view.expiry_ms - view.now_ms;
         let slide_due =
             view.expiry_ms < view.absolute_ms && remaining < self.settings.slide_threshold_ms;

@@ -1,9 +1,9 @@
 //! Spin component `health`: `GET /health/cache`, the readiness and liveness probe.
 
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    spin_redis_patterns::health::handle(req)
+fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    spin_redis_patterns::health::handle(req, out)
 }

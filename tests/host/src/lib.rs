@@ -345,6 +345,14 @@ impl TestRequest<'_> {
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }
+        // As an HTTP/1.1 client does (curl, hyper): a body goes with its length, which Spin
+        // passes on to the component among the request's headers.
+        let framed = self.headers.iter().any(|(n, _)| {
+            n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+        });
+        if !self.body.is_empty() && !framed {
+            builder = builder.header("content-length", self.body.len().to_string());
+        }
         let request = builder.body(Bytes::from(self.body)).expect("valid request");
         self.app.send(request, self.client_addr).await
     }

@@ -5,58 +5,21 @@
 //! taken whole from configuration, so the TLS rule and the percent-encoding of the access key
 //! (Azure keys are base64: `+`, `/`, `=`) cannot be skipped.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::settings::{ConfigError, Secret, Variables};
+
+fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(variable, message)
+}
 
 /// Longest key prefix accepted; keys must stay short to keep Redis memory and CPU low.
 const MAX_KEY_PREFIX_LEN: usize = 64;
 
 /// Characters left as they are in the userinfo part of the URL: RFC 3986 "unreserved".
 const USERINFO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// A configuration problem. Messages name the variable at fault and never contain its value
-/// when that value is secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "variable `{}`: {}", self.variable, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-pub(crate) fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { variable, message: message.into() }
-}
-
-/// A secret string whose `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "Secret(empty)" } else { "Secret(***)" })
-    }
-}
 
 /// Where and how to reach Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,31 +46,17 @@ pub mod vars {
 impl RedisSettings {
     /// Reads the settings from the component's Spin variables.
     pub fn from_spin_variables() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| spin_sdk::variables::get(name).map_err(|e| variable_error(&e)))
+        Self::from_variables(&Variables::spin())
     }
 
-    /// Builds settings from any variable lookup (Spin's, or a map in unit tests).
-    pub fn from_lookup(
-        get: impl Fn(&'static str) -> Result<String, String>,
-    ) -> Result<Self, ConfigError> {
-        let read = |name: &'static str| get(name).map_err(|message| invalid(name, message));
-
-        let host = parse_host(read(vars::HOST)?.trim())?;
-        let port_text = read(vars::PORT)?;
-        let port = match port_text.trim().parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => {
-                return Err(invalid(
-                    vars::PORT,
-                    format!("{port_text:?} is not a TCP port (1-65535)"),
-                ))
-            }
-        };
-        let tls = parse_bool(vars::TLS, &read(vars::TLS)?)?;
-        let allow_insecure = parse_bool(vars::ALLOW_INSECURE, &read(vars::ALLOW_INSECURE)?)?;
-        let key_prefix = parse_key_prefix(read(vars::KEY_PREFIX)?)?;
-        let username = read(vars::USERNAME)?.trim().to_owned();
-        let access_key = Secret::new(read(vars::ACCESS_KEY)?.trim());
+    pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
+        let host = parse_host(&variables.text(vars::HOST)?)?;
+        let port = variables.whole(vars::PORT, 1..=65535)? as u16;
+        let tls = variables.flag(vars::TLS)?;
+        let allow_insecure = variables.flag(vars::ALLOW_INSECURE)?;
+        let key_prefix = parse_key_prefix(variables.text(vars::KEY_PREFIX)?)?;
+        let username = variables.text(vars::USERNAME)?;
+        let access_key = Secret::new(variables.text(vars::ACCESS_KEY)?);
 
         if !tls && !allow_insecure && !is_loopback(&host) {
             return Err(invalid(
@@ -151,16 +100,6 @@ impl RedisSettings {
     }
 }
 
-pub(crate) fn variable_error(e: &spin_sdk::variables::Error) -> String {
-    use spin_sdk::variables::Error;
-    match e {
-        Error::InvalidName(m) => format!("invalid variable name: {m}"),
-        Error::Undefined(m) => format!("not defined for this component in spin.toml: {m}"),
-        Error::Provider(m) => format!("variables provider failed: {m}"),
-        Error::Other(m) => m.clone(),
-    }
-}
-
 fn parse_host(host: &str) -> Result<String, ConfigError> {
     if host.is_empty() {
         return Err(invalid(vars::HOST, "is empty"));
@@ -189,14 +128,6 @@ fn parse_host(host: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(host.to_ascii_lowercase())
-}
-
-pub(crate) fn parse_bool(variable: &'static str, text: &str) -> Result<bool, ConfigError> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" | "" => Ok(false),
-        other => Err(invalid(variable, format!("{other:?} is not true or false"))),
-    }
 }
 
 fn parse_key_prefix(prefix: String) -> Result<String, ConfigError> {
@@ -239,7 +170,8 @@ mod tests {
             (vars::KEY_PREFIX, "srp:"),
         ]);
         vars.extend(overrides.iter().copied());
-        RedisSettings::from_lookup(|name| Ok(vars[name].to_owned()))
+        let variables = Variables::from_fn(|name| Ok(vars[name].to_owned()));
+        RedisSettings::from_variables(&variables)
     }
 
     #[test]

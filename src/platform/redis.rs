@@ -10,11 +10,12 @@
 
 use std::cell::OnceCell;
 use std::fmt;
-use std::sync::OnceLock;
 
 use spin_sdk::redis::{Connection, Error as SpinError, RedisParameter, RedisResult};
 
-use crate::config::{ConfigError, RedisSettings};
+use super::redis_settings::RedisSettings;
+use super::script::Script;
+use super::settings::ConfigError;
 
 /// Why a Redis operation failed. Messages are safe to log: the access key is redacted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,28 @@ fn is_error_reply(message: &str) -> bool {
         || CODES.iter().any(|c| message.split_whitespace().next() == Some(c))
 }
 
+/// Error replies of a Redis that is failing over, starting or overloaded: the server is not
+/// usable right now (503), which is not our bug or the operator's (500).
+fn is_transient_reply(message: &str) -> bool {
+    // Raw codes, and redis-rs's names for them (`An error was signalled by the server -
+    // ReadOnly: ...`).
+    const TRANSIENT: [&str; 12] = [
+        "READONLY",
+        "ReadOnly",
+        "LOADING",
+        "BusyLoadingError",
+        "BUSY",
+        "MASTERDOWN",
+        "MasterDown",
+        "TRYAGAIN",
+        "TryAgain",
+        "CLUSTERDOWN",
+        "ClusterDown",
+        "OOM",
+    ];
+    message.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| TRANSIENT.contains(&word))
+}
+
 /// `EVALSHA` of a script Redis does not hold; redis-rs says `NoScriptError`.
 fn is_noscript(message: &str) -> bool {
     message.contains("NoScriptError") || message.contains("NOSCRIPT")
@@ -98,27 +121,6 @@ fn is_noscript(message: &str) -> bool {
 /// redis-rs says `AuthenticationFailed`; the raw replies are `WRONGPASS` and `NOAUTH`.
 fn is_auth_failure(message: &str) -> bool {
     ["AuthenticationFailed", "WRONGPASS", "NOAUTH"].iter().any(|m| message.contains(m))
-}
-
-/// A Lua script, sent by SHA1 (`EVALSHA`) and by source (`EVAL`) only when Redis lacks it.
-pub struct Script {
-    source: &'static str,
-    sha1: OnceLock<String>,
-}
-
-impl Script {
-    pub const fn new(source: &'static str) -> Self {
-        Self { source, sha1: OnceLock::new() }
-    }
-
-    pub fn source(&self) -> &'static str {
-        self.source
-    }
-
-    /// The script's SHA1, as `SCRIPT LOAD` would answer.
-    pub fn sha1(&self) -> &str {
-        self.sha1.get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
-    }
 }
 
 /// Something that can be a Redis command argument.
@@ -180,7 +182,7 @@ impl<T: ToArg + ?Sized> ToArg for &T {
 #[macro_export]
 macro_rules! args {
     ($($value:expr),* $(,)?) => {
-        vec![$($crate::redis::ToArg::to_arg(&$value)),*]
+        vec![$($crate::platform::redis::ToArg::to_arg(&$value)),*]
     };
 }
 
@@ -309,7 +311,7 @@ impl Redis {
                 let m = self.settings.redact(&m);
                 if is_auth_failure(&m) {
                     RedisError::AuthFailed(m)
-                } else if is_error_reply(&m) {
+                } else if is_error_reply(&m) && !is_transient_reply(&m) {
                     RedisError::Reply(m)
                 } else {
                     RedisError::Unavailable(m)
@@ -363,12 +365,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn script_sha1_matches_redis() {
-        // `redis-cli SCRIPT LOAD "return 1"` answers this digest.
-        assert_eq!(Script::new("return 1").sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
-    }
-
-    #[test]
     fn reply_accessors() {
         let r = Reply(vec![
             RedisResult::Int64(7),
@@ -395,5 +391,15 @@ mod tests {
         assert!(is_auth_failure("Password authentication failed- AuthenticationFailed"));
         assert!(!is_error_reply("Connection refused (os error 111)"));
         assert!(!is_auth_failure("Connection refused (os error 111)"));
+        let failover = "An error was signalled by the server - ReadOnly: You can't write against a read only replica.";
+        assert!(is_error_reply(failover));
+        assert!(is_transient_reply(failover));
+        assert!(is_transient_reply("READONLY You can't write against a read only replica."));
+        assert!(is_transient_reply(
+            "An error was signalled by the server - BusyLoadingError: LOADING Redis is loading"
+        ));
+        assert!(!is_transient_reply(
+            "An error was signalled by the server - ResponseError: Error running script"
+        ));
     }
 }

@@ -22,8 +22,8 @@
 
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 
-use crate::config::{invalid, parse_bool, variable_error, ConfigError};
-use crate::redis::RedisError;
+use super::redis::RedisError;
+use super::settings::{ConfigError, Variables};
 
 /// The store label the components list in `key_value_stores` and the runtime config defines.
 pub const STORE_LABEL: &str = "redis";
@@ -37,9 +37,7 @@ impl FastPath {
     /// The store, when `redis_fast_path` is on and Spin opens it. `Ok(None)` means: use
     /// outbound Redis (fast path off, or the store unavailable, which is logged).
     pub fn open() -> Result<Option<Self>, ConfigError> {
-        let setting = spin_sdk::variables::get(VARIABLE)
-            .map_err(|e| invalid(VARIABLE, variable_error(&e)))?;
-        if !parse_bool(VARIABLE, &setting)? {
+        if !Variables::spin().flag(VARIABLE)? {
             return Ok(None);
         }
         match store::open(STORE_LABEL) {
@@ -63,17 +61,6 @@ impl FastPath {
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64, RedisError> {
         atomics::increment(&self.0, key, delta).map_err(|e| unavailable(&e))
     }
-}
-
-/// The instance's wall clock in Unix ms, for comparing with the Redis `TIME` deadlines stored
-/// in the values the fast path reads (so it assumes NTP-synced clocks). Read from WASI
-/// directly: `std::time::SystemTime` costs about 5 KB of `.wasm`.
-pub fn unix_now_ms() -> i64 {
-    let now = wasi::clocks::wall_clock::now();
-    i64::try_from(now.seconds)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(1000)
-        .saturating_add(i64::from(now.nanoseconds / 1_000_000))
 }
 
 fn describe(e: &store::Error) -> String {

@@ -1,0 +1,221 @@
+//! Responses: the [`Response`] every handler returns, the JSON error shape
+//! `{"error": {"code": "...", "message": "..."}}` ([`ApiError`]), and [`serve`], which runs a
+//! handler and writes its answer to Spin.
+//!
+//! A response is a list of field lines, not a map: repeated names (`Set-Cookie`, `Link`,
+//! `Vary`) survive, in order. `serve` writes the body and then runs the response's
+//! [`Response::after`] work, so a handler can answer first and refresh a cache entry after.
+
+use serde::Serialize;
+use spin_sdk::http::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+use super::redis::RedisError;
+use super::request::Request;
+use super::settings::ConfigError;
+
+/// What a handler answers.
+pub struct Response {
+    pub status: u16,
+    /// Field lines in order; names lower case by convention.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    after: Option<Box<dyn FnOnce()>>,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: Vec::new(), after: None }
+    }
+
+    /// `value` as JSON, `Content-Type: application/json`, `Cache-Control: no-store` (API
+    /// answers are about one caller's state; no shared cache may keep them).
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Self {
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        Self::new(status)
+            .with_header("content-type", "application/json")
+            .with_header("cache-control", "no-store")
+            .with_body(body)
+    }
+
+    /// Appends a field line (a repeated name stays repeated).
+    pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Replaces every line of `name` with one.
+    pub fn set_header(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+        self.remove_header(name);
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+    }
+
+    pub fn remove_header(&mut self, name: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    /// The first value of a header, if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Work to do once the response is fully sent, within the same invocation (Spin keeps
+    /// the instance until the handler returns; the client already has its answer).
+    pub fn after(mut self, work: impl FnOnce() + 'static) -> Self {
+        self.after = Some(Box::new(work));
+        self
+    }
+}
+
+/// An error answer: status, a stable snake_case code for programs, a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra response headers, such as `Allow`, `Retry-After` or `WWW-Authenticate`.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "not_found", message)
+    }
+
+    pub fn method_not_allowed(allowed: &[http::Method]) -> Self {
+        let names: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+        Self::new(405, "method_not_allowed", format!("use {}", names.join(" or ")))
+            .with_header("allow", names.join(", "))
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "unauthorized", message).with_header("www-authenticate", "Bearer")
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "internal_error", message)
+    }
+
+    pub fn to_response(&self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: &self.message } };
+        let mut response = Response::json(self.status, &body);
+        for (name, value) in &self.headers {
+            response = response.with_header(name, value.as_str());
+        }
+        response
+    }
+}
+
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Self {
+        e.to_response()
+    }
+}
+
+/// A setting is wrong: the log says which and why; the client learns only which variable,
+/// never its value.
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        eprintln!("misconfigured: {e}");
+        Self::new(
+            500,
+            "misconfigured",
+            format!("the server is misconfigured: variable `{}` (details in the log)", e.variable),
+        )
+    }
+}
+
+/// Redis failures become 503 `redis_unavailable` (clients may retry), except a reply the
+/// code did not expect or a script error, which is our bug, and a refused password, which is
+/// the operator's: 500, loudly. Details go to the log, not to the client.
+impl From<RedisError> for ApiError {
+    fn from(e: RedisError) -> Self {
+        eprintln!("redis error ({}): {e}", e.reason());
+        match e {
+            RedisError::Config(c) => c.into(),
+            RedisError::UnexpectedReply(_) | RedisError::Reply(_) => {
+                Self::new(500, "redis_error", "Redis answered with an error; see the log")
+            }
+            RedisError::AuthFailed(_) | RedisError::NotAllowed => Self::new(
+                500,
+                "redis_misconfigured",
+                "the Redis credentials or address are wrong; see the log",
+            ),
+            RedisError::Unavailable(_) => {
+                Self::new(503, "redis_unavailable", "Redis is unavailable; try again shortly")
+                    .with_header("retry-after", "1")
+            }
+        }
+    }
+}
+
+/// Runs `handler` on the request and writes its answer (or its error) to Spin, then runs the
+/// answer's [`Response::after`] work.
+pub fn serve(
+    request: IncomingRequest,
+    out: ResponseOutparam,
+    handler: impl FnOnce(Request) -> Result<Response, ApiError>,
+) {
+    let mut response = handler(Request::new(request)).unwrap_or_else(Response::from);
+    let after = response.after.take();
+    write(out, response);
+    if let Some(work) = after {
+        work();
+    }
+}
+
+fn write(out: ResponseOutparam, response: Response) {
+    let fields = Fields::new();
+    for (name, value) in &response.headers {
+        // wasi-http refuses some names (hop-by-hop, `Host`...): skip them, keep the rest.
+        if fields.append(name, value).is_err() {
+            eprintln!("response header {name:?} dropped: not permitted by wasi-http");
+        }
+    }
+    let outgoing = OutgoingResponse::new(fields);
+    if outgoing.set_status_code(response.status).is_err() {
+        let _ = outgoing.set_status_code(500);
+    }
+    let Ok(body) = outgoing.body() else { return };
+    out.set(outgoing);
+    if let Ok(stream) = body.write() {
+        for chunk in response.body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                // The client went away; nothing more to send.
+                return;
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(body, None);
+}

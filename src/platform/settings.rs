@@ -1,0 +1,211 @@
+//! Typed Spin variables: one reader with ranges, one error type, one `misconfigured` answer.
+//!
+//! Every service reads its settings through [`Variables`], so a bad value is reported the same
+//! way everywhere: the log line names the variable and why it is wrong (never a secret's
+//! value), and the client gets 500 `misconfigured` naming only the variable.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+
+/// A configuration problem. Messages name the variable at fault and never contain its value
+/// when that value is secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self { variable, message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "variable `{}`: {}", self.variable, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(empty)" } else { "Secret(***)" })
+    }
+}
+
+type Lookup<'a> = dyn Fn(&'static str) -> Result<String, String> + 'a;
+
+/// The variables of one component: Spin's in production, a map in unit tests.
+pub struct Variables<'a> {
+    lookup: Box<Lookup<'a>>,
+}
+
+impl Variables<'static> {
+    /// The component's Spin variables.
+    pub fn spin() -> Self {
+        Self::from_fn(|name| spin_sdk::variables::get(name).map_err(|e| spin_error(&e)))
+    }
+}
+
+impl<'a> Variables<'a> {
+    /// Any lookup: unit tests pass a map.
+    pub fn from_fn(lookup: impl Fn(&'static str) -> Result<String, String> + 'a) -> Self {
+        Self { lookup: Box::new(lookup) }
+    }
+
+    /// The raw value, surrounding white space removed.
+    pub fn text(&self, name: &'static str) -> Result<String, ConfigError> {
+        (self.lookup)(name).map(|v| v.trim().to_owned()).map_err(|m| ConfigError::new(name, m))
+    }
+
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`; empty is false).
+    pub fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
+        match self.text(name)?.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" | "" => Ok(false),
+            other => Err(ConfigError::new(name, format!("{other:?} is not true or false"))),
+        }
+    }
+
+    /// A whole number within `range`.
+    pub fn whole(
+        &self,
+        name: &'static str,
+        range: RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let text = self.text(name)?;
+        match text.parse::<u64>() {
+            Ok(v) if range.contains(&v) => Ok(v),
+            _ => Err(ConfigError::new(
+                name,
+                format!("{text:?} is not a whole number from {} to {}", range.start(), range.end()),
+            )),
+        }
+    }
+
+    /// A decimal number (`0.1`, `300`) within `range`; no exponents, infinities or NaN.
+    pub fn decimal(
+        &self,
+        name: &'static str,
+        range: RangeInclusive<f64>,
+    ) -> Result<f64, ConfigError> {
+        let text = self.text(name)?;
+        let plain = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        match text.parse::<f64>() {
+            Ok(v) if plain && range.contains(&v) => Ok(v),
+            _ => Err(ConfigError::new(
+                name,
+                format!("{text:?} is not a number from {} to {}", range.start(), range.end()),
+            )),
+        }
+    }
+
+    /// A secret that is either empty (the feature it guards is off) or at least `min_len`
+    /// characters, so a placeholder such as `<random>` or `changeme` is refused.
+    pub fn secret(&self, name: &'static str, min_len: usize) -> Result<Secret, ConfigError> {
+        let value = self.text(name)?;
+        if !value.is_empty() && value.chars().count() < min_len {
+            return Err(ConfigError::new(
+                name,
+                format!(
+                    "is shorter than {min_len} characters: use a random value, for example \
+                     `openssl rand -base64 32`"
+                ),
+            ));
+        }
+        Ok(Secret::new(value))
+    }
+
+    /// An HTTP origin, `http(s)://host[:port]` with no path, query or credentials; returned
+    /// without a trailing slash.
+    pub fn http_origin(&self, name: &'static str) -> Result<String, ConfigError> {
+        let text = self.text(name)?;
+        let origin = text.trim_end_matches('/');
+        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        match authority {
+            Some(a) if !a.is_empty() && !a.contains(['/', '?', '#', '@', ' ']) => {
+                Ok(origin.to_owned())
+            }
+            _ => Err(ConfigError::new(
+                name,
+                format!("{text:?} is not an origin: write scheme://host[:port], with no path"),
+            )),
+        }
+    }
+}
+
+/// Spin's variable errors in words an operator can act on.
+pub(crate) fn spin_error(e: &spin_sdk::variables::Error) -> String {
+    use spin_sdk::variables::Error;
+    match e {
+        Error::InvalidName(m) => format!("invalid variable name: {m}"),
+        Error::Undefined(m) => format!("not defined for this component in spin.toml: {m}"),
+        Error::Provider(m) => format!("variables provider failed: {m}"),
+        Error::Other(m) => m.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(value: &'static str) -> Variables<'static> {
+        Variables::from_fn(move |_| Ok(value.to_owned()))
+    }
+
+    #[test]
+    fn flags() {
+        assert!(vars(" TRUE ").flag("x").unwrap());
+        assert!(!vars("").flag("x").unwrap());
+        assert_eq!(vars("maybe").flag("x").unwrap_err().variable, "x");
+    }
+
+    #[test]
+    fn whole_numbers_and_decimals_respect_ranges() {
+        assert_eq!(vars("30").whole("x", 1..=60).unwrap(), 30);
+        assert!(vars("61").whole("x", 1..=60).is_err());
+        assert!(vars("-1").whole("x", 0..=60).is_err());
+        assert_eq!(vars("0.25").decimal("x", 0.0..=0.5).unwrap(), 0.25);
+        for bad in ["0.6", "1e-1", "NaN", "inf", "", "-0.1"] {
+            assert!(vars(bad).decimal("x", 0.0..=0.5).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_empty_or_long_enough_and_never_shown() {
+        assert!(vars("").secret("t", 32).unwrap().is_empty());
+        let err = vars("<random>").secret("t", 32).unwrap_err();
+        assert!(!err.to_string().contains("<random>"));
+        let s = vars("0123456789abcdef0123456789abcdef").secret("t", 32).unwrap();
+        assert!(!format!("{s:?}").contains("0123"));
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            vars("https://a.example:8443/").http_origin("o").unwrap(),
+            "https://a.example:8443"
+        );
+        for bad in ["ftp://a", "https://", "https://a/b", "https://u@a", "a.example"] {
+            assert!(vars(bad).http_origin("o").is_err(), "{bad}");
+        }
+    }
+}
