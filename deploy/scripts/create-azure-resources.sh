@@ -27,6 +27,13 @@ case "$REDIS_KIND" in
   managed | cache) ;;
   *) die "REDIS_KIND must be managed (Azure Managed Redis) or cache (Azure Cache for Redis)" ;;
 esac
+# Which of Redis's two access keys the app uses: switch to the other one to rotate
+# (docs/deploy-aks.md, section 9).
+REDIS_KEY_NAME="${REDIS_KEY_NAME:-primaryKey}"
+case "$REDIS_KEY_NAME" in
+  primaryKey | secondaryKey) ;;
+  *) die "REDIS_KEY_NAME must be primaryKey or secondaryKey" ;;
+esac
 # The app's namespace and service account (deploy/platform/namespace.yaml,
 # deploy/overlays/aks-keyvault/serviceaccount.yaml): the federated credential names them.
 NAMESPACE="${NAMESPACE:-spin-redis-patterns}"
@@ -103,7 +110,7 @@ if [ "$REDIS_KIND" = managed ]; then
     --cluster-name "$REDIS_NAME" --resource-group "$RG" --query hostName --output tsv)
   REDIS_PORT=10000
   REDIS_KEY=$(get "<access key>" az redisenterprise database list-keys --cluster-name "$REDIS_NAME" \
-    --resource-group "$RG" --query primaryKey --output tsv)
+    --resource-group "$RG" --query "$REDIS_KEY_NAME" --output tsv)
 else
   log "Azure Cache for Redis $REDIS_NAME"
   # TLS 1.2 on 6380; the non-TLS port 6379 stays disabled (the default).
@@ -114,7 +121,7 @@ else
     --resource-group "$RG" --query hostName --output tsv)
   REDIS_PORT=6380
   REDIS_KEY=$(get "<access key>" az redis list-keys --name "$REDIS_NAME" --resource-group "$RG" \
-    --query primaryKey --output tsv)
+    --query "$REDIS_KEY_NAME" --output tsv)
 fi
 
 log "Key Vault $VAULT_NAME"

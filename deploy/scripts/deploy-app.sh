@@ -30,8 +30,12 @@ run spin build
 # The token is an ACR refresh token for the fixed user name below; it never appears on a
 # command line.
 token=$(get "<token>" az acr login --name "$ACR_NAME" --expose-token --output tsv --query accessToken)
-printf '%s' "$token" |
-  run spin registry login --username 00000000-0000-0000-0000-000000000000 --password-stdin "$ACR"
+login=(spin registry login --username 00000000-0000-0000-0000-000000000000 --password-stdin "$ACR")
+if [ "$DRY_RUN" = 1 ]; then
+  run "${login[@]}"
+else
+  printf '%s' "$token" | "${login[@]}"
+fi
 pushed=$(get "Pushed with digest $ZERO_DIGEST" spin registry push "$ACR/spin-redis-patterns:$VERSION")
 digest=$(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$pushed" | head -n 1) ||
   die "spin registry push reported no digest: $pushed"
