@@ -219,7 +219,9 @@ fn the_configuration_check_notices_each_kind_of_drift() {
         problems.extend(configuration_problems(&declared, &documented));
         problems
     };
-    assert_eq!(check(&good), Vec::<String>::new());
+    // Relative to the real file, so this test says only whether the check works; whether the
+    // file is right is the test above.
+    let baseline = check(&good).len();
 
     let row = good.lines().find(|l| l.starts_with("| `redis_port` |")).expect("a redis_port row");
     let extra = "| `redis_timeout_ms` | `500` | `health` | Not a variable of spin.toml. |";
@@ -236,7 +238,7 @@ fn the_configuration_check_notices_each_kind_of_drift() {
         ("a missing cell", good.replace(row, &row.replacen(" | ", " ", 1))),
     ];
     for (what, text) in drifted {
-        assert!(!check(&text).is_empty(), "{what} went unnoticed");
+        assert!(check(&text).len() > baseline, "{what} went unnoticed");
     }
 }
 
