@@ -215,7 +215,7 @@ exists az identity federated-credential show --name spin-redis-patterns \
   run az identity federated-credential create --name spin-redis-patterns \
     --identity-name "$IDENTITY_NAME" --resource-group "$RG" --issuer "$ISSUER" \
     --subject "system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}" \
-    --audience api://AzureADTokenExchange --output none
+    --audiences api://AzureADTokenExchange --output none
 
 TENANT_ID=$(get "<tenant id>" az account show --query tenantId --output tsv)
 cat <<OUT
