@@ -356,7 +356,7 @@ impl Redis {
     /// Publishes a message on a channel.
     pub fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), RedisError> {
         let conn = self.connection()?;
-        conn.publish(channel, &payload.to_vec()).map_err(|e| self.command_error(e))
+        conn.publish(channel, payload).map_err(|e| self.command_error(e))
     }
 }
 
