@@ -1246,7 +1246,9 @@ fn every_script_runs_twice_in_a_dry_run_without_calling_anything() {
     Command::new("chmod").arg("+x").arg(&tripwire).status().unwrap();
     let (_bin, path) = path_with(&tripwire);
     let common = [("DRY_RUN", "1"), ("RG", "rg"), ("LOCATION", "westeurope"), ("NAME", "contoso")];
-    let runs: [(&str, &[(&str, &str)], &str); 5] = [
+    // (script, its environment beyond `common`, a call its dry run must print)
+    type Run<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let runs: [Run; 5] = [
         ("create-azure-resources.sh", &[], "+ az redisenterprise create"),
         ("create-azure-resources.sh", &[("REDIS_KIND", "cache")], "+ az redis create"),
         ("install-spinkube.sh", &[], "+ kubectl apply -k deploy/cluster"),
