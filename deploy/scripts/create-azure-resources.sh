@@ -53,8 +53,10 @@ IDENTITY_NAME="${NAME}-spin-app"
 # Assigns ROLE on SCOPE to the object id ASSIGNEE (of PRINCIPAL_TYPE) unless already assigned.
 ensure_role() {
   local assignee=$1 principal_type=$2 role=$3 scope=$4 count
-  count=$(get 0 az role assignment list --assignee "$assignee" --role "$role" --scope "$scope" \
-    --query "length(@)" --output tsv)
+  # By object id and without Microsoft Graph look-ups, which a pipeline's service principal may
+  # not be allowed to make.
+  count=$(get 0 az role assignment list --assignee-object-id "$assignee" --role "$role" \
+    --scope "$scope" --fill-principal-name false --query "length(@)" --output tsv)
   if [ "$count" = 0 ]; then
     run az role assignment create --assignee-object-id "$assignee" \
       --assignee-principal-type "$principal_type" --role "$role" --scope "$scope" --output none

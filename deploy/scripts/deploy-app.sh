@@ -42,9 +42,11 @@ digest=$(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$pushed" | head -n 1) ||
 APP_IMAGE="$ACR/spin-redis-patterns@$digest"
 
 # The Key Vault sync pod's pause image, imported into the registry the cluster pulls from.
+# No look-up first: `az acr repository show` reports a missing image as a generic failure
+# (exit code 1), not as "not found". Importing the same tag again replaces it with the same
+# image, so --force makes a re-run harmless.
 log "pause image"
-exists az acr repository show --name "$ACR_NAME" --image pause:3.10 ||
-  run az acr import --name "$ACR_NAME" --source "$PAUSE_SOURCE" --image pause:3.10
+run az acr import --name "$ACR_NAME" --source "$PAUSE_SOURCE" --image pause:3.10 --force
 pause_digest=$(get "$ZERO_DIGEST" az acr repository show --name "$ACR_NAME" --image pause:3.10 \
   --query digest --output tsv)
 PAUSE_IMAGE="$ACR/pause@$pause_digest"

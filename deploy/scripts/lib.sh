@@ -22,10 +22,12 @@ run() {
 }
 
 # Succeeds if the `az ... show` command given finds its resource, fails if az reports it
-# missing (exit code 3), and stops the script on any other failure: a failed look-up (expired
-# login, throttling) must never be taken for "missing" and lead to a create, because
-# `az redisenterprise create` on an existing cache overwrites it. A dry run prints the
-# look-up and takes every resource as missing, so it shows every create a first run makes.
+# missing (exit code 3: az's code for a 404 from Azure Resource Manager or Key Vault; not every
+# command keeps to it, `az acr repository show` exits 1), and stops the script on any other
+# failure. A failed look-up (expired login, throttling) must never be taken for "missing" and
+# lead to a create, because `az redisenterprise create` on an existing cache overwrites it. A
+# dry run prints the look-up and takes every resource as missing, so it shows every create a
+# first run makes.
 exists() {
   if [ "$DRY_RUN" = 1 ]; then
     printf '? %s\n' "$*" >&2
