@@ -12,12 +12,16 @@
 //!   for it;
 //! - raw keys; `get`/`set`/`delete`/`exists`/`get-keys` are `GET`/`SET`/`DEL`/`EXISTS`/
 //!   `KEYS *`, `increment` is `INCRBY`; every Redis failure is `other("{error:?}")`;
+//! - `type = "spin"` without a `path` (`crates/key-value-spin`): an in-memory SQLite database
+//!   for the life of the process, shared by every instance; `increment` keeps the value as
+//!   8 little-endian bytes (a value of another length is an error here; Spin panics);
 //! - `fermyon:spin/key-value@2.0.0` and `wasi:keyvalue/{store,atomics}@0.2.0-draft2`.
 //!   Compare-and-swap (a `WATCH` transaction on a connection of its own in Spin) answers
 //!   `other`: no component here uses it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use redis::aio::ConnectionManager;
@@ -68,28 +72,57 @@ impl RedisStore {
     }
 }
 
+/// Spin's in-memory store: one map per label, for the life of the app (the process).
+pub(crate) type MemoryStore = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
+/// A store the runtime config defines.
+pub(crate) enum Store {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+}
+
+impl Store {
+    /// Connections a Redis store has made; none for memory.
+    pub(crate) fn connections(&self) -> usize {
+        match self {
+            Self::Redis(store) => store.connections.load(Ordering::SeqCst),
+            Self::Memory(_) => 0,
+        }
+    }
+}
+
 /// The stores of one app, by label.
-pub(crate) type Stores = HashMap<String, RedisStore>;
+pub(crate) type Stores = HashMap<String, Store>;
 
 /// The `[key_value_store.*]` tables of a runtime config.
 pub(crate) fn stores_from_runtime_config(tables: &HashMap<String, toml::Table>) -> Result<Stores> {
     let mut stores = Stores::new();
     for (label, table) in tables {
         let kind = table.get("type").and_then(|t| t.as_str()).unwrap_or_default();
-        if kind != "redis" {
-            bail!("key_value_store.{label}: the test host supports only type = \"redis\", not {kind:?}");
-        }
-        let url = table
-            .get("url")
-            .and_then(|u| u.as_str())
-            .with_context(|| format!("key_value_store.{label}: missing url"))?;
-        stores.insert(label.clone(), RedisStore::new(url)?);
+        let store = match kind {
+            "redis" => {
+                let url = table
+                    .get("url")
+                    .and_then(|u| u.as_str())
+                    .with_context(|| format!("key_value_store.{label}: missing url"))?;
+                Store::Redis(RedisStore::new(url)?)
+            }
+            "spin" if table.get("path").is_none() => Store::Memory(MemoryStore::default()),
+            _ => bail!(
+                "key_value_store.{label}: the test host supports type = \"redis\" and \
+                 type = \"spin\" without a path (in memory), not {kind:?} {table}"
+            ),
+        };
+        stores.insert(label.clone(), store);
     }
     Ok(stores)
 }
 
 /// An open store in an instance's resource table.
-pub struct KeyValueHandle(ConnectionManager);
+pub enum KeyValueHandle {
+    Redis(ConnectionManager),
+    Memory(MemoryStore),
+}
 
 /// A compare-and-swap handle; never made (see the module note).
 pub struct CasHandle;
@@ -110,18 +143,25 @@ impl InstanceState {
         if !allowed {
             return Err(OpenError::AccessDenied);
         }
-        let store = self.app.key_value_stores.get(label).ok_or(OpenError::NoSuchStore)?;
-        let conn = store.connect().await.map_err(OpenError::Other)?;
+        let handle = match self.app.key_value_stores.get(label).ok_or(OpenError::NoSuchStore)? {
+            Store::Redis(store) => {
+                KeyValueHandle::Redis(store.connect().await.map_err(OpenError::Other)?)
+            }
+            Store::Memory(map) => KeyValueHandle::Memory(map.clone()),
+        };
         if self.open_key_value_stores >= STORE_TABLE_CAPACITY {
             return Err(OpenError::TableFull);
         }
         self.open_key_value_stores += 1;
-        Ok(KeyValueHandle(conn))
+        Ok(handle)
     }
 
-    fn store_conn<T: 'static>(&mut self, r: &Resource<T>) -> wasmtime::Result<ConnectionManager> {
+    fn store_conn<T: 'static>(&mut self, r: &Resource<T>) -> wasmtime::Result<Conn> {
         let handle: Resource<KeyValueHandle> = Resource::new_borrow(r.rep());
-        Ok(self.table.get(&handle)?.0.clone())
+        Ok(match self.table.get(&handle)? {
+            KeyValueHandle::Redis(conn) => Conn::Redis(conn.clone()),
+            KeyValueHandle::Memory(map) => Conn::Memory(map.clone()),
+        })
     }
 
     fn close_store<T: 'static>(&mut self, r: Resource<T>) -> wasmtime::Result<()> {
@@ -132,6 +172,12 @@ impl InstanceState {
     }
 }
 
+/// An open store, cloned out of the resource table for one operation.
+pub(crate) enum Conn {
+    Redis(ConnectionManager),
+    Memory(MemoryStore),
+}
+
 /// The store operations, shared by both interfaces; errors are Spin's `other` text.
 mod ops {
     use super::*;
@@ -140,8 +186,15 @@ mod ops {
         format!("{e:?}")
     }
 
-    pub async fn get(mut conn: ConnectionManager, key: &str) -> Result<Option<Vec<u8>>, String> {
-        let value: Option<Vec<u8>> = conn.get(key).await.map_err(other)?;
+    fn memory(map: &MemoryStore) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub async fn get(conn: Conn, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let value: Option<Vec<u8>> = match conn {
+            Conn::Redis(mut conn) => conn.get(key).await.map_err(other)?,
+            Conn::Memory(map) => memory(&map).get(key).cloned(),
+        };
         if std::mem::size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, |v| v.len())
             > MAX_HOST_BUFFERED_BYTES
         {
@@ -150,28 +203,56 @@ mod ops {
         Ok(value)
     }
 
-    pub async fn set(mut conn: ConnectionManager, key: &str, value: &[u8]) -> Result<(), String> {
-        conn.set(key, value).await.map_err(other)
+    pub async fn set(conn: Conn, key: &str, value: &[u8]) -> Result<(), String> {
+        match conn {
+            Conn::Redis(mut conn) => conn.set(key, value).await.map_err(other),
+            Conn::Memory(map) => {
+                memory(&map).insert(key.to_owned(), value.to_vec());
+                Ok(())
+            }
+        }
     }
 
-    pub async fn delete(mut conn: ConnectionManager, key: &str) -> Result<(), String> {
-        conn.del(key).await.map_err(other)
+    pub async fn delete(conn: Conn, key: &str) -> Result<(), String> {
+        match conn {
+            Conn::Redis(mut conn) => conn.del(key).await.map_err(other),
+            Conn::Memory(map) => {
+                memory(&map).remove(key);
+                Ok(())
+            }
+        }
     }
 
-    pub async fn exists(mut conn: ConnectionManager, key: &str) -> Result<bool, String> {
-        conn.exists(key).await.map_err(other)
+    pub async fn exists(conn: Conn, key: &str) -> Result<bool, String> {
+        match conn {
+            Conn::Redis(mut conn) => conn.exists(key).await.map_err(other),
+            Conn::Memory(map) => Ok(memory(&map).contains_key(key)),
+        }
     }
 
-    pub async fn keys(mut conn: ConnectionManager) -> Result<Vec<String>, String> {
-        conn.keys("*").await.map_err(other)
+    pub async fn keys(conn: Conn) -> Result<Vec<String>, String> {
+        match conn {
+            Conn::Redis(mut conn) => conn.keys("*").await.map_err(other),
+            Conn::Memory(map) => Ok(memory(&map).keys().cloned().collect()),
+        }
     }
 
-    pub async fn increment(
-        mut conn: ConnectionManager,
-        key: &str,
-        delta: i64,
-    ) -> Result<i64, String> {
-        conn.incr(key, delta).await.map_err(other)
+    pub async fn increment(conn: Conn, key: &str, delta: i64) -> Result<i64, String> {
+        match conn {
+            Conn::Redis(mut conn) => conn.incr(key, delta).await.map_err(other),
+            Conn::Memory(map) => {
+                let mut map = memory(&map);
+                let current = match map.get(key) {
+                    None => 0,
+                    Some(v) => i64::from_le_bytes(
+                        v.as_slice().try_into().map_err(|_| "incorrect length".to_owned())?,
+                    ),
+                };
+                let value = current + delta;
+                map.insert(key.to_owned(), value.to_le_bytes().to_vec());
+                Ok(value)
+            }
+        }
     }
 }
 

@@ -122,6 +122,7 @@ pub struct TestAppBuilder {
     manifest: PathBuf,
     runtime_config: Option<PathBuf>,
     key_value_stores: HashMap<String, String>,
+    in_memory_stores: Vec<String>,
     env: HashMap<String, String>,
     working_dir: Option<PathBuf>,
     build: bool,
@@ -138,6 +139,13 @@ impl TestAppBuilder {
     /// `type = "redis"` and this `url` would define it (and overriding one the file defines).
     pub fn key_value_store(mut self, label: &str, url: impl Into<String>) -> Self {
         self.key_value_stores.insert(label.to_owned(), url.into());
+        self
+    }
+
+    /// An in-memory store, as `[key_value_store.LABEL]` with `type = "spin"` and no `path`
+    /// defines it: one map for the app's life, shared by every instance.
+    pub fn in_memory_key_value_store(mut self, label: &str) -> Self {
+        self.in_memory_stores.push(label.to_owned());
         self
     }
 
@@ -179,7 +187,11 @@ impl TestAppBuilder {
         let mut key_value_stores =
             key_value::stores_from_runtime_config(&runtime_config.key_value_store)?;
         for (label, url) in &self.key_value_stores {
-            key_value_stores.insert(label.clone(), key_value::RedisStore::new(url)?);
+            key_value_stores
+                .insert(label.clone(), key_value::Store::Redis(key_value::RedisStore::new(url)?));
+        }
+        for label in &self.in_memory_stores {
+            key_value_stores.insert(label.clone(), key_value::Store::Memory(Default::default()));
         }
         let variables =
             Variables::resolve(&manifest, &providers, &self.env, self.working_dir.as_deref())?;
@@ -365,6 +377,7 @@ impl TestApp {
             manifest: manifest.into(),
             runtime_config: None,
             key_value_stores: HashMap::new(),
+            in_memory_stores: Vec::new(),
             env: HashMap::new(),
             working_dir: None,
             build: true,
@@ -402,7 +415,7 @@ impl TestApp {
     /// one per label used, for the app's life (the connection manager's own reconnects after
     /// Redis restarts are not counted; a failed first connect is, and is tried again).
     pub fn key_value_connections(&self) -> usize {
-        self.inner.key_value_stores.values().map(|s| s.connections.load(Ordering::SeqCst)).sum()
+        self.inner.key_value_stores.values().map(key_value::Store::connections).sum()
     }
 
     /// Everything every instance of this app has logged so far.
