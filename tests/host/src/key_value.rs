@@ -450,3 +450,31 @@ impl wasi_kv_atomics::HostCas for InstanceState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> (MemoryStore, impl Fn() -> Conn) {
+        let map = MemoryStore::default();
+        let shared = map.clone();
+        (map, move || Conn::Memory(shared.clone()))
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_behaves_as_spins() {
+        let (map, conn) = memory();
+        assert_eq!(ops::get(conn(), "k").await, Ok(None));
+        ops::set(conn(), "k", b"v").await.unwrap();
+        assert_eq!(ops::get(conn(), "k").await, Ok(Some(b"v".to_vec())));
+        assert_eq!(ops::exists(conn(), "k").await, Ok(true));
+        ops::delete(conn(), "k").await.unwrap();
+        assert_eq!(ops::exists(conn(), "k").await, Ok(false));
+        // Spin keeps a counter as 8 little-endian bytes, and refuses any other value.
+        assert_eq!(ops::increment(conn(), "n", 5).await, Ok(5));
+        assert_eq!(ops::increment(conn(), "n", -2).await, Ok(3));
+        assert_eq!(map.lock().unwrap()["n"], 3i64.to_le_bytes().to_vec());
+        ops::set(conn(), "text", b"3").await.unwrap();
+        assert!(ops::increment(conn(), "text", 1).await.is_err());
+    }
+}
