@@ -10,8 +10,8 @@ use spin_test_host::TestApp;
 
 use crate::load::{self, Req, Workload};
 
-pub const SESSIONS_TOKEN: &str = "bench-sessions-token";
-pub const ADMIN_TOKEN: &str = "bench-admin-token";
+pub const SESSIONS_TOKEN: &str = "bench-sessions-token-0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdefghij";
 /// An OTP pepper of the shape `openssl rand -base64 32` gives.
 pub const OTP_PEPPER: &str = "bench+pepper/0123456789abcdefghijklmnopqrs=";
 
