@@ -21,6 +21,7 @@ mod compiled;
 mod instance;
 mod key_value;
 pub mod manifest;
+pub mod monitor;
 pub mod redis_server;
 pub mod routes;
 mod spin_host;
