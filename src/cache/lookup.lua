@@ -7,7 +7,8 @@
 -- ARGV[4] early-refresh factor in millionths: 1e6 * beta * -ln(u), u uniform in (0,1];
 --         0 turns XFetch off
 -- ARGV[5] stats TTL seconds
--- Reply: {state, value, now_ms}. States:
+-- Reply: {state, value, now_ms, now_us} (now_us: the fill's start, compared with purge
+-- tombstones by the store script). States:
 --   hit     fresh entry; serve it
 --   stale   stale entry within its stale-while-revalidate window (or its stale-if-error
 --           window while the origin is failing), another request is refreshing it
@@ -46,24 +47,24 @@ if soft then
   local early = ARGV[1] == 'first' and fresh and now + tonumber(ARGV[4]) / 1000000 * tonumber(cost) >= soft
   if fresh and not early then
     count(KEYS[4])
-    return {'hit', e, now}
+    return {'hit', e, now, now_us}
   end
   if not failing and take_lock() then
-    return {fresh and 'early' or 'refresh', e, now}
+    return {fresh and 'early' or 'refresh', e, now, now_us}
   end
   if fresh then
     count(KEYS[4])
-    return {'hit', e, now}
+    return {'hit', e, now, now_us}
   end
   if now < tonumber(swr) or (failing and now < tonumber(sie)) then
     count(KEYS[5])
-    return {'stale', e, now}
+    return {'stale', e, now, now_us}
   end
-  if failing then return {'error', m, now} end
-  return {'wait', '', now}
+  if failing then return {'error', m, now, now_us} end
+  return {'wait', '', now, now_us}
 end
 
-if m == 'pass' then return {'pass', '', now} end
-if failing then return {'error', m, now} end
-if take_lock() then return {'fetch', '', now} end
-return {'wait', '', now}
+if m == 'pass' then return {'pass', '', now, now_us} end
+if failing then return {'error', m, now, now_us} end
+if take_lock() then return {'fetch', '', now, now_us} end
+return {'wait', '', now, now_us}

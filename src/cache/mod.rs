@@ -169,8 +169,10 @@ fn write_through(
     settings: &CacheSettings,
 ) -> Result<Response, ApiError> {
     let body = req.body(MAX_WRITE_BODY)?;
-    let headers: Headers =
+    let mut headers: Headers =
         req.field_lines().iter().filter(|(n, _)| fetch::forwardable(n)).cloned().collect();
+    // Framed by length, as the client sent it (not chunked: some origins refuse that).
+    headers.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
     let method = req.method().clone();
     let response = fetch::send(
         &method,

@@ -1,8 +1,9 @@
 -- Purge entries of one bucket: hard (delete) or soft (mark stale, so one request
 -- revalidates while the others are served the stale copy). One script for every purge.
 -- KEYS[1] the bucket's purged counter
--- KEYS[2 .. 1+ARGV[4]] tombstones to set to now: the target's, its tags' or the bucket's
---   purge-all tombstone; the store script refuses fills that started before them
+-- KEYS[2 .. 1+ARGV[4]] tombstones to set to now (Redis microseconds: a fill that starts
+--   right after a purge must not look older than it): the target's, its tags' or the
+--   bucket's purge-all tombstone; the store script refuses fills that started before them
 -- the next ARGV[5] keys: sets of entry keys (a target's variants, a tag's entries)
 -- the keys after those: entry keys
 -- ARGV[1] 'hard' or 'soft', ARGV[2] stats TTL seconds, ARGV[3] tombstone TTL ms (longer
@@ -12,7 +13,8 @@
 local now = now_ms
 local ntomb, nsets = tonumber(ARGV[4]), tonumber(ARGV[5])
 for i = 2, 1 + ntomb do
-  redis.call('SET', KEYS[i], now, 'PX', ARGV[3])
+  -- Formatted: Lua's own number-to-text conversion keeps only 14 digits.
+  redis.call('SET', KEYS[i], string.format('%.0f', now_us), 'PX', ARGV[3])
 end
 
 local entries = {}

@@ -193,11 +193,12 @@ impl Fill {
         let give_up = monotonic_ms() + self.settings.lock_ttl_ms() + 1000;
         let mut first = true;
         loop {
-            let (found, now) =
+            let (found, clock) =
                 match lookup(&self.redis, &self.keys, first, &token, &self.settings, factor) {
                     Ok(found) => found,
                     Err(e) => return self.bypass(&e),
                 };
+            let (now, start) = (clock.now_ms, clock.now_us);
             first = false;
             return match found {
                 Lookup::Hit(entry) => Ok((Served::cached(Outcome::Hit, entry, now), None)),
@@ -206,14 +207,14 @@ impl Fill {
                     // stale-while-revalidate: answer from the stale copy, refresh after.
                     let stale = Served::cached(Outcome::Stale, entry.clone(), now);
                     let after: After = Box::new(move || {
-                        let _ = self.fetch_and_store(&token, now, Some((entry, false)));
+                        let _ = self.fetch_and_store(&token, start, Some((entry, false)));
                     });
                     Ok((stale, Some(after)))
                 }
                 Lookup::Refresh { entry, fresh } => {
-                    self.fetch_and_store(&token, now, Some((entry, fresh))).map(|s| (s, None))
+                    self.fetch_and_store(&token, start, Some((entry, fresh))).map(|s| (s, None))
                 }
-                Lookup::Fetch => self.fetch_and_store(&token, now, None).map(|s| (s, None)),
+                Lookup::Fetch => self.fetch_and_store(&token, start, None).map(|s| (s, None)),
                 Lookup::Pass => self.pass(),
                 Lookup::Error(marker) => replay_failure(marker, now),
                 Lookup::Wait if monotonic_ms() < give_up => {
@@ -247,13 +248,13 @@ impl Fill {
     }
 
     /// One origin fetch (conditional when `cached` has validators) and what follows it, for
-    /// the request holding the lock since `started_ms`. `cached` is the entry being refreshed
+    /// the request holding the lock since `started_us` (Redis µs). `cached` is the entry being refreshed
     /// (`true`: still fresh, XFetch), served instead when the origin fails and the entry
     /// allows it.
     fn fetch_and_store(
         &self,
         token: &str,
-        started_ms: i64,
+        started_us: i64,
         cached: Option<(Entry, bool)>,
     ) -> Result<Served, ApiError> {
         let mut conditional = Vec::new();
@@ -269,17 +270,17 @@ impl Fill {
         let result = self.get(&conditional);
         let cost_ms = monotonic_ms().saturating_sub(started);
 
+        let origin_status = result.as_ref().map_or(0, |r| r.status);
         let response = match result {
             Ok(r) if r.status == 304 && cached.is_some() => {
                 let (entry, _) = cached.unwrap_or_else(|| unreachable!());
                 self.revalidated(entry, r)
             }
             Ok(r) if r.status < 500 => r,
-            failed => return self.failed(token, started_ms, cached, failed),
+            failed => return self.failed(token, started_us, cached, failed),
         };
-        let status = response.status;
         let detail = |stored: bool| {
-            format!("fwd={fwd}; fwd-status={status}{}", if stored { "; stored" } else { "" })
+            format!("fwd={fwd}; fwd-status={origin_status}{}", if stored { "; stored" } else { "" })
         };
         match policy::decide(&response, &self.settings, cost_ms, unix_now_ms()) {
             Decision::Store(freshness) => {
@@ -309,7 +310,7 @@ impl Fill {
                     cost_ms,
                     tag_keys,
                 };
-                let stored = finish(&self.redis, &self.keys, token, started_ms, action, "misses");
+                let stored = finish(&self.redis, &self.keys, token, started_us, action, "misses");
                 let outcome = if stored { Outcome::Miss } else { Outcome::Bypass };
                 let mut served = Served::from_origin(outcome, response, false, detail(stored));
                 served.age_ms = freshness.age_ms as i64;
@@ -322,12 +323,12 @@ impl Fill {
                 } else {
                     Action::Skip
                 };
-                finish(&self.redis, &self.keys, token, started_ms, action, "bypasses");
+                finish(&self.redis, &self.keys, token, started_us, action, "bypasses");
                 let detail = detail(false);
                 Ok(Served::from_origin(Outcome::Bypass, response, true, detail))
             }
             Decision::Evict => {
-                finish(&self.redis, &self.keys, token, started_ms, Action::Evict, "bypasses");
+                finish(&self.redis, &self.keys, token, started_us, Action::Evict, "bypasses");
                 let detail = detail(false);
                 Ok(Served::from_origin(Outcome::Bypass, response, true, detail))
             }
@@ -356,7 +357,7 @@ impl Fill {
     fn failed(
         &self,
         token: &str,
-        started_ms: i64,
+        started_us: i64,
         cached: Option<(Entry, bool)>,
         result: Result<OutboundResponse, OutboundError>,
     ) -> Result<Served, ApiError> {
@@ -370,13 +371,13 @@ impl Fill {
             if fresh || now < entry.sie_until_ms {
                 let (counter, outcome) =
                     if fresh { ("hits", Outcome::Hit) } else { ("stale", Outcome::Stale) };
-                finish(&self.redis, &self.keys, token, started_ms, action, counter);
+                finish(&self.redis, &self.keys, token, started_us, action, counter);
                 let mut served = Served::cached(outcome, entry, now);
                 served.detail.push_str("; detail=stale-if-error");
                 return Ok(served);
             }
         }
-        finish(&self.redis, &self.keys, token, started_ms, action, "bypasses");
+        finish(&self.redis, &self.keys, token, started_us, action, "bypasses");
         match result {
             Ok(r) => {
                 let detail = format!("fwd=uri-miss; fwd-status={}", r.status);

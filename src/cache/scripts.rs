@@ -16,7 +16,7 @@ pub(crate) static PURGE: Script = lua_script!(CLOCK, include_str!("purge.lua"));
 /// Counters expire this long after a script last updated them.
 pub(crate) const STATS_TTL_SECONDS: i64 = 30 * 24 * 3600;
 
-/// What the lookup script decided, with Redis's `now` (ms).
+/// What the lookup script decided.
 pub(crate) enum Lookup {
     Hit(Entry),
     Stale(Entry),
@@ -47,7 +47,7 @@ pub(crate) fn lookup(
     token: &str,
     settings: &CacheSettings,
     factor_micros: i64,
-) -> Result<(Lookup, i64), RedisError> {
+) -> Result<(Lookup, Clock), RedisError> {
     let reply = redis.eval(
         &LOOKUP,
         &[&keys.entry, &keys.lock, &keys.marker, &keys.counter("hits"), &keys.counter("stale")],
@@ -71,7 +71,14 @@ pub(crate) fn lookup(
         "error" => Lookup::Error(reply.bytes(1)?.to_vec()),
         other => return Err(RedisError::UnexpectedReply(format!("lookup state '{other}'"))),
     };
-    Ok((found, reply.int(2)?))
+    Ok((found, Clock { now_ms: reply.int(2)?, now_us: reply.int(3)? }))
+}
+
+/// Redis's clock at a lookup: ms for entry times, µs for the fill's start (purge order).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    pub now_ms: i64,
+    pub now_us: i64,
 }
 
 /// What a fill leaves behind.
@@ -104,7 +111,7 @@ pub(crate) fn finish(
     redis: &Redis,
     keys: &EntryKeys,
     token: &str,
-    started_ms: i64,
+    started_us: i64,
     action: Action<'_>,
     counter: &str,
 ) -> bool {
@@ -124,7 +131,7 @@ pub(crate) fn finish(
         Action::Evict => "evict",
         Action::Skip => "skip",
     };
-    let mut argv: Vec<RedisParameter> = args![token, name, STATS_TTL_SECONDS, started_ms];
+    let mut argv: Vec<RedisParameter> = args![token, name, STATS_TTL_SECONDS, started_us];
     match action {
         Action::Store {
             status,
@@ -160,6 +167,19 @@ pub(crate) fn finish(
         Err(e) => {
             eprintln!("cache: could not store ({}): {e}", e.reason());
             false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_is_shipped_without_comments_or_indentation() {
+        assert!(LOOKUP.source().starts_with("local t = redis.call('TIME')\n"));
+        for script in [&LOOKUP, &STORE, &PURGE] {
+            assert!(!script.source().contains("--") && !script.source().contains("\n "));
         }
     }
 }

@@ -6,7 +6,7 @@
 -- ARGV[1] lock token ('' when this request holds no lock)
 -- ARGV[2] action: 'store', 'mark' (a marker: pass or failure), 'evict' or 'skip'
 -- ARGV[3] stats TTL seconds
--- ARGV[4] Redis ms when this request's fill started (its lookup's now)
+-- ARGV[4] Redis microseconds when this request's fill started (its lookup's now_us)
 -- mark:  ARGV[5] marker value, ARGV[6] marker TTL ms
 -- store: ARGV[5] status, ARGV[6] header lines (see entry.rs), ARGV[7] body,
 --        ARGV[8] age on arrival ms, ARGV[9] fresh ms, ARGV[10] key TTL ms,
