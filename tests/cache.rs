@@ -535,6 +535,7 @@ async fn fifty_concurrent_cold_requests_reach_the_origin_once(mode: Mode) {
     origin.respond(|target, n| default_reply(target, n).delay_ms(400));
     let app = app(mode, &redis, &origin);
 
+    let started = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..50 {
         let app = app.clone();
@@ -556,6 +557,7 @@ async fn fifty_concurrent_cold_requests_reach_the_origin_once(mode: Mode) {
     }
     assert_eq!(origin.total_hits(), 1);
     assert_eq!(outcomes, HashMap::from([("MISS".to_owned(), 1), ("HIT".to_owned(), 49)]));
+    eprintln!("stampede ({mode:?}): healthy origin (400 ms), answered in {:?}", started.elapsed());
 }
 
 in_both_modes!(fifty_concurrent_cold_requests_reach_the_origin_once);
@@ -1400,8 +1402,11 @@ async fn stampede_slow_and_failing(mode: Mode, redis: &RedisServer) {
         assert_eq!(res.json(), json!({"target": "/slow", "n": 1}));
     }
     assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    eprintln!("stampede ({mode:?}): slow origin, 50 requests answered in {:?}", started.elapsed());
 
+    let started = std::time::Instant::now();
     let all = concurrently(&app, "/api/cache/proxy/failing", 50).await;
+    eprintln!("stampede ({mode:?}): failing origin, 50 answered in {:?}", started.elapsed());
     assert_eq!(origin.hits("/failing"), 1, "one origin call for 50 requests (failing origin)");
     // The fetcher passes the 500 on; the others are answered the remembered failure.
     assert_eq!(outcomes(&all), counts(&[("500 BYPASS", 1), ("500 ERROR", 49)]));

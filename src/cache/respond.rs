@@ -118,9 +118,17 @@ pub fn not_modified(req: &Request, served: &Served) -> bool {
     }
 }
 
-/// The fields a 304 carries (RFC 9110 15.4.5).
-const NOT_MODIFIED_FIELDS: &[&str] =
-    &["cache-control", "content-location", "etag", "expires", "vary", "last-modified"];
+/// The fields a 304 carries (RFC 9110 15.4.5), and a passed answer's cookies (stored
+/// entries never hold any).
+const NOT_MODIFIED_FIELDS: &[&str] = &[
+    "cache-control",
+    "content-location",
+    "etag",
+    "expires",
+    "vary",
+    "last-modified",
+    "set-cookie",
+];
 
 /// The client's answer: the served response (no body for HEAD), or a 304.
 pub fn to_response(req: &Request, served: Served) -> Response {
