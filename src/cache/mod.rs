@@ -31,7 +31,7 @@ pub(crate) mod purge;
 pub(crate) mod read_through;
 pub(crate) mod respond;
 pub(crate) mod scripts;
-pub mod settings;
+pub(crate) mod settings;
 pub(crate) mod target;
 
 use http::Method;
