@@ -1,19 +1,24 @@
--- Cache lookup: one round trip for a hit, counted in the same script.
--- KEYS[1] entry (a string: see "Entry values" in mod.rs), KEYS[2] stampede lock,
--- KEYS[3] hits counter, KEYS[4] stale counter; all in one slot.
--- ARGV[1] mode: 'first' (may take the lock) or 'poll' (a waiter looking again)
+-- Cache lookup: one round trip for a hit, counted in the same script; takes the
+-- single-flight lock when this request must fetch.
+-- KEYS[1] entry (a string: see entry.rs), KEYS[2] lock, KEYS[3] marker, KEYS[4] hits
+-- counter, KEYS[5] stale counter; all in one slot.
+-- ARGV[1] mode: 'first' (may refresh early) or 'poll' (a waiter looking again)
 -- ARGV[2] lock token, ARGV[3] lock TTL ms
 -- ARGV[4] early-refresh factor in millionths: 1e6 * beta * -ln(u), u uniform in (0,1];
 --         0 turns XFetch off
 -- ARGV[5] stats TTL seconds
--- Reply: {state, entry value, now_ms} or {state}. States:
+-- Reply: {state, value, now_ms, now_us} (now_us: the fill's start, compared with purge
+-- tombstones by the store script). States:
 --   hit     fresh entry; serve it
---   stale   past its soft expiry, another request is refreshing it; serve it
---   refresh stale, and this request holds the lock: fetch, store, or fall back to it
+--   stale   stale entry within its stale-while-revalidate window (or its stale-if-error
+--           window while the origin is failing), another request is refreshing it
+--   refresh stale, and this request holds the lock: revalidate, store, or fall back to it
 --   early   fresh, but XFetch picked this request to refresh it ahead of expiry
---   fetch   no entry, this request holds the lock: fetch and store
---   wait    no entry, another request is fetching
---   gone    (poll) no entry and no lock: the fetcher did not store; go to the origin
+--   fetch   no entry, this request holds the lock (value empty)
+--   wait    another request holds the lock and nothing may be served meanwhile
+--   pass    no entry, and the key is marked uncacheable: go to the origin, no lock
+--   error   no usable entry, and the origin failed for this key moments ago: value is the
+--           remembered failure
 local now = now_ms
 
 local function count(key)
@@ -26,35 +31,40 @@ local function take_lock()
 end
 
 -- Only the header is matched (anchored, so the body is neither scanned nor copied). A value
--- this script cannot read (a hash from the older layout, another format version) counts
--- as no entry: the store that follows overwrites it.
+-- this script cannot read (another format version) counts as no entry: the store that
+-- follows overwrites it.
 local e = redis.pcall('GET', KEYS[1])
-local stored, soft, cost
+local soft, cost, swr, sie
 if type(e) == 'string' then
-  stored, soft, cost = string.match(e, '^c1\n%d+\n(%d+)\n(%d+)\n(%d+)\n')
+  soft, cost, swr, sie = string.match(e, '^c2\n%d+\n%d+\n(%d+)\n(%d+)\n(%d+)\n(%d+)\n')
 end
-if stored then
+local m = redis.call('GET', KEYS[3])
+local failing = m and m ~= 'pass'
+
+if soft then
   soft = tonumber(soft)
   local fresh = now < soft
   local early = ARGV[1] == 'first' and fresh and now + tonumber(ARGV[4]) / 1000000 * tonumber(cost) >= soft
   if fresh and not early then
-    count(KEYS[3])
-    return {'hit', e, now}
+    count(KEYS[4])
+    return {'hit', e, now, now_us}
   end
-  if ARGV[1] == 'first' and take_lock() then
-    return {fresh and 'early' or 'refresh', e, now}
+  if not failing and take_lock() then
+    return {fresh and 'early' or 'refresh', e, now, now_us}
   end
   if fresh then
-    count(KEYS[3])
-    return {'hit', e, now}
+    count(KEYS[4])
+    return {'hit', e, now, now_us}
   end
-  count(KEYS[4])
-  return {'stale', e, now}
+  if now < tonumber(swr) or (failing and now < tonumber(sie)) then
+    count(KEYS[5])
+    return {'stale', e, now, now_us}
+  end
+  if failing then return {'error', m, now, now_us} end
+  return {'wait', '', now, now_us}
 end
 
-if ARGV[1] == 'poll' then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {'wait'} end
-  return {'gone'}
-end
-if take_lock() then return {'fetch'} end
-return {'wait'}
+if m == 'pass' then return {'pass', '', now, now_us} end
+if failing then return {'error', m, now, now_us} end
+if take_lock() then return {'fetch', '', now, now_us} end
+return {'wait', '', now, now_us}

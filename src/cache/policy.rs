@@ -1,4 +1,7 @@
-//! What the origin's answer allows: store it or not, and for how long.
+//! What the origin's answer allows (RFC 9111, RFC 5861): store it or not, for how long,
+//! how long it may be served stale, and its tags.
+
+use std::time::UNIX_EPOCH;
 
 use super::settings::CacheSettings;
 use crate::platform::outbound::OutboundResponse as OriginResponse;
@@ -6,12 +9,26 @@ use crate::platform::outbound::OutboundResponse as OriginResponse;
 /// Most tags kept per entry; more are ignored (and logged).
 pub const MAX_TAGS_PER_ENTRY: usize = 16;
 
-#[derive(Debug, Clone, PartialEq)]
+/// How an answer may be stored (times in ms; before jitter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freshness {
+    /// Fresh for this long from now.
+    pub ttl_ms: u64,
+    /// Its age on arrival (upstream `Age` plus the time the fetch took).
+    pub age_ms: u64,
+    /// After it turns stale: served stale while one request revalidates / while the origin
+    /// fails, for this long (0 when the origin said must-revalidate and the like).
+    pub swr_ms: u64,
+    pub sie_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Store with this soft TTL (before jitter).
-    Store { ttl_ms: u64 },
-    /// Serve, but do not store; the reason is logged.
-    Bypass(&'static str),
+    Store(Freshness),
+    /// Serve, do not store; the reason is logged.
+    Pass(&'static str),
+    /// 403, 410, 451: the resource is gone or forbidden; drop any entry.
+    Evict,
 }
 
 /// The directives of a `Cache-Control` value that matter to a shared cache.
@@ -20,8 +37,12 @@ pub struct CacheControl {
     pub no_store: bool,
     pub private: bool,
     pub no_cache: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
 }
 
 pub fn parse_cache_control(value: &str) -> CacheControl {
@@ -31,44 +52,110 @@ pub fn parse_cache_control(value: &str) -> CacheControl {
         let arg = arg.trim().trim_matches('"').parse::<u64>().ok();
         match name.trim().to_ascii_lowercase().as_str() {
             "no-store" => cc.no_store = true,
+            // The qualified forms (`private="set-cookie"`) are read as the plain ones: safer.
             "private" => cc.private = true,
             "no-cache" => cc.no_cache = true,
+            "must-revalidate" => cc.must_revalidate = true,
+            "proxy-revalidate" => cc.proxy_revalidate = true,
             // An unparsable max-age means "stale at once" (RFC 9111, 4.2.1).
             "max-age" => cc.max_age = Some(arg.unwrap_or(0)),
             "s-maxage" => cc.s_maxage = Some(arg.unwrap_or(0)),
+            "stale-while-revalidate" => cc.stale_while_revalidate = Some(arg.unwrap_or(0)),
+            "stale-if-error" => cc.stale_if_error = Some(arg.unwrap_or(0)),
             _ => {}
         }
     }
     cc
 }
 
-/// 200 is cached for the default TTL, 404 for the negative TTL; `max-age` (or `s-maxage`,
-/// which wins for shared caches) can only shorten either. `no-store`, `private` and
-/// `no-cache` are honoured by not storing; so are every other status and oversized bodies.
-pub fn decide(response: &OriginResponse, settings: &CacheSettings) -> Decision {
-    let base_ttl = match response.status {
-        200 => settings.ttl_ms,
-        404 if settings.negative_ttl_ms > 0 => settings.negative_ttl_ms,
-        _ => return Decision::Bypass("status is not cacheable"),
-    };
+/// An HTTP date as Unix ms; `None` when it is not one.
+pub fn http_date_ms(text: &str) -> Option<i64> {
+    let time = httpdate::parse_http_date(text.trim()).ok()?;
+    Some(time.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
+/// Statuses stored without explicit freshness (RFC 9110 15.1 "heuristically cacheable", less
+/// those this cache does not serve: 206, 405, 410, 414, 501).
+fn heuristic(status: u16) -> bool {
+    matches!(status, 200 | 203 | 204 | 300 | 301 | 308 | 404)
+}
+
+/// Decides for an origin answer that arrived `cost_ms` after it was asked for, `now_ms`
+/// being the local wall clock (for `Expires` without `Date`).
+///
+/// - 403, 410, 451 evict; 5xx never reach here (the caller remembers them as failures).
+/// - `Set-Cookie`, `no-store`, `private`, `no-cache`, a `Vary` on anything but the
+///   configured request headers, and bodies over `cache_max_entry_bytes` pass.
+/// - Freshness: `s-maxage`, else `max-age`, else `Expires` - `Date`, else the configured
+///   TTL (the negative TTL for 404), always capped by the configured TTL; less the age on
+///   arrival (`Age` + fetch time). A status outside the heuristic set is stored only with
+///   explicit freshness.
+/// - Stale windows: the origin's `stale-while-revalidate` / `stale-if-error`, else
+///   `cache_stale_seconds`, never above it; none with `must-revalidate`,
+///   `proxy-revalidate` or `s-maxage` (which implies proxy-revalidate for shared caches).
+pub fn decide(
+    response: &OriginResponse,
+    settings: &CacheSettings,
+    cost_ms: u64,
+    now_ms: i64,
+) -> Decision {
+    let status = response.status;
+    if matches!(status, 403 | 410 | 451) {
+        return Decision::Evict;
+    }
+    if response.header_values("set-cookie").next().is_some() {
+        return Decision::Pass("the answer sets a cookie");
+    }
     let cc = parse_cache_control(&response.header("cache-control").unwrap_or_default());
     if cc.no_store || cc.private || cc.no_cache {
-        return Decision::Bypass("origin said no-store, private or no-cache");
+        return Decision::Pass("origin said no-store, private or no-cache");
     }
-    if response.header("vary").is_some_and(|v| v.split(',').any(|f| f.trim() == "*")) {
-        return Decision::Bypass("origin said Vary: *");
+    if let Some(vary) = response.header("vary") {
+        let ok = vary
+            .split(',')
+            .map(|f| f.trim().to_ascii_lowercase())
+            .all(|f| f.is_empty() || settings.vary.contains(&f));
+        if !ok {
+            return Decision::Pass("origin varies on a header not in cache_vary_headers");
+        }
     }
     if response.body.len() > settings.max_entry_bytes {
-        return Decision::Bypass("body is larger than cache_max_entry_bytes");
+        return Decision::Pass("body is larger than cache_max_entry_bytes");
     }
-    let ttl_ms = match cc.s_maxage.or(cc.max_age) {
-        Some(seconds) => base_ttl.min(seconds.saturating_mul(1000)),
-        None => base_ttl,
+    let cap = if status == 404 { settings.negative_ttl_ms } else { settings.ttl_ms };
+    let expires = response.header("expires").map(|e| {
+        let date = response.header("date").and_then(|d| http_date_ms(&d)).unwrap_or(now_ms);
+        // An invalid Expires (`0`, `-1`) means already expired (RFC 9111, 5.3).
+        http_date_ms(&e).map_or(0, |e| (e - date).max(0) as u64)
+    });
+    let explicit = cc.s_maxage.or(cc.max_age).map(|s| s.saturating_mul(1000)).or(expires);
+    let lifetime = match explicit {
+        Some(ms) => ms.min(cap),
+        None if heuristic(status) => cap,
+        None => return Decision::Pass("status is not cacheable without explicit freshness"),
     };
+    let age_ms = response
+        .header("age")
+        .and_then(|a| a.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        .saturating_add(cost_ms);
+    let ttl_ms = lifetime.saturating_sub(age_ms);
     if ttl_ms == 0 {
-        return Decision::Bypass("origin said max-age=0");
+        return Decision::Pass("the answer is not fresh (max-age=0, expired or too old)");
     }
-    Decision::Store { ttl_ms }
+    let revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
+    let window = |directive: Option<u64>| match (revalidate, directive) {
+        (true, _) => 0,
+        (false, Some(s)) => s.saturating_mul(1000).min(settings.stale_ms),
+        (false, None) => settings.stale_ms,
+    };
+    Decision::Store(Freshness {
+        ttl_ms,
+        age_ms,
+        swr_ms: window(cc.stale_while_revalidate),
+        sie_ms: window(cc.stale_if_error),
+    })
 }
 
 /// Takes up to `jitter` of the TTL off at random, so entries written together do not expire
@@ -99,21 +186,28 @@ pub fn tags(response: &OriginResponse) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::settings::Secret;
 
     fn settings() -> CacheSettings {
         CacheSettings {
             origin_url: "http://o".into(),
             ttl_ms: 300_000,
             jitter: 0.1,
-            stale_ms: 0,
+            stale_ms: 100_000,
             negative_ttl_ms: 30_000,
+            error_ttl_ms: 5000,
+            pass_ttl_ms: 30_000,
             max_entry_bytes: 10,
             origin_timeout_ms: 1000,
-            lock_wait_ms: 0,
             early_refresh_beta: 0.0,
             buckets: 1,
             purge_channel: "c".into(),
-            purge_token: Default::default(),
+            purge_token: Secret::new(""),
+            path_prefixes: vec!["/".into()],
+            query_allow: vec![],
+            query_ignore: vec![],
+            vary: vec!["accept-language".into()],
+            hit_sampling: 1,
         }
     }
 
@@ -125,32 +219,86 @@ mod tests {
         }
     }
 
+    fn store(ttl_ms: u64, age_ms: u64, swr_ms: u64, sie_ms: u64) -> Decision {
+        Decision::Store(Freshness { ttl_ms, age_ms, swr_ms, sie_ms })
+    }
+
+    fn decide(r: &OriginResponse, s: &CacheSettings) -> Decision {
+        super::decide(r, s, 0, 1_700_000_000_000)
+    }
+
     #[test]
-    fn decisions() {
+    fn freshness() {
         let s = settings();
-        assert_eq!(decide(&response(200, &[], "x"), &s), Decision::Store { ttl_ms: 300_000 });
+        assert_eq!(decide(&response(200, &[], "x"), &s), store(300_000, 0, 100_000, 100_000));
+        let cc = |v: &str| response(200, &[("Cache-Control", v)], "x");
+        assert_eq!(decide(&cc("public, max-age=60"), &s), store(60_000, 0, 100_000, 100_000));
+        // s-maxage wins for a shared cache and implies proxy-revalidate: no stale windows.
+        assert_eq!(decide(&cc("max-age=60, s-maxage=5"), &s), store(5_000, 0, 0, 0));
+        assert_eq!(decide(&cc("max-age=9999"), &s), store(300_000, 0, 100_000, 100_000));
+        assert_eq!(decide(&cc("max-age=60, must-revalidate"), &s), store(60_000, 0, 0, 0));
+        assert_eq!(decide(&cc("max-age=60, proxy-revalidate"), &s), store(60_000, 0, 0, 0));
+        // The origin's windows, the configured value as the ceiling.
         assert_eq!(
-            decide(&response(200, &[("Cache-Control", "public, max-age=60")], "x"), &s),
-            Decision::Store { ttl_ms: 60_000 }
+            decide(&cc("max-age=60, stale-while-revalidate=30, stale-if-error=9999"), &s),
+            store(60_000, 0, 30_000, 100_000)
         );
-        assert_eq!(
-            decide(&response(200, &[("cache-control", "max-age=60, s-maxage=5")], "x"), &s),
-            Decision::Store { ttl_ms: 5_000 }
+        // Age on arrival: upstream Age plus the fetch's own time.
+        let aged = response(200, &[("cache-control", "max-age=60"), ("age", "20")], "x");
+        assert_eq!(super::decide(&aged, &s, 500, 0), store(39_500, 20_500, 100_000, 100_000));
+        let old = response(200, &[("cache-control", "max-age=60"), ("age", "61")], "x");
+        assert!(matches!(decide(&old, &s), Decision::Pass(_)));
+        assert_eq!(decide(&response(404, &[], "x"), &s), store(30_000, 0, 100_000, 100_000));
+    }
+
+    #[test]
+    fn expires_against_date() {
+        let s = settings();
+        let r = response(
+            200,
+            &[
+                ("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                ("Expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
+            ],
+            "x",
         );
-        assert_eq!(
-            decide(&response(200, &[("cache-control", "max-age=9999")], "x"), &s),
-            Decision::Store { ttl_ms: 300_000 }
-        );
-        assert_eq!(decide(&response(404, &[], "x"), &s), Decision::Store { ttl_ms: 30_000 });
+        assert_eq!(decide(&r, &s), store(60_000, 0, 100_000, 100_000));
+        let r = response(200, &[("Expires", "0")], "x");
+        assert!(matches!(decide(&r, &s), Decision::Pass(_)));
+        // max-age beats Expires.
+        let r = response(200, &[("Expires", "0"), ("cache-control", "max-age=5")], "x");
+        assert_eq!(decide(&r, &s), store(5_000, 0, 100_000, 100_000));
+        assert_eq!(http_date_ms("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777_000));
+        assert_eq!(http_date_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn passes_and_evictions() {
+        let s = settings();
         for r in [
             response(200, &[("cache-control", "no-store")], "x"),
             response(200, &[("cache-control", "private, max-age=60")], "x"),
+            response(200, &[("cache-control", "no-cache")], "x"),
             response(200, &[("cache-control", "max-age=0")], "x"),
+            response(200, &[("set-cookie", "s=1")], "x"),
+            response(200, &[("vary", "*")], "x"),
+            response(200, &[("vary", "accept-language, cookie")], "x"),
             response(200, &[], "more than ten bytes"),
-            response(500, &[], "x"),
             response(201, &[], "x"),
+            response(302, &[], "x"),
         ] {
-            assert!(matches!(decide(&r, &s), Decision::Bypass(_)), "{:?}", r.headers);
+            assert!(matches!(decide(&r, &s), Decision::Pass(_)), "{:?}", r.headers);
+        }
+        assert!(matches!(
+            decide(&response(200, &[("vary", "Accept-Language")], "x"), &s),
+            Decision::Store(_)
+        ));
+        assert!(matches!(
+            decide(&response(302, &[("cache-control", "max-age=10")], "x"), &s),
+            Decision::Store(_)
+        ));
+        for status in [403, 410, 451] {
+            assert_eq!(decide(&response(status, &[], "x"), &s), Decision::Evict);
         }
     }
 

@@ -10,13 +10,19 @@ pub mod vars {
     pub const JITTER: &str = "cache_ttl_jitter";
     pub const STALE: &str = "cache_stale_seconds";
     pub const NEGATIVE_TTL: &str = "cache_negative_ttl_seconds";
+    pub const ERROR_TTL: &str = "cache_error_ttl_seconds";
+    pub const PASS_TTL: &str = "cache_pass_ttl_seconds";
     pub const MAX_ENTRY: &str = "cache_max_entry_bytes";
     pub const ORIGIN_TIMEOUT: &str = "cache_origin_timeout_ms";
-    pub const LOCK_WAIT: &str = "cache_lock_wait_ms";
     pub const EARLY_REFRESH: &str = "cache_early_refresh_beta";
     pub const BUCKETS: &str = "cache_key_buckets";
     pub const PURGE_TOKEN: &str = "cache_purge_token";
     pub const PURGE_CHANNEL: &str = "cache_purge_channel";
+    pub const PATH_PREFIXES: &str = "cache_path_prefixes";
+    pub const QUERY_ALLOW: &str = "cache_query_allow";
+    pub const QUERY_IGNORE: &str = "cache_query_ignore";
+    pub const VARY: &str = "cache_vary_headers";
+    pub const HIT_SAMPLING: &str = "cache_hit_sampling";
 }
 
 #[derive(Debug, Clone)]
@@ -26,18 +32,42 @@ pub struct CacheSettings {
     pub ttl_ms: u64,
     /// Fraction of the TTL taken off at random (0 to 0.5).
     pub jitter: f64,
-    /// How long after its soft expiry an entry may still be served stale.
+    /// The ceiling of the stale windows (stale-while-revalidate and stale-if-error), and how
+    /// long after its soft expiry an entry is kept for revalidation.
     pub stale_ms: u64,
     pub negative_ttl_ms: u64,
+    /// How long an origin failure (5xx, timeout, unreachable) is remembered per key; 0: not.
+    pub error_ttl_ms: u64,
+    /// How long an uncacheable answer makes its key skip the lock ("hit-for-pass"); 0: never.
+    pub pass_ttl_ms: u64,
     pub max_entry_bytes: usize,
     pub origin_timeout_ms: u64,
-    pub lock_wait_ms: u64,
     /// XFetch's beta; 0 turns early refresh off.
     pub early_refresh_beta: f64,
     pub buckets: u32,
     pub purge_channel: String,
     /// Bearer token for purges; empty disables them.
     pub purge_token: Secret,
+    /// Normalised path prefixes the proxy serves (`/` for all).
+    pub path_prefixes: Vec<String>,
+    /// Query parameter names kept in the key (empty: all but the ignored ones).
+    pub query_allow: Vec<String>,
+    /// Query parameter names dropped from the key and from the origin request.
+    pub query_ignore: Vec<String>,
+    /// Request headers (lower case) the origin may `Vary` on; part of every key.
+    pub vary: Vec<String>,
+    /// A fast-path hit is counted once in this many, by this many (1: every hit, at the cost
+    /// of a second round trip).
+    pub hit_sampling: u64,
+}
+
+/// A comma-separated list, trimmed, empty items dropped.
+fn list(text: &str, lower: bool) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| if lower { s.to_ascii_lowercase() } else { s.to_owned() })
+        .collect()
 }
 
 impl CacheSettings {
@@ -50,26 +80,60 @@ impl CacheSettings {
         if purge_channel.is_empty() || purge_channel.len() > 128 {
             return Err(ConfigError::new(vars::PURGE_CHANNEL, "must be 1 to 128 bytes"));
         }
+        let path_prefixes = list(&variables.text(vars::PATH_PREFIXES)?, false);
+        if path_prefixes.is_empty() || path_prefixes.iter().any(|p| !p.starts_with('/')) {
+            return Err(ConfigError::new(
+                vars::PATH_PREFIXES,
+                "must list one or more path prefixes, each starting with '/'",
+            ));
+        }
+        let vary = list(&variables.text(vars::VARY)?, true);
+        let token = |h: &String| {
+            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        };
+        if vary.len() > 8 || !vary.iter().all(token) || vary.iter().any(|h| h.starts_with("spin-"))
+        {
+            return Err(ConfigError::new(vars::VARY, "must list at most 8 header names"));
+        }
         Ok(Self {
             origin_url: variables.http_origin(vars::ORIGIN_URL)?,
             ttl_ms: variables.whole(vars::TTL, 1..=31_536_000)? * 1000,
             jitter: variables.decimal(vars::JITTER, 0.0..=0.5)?,
             stale_ms: variables.whole(vars::STALE, 0..=31_536_000)? * 1000,
             negative_ttl_ms: variables.whole(vars::NEGATIVE_TTL, 0..=86_400)? * 1000,
+            error_ttl_ms: variables.whole(vars::ERROR_TTL, 0..=3_600)? * 1000,
+            pass_ttl_ms: variables.whole(vars::PASS_TTL, 0..=3_600)? * 1000,
             max_entry_bytes: variables.whole(vars::MAX_ENTRY, 0..=64 * 1024 * 1024)? as usize,
             origin_timeout_ms: variables.whole(vars::ORIGIN_TIMEOUT, 1..=120_000)?,
-            lock_wait_ms: variables.whole(vars::LOCK_WAIT, 0..=30_000)?,
             early_refresh_beta: variables.decimal(vars::EARLY_REFRESH, 0.0..=100.0)?,
             buckets: variables.whole(vars::BUCKETS, 1..=1024)? as u32,
             purge_channel,
             purge_token: variables.secret(vars::PURGE_TOKEN, MIN_TOKEN_LEN)?,
+            path_prefixes,
+            query_allow: list(&variables.text(vars::QUERY_ALLOW)?, false),
+            query_ignore: list(&variables.text(vars::QUERY_IGNORE)?, false),
+            vary,
+            hit_sampling: variables.whole(vars::HIT_SAMPLING, 1..=1000)?,
         })
     }
 
-    /// The stampede lock outlives one origin fetch, and no more: a fetcher that dies frees
-    /// the key this long after it started.
+    /// The single-flight lock outlives the whole origin fetch (whose overall deadline is
+    /// `origin_timeout_ms`) plus the store that follows it; a fetcher that dies frees the
+    /// key this long after it started. Purge tombstones live as long, so they outlast every
+    /// fill that could have started before them.
     pub fn lock_ttl_ms(&self) -> u64 {
-        self.origin_timeout_ms + 1000
+        self.origin_timeout_ms + 2000
+    }
+
+    /// Whether the proxy serves this normalised path: a prefix matches whole segments
+    /// (`/api` matches `/api` and `/api/x`, not `/apix`; `/api/` matches `/api/x`).
+    pub fn serves_path(&self, path: &str) -> bool {
+        self.path_prefixes.iter().any(|p| {
+            p == "/"
+                || path == p
+                || (path.starts_with(p.as_str())
+                    && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
+        })
     }
 }
 
@@ -85,13 +149,19 @@ mod tests {
             (vars::JITTER, "0.1"),
             (vars::STALE, "300"),
             (vars::NEGATIVE_TTL, "30"),
+            (vars::ERROR_TTL, "5"),
+            (vars::PASS_TTL, "30"),
             (vars::MAX_ENTRY, "1048576"),
             (vars::ORIGIN_TIMEOUT, "5000"),
-            (vars::LOCK_WAIT, "2000"),
             (vars::EARLY_REFRESH, "0"),
             (vars::BUCKETS, "16"),
             (vars::PURGE_CHANNEL, "srp:cache:purge"),
             (vars::PURGE_TOKEN, ""),
+            (vars::PATH_PREFIXES, "/profiles/"),
+            (vars::QUERY_ALLOW, ""),
+            (vars::QUERY_IGNORE, "utm_source, fbclid"),
+            (vars::VARY, "Accept-Encoding"),
+            (vars::HIT_SAMPLING, "10"),
         ]);
         map.extend(overrides.iter().copied());
         let variables = Variables::from_fn(|n| Ok(map[n].to_owned()));
@@ -101,14 +171,29 @@ mod tests {
     #[test]
     fn defaults_parse() {
         let s = settings(&[]).unwrap();
-        assert_eq!((s.ttl_ms, s.buckets, s.lock_ttl_ms()), (300_000, 16, 6000));
+        assert_eq!((s.ttl_ms, s.buckets, s.lock_ttl_ms()), (300_000, 16, 7000));
         assert!((s.jitter - 0.1).abs() < 1e-12);
+        assert_eq!((s.error_ttl_ms, s.pass_ttl_ms, s.hit_sampling), (5000, 30_000, 10));
+        assert_eq!(s.vary, ["accept-encoding"]);
+        assert_eq!(s.query_ignore, ["utm_source", "fbclid"]);
         assert_eq!(settings(&[(vars::EARLY_REFRESH, "2")]).unwrap().early_refresh_beta, 2.0);
         assert_eq!(settings(&[(vars::EARLY_REFRESH, "1.25")]).unwrap().early_refresh_beta, 1.25);
         assert_eq!(
             settings(&[(vars::ORIGIN_URL, "https://api.example.com:8443/")]).unwrap().origin_url,
             "https://api.example.com:8443"
         );
+    }
+
+    #[test]
+    fn path_prefixes_match_whole_segments() {
+        let s = settings(&[(vars::PATH_PREFIXES, "/profiles/, /api, /x/y")]).unwrap();
+        for ok in ["/profiles/1", "/api", "/api/x", "/x/y", "/x/y/z"] {
+            assert!(s.serves_path(ok), "{ok}");
+        }
+        for no in ["/profiles", "/apix", "/admin", "/x/yz", "/"] {
+            assert!(!s.serves_path(no), "{no}");
+        }
+        assert!(settings(&[(vars::PATH_PREFIXES, "/")]).unwrap().serves_path("/anything"));
     }
 
     #[test]
@@ -135,6 +220,12 @@ mod tests {
             (vars::TTL, ""),
             (vars::EARLY_REFRESH, "101"),
             (vars::PURGE_TOKEN, "short"),
+            (vars::PATH_PREFIXES, ""),
+            (vars::PATH_PREFIXES, "profiles"),
+            (vars::VARY, "accept language"),
+            (vars::VARY, "spin-path-info"),
+            (vars::HIT_SAMPLING, "0"),
+            (vars::ERROR_TTL, "7200"),
         ] {
             assert_eq!(settings(&[(name, value)]).unwrap_err().variable, name, "{name}={value}");
         }

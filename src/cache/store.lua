@@ -1,38 +1,69 @@
--- After an origin fetch: store the entry (or not), release the lock if this request owns
--- it, count the outcome. One round trip; all keys in the entry's slot.
--- KEYS[1] entry, KEYS[2] lock, KEYS[3] outcome counter (hits, misses, stale or bypasses),
--- KEYS[4] origin_fetches counter, KEYS[5..] tag sets of this entry's bucket
+-- After an origin fetch: store the entry, a marker or nothing, release the lock if this
+-- request holds it, count the outcome. One round trip; all keys in the target's slot.
+-- KEYS[1] entry, KEYS[2] lock, KEYS[3] marker, KEYS[4] variants set, KEYS[5] the target's
+-- purge tombstone, KEYS[6] the bucket's purge-all tombstone, KEYS[7] outcome counter,
+-- KEYS[8] origin_fetches counter, KEYS[9..] pairs: tag set, tag tombstone
 -- ARGV[1] lock token ('' when this request holds no lock)
--- ARGV[2] 'store' or 'skip'
+-- ARGV[2] action: 'store', 'mark' (a marker: pass or failure), 'evict' or 'skip'
 -- ARGV[3] stats TTL seconds
--- store only: ARGV[4] status, ARGV[5] content type, ARGV[6] body, ARGV[7] soft TTL ms,
---             ARGV[8] hard TTL ms (key expiry), ARGV[9] fetch cost ms
+-- ARGV[4] Redis microseconds when this request's fill started (its lookup's now_us)
+-- mark:  ARGV[5] marker value, ARGV[6] marker TTL ms
+-- store: ARGV[5] status, ARGV[6] header lines (see entry.rs), ARGV[7] body,
+--        ARGV[8] age on arrival ms, ARGV[9] fresh ms, ARGV[10] key TTL ms,
+--        ARGV[11] stale-while-revalidate ms, ARGV[12] stale-if-error ms, ARGV[13] cost ms
+-- Reply: 1 if stored, 0 if not (no lock, or a purge since the fill started).
+-- Only the current lock holder may write, and only when no purge of the target, of one of
+-- its tags, or of everything happened since its fill started: a purge is never undone by
+-- a fill that was already in flight.
 local now = now_ms
+local action = ARGV[2]
+local holder = ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1]
+local start = tonumber(ARGV[4])
 
-if ARGV[2] == 'store' then
-  local hard = tonumber(ARGV[8])
-  -- Entry value, format 1 (mod.rs parses the same): 'c1', status, stored ms, soft expiry
-  -- ms (Redis TIME), fetch cost ms, content type, one per line, then the raw body.
-  local header = string.format('c1\n%d\n%d\n%d\n%d\n', tonumber(ARGV[4]), now,
-    now + tonumber(ARGV[7]), tonumber(ARGV[9]))
-  local content_type = string.gsub(ARGV[5], '[\r\n]', '')
-  redis.call('SET', KEYS[1], header .. content_type .. '\n' .. ARGV[6], 'PX', hard)
-  for i = 5, #KEYS do
-    redis.call('SADD', KEYS[i], KEYS[1])
-    -- A tag set lives as long as its longest-lived entry.
-    if redis.call('PTTL', KEYS[i]) < hard then redis.call('PEXPIRE', KEYS[i], hard) end
+local function purged_since(key)
+  local t = redis.call('GET', key)
+  return t and tonumber(t) >= start
+end
+
+local allowed = holder and not purged_since(KEYS[5]) and not purged_since(KEYS[6])
+if allowed and action == 'store' then
+  for i = 10, #KEYS, 2 do
+    if purged_since(KEYS[i]) then allowed = false end
+  end
+end
+
+local stored = 0
+if action == 'evict' then
+  -- Deleting is always safe, lock or not.
+  redis.call('DEL', KEYS[1], KEYS[3])
+  redis.call('SREM', KEYS[4], KEYS[1])
+elseif allowed and action == 'mark' then
+  redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
+elseif allowed and action == 'store' then
+  local hard = tonumber(ARGV[10])
+  local soft = now + tonumber(ARGV[9])
+  local header = string.format('c2\n%d\n%d\n%d\n%d\n%d\n%d\n', tonumber(ARGV[5]),
+    now - tonumber(ARGV[8]), soft, tonumber(ARGV[13]), soft + tonumber(ARGV[11]),
+    soft + tonumber(ARGV[12]))
+  redis.call('SET', KEYS[1], header .. ARGV[6] .. ARGV[7], 'PX', hard)
+  redis.call('DEL', KEYS[3])
+  stored = 1
+  local sets = {KEYS[4]}
+  for i = 9, #KEYS, 2 do sets[#sets + 1] = KEYS[i] end
+  for _, set in ipairs(sets) do
+    redis.call('SADD', set, KEYS[1])
+    -- A set lives as long as its longest-lived entry.
+    if redis.call('PTTL', set) < hard then redis.call('PEXPIRE', set, hard) end
     -- Keep sets from collecting expired entries: check two members at random.
-    for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[i], 2)) do
-      if redis.call('EXISTS', member) == 0 then redis.call('SREM', KEYS[i], member) end
+    for _, member in ipairs(redis.call('SRANDMEMBER', set, 2)) do
+      if redis.call('EXISTS', member) == 0 then redis.call('SREM', set, member) end
     end
   end
 end
 
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-end
-for i = 3, 4 do
+if holder then redis.call('DEL', KEYS[2]) end
+for i = 7, 8 do
   redis.call('INCR', KEYS[i])
   redis.call('EXPIRE', KEYS[i], ARGV[3])
 end
-return 1
+return stored

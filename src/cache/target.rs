@@ -1,12 +1,16 @@
-//! Cache keys: the request's path and query normalised, bounded and encoded.
+//! Request targets: the request's path and query normalised, bounded and encoded.
 //!
 //! The origin is asked for exactly the normalised URL that forms the key, so two requests
 //! share an entry only when the origin would see the same request. Normalising:
-//! - path: empty segments (`//`) dropped, `.`/`..` refused, every segment percent-decoded
-//!   and re-encoded with one fixed set (`%7e` and `~` agree; `%2F` stays data, not a slash);
+//! - path: empty segments (`//`) dropped except a trailing slash, which is kept (`/dir/` and
+//!   `/dir` are different resources: the first is where `/dir` usually redirects), `.`/`..`
+//!   refused, every segment percent-decoded and re-encoded with one fixed set (`%7e` and `~`
+//!   agree; `%2F` stays data, not a slash);
 //! - query: pairs split on `&`, empty pairs and pairs with an empty name dropped, `+` read as
 //!   a space (form encoding) and written `%20`, names and values re-encoded like the path,
-//!   `a` written `a=`, then sorted by name (stable: repeated names keep their order).
+//!   `a` written `a=`, parameters the configuration drops (`cache_query_allow`,
+//!   `cache_query_ignore`) removed, then sorted by name (stable: repeated names keep their
+//!   order).
 //!
 //! Braces are always encoded, so user input can never supply a Redis hash tag.
 
@@ -56,14 +60,19 @@ impl Target {
         bounded(&self.0)
     }
 
-    /// Which of `buckets` hash slots groups this entry (see the module `keys`).
+    /// The path part, without the query.
+    pub fn path(&self) -> &str {
+        self.0.split('?').next().unwrap_or("/")
+    }
+
+    /// Which of `buckets` hash slots groups this target's entries (see [`super::keys`]).
     pub fn bucket(&self, buckets: u32) -> u32 {
         let digest = sha256(self.0.as_bytes());
         u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % buckets.max(1)
     }
 }
 
-fn bounded(text: &str) -> String {
+pub(crate) fn bounded(text: &str) -> String {
     if text.len() <= MAX_READABLE_KEY_LEN {
         text.to_owned()
     } else {
@@ -101,12 +110,27 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Result<Vec<u8>, ApiError> 
     Ok(out)
 }
 
-fn encode(bytes: &[u8]) -> String {
+pub(crate) fn encode(bytes: &[u8]) -> String {
     percent_encode(bytes, COMPONENT).to_string()
 }
 
+/// Which query parameters (by decoded name) the key keeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QueryRules<'a> {
+    /// Empty: every name not ignored.
+    pub allow: &'a [String],
+    pub ignore: &'a [String],
+}
+
+impl QueryRules<'_> {
+    fn keeps(&self, name: &[u8]) -> bool {
+        let listed = |list: &[String]| list.iter().any(|n| n.as_bytes() == name);
+        (self.allow.is_empty() || listed(self.allow)) && !listed(self.ignore)
+    }
+}
+
 /// Normalises a path (as routed, e.g. `/profiles/42`) and a raw query string.
-pub fn normalise(path: &str, query: &str) -> Result<Target, ApiError> {
+pub fn normalise(path: &str, query: &str, rules: QueryRules<'_>) -> Result<Target, ApiError> {
     if path.len() + query.len() > MAX_TARGET_LEN {
         return Err(ApiError::new(
             414,
@@ -129,12 +153,15 @@ pub fn normalise(path: &str, query: &str) -> Result<Target, ApiError> {
     if out.is_empty() {
         return Err(invalid("the path is empty"));
     }
+    if path.ends_with('/') {
+        out.push('/');
+    }
 
     let mut params = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_decode(name, true)?;
-        if name.is_empty() {
+        if name.is_empty() || !rules.keeps(&name) {
             continue;
         }
         params.push((encode(&name), encode(&percent_decode(value, true)?)));
@@ -174,9 +201,16 @@ mod tests {
         normalise(path, query).unwrap().as_str().to_owned()
     }
 
+    fn normalise(path: &str, query: &str) -> Result<Target, ApiError> {
+        super::normalise(path, query, QueryRules::default())
+    }
+
     #[test]
     fn equivalent_urls_share_a_form() {
-        assert_eq!(n("/a//b/", "y=2&x=1"), "/a/b?x=1&y=2");
+        assert_eq!(n("/a//b", "y=2&x=1"), "/a/b?x=1&y=2");
+        // The trailing slash is kept: `/a/b/` is another resource.
+        assert_eq!(n("/a//b/", "y=2&x=1"), "/a/b/?x=1&y=2");
+        assert_eq!(normalise("/a/b/", "").unwrap().path(), "/a/b/");
         assert_eq!(n("/%7euser", ""), "/~user");
         assert_eq!(n("/~user", "&&q&=z"), "/~user?q=");
         assert_eq!(n("/s", "q=a+b"), n("/s", "q=a%20b"));
@@ -196,9 +230,25 @@ mod tests {
         assert_eq!(normalise("/a/../b", "").unwrap_err().status, 400);
         assert_eq!(normalise("/a/%2e%2E", "").unwrap_err().status, 400);
         assert_eq!(normalise("//", "").unwrap_err().status, 400);
+        assert_eq!(normalise("/", "").unwrap_err().status, 400);
         assert_eq!(normalise(&"/a".repeat(2000), "").unwrap_err().status, 414);
         let many: Vec<String> = (0..65).map(|i| format!("p{i}=1")).collect();
         assert_eq!(normalise("/a", &many.join("&")).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn query_rules_drop_parameters() {
+        let (allow, ignore) = (vec!["q".to_owned(), "page".to_owned()], vec!["page".to_owned()]);
+        let t = |allow: &[String], ignore: &[String]| {
+            super::normalise("/s", "utm_source=x&q=1&page=2&z", QueryRules { allow, ignore })
+                .unwrap()
+                .as_str()
+                .to_owned()
+        };
+        assert_eq!(t(&[], &[]), "/s?page=2&q=1&utm_source=x&z=");
+        assert_eq!(t(&[], &["utm_source".to_owned()]), "/s?page=2&q=1&z=");
+        assert_eq!(t(&allow, &[]), "/s?page=2&q=1");
+        assert_eq!(t(&allow, &ignore), "/s?q=1");
     }
 
     #[test]
