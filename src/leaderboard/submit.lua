@@ -21,7 +21,7 @@ elseif mode == 'best' and old_score and value <= old_score then
   score = old_score
 end
 
-local name = old
+local name, total = old, nil
 if score ~= old_score then
   -- The member reached this score now: restamp it.
   if old then
@@ -31,20 +31,23 @@ if score ~= old_score then
   redis.call('ZADD', z, string.format('%.17g', score), name)
   redis.call('HSET', h, member, name)
   -- The cap: remove the lowest ranked (the lowest score, the latest among equals).
-  local excess = redis.call('ZCARD', z) - tonumber(ARGV[6])
+  total = redis.call('ZCARD', z)
+  local excess = total - tonumber(ARGV[6])
   if excess > 0 then
     local popped = redis.call('ZPOPMIN', z, excess)
     for i = 1, #popped, 2 do
       redis.call('HDEL', h, member_of(popped[i]))
     end
+    total = total - #popped / 2
   end
   if ends then
     local expiry = string.format('%.0f', ends + tonumber(ARGV[5]))
     redis.call('PEXPIREAT', z, expiry)
     redis.call('PEXPIREAT', h, expiry)
   end
+else
+  total = redis.call('ZCARD', z)
 end
 
-local rank = redis.call('ZREVRANK', z, name)
-return {score ~= old_score and 1 or 0, string.format('%.17g', score), rank,
-  redis.call('ZCARD', z), id}
+return {score ~= old_score and 1 or 0, string.format('%.17g', score),
+  redis.call('ZREVRANK', z, name), total, id}
