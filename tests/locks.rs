@@ -292,6 +292,10 @@ async fn an_expired_lease_passes_on_and_its_old_holder_cannot_touch_the_new_one(
     assert_error(&res, 409, "not_holder");
     assert!(res.json()["error"]["message"].as_str().unwrap().contains("another holder"));
     assert_error(&release(&app, "batch", &old).await, 409, "not_holder");
+    // Nor can the holder of another lock, with its own valid token.
+    let (other, _) = acquired(&acquire(&app, "other", json!({"ttl_ms": 5000})).await, 5000);
+    assert_error(&release(&app, "batch", &other).await, 409, "not_holder");
+    assert_error(&renew(&app, "batch", &other, 60000).await, 409, "not_holder");
     let s = status(&app, "batch").await;
     assert_eq!((s["held"].clone(), s["fencing_token"].clone()), (json!(true), json!(new_fence)));
     assert!(s["expires_in_ms"].as_u64().unwrap() <= 5000);
