@@ -10,10 +10,13 @@
 //!   then `settings.rs`, `keys.rs`, scripts and domain files):
 //!   [`ratelimit`] (`/api/ratelimit/...`, the `/api/limited/...` gateway),
 //!   [`sessions`] (`/api/sessions...`), [`cache`] (`/api/cache/...`),
-//!   [`otp`] (`/api/otp`, `/api/otp/verify`) and [`health`] (`/health/cache`).
+//!   [`otp`] (`/api/otp`, `/api/otp/verify`), [`health`] (`/health/cache`),
+//!   [`leaderboard`] (`/api/leaderboards/...`) and [`locks`] (`/api/locks/{name}`).
 
 pub mod cache;
 pub mod health;
+pub mod leaderboard;
+pub mod locks;
 pub mod otp;
 pub mod platform;
 pub mod ratelimit;

@@ -15,6 +15,10 @@ pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdefghij";
 /// An OTP pepper of the shape `openssl rand -base64 32` gives.
 pub const OTP_PEPPER: &str = "bench+pepper/0123456789abcdefghijklmnopqrs=";
 
+/// Bearer tokens of the leaderboard (writes) and locks components: at least 32 characters.
+pub const LEADERBOARD_TOKEN: &str = "bench-leaderboard-token-0123456789abcdef";
+pub const LOCKS_TOKEN: &str = "bench-locks-token-0123456789abcdefghijkl";
+
 /// Policies that never refuse during a run: the decision's cost is the same either way,
 /// and a refused caller would not show the common case.
 pub fn ratelimit_policies() -> String {
@@ -47,6 +51,11 @@ pub enum RouteId {
     SessionRotate,
     SessionList,
     SessionLogout,
+    LeaderboardSubmit,
+    LeaderboardTop,
+    LeaderboardMember,
+    LockAcquire,
+    LockRenew,
 }
 
 pub struct Route {
@@ -128,6 +137,34 @@ pub const ROUTES: &[Route] = &[
     route(RouteId::SessionRotate, "session rotate", "POST /api/sessions/current/rotate"),
     route(RouteId::SessionList, "session list", "GET /api/sessions"),
     route(RouteId::SessionLogout, "session logout", "DELETE /api/sessions/current"),
+    Route {
+        target_round_trips: Some(1),
+        ..route(
+            RouteId::LeaderboardSubmit,
+            "leaderboard submit (increment, weekly board)",
+            "POST /api/leaderboards/weekly_xp/scores",
+        )
+    },
+    Route {
+        target_round_trips: Some(1),
+        ..route(RouteId::LeaderboardTop, "leaderboard top 10", "GET /api/leaderboards/global")
+    },
+    Route {
+        target_round_trips: Some(1),
+        ..route(
+            RouteId::LeaderboardMember,
+            "leaderboard member with 2 neighbours",
+            "GET /api/leaderboards/global/members/{member}",
+        )
+    },
+    Route {
+        target_round_trips: Some(1),
+        ..route(RouteId::LockAcquire, "lock acquire", "POST /api/locks/{name}")
+    },
+    Route {
+        target_round_trips: Some(1),
+        ..route(RouteId::LockRenew, "lock renew", "PUT /api/locks/{name}")
+    },
 ];
 
 /// The apps and shared state of one Redis server.
@@ -359,7 +396,85 @@ pub async fn workload(
                 }
             })
         }
+        // Every submission changes the score (an increment), so each takes the same path
+        // through the script: the MONITOR sample then sees every command the timed run sent.
+        RouteId::LeaderboardSubmit => Workload::new(200, |_, n| {
+            Some(
+                Req::new(Method::POST, "/api/leaderboards/weekly_xp/scores")
+                    .bearer(LEADERBOARD_TOKEN)
+                    .json(json!({"member": format!("p{}", n % 100), "increment": 1})),
+            )
+        }),
+        RouteId::LeaderboardTop => {
+            fill_leaderboard(app).await?;
+            Workload::new(200, |_, _| Some(Req::new(Method::GET, "/api/leaderboards/global")))
+        }
+        RouteId::LeaderboardMember => {
+            fill_leaderboard(app).await?;
+            Workload::new(200, |_, n| {
+                Some(Req::new(
+                    Method::GET,
+                    format!("/api/leaderboards/global/members/p{}", n % 1000),
+                ))
+            })
+        }
+        RouteId::LockAcquire => Workload::new(201, move |_, _| {
+            // A new name each time: every request takes a free lock.
+            Some(
+                Req::new(Method::POST, format!("/api/locks/bench-{tag}-{}", next_unique()))
+                    .bearer(LOCKS_TOKEN)
+                    .json(json!({"ttl_ms": 60_000})),
+            )
+        }),
+        RouteId::LockRenew => {
+            let leases = worker_leases(app, &tag, workers).await?;
+            Workload::new(200, move |w, _| {
+                let (name, token) = &leases[w];
+                Some(
+                    Req::new(Method::PUT, format!("/api/locks/{name}"))
+                        .bearer(LOCKS_TOKEN)
+                        .header("lock-token", token.as_str())
+                        .json(json!({"ttl_ms": 300_000})),
+                )
+            })
+        }
     })
+}
+
+/// Scores for members `p0`..`p999` of the default `global` board, so reads have a board.
+async fn fill_leaderboard(app: &TestApp) -> Result<(), String> {
+    for m in 0..1000u64 {
+        let req = Req::new(Method::POST, "/api/leaderboards/global/scores")
+            .bearer(LEADERBOARD_TOKEN)
+            .json(json!({"member": format!("p{m}"), "score": m % 97}));
+        let res = load::send(app, &req).await;
+        if res.status != 200 {
+            return Err(format!("filling the leaderboard: {} {}", res.status, res.text()));
+        }
+    }
+    Ok(())
+}
+
+/// One long lease per worker, for the renew row: (name, holder token).
+async fn worker_leases(
+    app: &TestApp,
+    tag: &str,
+    workers: usize,
+) -> Result<Arc<Vec<(String, String)>>, String> {
+    let mut leases = Vec::new();
+    for w in 0..workers {
+        let name = format!("bench-{tag}-w{w}");
+        let req = Req::new(Method::POST, format!("/api/locks/{name}"))
+            .bearer(LOCKS_TOKEN)
+            .json(json!({"ttl_ms": 300_000}));
+        let res = load::send(app, &req).await;
+        let token = serde_json::from_slice::<Value>(&res.body)
+            .ok()
+            .and_then(|v| v["token"].as_str().map(str::to_owned))
+            .ok_or_else(|| format!("acquiring a lease: {} {}", res.status, res.text()))?;
+        leases.push((name, token));
+    }
+    Ok(Arc::new(leases))
 }
 
 /// A tag no other group or workload of this process (or an earlier run) has.

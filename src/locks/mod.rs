@@ -1,0 +1,272 @@
+//! Leases for a backend's workers, with fencing tokens: one Lua script, one round trip and
+//! one hash slot per operation.
+//!
+//! Routes (component `locks`; every route needs the `locks_api_token` bearer token):
+//! - `POST /api/locks/{name}` `{"ttl_ms", "wait_ms"?}`: acquire. `201 {"token",
+//!   "fencing_token", "expires_in_ms"}`; `409 lock_held` with `expires_in_ms` and
+//!   `Retry-After` when someone else holds it. With `wait_ms` (at most `locks_max_wait_ms`)
+//!   the request polls until it gets the lock or the time is up, one round trip per try;
+//! - `PUT /api/locks/{name}` `{"ttl_ms"}` with `Lock-Token: <token>`: renew (the lease now
+//!   ends `ttl_ms` from now; the fencing token stays);
+//! - `DELETE /api/locks/{name}` with `Lock-Token: <token>`: release;
+//! - `GET /api/locks/{name}`: whether it is held, for how long, and the fencing tokens.
+//!
+//! Renew and release compare the caller's token with the holder's inside the script that
+//! changes the lock, so a worker whose lease expired cannot extend or delete its successor's.
+//! Anyone but the holder gets `409 not_holder`. Redis keeps only SHA-256 of each token.
+//!
+//! The fencing token grows with every acquisition of a name, across holders: pass it to the
+//! resource the lock protects, which refuses any write carrying a smaller token than one it
+//! has seen. That, not the lease, is what keeps a paused or partitioned former holder from
+//! acting after its lease ended (see acquire.lua for what survives a failover).
+
+mod keys;
+pub mod settings;
+mod store;
+
+use http::Method;
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
+
+use crate::platform::auth::require_bearer;
+use crate::platform::clock::{monotonic_ms, sleep_ms};
+use crate::platform::redis::Redis;
+use crate::platform::secrets::{from_base64url, random_bytes, random_token};
+use crate::platform::{serve, ApiError, Request, Response};
+use settings::{vars, Settings};
+use store::{Lease, NotHeld};
+
+/// Largest request body.
+const MAX_BODY: usize = 1024;
+/// Random bytes in a holder's token: 256 bits.
+const TOKEN_BYTES: usize = 32;
+/// The header carrying the holder's token on renew and release (as WebDAV's `UNLOCK` does;
+/// some proxies drop `DELETE` bodies).
+const TOKEN_HEADER: &str = "lock-token";
+/// Waiting for a lock: first pause and largest pause between tries.
+const FIRST_POLL_MS: u64 = 10;
+const MAX_POLL_MS: u64 = 200;
+
+/// The component's entry point.
+pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, |mut req| {
+        let settings = Settings::from_spin_variables()?;
+        route(&mut req, &settings)
+    })
+}
+
+/// The route table: one route, `/{name}`, four methods.
+fn route(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
+    let path = req.path_info().to_owned();
+    let Some(name) = path.strip_prefix('/').filter(|n| !n.contains('/') && !n.is_empty()) else {
+        return Err(ApiError::not_found("no such locks route: use /api/locks/{name}"));
+    };
+    req.allow(&[Method::POST, Method::PUT, Method::DELETE, Method::GET])?;
+    require_bearer(req, &settings.api_token, || {
+        ApiError::new(
+            403,
+            "locks_disabled",
+            format!("the locks API is disabled: set the `{}` variable", vars::API_TOKEN),
+        )
+    })?;
+    if !keys::valid_name(name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!(
+                "a lock name is 1-{} characters of letters, digits, '_', '-', '.' and ':'",
+                keys::MAX_NAME_LEN
+            ),
+        ));
+    }
+    match *req.method() {
+        Method::POST => acquire(req, settings, name),
+        Method::PUT => renew(req, settings, name),
+        Method::DELETE => release(req, name),
+        _ => status(name),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquireRequest {
+    ttl_ms: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    ttl_ms: u64,
+}
+
+#[derive(Serialize)]
+struct Acquired<'a> {
+    token: &'a str,
+    fencing_token: u64,
+    expires_in_ms: u64,
+}
+
+#[derive(Serialize)]
+struct Renewed {
+    fencing_token: u64,
+    expires_in_ms: u64,
+}
+
+#[derive(Serialize)]
+struct Released {
+    released: bool,
+    fencing_token: u64,
+}
+
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    name: &'a str,
+    held: bool,
+    expires_in_ms: Option<u64>,
+    /// The current holder's.
+    fencing_token: Option<u64>,
+    /// The last one issued for this name (the current holder's, or its last holder's).
+    last_fencing_token: Option<u64>,
+}
+
+/// The error shape, plus how long the current lease has left.
+#[derive(Serialize)]
+struct Conflict<'a> {
+    error: ErrorDetail<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+fn ttl(ttl_ms: u64, settings: &Settings) -> Result<u64, ApiError> {
+    if (1..=settings.max_ttl_ms).contains(&ttl_ms) {
+        Ok(ttl_ms)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_ttl",
+            format!("ttl_ms must be from 1 to {} (locks_max_ttl_ms)", settings.max_ttl_ms),
+        ))
+    }
+}
+
+/// 409 for anyone who does not hold the lock, with `Retry-After` when someone else does.
+fn conflict(code: &str, message: &str, not_held: NotHeld) -> Response {
+    let expires_in_ms = match not_held {
+        NotHeld::HeldByOther(left) => left,
+        NotHeld::Free => None,
+    };
+    let response =
+        Response::json(409, &Conflict { error: ErrorDetail { code, message }, expires_in_ms });
+    match expires_in_ms {
+        Some(ms) => response.with_header("retry-after", ms.div_ceil(1000).max(1).to_string()),
+        None => response,
+    }
+}
+
+fn acquire(req: &mut Request, settings: &Settings, name: &str) -> Result<Response, ApiError> {
+    let body: AcquireRequest = req.json(MAX_BODY)?;
+    let ttl_ms = ttl(body.ttl_ms, settings)?;
+    if body.wait_ms > settings.max_wait_ms {
+        return Err(ApiError::bad_request(
+            "invalid_wait",
+            format!("wait_ms must be from 0 to {} (locks_max_wait_ms)", settings.max_wait_ms),
+        ));
+    }
+    let token = random_token(TOKEN_BYTES);
+    let redis = Redis::from_spin_variables()?;
+    let deadline = monotonic_ms().saturating_add(body.wait_ms);
+    let mut pause = FIRST_POLL_MS;
+    loop {
+        let not_held = match store::acquire(&redis, name, &token, ttl_ms)? {
+            Ok(Lease { fencing_token, expires_in_ms }) => {
+                return Ok(Response::json(
+                    201,
+                    &Acquired { token: &token, fencing_token, expires_in_ms },
+                ));
+            }
+            Err(not_held) => not_held,
+        };
+        let left = deadline.saturating_sub(monotonic_ms());
+        if left == 0 {
+            return Ok(conflict("lock_held", "the lock is held by another holder", not_held));
+        }
+        // Retry when the lease ends or after a jittered pause (its holder may release it
+        // early), whichever is first, and never past the deadline. The jitter keeps waiters
+        // from trying in lockstep.
+        let jittered = pause / 2 + u64::from(random_bytes(1)[0]) * (pause / 2) / 255;
+        let until_free = match not_held {
+            NotHeld::HeldByOther(Some(ms)) => ms + 1,
+            _ => 1,
+        };
+        sleep_ms(jittered.min(until_free).min(left).max(1));
+        pause = (pause * 2).min(MAX_POLL_MS);
+    }
+}
+
+/// The holder's token from `Lock-Token`, checked for shape before Redis is asked.
+fn holder_token(req: &Request) -> Result<&str, ApiError> {
+    let token = req.header(TOKEN_HEADER).map(str::trim).ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_lock_token",
+            "send the holder's token in a Lock-Token header",
+        )
+    })?;
+    match from_base64url(token) {
+        Some(bytes) if bytes.len() == TOKEN_BYTES => Ok(token),
+        _ => Err(ApiError::bad_request(
+            "invalid_lock_token",
+            "Lock-Token is not a token this service issued",
+        )),
+    }
+}
+
+fn not_holder(not_held: NotHeld) -> Response {
+    let message = match not_held {
+        NotHeld::Free => "this token does not hold the lock: its lease has ended",
+        NotHeld::HeldByOther(_) => "this token does not hold the lock: another holder has it",
+    };
+    conflict("not_holder", message, not_held)
+}
+
+fn renew(req: &mut Request, settings: &Settings, name: &str) -> Result<Response, ApiError> {
+    let token = holder_token(req)?.to_owned();
+    let body: RenewRequest = req.json(MAX_BODY)?;
+    let ttl_ms = ttl(body.ttl_ms, settings)?;
+    let redis = Redis::from_spin_variables()?;
+    Ok(match store::renew(&redis, name, &token, ttl_ms)? {
+        Ok(Lease { fencing_token, expires_in_ms }) => {
+            Response::json(200, &Renewed { fencing_token, expires_in_ms })
+        }
+        Err(not_held) => not_holder(not_held),
+    })
+}
+
+fn release(req: &Request, name: &str) -> Result<Response, ApiError> {
+    let token = holder_token(req)?;
+    let redis = Redis::from_spin_variables()?;
+    Ok(match store::release(&redis, name, token)? {
+        Ok(fencing_token) => Response::json(200, &Released { released: true, fencing_token }),
+        Err(not_held) => not_holder(not_held),
+    })
+}
+
+fn status(name: &str) -> Result<Response, ApiError> {
+    let redis = Redis::from_spin_variables()?;
+    let s = store::status(&redis, name)?;
+    Ok(Response::json(
+        200,
+        &StatusBody {
+            name,
+            held: s.held,
+            expires_in_ms: s.expires_in_ms,
+            fencing_token: s.fencing_token,
+            last_fencing_token: s.last_fencing_token,
+        },
+    ))
+}

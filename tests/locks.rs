@@ -1,0 +1,477 @@
+//! The `locks` component through the Spin-compatible host into real `redis-server`s (plain,
+//! and TLS with a password): leases, fencing tokens, expiry, waiting, races, bad input and
+//! authentication, and one round trip per operation.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::{json, Value};
+use spin_test_host::redis::{self, AsyncCommands};
+use spin_test_host::redis_server::RedisServer;
+use spin_test_host::{TestApp, TestResponse};
+
+const API_TOKEN: &str = "locks+T0ken/=locks+T0ken/=locks+T0ken/=";
+const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
+/// A token of the right shape that this service never issued.
+const FORGED_TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
+    let mut builder = redis
+        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+        .variable("locks_api_token", API_TOKEN)
+        .variable("locks_max_ttl_ms", "60000")
+        .variable("locks_max_wait_ms", "3000");
+    for (name, value) in vars {
+        builder = builder.variable(name, *value);
+    }
+    builder.load().expect("app loads")
+}
+
+fn app(redis: &RedisServer) -> TestApp {
+    app_with(redis, &[])
+}
+
+fn bearer() -> String {
+    format!("Bearer {API_TOKEN}")
+}
+
+async fn acquire(app: &TestApp, name: &str, body: Value) -> TestResponse {
+    app.post(&format!("/api/locks/{name}"))
+        .header("authorization", &bearer())
+        .json(&body)
+        .send()
+        .await
+}
+
+async fn renew(app: &TestApp, name: &str, token: &str, ttl_ms: u64) -> TestResponse {
+    app.request(Method::PUT, &format!("/api/locks/{name}"))
+        .header("authorization", &bearer())
+        .header("lock-token", token)
+        .json(&json!({"ttl_ms": ttl_ms}))
+        .send()
+        .await
+}
+
+async fn release(app: &TestApp, name: &str, token: &str) -> TestResponse {
+    app.delete(&format!("/api/locks/{name}"))
+        .header("authorization", &bearer())
+        .header("lock-token", token)
+        .send()
+        .await
+}
+
+async fn status(app: &TestApp, name: &str) -> Value {
+    let res =
+        app.get(&format!("/api/locks/{name}")).header("authorization", &bearer()).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()
+}
+
+fn assert_error(res: &TestResponse, status: u16, code: &str) {
+    assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
+    assert!(res.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+/// 201 with a token and a fencing token: returns both.
+fn acquired(res: &TestResponse, ttl_ms: u64) -> (String, u64) {
+    assert_eq!(res.status, 201, "{} {}", res.text(), res.logs);
+    let body = res.json();
+    let token = body["token"].as_str().expect("token").to_owned();
+    assert_eq!(token.len(), 43, "32 random bytes, base64url: {token}");
+    assert_eq!(body["expires_in_ms"], ttl_ms);
+    (token, body["fencing_token"].as_u64().expect("fencing token"))
+}
+
+async fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    let mut conn = redis.client().await;
+    redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap()
+}
+
+/// The commands clients send to Redis, as `redis-cli monitor` sees them, without those run
+/// inside scripts (`[0 lua]`) and connection set-up: the round trips of the requests.
+struct Monitor {
+    lines: Arc<Mutex<Vec<String>>>,
+    child: std::process::Child,
+}
+
+impl Monitor {
+    fn start(redis: &RedisServer) -> Self {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new("redis-cli");
+        cmd.args(["-p", &redis.port().to_string()]);
+        if redis.is_tls() {
+            let ca = std::env::var("SSL_CERT_FILE").expect("cargo sets SSL_CERT_FILE");
+            cmd.args(["--tls", "--cacert", &ca]);
+        }
+        if let Some(password) = redis.password() {
+            cmd.args(["--no-auth-warning", "-a", password]);
+        }
+        let mut child = cmd
+            .arg("monitor")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli is installed with redis-server");
+        let stdout = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        while !lines.lock().unwrap().iter().any(|l| l == "OK") {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { lines, child }
+    }
+
+    /// Top-level commands seen so far (upper case), and forgets them.
+    async fn take(&self) -> Vec<String> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut lines = self.lines.lock().unwrap();
+        let commands = lines
+            .iter()
+            .filter(|l| l.contains(" [") && !l.contains(" lua]"))
+            .filter_map(|l| l.split("] \"").nth(1)?.split('"').next().map(str::to_ascii_uppercase))
+            .filter(|c| !matches!(c.as_str(), "CLIENT" | "AUTH" | "HELLO" | "OK"))
+            .collect();
+        lines.clear();
+        commands
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The whole life of a lease, each step one connection and one round trip (`EVALSHA`).
+async fn lease_lifecycle(redis: &RedisServer) {
+    let app = app(redis);
+    // Every script once, so the steps below are all EVALSHA.
+    let (t, _) = acquired(&acquire(&app, "warm", json!({"ttl_ms": 1000})).await, 1000);
+    assert_eq!(renew(&app, "warm", &t, 1000).await.status, 200);
+    assert_eq!(release(&app, "warm", &t).await.status, 200);
+    status(&app, "warm").await;
+    let monitor = Monitor::start(redis);
+    let one_round_trip =
+        |res: &TestResponse| assert_eq!(res.redis_connections, 1, "{}", res.text());
+
+    let res = acquire(&app, "job-1", json!({"ttl_ms": 30000})).await;
+    one_round_trip(&res);
+    let (token, fence) = acquired(&res, 30000);
+    assert_eq!(monitor.take().await, ["EVALSHA"]);
+    // (The test's own reads below are taken off the monitor before each next request.)
+    let left = pttl(redis, "srp:lock:{job-1}").await;
+    assert!((29_000..=30_000).contains(&left), "lease TTL in Redis: {left}");
+    // The fencing counter must outlive every lease: no expiry.
+    assert_eq!(pttl(redis, "srp:lock:{job-1}:fence").await, -1);
+    // Redis holds a digest of the token, never the token.
+    let mut client = redis.client().await;
+    let stored: String = client.get("srp:lock:{job-1}").await.unwrap();
+    assert!(!stored.contains(&token), "{stored}");
+    assert!(stored.starts_with(&format!("{fence} ")), "{stored}");
+    monitor.take().await;
+
+    // Held: 409 with the time left, as a body field and as Retry-After.
+    let res = acquire(&app, "job-1", json!({"ttl_ms": 1000})).await;
+    one_round_trip(&res);
+    assert_error(&res, 409, "lock_held");
+    let left = res.json()["expires_in_ms"].as_u64().unwrap();
+    assert!((25_000..=30_000).contains(&left), "{left}");
+    assert_eq!(res.header("retry-after"), Some((left.div_ceil(1000)).to_string().as_str()));
+    assert_eq!(monitor.take().await, ["EVALSHA"]);
+
+    // Only the holder renews; the fencing token stays.
+    let res = renew(&app, "job-1", FORGED_TOKEN, 50000).await;
+    one_round_trip(&res);
+    assert_error(&res, 409, "not_holder");
+    assert!(res.json()["expires_in_ms"].as_u64().unwrap() <= 30000);
+    let res = renew(&app, "job-1", &token, 50000).await;
+    one_round_trip(&res);
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json(), json!({"fencing_token": fence, "expires_in_ms": 50000}));
+    assert_eq!(monitor.take().await, ["EVALSHA", "EVALSHA"]);
+    assert!(pttl(redis, "srp:lock:{job-1}").await > 49_000);
+    monitor.take().await;
+
+    let s = status(&app, "job-1").await;
+    assert_eq!((s["held"].clone(), s["fencing_token"].clone()), (json!(true), json!(fence)));
+    assert_eq!(s["last_fencing_token"], fence);
+    assert!(s.get("token").is_none(), "{s}");
+    assert_eq!(monitor.take().await, ["EVALSHA"]);
+
+    // Only the holder releases.
+    let res = release(&app, "job-1", FORGED_TOKEN).await;
+    assert_error(&res, 409, "not_holder");
+    assert_eq!(status(&app, "job-1").await["held"], true);
+    let res = release(&app, "job-1", &token).await;
+    one_round_trip(&res);
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json(), json!({"released": true, "fencing_token": fence}));
+    assert_eq!(monitor.take().await, ["EVALSHA", "EVALSHA", "EVALSHA"]);
+    assert_eq!(pttl(redis, "srp:lock:{job-1}").await, -2);
+    // Released twice: the second finds no lease.
+    let res = release(&app, "job-1", &token).await;
+    assert_error(&res, 409, "not_holder");
+    assert!(res.json().get("expires_in_ms").is_none());
+    assert!(res.header("retry-after").is_none());
+
+    // The next holder gets a larger fencing token.
+    let (_, next) = acquired(&acquire(&app, "job-1", json!({"ttl_ms": 1000})).await, 1000);
+    assert!(next > fence, "{next} > {fence}");
+    let s = status(&app, "never-used").await;
+    assert_eq!(
+        s,
+        json!({"name": "never-used", "held": false, "expires_in_ms": null, "fencing_token": null, "last_fencing_token": null})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_lifecycle_over_plain_redis() {
+    lease_lifecycle(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_lifecycle_over_tls_with_a_password() {
+    lease_lifecycle(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+}
+
+/// 100 workers race for one lock: exactly one holds it.
+async fn race(redis: &RedisServer) {
+    let app = app(redis);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { acquire(&app, "race", json!({"ttl_ms": 60000})).await })
+        })
+        .collect();
+    let mut holders = Vec::new();
+    for task in tasks {
+        let res = task.await.unwrap();
+        assert_eq!(res.redis_connections, 1);
+        match res.status {
+            201 => holders.push(res.json()["fencing_token"].as_u64().unwrap()),
+            409 => assert_eq!(res.json()["error"]["code"], "lock_held"),
+            s => panic!("status {s}: {}", res.text()),
+        }
+    }
+    assert_eq!(holders.len(), 1, "exactly one holder");
+    assert_eq!(status(&app, "race").await["fencing_token"], holders[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_racing_acquires_give_one_holder_over_plain_redis() {
+    race(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_racing_acquires_give_one_holder_over_tls() {
+    race(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_lease_passes_on_and_its_old_holder_cannot_touch_the_new_one() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let (old, old_fence) = acquired(&acquire(&app, "batch", json!({"ttl_ms": 300})).await, 300);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Redis expired it; the old holder's renew finds no lease.
+    assert_eq!(status(&app, "batch").await["held"], false);
+    assert_error(&renew(&app, "batch", &old, 1000).await, 409, "not_holder");
+
+    let (new, new_fence) = acquired(&acquire(&app, "batch", json!({"ttl_ms": 5000})).await, 5000);
+    assert!(new_fence > old_fence);
+    // The paused worker wakes up: it can neither extend nor delete its successor's lease.
+    let res = renew(&app, "batch", &old, 60000).await;
+    assert_error(&res, 409, "not_holder");
+    assert!(res.json()["error"]["message"].as_str().unwrap().contains("another holder"));
+    assert_error(&release(&app, "batch", &old).await, 409, "not_holder");
+    // Nor can the holder of another lock, with its own valid token.
+    let (other, _) = acquired(&acquire(&app, "other", json!({"ttl_ms": 5000})).await, 5000);
+    assert_error(&release(&app, "batch", &other).await, 409, "not_holder");
+    assert_error(&renew(&app, "batch", &other, 60000).await, 409, "not_holder");
+    let s = status(&app, "batch").await;
+    assert_eq!((s["held"].clone(), s["fencing_token"].clone()), (json!(true), json!(new_fence)));
+    assert!(s["expires_in_ms"].as_u64().unwrap() <= 5000);
+    assert_eq!(release(&app, "batch", &new).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fencing_tokens_still_grow_when_a_failover_loses_the_last_acquisition() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let (_, lost) = acquired(&acquire(&app, "f", json!({"ttl_ms": 60000})).await, 60000);
+    // A replica promoted before the script reached it: no lock, and the counter one behind.
+    let mut client = redis.client().await;
+    let _: () = client.del("srp:lock:{f}").await.unwrap();
+    let _: () = client.set("srp:lock:{f}:fence", lost - 1).await.unwrap();
+    let (_, next) = acquired(&acquire(&app, "f", json!({"ttl_ms": 60000})).await, 60000);
+    assert!(
+        next > lost,
+        "a second holder must never get the lost holder's token: {next} vs {lost}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_ms_polls_until_the_lock_is_free_within_its_bound() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    // Free when the lease expires.
+    acquired(&acquire(&app, "w", json!({"ttl_ms": 400})).await, 400);
+    let started = Instant::now();
+    let res = acquire(&app, "w", json!({"ttl_ms": 10000, "wait_ms": 2500})).await;
+    let (token, _) = acquired(&res, 10000);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(2000),
+        "{waited:?}"
+    );
+    assert_eq!(res.redis_connections, 1, "polling reuses the request's connection");
+
+    // Free when its holder releases it, before its lease would end.
+    let app2 = app.clone();
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        release(&app2, "w", &token).await
+    });
+    let started = Instant::now();
+    let res = acquire(&app, "w", json!({"ttl_ms": 10000, "wait_ms": 3000})).await;
+    acquired(&res, 10000);
+    assert_eq!(releaser.await.unwrap().status, 200);
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+
+    // Still held when the wait is over: 409, after about wait_ms.
+    let started = Instant::now();
+    let res = acquire(&app, "w", json!({"ttl_ms": 1000, "wait_ms": 300})).await;
+    assert_error(&res, 409, "lock_held");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+
+    // Beyond locks_max_wait_ms: refused before Redis is asked.
+    let res = acquire(&app, "w", json!({"ttl_ms": 1000, "wait_ms": 3001})).await;
+    assert_error(&res, 400, "invalid_wait");
+    assert_eq!(res.redis_connections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_clear_json_errors_without_touching_redis() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let auth = bearer();
+    let post = |name: &str, body: &str| {
+        app.post(&format!("/api/locks/{name}"))
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+    };
+    for (res, status, code) in [
+        (post("j", "{").send().await, 400, "invalid_json"),
+        (post("j", "").send().await, 400, "invalid_json"),
+        (post("j", "{}").send().await, 400, "invalid_json"),
+        (post("j", r#"{"ttl_ms": 1.5}"#).send().await, 400, "invalid_json"),
+        (post("j", r#"{"ttl_ms": -1}"#).send().await, 400, "invalid_json"),
+        (post("j", r#"{"ttl_ms": 100, "owner": "me"}"#).send().await, 400, "invalid_json"),
+        (post("j", r#"{"ttl_ms": 0}"#).send().await, 400, "invalid_ttl"),
+        (post("j", r#"{"ttl_ms": 60001}"#).send().await, 400, "invalid_ttl"),
+        (post("a!b", r#"{"ttl_ms": 100}"#).send().await, 400, "invalid_name"),
+        (post("a%7Bb%7D", r#"{"ttl_ms": 100}"#).send().await, 400, "invalid_name"),
+        (post(&"n".repeat(129), r#"{"ttl_ms": 100}"#).send().await, 400, "invalid_name"),
+        (
+            post("j", &format!(r#"{{"ttl_ms": 1, "x": "{}"}}"#, "a".repeat(2000))).send().await,
+            413,
+            "body_too_large",
+        ),
+        (
+            app.post("/api/locks/j").header("authorization", &auth).body("ttl_ms=1").send().await,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            app.delete("/api/locks/j").header("authorization", &auth).send().await,
+            400,
+            "missing_lock_token",
+        ),
+        (
+            app.delete("/api/locks/j")
+                .header("authorization", &auth)
+                .header("lock-token", "not a token")
+                .send()
+                .await,
+            400,
+            "invalid_lock_token",
+        ),
+        (app.get("/api/locks/a/b").header("authorization", &auth).send().await, 404, "not_found"),
+        (app.get("/api/locks").header("authorization", &auth).send().await, 404, "not_found"),
+    ] {
+        assert_error(&res, status, code);
+        assert_eq!(res.redis_connections, 0, "{}", res.text());
+    }
+    let res =
+        app.request(Method::PATCH, "/api/locks/j").header("authorization", &auth).send().await;
+    assert_error(&res, 405, "method_not_allowed");
+    assert_eq!(res.header("allow"), Some("POST, PUT, DELETE, GET"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_needs_the_bearer_token() {
+    let redis = RedisServer::plain();
+    let app = app(&redis);
+    let (token, _) = acquired(&acquire(&app, "guarded", json!({"ttl_ms": 60000})).await, 60000);
+    for auth in
+        [None, Some("Bearer wrong-token-wrong-token-wrong-token"), Some("Basic Zm9vOmJhcg==")]
+    {
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::GET] {
+            let mut req = app
+                .request(method.clone(), "/api/locks/guarded")
+                .header("lock-token", &token)
+                .json(&json!({"ttl_ms": 60000}));
+            if let Some(auth) = auth {
+                req = req.header("authorization", auth);
+            }
+            let res = req.send().await;
+            assert_error(&res, 401, "unauthorized");
+            assert_eq!(res.header("www-authenticate"), Some("Bearer"));
+            assert_eq!(res.redis_connections, 0, "{method} {auth:?}");
+        }
+    }
+    // The lease is untouched.
+    assert_eq!(status(&app, "guarded").await["held"], true);
+
+    let off = app_with(&redis, &[("locks_api_token", "")]);
+    let res = acquire(&off, "guarded", json!({"ttl_ms": 1000})).await;
+    assert_error(&res, 403, "locks_disabled");
+    assert!(res.json()["error"]["message"].as_str().unwrap().contains("locks_api_token"));
+
+    let short = app_with(&redis, &[("locks_api_token", "changeme")]);
+    let res = acquire(&short, "guarded", json!({"ttl_ms": 1000})).await;
+    assert_error(&res, 500, "misconfigured");
+    assert!(!res.text().contains("changeme"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_is_a_clear_503() {
+    let mut redis = RedisServer::plain();
+    let app = app(&redis);
+    redis.stop();
+    let res = acquire(&app, "down", json!({"ttl_ms": 1000})).await;
+    assert_error(&res, 503, "redis_unavailable");
+    assert_eq!(res.header("retry-after"), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_component_stays_under_512_kb() {
+    let redis = RedisServer::plain();
+    app(&redis); // builds it
+    let wasm = concat!(env!("CARGO_MANIFEST_DIR"), "/target/wasm32-wasip2/release/locks.wasm");
+    let size = std::fs::metadata(wasm).unwrap().len();
+    assert!(size < 512 * 1024, "locks.wasm is {size} bytes");
+}
