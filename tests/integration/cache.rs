@@ -17,8 +17,9 @@ use spin_test_host::{TestApp, TestResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::support::{assert_error, builder, in_both_modes, Mode, Monitor, AZURE_STYLE_KEY};
+
 const PURGE_TOKEN: &str = "purge-s3cret-token-0123456789abcdef";
-const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 
 // ---------------------------------------------------------------------------------------
 // A local origin: HTTP/1.1 on 127.0.0.1, one response per connection.
@@ -214,50 +215,11 @@ impl Origin {
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/// Whether the app serves hits through the pooled key-value store (`redis_fast_path`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Outbound,
-    FastPath,
-}
 
-impl Mode {
-    fn variable(self) -> &'static str {
-        match self {
-            Mode::Outbound => "false",
-            Mode::FastPath => "true",
-        }
-    }
 
-    /// Outbound Redis connections a fresh hit opens: none on the fast path.
-    fn hit_connections(self) -> usize {
-        match self {
-            Mode::Outbound => 1,
-            Mode::FastPath => 0,
-        }
-    }
-}
-
-/// For each `async fn name(mode: Mode)`, a module `name` with the tests `outbound` and
-/// `fast_path`.
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn outbound() {
-                super::$name(super::Mode::Outbound).await
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn fast_path() {
-                super::$name(super::Mode::FastPath).await
-            }
-        }
-    )*};
-}
 
 fn app_with(mode: Mode, redis: &RedisServer, origin: &Origin, vars: &[(&str, &str)]) -> TestApp {
-    let mut builder = redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+    let mut builder = builder(&redis)
         .variable("origin_url", origin.url())
         .variable("cache_purge_token", PURGE_TOKEN)
         .variable("cache_ttl_jitter", "0")
@@ -350,11 +312,6 @@ fn x_cache(res: &TestResponse) -> &str {
     res.header("x-cache").unwrap_or("(none)")
 }
 
-fn assert_error(res: &TestResponse, status: u16, code: &str) {
-    assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
-    assert_eq!(res.header("content-type"), Some("application/json"));
-    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
-}
 
 /// Entry keys (`...:e:...`) currently in Redis.
 async fn entry_keys(client: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
@@ -370,57 +327,8 @@ async fn entry_key(client: &mut redis::aio::MultiplexedConnection, target: &str)
         .unwrap_or_else(|| panic!("no entry for {target}"))
 }
 
-/// The commands clients send to Redis, as `redis-cli monitor` sees them: commands run
-/// inside scripts (`[0 lua]`) and connection set-up (`CLIENT SETINFO`, `AUTH`, `HELLO`) are
-/// not round trips of the request, so they are left out.
-struct Monitor {
-    lines: Arc<Mutex<Vec<String>>>,
-    child: std::process::Child,
-}
 
-impl Monitor {
-    fn start(redis: &RedisServer) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new("redis-cli")
-            .args(["-p", &redis.port().to_string(), "monitor"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("redis-cli is installed with redis-server");
-        let stdout = child.stdout.take().unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        while !lines.lock().unwrap().iter().any(|l| l == "OK") {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { lines, child }
-    }
 
-    /// Top-level commands seen so far (upper case), and forgets them.
-    async fn take(&self) -> Vec<String> {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut lines = self.lines.lock().unwrap();
-        let commands = lines
-            .iter()
-            .filter(|l| l.contains(" [") && !l.contains(" lua]"))
-            .filter_map(|l| l.split("] \"").nth(1)?.split('"').next().map(str::to_ascii_uppercase))
-            .filter(|c| !matches!(c.as_str(), "CLIENT" | "AUTH" | "HELLO" | "OK"))
-            .collect();
-        lines.clear();
-        commands
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Hits, misses, headers, TTLs
@@ -446,7 +354,7 @@ async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
     assert_eq!(res.json(), json!({"target": "/items/1?a=1&b=2", "n": 1}));
     assert_eq!(res.header("content-type"), Some("application/json"));
     assert_eq!(res.header("age"), Some("0"));
-    assert_eq!(res.redis_connections, mode.hit_connections());
+    assert_eq!(res.redis_connections, mode.read_connections());
     assert_eq!(origin.hits("/items/1?a=1&b=2"), 1);
 
     // One plain string per entry; hard TTL = fresh TTL (300 s, no jitter) + stale (300 s).
@@ -466,13 +374,13 @@ async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let res = get(&app, "/api/cache/proxy/items/1?a=1&b=2").await;
     assert_eq!((x_cache(&res), res.header("age")), ("HIT", Some("1")));
-    assert_eq!(res.redis_connections, mode.hit_connections());
+    assert_eq!(res.redis_connections, mode.read_connections());
 
     // HEAD is served from the same entry, without a body.
     let res = app.request(http::Method::HEAD, "/api/cache/proxy/items/1?a=1&b=2").send().await;
     assert_eq!((res.status, x_cache(&res), res.body.len()), (200, "HIT", 0));
     assert_eq!(res.header("content-type"), Some("application/json"));
-    assert_eq!(res.redis_connections, mode.hit_connections());
+    assert_eq!(res.redis_connections, mode.read_connections());
     assert_eq!(origin.total_hits(), 1);
     // The store was opened once, for the app's life (never with the fast path off).
     let store_connections = if mode == Mode::FastPath { 1 } else { 0 };
@@ -596,7 +504,7 @@ async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_sta
     assert_eq!(origin.hits("/swr"), 2);
     let res = get(&app, "/api/cache/proxy/swr").await;
     assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("HIT", Some(2)));
-    assert_eq!(res.redis_connections, mode.hit_connections());
+    assert_eq!(res.redis_connections, mode.read_connections());
 }
 
 in_both_modes!(stale_entries_are_refreshed_by_one_request_while_the_others_get_the_stale_copy);
@@ -633,7 +541,7 @@ async fn early_refresh_renews_fresh_entries_when_enabled(mode: Mode) {
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/xf2").await), "MISS");
     for _ in 0..3 {
         let res = get(&app, "/api/cache/proxy/xf2").await;
-        assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
+        assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.read_connections()));
     }
 }
 
@@ -659,7 +567,7 @@ async fn not_found_is_cached_briefly(mode: Mode) {
     let res = get(&app, "/api/cache/proxy/nothing/here").await;
     assert_eq!((res.status, x_cache(&res)), (404, "HIT"));
     assert_eq!(res.json(), json!({"missing": true}));
-    assert_eq!(res.redis_connections, mode.hit_connections());
+    assert_eq!(res.redis_connections, mode.read_connections());
     assert_eq!(origin.total_hits(), 1);
     let key = entry_key(&mut client, "/nothing/here").await;
     let pttl: i64 = client.pttl(&key).await.unwrap();
@@ -849,7 +757,7 @@ async fn a_hit_is_one_round_trip_and_a_miss_at_most_three(mode: Mode) {
     // Let Redis learn the scripts first (the first EVALSHA of each is followed by an EVAL).
     get(&app, "/api/cache/proxy/warm").await;
     get(&app, "/api/cache/proxy/warm").await;
-    let monitor = Monitor::start(&redis);
+    let mut monitor = Monitor::start(&redis).await;
     monitor.take().await;
 
     let res = get(&app, "/api/cache/proxy/rt").await;
@@ -866,7 +774,7 @@ async fn a_hit_is_one_round_trip_and_a_miss_at_most_three(mode: Mode) {
     }
 
     let res = get(&app, "/api/cache/proxy/rt").await;
-    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.read_connections()));
     match mode {
         Mode::Outbound => assert_eq!(monitor.take().await, ["EVALSHA"]),
         // No connection at all, one round trip on the pooled one (after Spin's PING on
@@ -1071,7 +979,7 @@ async fn entries_in_an_unknown_format_are_refetched(mode: Mode) {
     assert_eq!(res.json()["n"], 4);
 
     let res = get(&app, "/api/cache/proxy/fmt").await;
-    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.read_connections()));
     assert_eq!(res.json()["n"], 4);
     assert_eq!(stored_entry(&mut client, &key).await.status, 200);
 }
@@ -1126,7 +1034,7 @@ async fn purge_one_path_needs_the_token_and_announces_it(mode: Mode) {
     let app = app(mode, &redis, &origin);
     get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
     let res = get(&app, "/api/cache/proxy/p/1?z=1&a=2").await;
-    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.read_connections()));
 
     let purge = |token: Option<&'static str>| {
         let app = app.clone();
@@ -1157,8 +1065,7 @@ async fn purge_one_path_needs_the_token_and_announces_it(mode: Mode) {
     assert!(!app.logs().contains(PURGE_TOKEN), "the token was logged");
 
     // Without a configured token purges are off.
-    let app = redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+    let app = builder(&redis)
         .variable("origin_url", origin.url())
         .variable("redis_fast_path", mode.variable())
         .load()
@@ -1291,13 +1198,13 @@ async fn profile_route_and_demo_counter(mode: Mode) {
     let res = get(&app, "/api/cache/profile/7").await;
     assert_eq!(res.json(), json!({"source": "cache", "profile": {"id": "7", "name": "Seven"}}));
     assert_eq!(x_cache(&res), "HIT");
-    assert_eq!(res.redis_connections, mode.hit_connections());
+    assert_eq!(res.redis_connections, mode.read_connections());
     // The proxy route shares the entry.
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/profiles/7").await), "HIT");
     assert_error(&get(&app, "/api/cache/profile/8").await, 404, "profile_not_found");
     let res = get(&app, "/api/cache/profile/8").await;
     assert_error(&res, 404, "profile_not_found");
-    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.hit_connections()));
+    assert_eq!((x_cache(&res), res.redis_connections), ("HIT", mode.read_connections()));
     assert_eq!(origin.total_hits(), 2);
 
     let mut client = redis.client().await;
@@ -1314,8 +1221,7 @@ in_both_modes!(profile_route_and_demo_counter);
 
 async fn the_demo_origin_component_is_reached_by_service_chaining(mode: Mode) {
     let redis = RedisServer::plain();
-    let app = redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+    let app = builder(&redis)
         .variable("origin_delay_ms", "5")
         .variable("redis_fast_path", mode.variable())
         .load()
@@ -1771,7 +1677,7 @@ async fn vary_on_configured_headers_only(mode: Mode) {
     assert_eq!(x_cache(&fetch("de", "/v").await), "MISS");
     let res = fetch("en", "/v").await;
     assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("HIT", Some(1)));
-    assert_eq!(res.redis_connections, mode.hit_connections());
+    assert_eq!(res.redis_connections, mode.read_connections());
     let res = fetch("de", "/v").await;
     assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("HIT", Some(2)));
     let langs: Vec<String> = origin
@@ -1949,7 +1855,7 @@ async fn conditional_requests_get_304(mode: Mode) {
     ] {
         let res = ask(name, value).await;
         assert_eq!((res.status, x_cache(&res)), (status, "HIT"), "{name}: {value}");
-        assert_eq!(res.redis_connections, mode.hit_connections());
+        assert_eq!(res.redis_connections, mode.read_connections());
         if status == 304 {
             assert!(res.body.is_empty());
             assert_eq!(res.header("etag"), Some("W/\"v1\""));
@@ -1994,8 +1900,7 @@ async fn only_allowed_paths_and_query_parameters_reach_the_origin() {
     let res = get(&app, "/api/cache/proxy/public/q?id=1&utm_source=other").await;
     assert_eq!(x_cache(&res), "HIT");
     // The demo default: only the demo origin's profiles.
-    let default = redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+    let default = builder(&redis)
         .variable("origin_url", origin.url())
         .load()
         .unwrap();

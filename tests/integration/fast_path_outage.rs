@@ -11,15 +11,15 @@ use serde_json::json;
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::TestApp;
 
+use crate::support::{builder, AZURE_STYLE_KEY};
+
 const API_TOKEN: &str = "backend-token-7f3a9c-0123456789abcdef";
-const AZURE_STYLE_KEY: &str = "kX9+b/Q2w==aZ3+k/9mP0qR7sT1uV5xY8zA2cE4gI6=";
 /// The bound the issue sets: a request that arrives more than 1 s after Redis went away
 /// answers within 1 s.
 const BOUND: Duration = Duration::from_secs(1);
 
 fn app(redis: &RedisServer) -> TestApp {
-    redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+    builder(&redis)
         .variable("redis_fast_path", "true")
         .variable("sessions_api_token", API_TOKEN)
         .variable("origin_delay_ms", "0")

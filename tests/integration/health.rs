@@ -4,12 +4,13 @@
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestAppBuilder};
 
-const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
+use crate::support::{AZURE_STYLE_KEY, SPIN_TOML};
 
 fn builder() -> TestAppBuilder {
-    // spin.toml's cache and sessions list the fast path's store: Spin needs it defined.
-    TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))
+    // spin.toml's cache and sessions list the fast path's stores: Spin needs them defined.
+    TestApp::builder(SPIN_TOML)
         .key_value_store("redis", "redis://127.0.0.1:6379")
+        .in_memory_key_value_store("breaker")
 }
 
 fn app(redis: &RedisServer) -> TestApp {

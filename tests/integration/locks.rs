@@ -2,7 +2,6 @@
 //! and TLS with a password): leases, fencing tokens, expiry, waiting, races, bad input and
 //! authentication, and one round trip per operation.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -11,14 +10,14 @@ use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestResponse};
 
+use crate::support::{assert_error, builder, Monitor, AZURE_STYLE_KEY};
+
 const API_TOKEN: &str = "locks+T0ken/=locks+T0ken/=locks+T0ken/=";
-const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 /// A token of the right shape that this service never issued.
 const FORGED_TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
-    let mut builder = redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+    let mut builder = builder(&redis)
         .variable("locks_api_token", API_TOKEN)
         .variable("locks_max_ttl_ms", "60000")
         .variable("locks_max_wait_ms", "3000");
@@ -68,12 +67,6 @@ async fn status(app: &TestApp, name: &str) -> Value {
     res.json()
 }
 
-fn assert_error(res: &TestResponse, status: u16, code: &str) {
-    assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
-    assert_eq!(res.header("content-type"), Some("application/json"));
-    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
-    assert!(res.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
-}
 
 /// 201 with a token and a fencing token: returns both.
 fn acquired(res: &TestResponse, ttl_ms: u64) -> (String, u64) {
@@ -90,65 +83,8 @@ async fn pttl(redis: &RedisServer, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap()
 }
 
-/// The commands clients send to Redis, as `redis-cli monitor` sees them, without those run
-/// inside scripts (`[0 lua]`) and connection set-up: the round trips of the requests.
-struct Monitor {
-    lines: Arc<Mutex<Vec<String>>>,
-    child: std::process::Child,
-}
 
-impl Monitor {
-    fn start(redis: &RedisServer) -> Self {
-        use std::io::BufRead;
-        let mut cmd = std::process::Command::new("redis-cli");
-        cmd.args(["-p", &redis.port().to_string()]);
-        if redis.is_tls() {
-            let ca = std::env::var("SSL_CERT_FILE").expect("cargo sets SSL_CERT_FILE");
-            cmd.args(["--tls", "--cacert", &ca]);
-        }
-        if let Some(password) = redis.password() {
-            cmd.args(["--no-auth-warning", "-a", password]);
-        }
-        let mut child = cmd
-            .arg("monitor")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("redis-cli is installed with redis-server");
-        let stdout = child.stdout.take().unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        while !lines.lock().unwrap().iter().any(|l| l == "OK") {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { lines, child }
-    }
 
-    /// Top-level commands seen so far (upper case), and forgets them.
-    async fn take(&self) -> Vec<String> {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut lines = self.lines.lock().unwrap();
-        let commands = lines
-            .iter()
-            .filter(|l| l.contains(" [") && !l.contains(" lua]"))
-            .filter_map(|l| l.split("] \"").nth(1)?.split('"').next().map(str::to_ascii_uppercase))
-            .filter(|c| !matches!(c.as_str(), "CLIENT" | "AUTH" | "HELLO" | "OK"))
-            .collect();
-        lines.clear();
-        commands
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The whole life of a lease, each step one connection and one round trip (`EVALSHA`).
 async fn lease_lifecycle(redis: &RedisServer) {
@@ -158,7 +94,7 @@ async fn lease_lifecycle(redis: &RedisServer) {
     assert_eq!(renew(&app, "warm", &t, 1000).await.status, 200);
     assert_eq!(release(&app, "warm", &t).await.status, 200);
     status(&app, "warm").await;
-    let monitor = Monitor::start(redis);
+    let mut monitor = Monitor::start(redis).await;
     let one_round_trip =
         |res: &TestResponse| assert_eq!(res.redis_connections, 1, "{}", res.text());
 

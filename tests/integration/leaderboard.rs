@@ -3,17 +3,16 @@
 //! expiry, the member cap, races, bad input, authentication, and one round trip per
 //! operation.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestResponse};
 
+use crate::support::{assert_error, builder, Monitor, AZURE_STYLE_KEY};
+
 const API_TOKEN: &str = "board+T0ken/=board+T0ken/=board+T0ken/=";
 const READ_TOKEN: &str = "read+T0ken/=read+T0ken/=read+T0ken/=read";
-const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 
 fn boards() -> Value {
     json!({
@@ -29,8 +28,7 @@ fn boards() -> Value {
 }
 
 fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
-    let mut builder = redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
+    let mut builder = builder(&redis)
         .variable("leaderboard_boards", boards().to_string())
         .variable("leaderboard_api_token", API_TOKEN)
         .variable("leaderboard_max_page_size", "5");
@@ -70,12 +68,6 @@ fn members(entries: &Value) -> Vec<String> {
     entries.as_array().unwrap().iter().map(|e| e["member"].as_str().unwrap().to_owned()).collect()
 }
 
-fn assert_error(res: &TestResponse, status: u16, code: &str) {
-    assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
-    assert_eq!(res.header("content-type"), Some("application/json"));
-    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
-    assert!(res.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
-}
 
 async fn pttl(redis: &RedisServer, key: &str) -> i64 {
     let mut conn = redis.client().await;
@@ -93,65 +85,8 @@ fn date(format: &str, day: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// The commands clients send to Redis, as `redis-cli monitor` sees them, without those run
-/// inside scripts (`[0 lua]`) and connection set-up: the round trips of the requests.
-struct Monitor {
-    lines: Arc<Mutex<Vec<String>>>,
-    child: std::process::Child,
-}
 
-impl Monitor {
-    fn start(redis: &RedisServer) -> Self {
-        use std::io::BufRead;
-        let mut cmd = std::process::Command::new("redis-cli");
-        cmd.args(["-p", &redis.port().to_string()]);
-        if redis.is_tls() {
-            let ca = std::env::var("SSL_CERT_FILE").expect("cargo sets SSL_CERT_FILE");
-            cmd.args(["--tls", "--cacert", &ca]);
-        }
-        if let Some(password) = redis.password() {
-            cmd.args(["--no-auth-warning", "-a", password]);
-        }
-        let mut child = cmd
-            .arg("monitor")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("redis-cli is installed with redis-server");
-        let stdout = child.stdout.take().unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        while !lines.lock().unwrap().iter().any(|l| l == "OK") {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { lines, child }
-    }
 
-    /// Top-level commands seen so far (upper case), and forgets them.
-    async fn take(&self) -> Vec<String> {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut lines = self.lines.lock().unwrap();
-        let commands = lines
-            .iter()
-            .filter(|l| l.contains(" [") && !l.contains(" lua]"))
-            .filter_map(|l| l.split("] \"").nth(1)?.split('"').next().map(str::to_ascii_uppercase))
-            .filter(|c| !matches!(c.as_str(), "CLIENT" | "AUTH" | "HELLO" | "OK"))
-            .collect();
-        lines.clear();
-        commands
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Submit, top, standing and removal: values, ranks, ties, and one connection and one
 /// `EVALSHA` per request.
@@ -167,7 +102,7 @@ async fn board_operations(redis: &RedisServer) {
         .send()
         .await;
     assert_eq!(res.json()["removed"], true);
-    let monitor = Monitor::start(redis);
+    let mut monitor = Monitor::start(redis).await;
 
     // alice reaches 100 first, then bob; carol reaches 100 later, by improving.
     for (member, value) in
@@ -397,7 +332,7 @@ async fn periodic_boards_are_keyed_by_utc_period_and_expire_after_retention() {
 async fn period_ids_match_gnu_date_across_calendar_edges() {
     let redis = RedisServer::plain();
     let mut client = redis.client().await;
-    let prelude = include_str!("../src/leaderboard/period.lua");
+    let prelude = include_str!("../../src/leaderboard/period.lua");
     let script = format!(
         "local now_ms, now_us = 0, 0\n{prelude}\nlocal id, s, e = period(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))\nreturn {{id, s, e or -1}}"
     );

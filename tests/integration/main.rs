@@ -1,0 +1,12 @@
+//! The integration tests, one binary: each module drives the built `.wasm` components through
+//! the Spin-compatible test host (tests/host) into real Redis servers it starts itself, plain
+//! and TLS with a password. `support` holds what the modules share.
+
+mod support;
+
+mod cache;
+mod fast_path_outage;
+mod health;
+mod leaderboard;
+mod locks;
+mod wasm_size;

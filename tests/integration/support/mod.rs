@@ -1,0 +1,147 @@
+//! What every module of the integration tests shares: the app under test, the error shape,
+//! the two Redis paths, and `MONITOR` round-trip counting.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use spin_test_host::monitor::{parse_line, SET_UP};
+use spin_test_host::redis;
+use spin_test_host::redis_server::RedisServer;
+use spin_test_host::{TestApp, TestAppBuilder, TestResponse};
+
+/// The app's manifest.
+pub const SPIN_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml");
+
+/// An Azure access key's shape: base64 with `+`, `/` and `=`, which the Redis URL must
+/// percent-encode.
+pub const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
+
+/// The app of `spin.toml` with this Redis in its settings and its runtime config's stores.
+pub fn builder(redis: &RedisServer) -> TestAppBuilder {
+    redis.configure(TestApp::builder(SPIN_TOML))
+}
+
+/// The JSON error every route answers with: this status, `Content-Type: application/json`,
+/// this code and a message for people.
+pub fn assert_error(res: &TestResponse, status: u16, code: &str) {
+    assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
+    assert!(
+        res.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        res.text()
+    );
+}
+
+/// Which Redis path serves hot reads: a connection per request, or Spin's pooled store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Outbound,
+    FastPath,
+}
+
+impl Mode {
+    /// The `redis_fast_path` setting.
+    pub fn variable(self) -> &'static str {
+        match self {
+            Mode::Outbound => "false",
+            Mode::FastPath => "true",
+        }
+    }
+
+    /// Outbound connections of a read the fast path can answer: none on the fast path.
+    pub fn read_connections(self) -> usize {
+        match self {
+            Mode::Outbound => 1,
+            Mode::FastPath => 0,
+        }
+    }
+
+    /// Pooled-store connections the app makes over its life once it read through it.
+    pub fn store_connections(self) -> usize {
+        match self {
+            Mode::Outbound => 0,
+            Mode::FastPath => 1,
+        }
+    }
+}
+
+/// For each `async fn name(mode: Mode)`, a module `name` with the tests `outbound` and
+/// `fast_path`.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn outbound() {
+                super::$name($crate::support::Mode::Outbound).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn fast_path() {
+                super::$name($crate::support::Mode::FastPath).await
+            }
+        }
+    )*};
+}
+pub(crate) use in_both_modes;
+
+/// The commands clients send to a Redis server, watched with `MONITOR` and read with the
+/// parser the benchmark uses: commands that scripts run inside Redis and connection set-up
+/// (`AUTH`, `HELLO`, `CLIENT SETINFO`) are not round trips of a request and are left out.
+pub struct Monitor {
+    lines: Arc<Mutex<Vec<String>>>,
+    probe: redis::aio::MultiplexedConnection,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Monitor {
+    pub async fn start(redis: &RedisServer) -> Self {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut stream = client.get_async_monitor().await.unwrap().into_on_message::<String>();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        let task = tokio::spawn(async move {
+            while let Some(line) = stream.next().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut monitor = Self { lines, probe: redis.client().await, task };
+        monitor.take().await;
+        monitor
+    }
+
+    /// Top-level commands sent since the last call (upper case), in order. An `ECHO` on the
+    /// monitor's own connection marks the end, so nothing sent before it is missed.
+    pub async fn take(&mut self) -> Vec<String> {
+        let marker = format!("monitor-mark-{}", rand_suffix());
+        let _: String = redis::cmd("ECHO").arg(&marker).query_async(&mut self.probe).await.unwrap();
+        for _ in 0..500 {
+            if self.lines.lock().unwrap().iter().any(|l| l.contains(&marker)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        lines
+            .iter()
+            .take_while(|l| !l.contains(&marker))
+            .filter(|l| !l.contains("\"ECHO\"") && !l.contains("\"echo\""))
+            .filter_map(|l| parse_line(l))
+            .filter(|(in_script, name)| !in_script && !SET_UP.contains(&name.as_str()))
+            .map(|(_, name)| name.to_ascii_uppercase())
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
