@@ -93,6 +93,7 @@ in_both_modes!(
     every_route_is_one_connection_and_one_command,
     unknown_routes_and_methods,
     values_that_are_not_sessions_read_as_ended,
+    a_forged_path_info_never_changes_the_route,
 );
 
 fn app_with(redis: &RedisServer, mode: Mode, vars: &[(&str, &str)]) -> TestApp {
@@ -1220,4 +1221,47 @@ async fn writes_are_seen_by_the_next_fast_path_read() {
         assert_eq!(res.redis_connections, 0);
     }
     assert_eq!(app.key_value_connections(), 1);
+}
+
+/// Issue 19 item 4: Spin appends its own `spin-path-info` after any the client sent, and the
+/// component reads the last one, so a forged empty value cannot turn "log out this session"
+/// into "log out everywhere".
+async fn a_forged_path_info_never_changes_the_route(mode: Mode) {
+    let redis = RedisServer::plain();
+    let app = app(&redis, mode);
+    let (a, _) = create(&app, "forger", json!({})).await;
+    let (b, _) = create(&app, "forger", json!({})).await;
+    for forged in ["", "/"] {
+        let (id, _) = create(&app, "forger", json!({})).await;
+        let res = app
+            .delete("/api/sessions/current")
+            .header("spin-path-info", forged)
+            .header("spin-component-route", "/api/sessions")
+            .header("cookie", &cookie(&id))
+            .send()
+            .await;
+        assert_eq!(res.status, 204, "{}", res.text());
+        assert_eq!(get(&app, &id).await.status, 401);
+    }
+    // Only the one session ended: the others of the same user live on.
+    assert_eq!(get(&app, &a).await.status, 200);
+    assert_eq!(get(&app, &b).await.status, 200);
+}
+
+/// Issue 21 item 7: the shipped placeholder is not a token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_placeholder_api_token_is_refused_naming_only_the_variable() {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, Mode::Outbound, &[("sessions_api_token", "<random>")]);
+    let res = app
+        .post("/api/sessions")
+        .header("authorization", "Bearer <random>")
+        .json(&json!({"user_id": "u1"}))
+        .send()
+        .await;
+    assert_error(&res, 500, "misconfigured");
+    let message = res.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("sessions_api_token"), "{message}");
+    assert!(!res.text().contains("<random>"), "the value is never shown: {}", res.text());
+    assert_eq!(res.redis_connections, 0);
 }
