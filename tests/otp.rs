@@ -300,7 +300,14 @@ async fn twenty_racing_wrong_guesses_get_exactly_the_allowed_attempts() {
 async fn no_plain_code_is_stored_anywhere_in_redis() {
     let redis = RedisServer::plain();
     let mut client = redis.client().await;
-    let app = app_with(&redis, &[("otp_resend_cooldown_seconds", "0"), ("otp_outbox_shards", "1")]);
+    let app = app_with(
+        &redis,
+        &[
+            ("otp_resend_cooldown_seconds", "0"),
+            ("otp_outbox_shards", "1"),
+            ("otp_purpose_policies", r#"{"reset_password": {"format": "any"}}"#),
+        ],
+    );
     let mut codes = Vec::new();
     for (subject, format) in
         [("gina@example.com", "code"), ("gina@example.com", "link"), ("hank@example.com", "code")]
@@ -1088,4 +1095,49 @@ async fn one_client_is_limited_across_subjects() {
     }
     let res = verify_from(&app, "+15550100000", "000000", pump).await;
     assert_error(&res, 429, "client_limit");
+}
+
+// --- Issue 21 item 4: per-purpose policy ---
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_link_cannot_be_downgraded_to_a_short_code() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(
+        &redis,
+        &[(
+            "otp_purpose_policies",
+            r#"{"reset_password": {"format": "link", "channels": ["email"]},
+                "login": {"length": 8, "ttl_seconds": 120}}"#,
+        )],
+    );
+    let ask = |body: Value| backend(&app, "/api/otp", body);
+    let res =
+        ask(json!({"subject": "ulf@example.com", "purpose": "reset_password", "format": "code"}))
+            .await;
+    assert_error(&res, 400, "invalid_format");
+    assert_eq!(res.redis_connections, 0);
+    let res = ask(json!({"subject": "ulf@example.com", "purpose": "reset_password",
+                         "channel": "sms"}))
+    .await;
+    assert_error(&res, 400, "invalid_channel");
+
+    // Without a format, the purpose's own: a link token for resets, 8 digits for login.
+    let res = ask(json!({"subject": "ulf@example.com", "purpose": "reset_password"})).await;
+    assert_eq!(res.json(), json!({"expires_in": 900, "resend_after": 60}));
+    let token = sent_code(&mut client, "ulf@example.com", "reset_password").await;
+    assert_eq!(token.len(), 43);
+    let res = ask(json!({"subject": "ulf@example.com", "purpose": "login"})).await;
+    assert_eq!(res.json(), json!({"expires_in": 120, "resend_after": 60}));
+    let code = sent_code(&mut client, "ulf@example.com", "login").await;
+    assert_eq!(code.len(), 8);
+    assert_error(&verify(&app, "ulf@example.com", "login", &code[..6]).await, 400, "invalid_code");
+
+    // A digit guess at the link's purpose is a wrong code (the stored format differs), and
+    // costs an attempt like any other.
+    let digits = "123456";
+    let res = verify(&app, "ulf@example.com", "reset_password", digits).await;
+    assert_error(&res, 401, "wrong_code");
+    assert_eq!(verify(&app, "ulf@example.com", "reset_password", &token).await.status, 200);
+    assert_eq!(verify(&app, "ulf@example.com", "login", &code).await.status, 200);
 }

@@ -23,6 +23,7 @@
 
 mod input;
 mod keys;
+mod policy;
 pub(crate) mod settings;
 mod store;
 mod webhook;
@@ -38,6 +39,7 @@ use crate::platform::settings::ConfigError;
 use crate::platform::{secrets, serve, ApiError, Request, Response};
 use input::Format;
 use keys::Keys;
+use policy::Policy;
 use settings::{vars, Settings};
 use store::{Issued, NewCode, Refused, Verdict};
 
@@ -99,8 +101,8 @@ fn too_many(code: &'static str, message: &str, retry_ms: i64) -> ApiError {
         .with_header("retry-after", ceil_secs(retry_ms).max(1).to_string())
 }
 
-fn purpose<'a>(settings: &'a Settings, raw: &str) -> Result<&'a str, ApiError> {
-    settings.purposes.iter().map(String::as_str).find(|p| *p == raw).ok_or_else(|| {
+fn purpose<'a>(settings: &'a Settings, raw: &str) -> Result<&'a Policy, ApiError> {
+    settings.policy(raw).ok_or_else(|| {
         bad("invalid_purpose", format!("purpose must be one of: {}", settings.purposes.join(", ")))
     })
 }
@@ -137,10 +139,23 @@ struct IssuedBody<'a> {
 fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
     let body: IssueRequest = req.json(MAX_BODY)?;
     let subject = input::normalize_subject(&body.subject).map_err(|m| bad("invalid_subject", m))?;
-    let purpose = self::purpose(settings, &body.purpose)?;
+    let policy = self::purpose(settings, &body.purpose)?;
+    let purpose = policy.name.as_str();
     let channel =
         input::parse_channel(body.channel.as_deref()).map_err(|m| bad("invalid_channel", m))?;
-    let format = Format::parse(body.format.as_deref()).map_err(|m| bad("invalid_format", m))?;
+    if !policy.allows_channel(&channel) {
+        return Err(bad(
+            "invalid_channel",
+            format!("purpose {purpose:?} is not sent by {channel:?}"),
+        ));
+    }
+    let asked = body
+        .format
+        .as_deref()
+        .map(|f| Format::parse(Some(f)))
+        .transpose()
+        .map_err(|m| bad("invalid_format", m))?;
+    let format = policy.format_for(asked).map_err(|m| bad("invalid_format", m))?;
     let client = client_id(settings, body.client.as_deref())?;
 
     let redis = Redis::from_spin_variables()?;
@@ -153,10 +168,11 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
         .into());
     }
 
-    let (code, ttl_ms) = match format {
-        Format::Code => (secrets::random_digits(settings.code_length), settings.code_ttl_ms),
-        Format::Link => (secrets::random_token(input::LINK_TOKEN_BYTES), settings.link_ttl_ms),
+    let code = match format {
+        Format::Code => secrets::random_digits(policy.length),
+        Format::Link => secrets::random_token(input::LINK_TOKEN_BYTES),
     };
+    let ttl_ms = policy.ttl_ms(format);
     let delivery_id = secrets::random_token(12);
     let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
     let new = NewCode {
@@ -282,9 +298,10 @@ struct VerifyRequest {
 fn verify(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
     let body: VerifyRequest = req.json(MAX_BODY)?;
     let subject = input::normalize_subject(&body.subject).map_err(|m| bad("invalid_subject", m))?;
-    let purpose = self::purpose(settings, &body.purpose)?;
+    let policy = self::purpose(settings, &body.purpose)?;
+    let purpose = policy.name.as_str();
     let (code, format) =
-        input::parse_code(&body.code, settings.code_length).map_err(|m| bad("invalid_code", m))?;
+        input::parse_code(&body.code, policy.length).map_err(|m| bad("invalid_code", m))?;
     let client = client_id(settings, body.client.as_deref())?;
 
     let redis = Redis::from_spin_variables()?;

@@ -4,6 +4,8 @@
 //! shorter than 6 digits, or limits whose worst-case guessing odds over 30 days exceed
 //! [`MAX_MONTHLY_ODDS`], are refused.
 
+use super::input::Format;
+use super::policy::{self, FormatRule, Policy};
 use crate::platform::auth::MIN_TOKEN_LEN;
 use crate::platform::settings::{ConfigError, Secret, Variables};
 
@@ -29,6 +31,7 @@ pub mod vars {
     pub const CLIENT_ISSUES: &str = "otp_client_issues_per_hour";
     pub const CLIENT_FAILURES: &str = "otp_client_failures_per_hour";
     pub const KNOWN_CLIENT_DAYS: &str = "otp_known_client_days";
+    pub const POLICIES: &str = "otp_purpose_policies";
 }
 
 /// The worst-case chance, over 30 days, that an attacker guesses one subject's code for one
@@ -61,6 +64,8 @@ pub struct Webhook {
 pub struct Settings {
     pub pepper: Secret,
     pub purposes: Vec<String>,
+    /// One per purpose, in the order of `purposes`.
+    pub policies: Vec<Policy>,
     pub code_length: usize,
     pub code_ttl_ms: u64,
     pub link_ttl_ms: u64,
@@ -105,6 +110,16 @@ impl Settings {
         let code_length = variables.whole(vars::CODE_LENGTH, 6..=10)? as usize;
         let code_ttl_ms = variables.whole(vars::CODE_TTL, 1..=86_400)? * 1000;
         let link_ttl_ms = variables.whole(vars::LINK_TTL, 1..=86_400)? * 1000;
+        let defaults = Policy {
+            name: String::new(),
+            format: FormatRule::Fixed(Format::Code),
+            length: code_length,
+            code_ttl_ms,
+            link_ttl_ms,
+            channels: Vec::new(),
+        };
+        let policies =
+            policy::parse(vars::POLICIES, &variables.text(vars::POLICIES)?, &purposes, &defaults)?;
         let max_attempts = variables.whole(vars::MAX_ATTEMPTS, 1..=20)? as u32;
         let cooldown_ms = variables.whole(vars::COOLDOWN, 0..=3600)? * 1000;
         let max_per_hour = variables.whole(vars::MAX_PER_HOUR, 1..=1000)? as u32;
@@ -131,6 +146,7 @@ impl Settings {
         let settings = Self {
             pepper,
             purposes,
+            policies,
             code_length,
             code_ttl_ms,
             link_ttl_ms,
@@ -180,12 +196,29 @@ impl Settings {
 
     /// The worst-case chance of guessing a digit code within 30 days (link tokens have 256 bits).
     pub fn monthly_odds(&self) -> f64 {
-        self.worst_case_guesses(30) as f64 / 10f64.powi(self.code_length as i32)
+        let shortest = self
+            .policies
+            .iter()
+            .filter(|p| p.issues_codes())
+            .map(|p| p.length)
+            .min()
+            .unwrap_or(self.code_length);
+        self.worst_case_guesses(30) as f64 / 10f64.powi(shortest as i32)
     }
 
     /// How long outbox entries are worth keeping: the longest any code lives.
     pub fn outbox_retention_ms(&self) -> u64 {
-        self.code_ttl_ms.max(self.link_ttl_ms)
+        self.policies
+            .iter()
+            .map(|p| p.code_ttl_ms.max(p.link_ttl_ms))
+            .max()
+            .unwrap_or(0)
+            .max(self.code_ttl_ms.max(self.link_ttl_ms))
+    }
+
+    /// The policy of a purpose named in `otp_purposes`.
+    pub fn policy(&self, purpose: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == purpose)
     }
 }
 
@@ -283,6 +316,7 @@ mod tests {
             (vars::CLIENT_ISSUES, "10"),
             (vars::CLIENT_FAILURES, "30"),
             (vars::KNOWN_CLIENT_DAYS, "30"),
+            (vars::POLICIES, r#"{"reset_password": {"format": "link"}}"#),
         ]);
         v.extend(overrides.iter().copied());
         let variables = Variables::from_fn(|name| Ok(v[name].to_owned()));
