@@ -362,8 +362,10 @@ async fn no_plain_code_is_stored_anywhere_in_redis() {
             other => panic!("unexpected key type {other} for {key}"),
         }
     }
-    // Two code states, two hourly logs, one outbox (one shard); no cooldowns (set to 0).
-    assert_eq!(all.len(), 5, "{all:?}");
+    // Two code states, two hourly logs, one outbox (one shard), and the pointer of gina's link
+    // token (it holds the subject and the state's key name, never the token); no cooldowns
+    // (set to 0).
+    assert_eq!(all.len(), 6, "{all:?}");
     for code in &codes {
         assert!(!haystack.contains(code.as_str()), "plain code {code} found in Redis:\n{haystack}");
     }
@@ -1140,4 +1142,45 @@ async fn a_reset_link_cannot_be_downgraded_to_a_short_code() {
     assert_error(&res, 401, "wrong_code");
     assert_eq!(verify(&app, "ulf@example.com", "reset_password", &token).await.status, 200);
     assert_eq!(verify(&app, "ulf@example.com", "login", &code).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_token_verifies_without_its_subject_once() {
+    for redis in [RedisServer::plain(), RedisServer::tls(AZURE_STYLE_KEY)] {
+        let mut client = redis.client().await;
+        let app = app_with(&redis, &[("otp_resend_cooldown_seconds", "0")]);
+        let reset = json!({"subject": "Vera@Example.com", "purpose": "reset_password"});
+        assert_eq!(backend(&app, "/api/otp", reset.clone()).await.status, 202);
+        let first = sent_code(&mut client, "vera@example.com", "reset_password").await;
+        assert_eq!(backend(&app, "/api/otp", reset).await.status, 202);
+        let token = sent_code(&mut client, "vera@example.com", "reset_password").await;
+        // The pointer shares the subject's slot (the token was drawn for it).
+        let state = keys(&mut client, "srp:otp:{otp:*}:code:reset_password:*").await;
+        let pointer = keys(&mut client, "srp:otp:{otp:*}:link:*").await;
+        let tag = |k: &str| k.split_once('{').unwrap().1.split_once('}').unwrap().0.to_owned();
+        assert_eq!(tag(&pointer[pointer.len() - 1]), tag(&state[0]));
+
+        let link = |code: &str, purpose: &str| {
+            backend(&app, "/api/otp/verify", json!({"purpose": purpose, "code": code}))
+        };
+        // The replaced link no longer works; the wrong purpose finds nothing.
+        assert_error(&link(&first, "reset_password").await, 410, "code_expired");
+        assert_error(&link(&token, "login").await, 410, "code_expired");
+        let res = link(&token, "reset_password").await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json(), json!({"verified": true, "subject": "vera@example.com"}));
+        assert_eq!(res.redis_connections, 1);
+        // Single use, by either path.
+        assert_error(&link(&token, "reset_password").await, 410, "code_expired");
+        assert_error(
+            &verify(&app, "vera@example.com", "reset_password", &token).await,
+            410,
+            "code_expired",
+        );
+        // A digit code still needs its subject.
+        let res =
+            backend(&app, "/api/otp/verify", json!({"purpose": "login", "code": "123456"})).await;
+        assert_error(&res, 400, "invalid_subject");
+        assert_eq!(res.redis_connections, 0);
+    }
 }

@@ -59,6 +59,13 @@ log_add(K_HOURLY, id)
 if client ~= '' then
   log_add(KEYS[2], id)
 end
+-- A link token also gets a pointer, found from the token alone (KEYS[13], same slot), so it
+-- verifies without the subject: to this code state, its guard, purpose and subject.
+if ARGV[7] == 'link' then
+  redis.call('DEL', KEYS[13])
+  redis.call('HSET', KEYS[13], 'd', id, 'p', ARGV[11], 's', ARGV[10], 'k', K_CODE, 'g', K_GUARD)
+  redis.call('PEXPIRE', KEYS[13], ttl)
+end
 
 if maxlen > 0 then
   redis.call('XADD', KEYS[4], '*', 'id', id, 'subject', ARGV[10], 'purpose', ARGV[11],

@@ -15,6 +15,8 @@ use crate::platform::secrets;
 /// The keys one issue or verify script receives, in its `KEYS` order.
 pub(crate) struct Keys {
     names: Vec<String>,
+    shard: u32,
+    tag: String,
 }
 
 impl Keys {
@@ -46,12 +48,43 @@ impl Keys {
             names.push(format!("{tag}:hourly:{id}:{lane}"));
             names.push(format!("{tag}:guard:{purpose}:{id}:{lane}"));
         }
-        Self { names: names.iter().map(|n| redis.key(n)).collect() }
+        Self { names: names.iter().map(|n| redis.key(n)).collect(), shard, tag }
+    }
+
+    /// Adds KEYS[13]: the link pointer of `token` (a link token issued for this subject, so in
+    /// its shard), or an unused name in the same slot for digit codes.
+    pub(crate) fn with_link(
+        mut self,
+        redis: &Redis,
+        settings: &Settings,
+        token: Option<&str>,
+    ) -> Self {
+        let name = match token {
+            Some(t) => link_key(redis, settings, t).1,
+            None => redis.key(&format!("{}:link:-", self.tag)),
+        };
+        self.names.push(name);
+        self
+    }
+
+    pub(crate) fn shard(&self) -> u32 {
+        self.shard
     }
 
     pub(crate) fn all(&self) -> Vec<&str> {
         self.names.iter().map(String::as_str).collect()
     }
+}
+
+/// A link token's shard and pointer key. Link tokens are drawn until their shard is their
+/// subject's (see [`super::issue`]), so the token alone finds the subject's slot and a link
+/// verifies without the subject.
+pub(crate) fn link_key(redis: &Redis, settings: &Settings, token: &str) -> (u32, String) {
+    let digest = keyed(settings, &[b"otp-link", token.as_bytes()]);
+    let shard =
+        u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % settings.outbox_shards;
+    let id = secrets::base64url(&digest[4..20]);
+    (shard, redis.key(&format!("otp:{{otp:{shard}}}:link:{id}")))
 }
 
 /// A client key as stored: a keyed hash, so Redis never holds end users' addresses.

@@ -168,13 +168,26 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
         .into());
     }
 
-    let code = match format {
-        Format::Code => secrets::random_digits(policy.length),
-        Format::Link => secrets::random_token(input::LINK_TOKEN_BYTES),
+    let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
+    let (code, keys) = match format {
+        Format::Code => {
+            (secrets::random_digits(policy.length), keys.with_link(&redis, settings, None))
+        }
+        Format::Link => {
+            // Drawn until the token's own shard is the subject's (about `otp_outbox_shards`
+            // draws), so the token alone leads to the subject's slot.
+            let token = loop {
+                let t = secrets::random_token(input::LINK_TOKEN_BYTES);
+                if keys::link_key(&redis, settings, &t).0 == keys.shard() {
+                    break t;
+                }
+            };
+            let keys = keys.with_link(&redis, settings, Some(&token));
+            (token, keys)
+        }
     };
     let ttl_ms = policy.ttl_ms(format);
     let delivery_id = secrets::random_token(12);
-    let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
     let new = NewCode {
         subject: &subject,
         purpose,
@@ -254,8 +267,11 @@ fn refusal(refused: Refused) -> ApiError {
 }
 
 #[derive(Serialize)]
-struct Verified {
+struct Verified<'a> {
     verified: bool,
+    /// Only when a link token was verified without its subject: whose it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -289,7 +305,8 @@ fn with_retry(mut res: Response, retry_ms: i64) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyRequest {
-    subject: String,
+    /// Optional for link tokens, which find their subject themselves.
+    subject: Option<String>,
     purpose: String,
     code: String,
     client: Option<String>,
@@ -297,19 +314,37 @@ struct VerifyRequest {
 
 fn verify(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
     let body: VerifyRequest = req.json(MAX_BODY)?;
-    let subject = input::normalize_subject(&body.subject).map_err(|m| bad("invalid_subject", m))?;
     let policy = self::purpose(settings, &body.purpose)?;
     let purpose = policy.name.as_str();
     let (code, format) =
         input::parse_code(&body.code, policy.length).map_err(|m| bad("invalid_code", m))?;
     let client = client_id(settings, body.client.as_deref())?;
+    let Some(subject) = body.subject.as_deref() else {
+        if format != Format::Link {
+            return Err(bad("invalid_subject", "subject is required to verify a digit code"));
+        }
+        let redis = Redis::from_spin_variables()?;
+        let (_, pointer) = keys::link_key(&redis, settings, code);
+        return Ok(match store::verify_link(&redis, &pointer, purpose)? {
+            Some(subject) => {
+                Response::json(200, &Verified { verified: true, subject: Some(&subject) })
+            }
+            None => ApiError::new(
+                410,
+                "code_expired",
+                "there is no active link: it expired, was used, was replaced or was never issued",
+            )
+            .to_response(),
+        });
+    };
+    let subject = input::normalize_subject(subject).map_err(|m| bad("invalid_subject", m))?;
 
     let redis = Redis::from_spin_variables()?;
     let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
     let verdict =
         store::verify(&redis, settings, &keys, &client, &subject, purpose, code, format.as_str())?;
     Ok(match verdict {
-        Verdict::Verified => Response::json(200, &Verified { verified: true }),
+        Verdict::Verified => Response::json(200, &Verified { verified: true, subject: None }),
         Verdict::Wrong { attempts_left } => {
             not_verified(401, "wrong_code", "the code is not correct", attempts_left)
                 .with_header("www-authenticate", "OTP")

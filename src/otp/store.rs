@@ -11,6 +11,7 @@ use crate::platform::script::{Script, CLOCK};
 static ISSUE: Script = lua_script!(CLOCK, include_str!("lanes.lua"), include_str!("issue.lua"));
 static VERIFY: Script = lua_script!(CLOCK, include_str!("lanes.lua"), include_str!("verify.lua"));
 static ROLLBACK: Script = lua_script!(include_str!("rollback.lua"));
+static VERIFY_LINK: Script = lua_script!(include_str!("verify_link.lua"));
 
 /// One code to store: who and what it is for, and how it is delivered.
 pub(crate) struct NewCode<'a> {
@@ -145,4 +146,17 @@ pub(crate) fn rollback(
     let all = keys.all();
     let lane = if known_lane { 8 } else { 4 };
     redis.eval(&ROLLBACK, &[all[lane], all[lane + 1]], args![delivery_id]).map(|_| ())
+}
+
+/// Verifies a link token without its subject; the subject it was issued for, if valid.
+pub(crate) fn verify_link(
+    redis: &Redis,
+    pointer: &str,
+    purpose: &str,
+) -> Result<Option<String>, RedisError> {
+    let reply = redis.eval(&VERIFY_LINK, &[pointer], args![purpose])?;
+    Ok(match reply.int(0)? {
+        1 => Some(reply.string(1)?.to_owned()),
+        _ => None,
+    })
 }
