@@ -126,7 +126,7 @@ impl Settings {
         let outbox_maxlen = variables.whole(vars::OUTBOX_MAXLEN, 100..=10_000_000)?;
         let outbox_shards = variables.whole(vars::OUTBOX_SHARDS, 1..=1024)? as u32;
 
-        let webhook = parse_webhook(
+        let webhook = super::webhook::parse_url(
             &variables.text(vars::WEBHOOK_URL)?,
             &variables.text(vars::WEBHOOK_ORIGIN)?,
         )?
@@ -245,48 +245,6 @@ fn parse_purposes(text: &str) -> Result<Vec<String>, ConfigError> {
 pub fn is_purpose_name(p: &str) -> bool {
     (1..=MAX_PURPOSE_LEN).contains(&p.len())
         && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-/// The webhook URL, when one is set. Spin only lets the component reach the origin named in
-/// `otp_webhook_origin` (its `allowed_outbound_hosts` entry), so the URL must be under it.
-fn parse_webhook(url: &str, origin: &str) -> Result<Option<String>, ConfigError> {
-    if url.is_empty() {
-        return Ok(None);
-    }
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| invalid(vars::WEBHOOK_URL, "must start with https://"))?;
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    // The body carries the code: plain http is allowed only to a component of this app.
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-    let inside =
-        host.ends_with(".spin.internal") || matches!(host, "127.0.0.1" | "localhost" | "[::1]");
-    if url.starts_with("http://") && !inside {
-        return Err(invalid(
-            vars::WEBHOOK_URL,
-            "must start with https:// (plain http only to a *.spin.internal component or a \
-             loopback sidecar)",
-        ));
-    }
-    if authority.is_empty() || authority.contains('@') || url.bytes().any(|b| !b.is_ascii_graphic())
-    {
-        return Err(invalid(
-            vars::WEBHOOK_URL,
-            "is not an http(s) URL with a host (and no credentials)",
-        ));
-    }
-    let url_origin = &url[..url.len() - rest.len() + authority.len()];
-    if !url_origin.eq_ignore_ascii_case(origin.trim_end_matches('/')) {
-        return Err(invalid(
-            vars::WEBHOOK_ORIGIN,
-            format!(
-                "must be the webhook URL's origin ({url_origin}), written the same way: it is the \
-                 component's allowed_outbound_hosts entry"
-            ),
-        ));
-    }
-    Ok(Some(url.to_owned()))
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
-use super::settings::Webhook;
+use super::settings::{vars, Webhook};
 use super::store::NewCode;
 use crate::platform::outbound::{self, OutboundError, OutboundRequest, Timeouts};
+use crate::platform::settings::ConfigError;
 
 /// Longest wait for the connection, for the answer to start, and for the whole exchange.
 const TIMEOUTS: Timeouts = Timeouts {
@@ -81,4 +82,46 @@ fn post(url: &str, bearer: &str, idempotency_key: &str, body: &[u8]) -> Result<(
         Err(e @ OutboundError::Timeout) => Err((false, format!("webhook delivery uncertain: {e}"))),
         Err(e) => Err((true, format!("webhook delivery failed: {e}"))),
     }
+}
+
+/// The webhook URL, when one is set. Spin only lets the component reach the origin named in
+/// `otp_webhook_origin` (its `allowed_outbound_hosts` entry), so the URL must be under it.
+pub(crate) fn parse_url(url: &str, origin: &str) -> Result<Option<String>, ConfigError> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| ConfigError::new(vars::WEBHOOK_URL, "must start with https://"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    // The body carries the code: plain http is allowed only to a component of this app.
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    let inside =
+        host.ends_with(".spin.internal") || matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+    if url.starts_with("http://") && !inside {
+        return Err(ConfigError::new(
+            vars::WEBHOOK_URL,
+            "must start with https:// (plain http only to a *.spin.internal component or a \
+             loopback sidecar)",
+        ));
+    }
+    if authority.is_empty() || authority.contains('@') || url.bytes().any(|b| !b.is_ascii_graphic())
+    {
+        return Err(ConfigError::new(
+            vars::WEBHOOK_URL,
+            "is not an http(s) URL with a host (and no credentials)",
+        ));
+    }
+    let url_origin = &url[..url.len() - rest.len() + authority.len()];
+    if !url_origin.eq_ignore_ascii_case(origin.trim_end_matches('/')) {
+        return Err(ConfigError::new(
+            vars::WEBHOOK_ORIGIN,
+            format!(
+                "must be the webhook URL's origin ({url_origin}), written the same way: it is the \
+                 component's allowed_outbound_hosts entry"
+            ),
+        ));
+    }
+    Ok(Some(url.to_owned()))
 }
