@@ -15,11 +15,12 @@
 //! holder. Routing reads Spin's own (last) `spin-path-info`, so a forged one changes nothing.
 
 mod backend;
-pub mod cookie;
+mod cookie;
 mod current;
 mod data;
-pub mod id;
-pub mod settings;
+mod id;
+mod keys;
+mod settings;
 mod store;
 mod time;
 

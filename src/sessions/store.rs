@@ -9,7 +9,8 @@ use crate::platform::json::UniqueMap;
 use crate::platform::redis::{Redis, RedisError, Reply};
 use crate::platform::script::{Script, CLOCK};
 
-use super::id::{index_key, session_key_prefix, SessionId, UserRef};
+use super::id::SessionId;
+use super::keys::{index_key, session_key_prefix, UserRef};
 use super::settings::Settings;
 
 /// Every session operation, in one script: the helpers travel once, Redis caches one SHA.
