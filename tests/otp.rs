@@ -1042,10 +1042,19 @@ async fn verify_from(app: &TestApp, subject: &str, code: &str, client: &str) -> 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_flood_from_many_clients_cannot_keep_a_known_client_out() {
-    let redis = RedisServer::plain();
+async fn a_flood_from_many_clients_cannot_keep_a_known_client_out_over_plain_redis() {
+    a_flood_from_many_clients_cannot_keep_a_known_client_out(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_from_many_clients_cannot_keep_a_known_client_out_over_tls() {
+    a_flood_from_many_clients_cannot_keep_a_known_client_out(&RedisServer::tls(AZURE_STYLE_KEY))
+        .await;
+}
+
+async fn a_flood_from_many_clients_cannot_keep_a_known_client_out(redis: &RedisServer) {
     let mut client = redis.client().await;
-    let app = app_with(&redis, &[("otp_resend_cooldown_seconds", "0"), ("otp_outbox_shards", "1")]);
+    let app = app_with(redis, &[("otp_resend_cooldown_seconds", "0"), ("otp_outbox_shards", "1")]);
     let victim = "xena@example.com";
     let device = "198.51.100.7";
     assert_eq!(issue_from(&app, victim, device).await.status, 202);
