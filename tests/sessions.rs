@@ -94,6 +94,8 @@ in_both_modes!(
     unknown_routes_and_methods,
     values_that_are_not_sessions_read_as_ended,
     a_forged_path_info_never_changes_the_route,
+    keys_the_backend_set_are_read_only_to_the_session_holder,
+    a_rotated_id_lives_only_for_the_grace_period,
 );
 
 fn app_with(redis: &RedisServer, mode: Mode, vars: &[(&str, &str)]) -> TestApp {
@@ -1302,10 +1304,9 @@ fn sorted(value: &Value) -> Vec<String> {
     keys
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn keys_the_backend_set_are_read_only_to_the_session_holder() {
+async fn keys_the_backend_set_are_read_only_to_the_session_holder(mode: Mode) {
     let redis = RedisServer::plain();
-    let app = app(&redis, Mode::Outbound);
+    let app = app(&redis, mode);
     let res = backend_call(
         &app,
         http::Method::POST,
@@ -1426,10 +1427,9 @@ async fn the_backend_revokes_a_users_sessions_by_user_id_or_by_handle() {
     assert_error(&revoke(json!({"user_id": "u1", "handle": "x"})).await, 422, "invalid_handle");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rotated_id_lives_only_for_the_grace_period() {
+async fn a_rotated_id_lives_only_for_the_grace_period(mode: Mode) {
     let redis = RedisServer::plain();
-    let app = app_with(&redis, Mode::Outbound, &[("sessions_rotation_grace_seconds", "1")]);
+    let app = app_with(&redis, mode, &[("sessions_rotation_grace_seconds", "1")]);
     let (old, _) = create(&app, "u1", json!({"n": 0})).await;
     let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&old)).send().await;
     assert_eq!(res.status, 200);
