@@ -93,6 +93,9 @@ in_both_modes!(
     every_route_is_one_connection_and_one_command,
     unknown_routes_and_methods,
     values_that_are_not_sessions_read_as_ended,
+    a_forged_path_info_never_changes_the_route,
+    keys_the_backend_set_are_read_only_to_the_session_holder,
+    a_rotated_id_lives_only_for_the_grace_period,
 );
 
 fn app_with(redis: &RedisServer, mode: Mode, vars: &[(&str, &str)]) -> TestApp {
@@ -112,6 +115,13 @@ fn app(redis: &RedisServer, mode: Mode) -> TestApp {
 
 fn cookie(id: &str) -> String {
     format!("__Host-session={id}")
+}
+
+/// The session id a response's `Set-Cookie` carries (rotation answers a cookie caller with
+/// the cookie only).
+fn cookie_id(res: &TestResponse) -> String {
+    let set = res.header("set-cookie").unwrap_or_else(|| panic!("no set-cookie: {}", res.text()));
+    set.strip_prefix("__Host-session=").unwrap().split(';').next().unwrap().to_owned()
 }
 
 /// `POST /api/sessions` as the app's backend; panics unless it is 201.
@@ -301,7 +311,8 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 async fn lifecycle(redis: &RedisServer, mode: Mode) {
-    let app = app(redis, mode);
+    // No grace period for the rotated-away id here (its own test covers it).
+    let app = app_with(redis, mode, &[("sessions_rotation_grace_seconds", "0")]);
     let mut client = redis.client().await;
 
     // Create: 201, a 256-bit id, the cookie, and the data stored.
@@ -338,7 +349,9 @@ async fn lifecycle(redis: &RedisServer, mode: Mode) {
     // Rotate: a new id for the same session; the old one is dead.
     let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&id)).send().await;
     assert_eq!(res.status, 200, "{}", res.text());
-    let new_id = res.json()["session_id"].as_str().unwrap().to_owned();
+    // A cookie caller gets the new id in the cookie only: page scripts never see it.
+    assert_eq!(res.json(), json!({"expires_in": 1800}));
+    let new_id = cookie_id(&res);
     assert_ne!(new_id, id);
     assert_eq!(&new_id[..4], &id[..4], "same user, same slot tag");
     assert_eq!(
@@ -888,10 +901,14 @@ async fn redis_never_holds_a_raw_session_id(mode: Mode) {
     patch(&app, &ids[0], json!({"m": 2})).await;
     let res =
         app.post("/api/sessions/current/rotate").header("cookie", &cookie(&ids[1])).send().await;
-    ids.push(res.json()["session_id"].as_str().unwrap().to_owned());
+    ids.push(cookie_id(&res));
 
     let dump = dump(&redis).await;
-    assert_eq!(dump.len(), 5, "three sessions, two indexes: {dump:?}");
+    assert_eq!(
+        dump.len(),
+        6,
+        "three sessions, a rotated id's forward record, two indexes: {dump:?}"
+    );
     for (key, values) in &dump {
         assert!(key.starts_with("srp:sess:{"), "{key}");
         for id in &ids {
@@ -1182,7 +1199,7 @@ async fn fast_path_slides_never_pass_the_absolute_lifetime() {
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_are_seen_by_the_next_fast_path_read() {
     let redis = RedisServer::plain();
-    let app = app(&redis, Mode::FastPath);
+    let app = app_with(&redis, Mode::FastPath, &[("sessions_rotation_grace_seconds", "0")]);
     let (id, _) = create(&app, "u1", json!({"step": 0})).await;
     assert_eq!(get(&app, &id).await.json()["data"], json!({"step": 0}));
 
@@ -1194,7 +1211,7 @@ async fn writes_are_seen_by_the_next_fast_path_read() {
 
     // Rotate: the old id is dead at once, the new one reads the same session.
     let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&id)).send().await;
-    let new_id = res.json()["session_id"].as_str().unwrap().to_owned();
+    let new_id = cookie_id(&res);
     let res = get(&app, &id).await;
     assert_unauthorized_and_cleared(&res);
     assert_eq!(res.redis_connections, 0);
@@ -1220,4 +1237,273 @@ async fn writes_are_seen_by_the_next_fast_path_read() {
         assert_eq!(res.redis_connections, 0);
     }
     assert_eq!(app.key_value_connections(), 1);
+}
+
+/// Issue 19 item 4: Spin appends its own `spin-path-info` after any the client sent, and the
+/// component reads the last one, so a forged empty value cannot turn "log out this session"
+/// into "log out everywhere".
+async fn a_forged_path_info_never_changes_the_route(mode: Mode) {
+    let redis = RedisServer::plain();
+    let app = app(&redis, mode);
+    let (a, _) = create(&app, "forger", json!({})).await;
+    let (b, _) = create(&app, "forger", json!({})).await;
+    for forged in ["", "/"] {
+        let (id, _) = create(&app, "forger", json!({})).await;
+        let res = app
+            .delete("/api/sessions/current")
+            .header("spin-path-info", forged)
+            .header("spin-component-route", "/api/sessions")
+            .header("cookie", &cookie(&id))
+            .send()
+            .await;
+        assert_eq!(res.status, 204, "{}", res.text());
+        assert_eq!(get(&app, &id).await.status, 401);
+    }
+    // Only the one session ended: the others of the same user live on.
+    assert_eq!(get(&app, &a).await.status, 200);
+    assert_eq!(get(&app, &b).await.status, 200);
+}
+
+/// Issue 21 item 7: the shipped placeholder is not a token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_placeholder_api_token_is_refused_naming_only_the_variable() {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, Mode::Outbound, &[("sessions_api_token", "<random>")]);
+    let res = app
+        .post("/api/sessions")
+        .header("authorization", "Bearer <random>")
+        .json(&json!({"user_id": "u1"}))
+        .send()
+        .await;
+    assert_error(&res, 500, "misconfigured");
+    let message = res.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("sessions_api_token"), "{message}");
+    assert!(!res.text().contains("<random>"), "the value is never shown: {}", res.text());
+    assert_eq!(res.redis_connections, 0);
+}
+
+// --- Issue 21: server-only data, backend revocation, rotation, Origin ---
+
+async fn backend_call(
+    app: &TestApp,
+    method: http::Method,
+    path: &str,
+    body: Value,
+) -> TestResponse {
+    app.request(method, path)
+        .header("authorization", &format!("Bearer {API_TOKEN}"))
+        .json(&body)
+        .send()
+        .await
+}
+
+fn sorted(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> =
+        value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    keys.sort();
+    keys
+}
+
+async fn keys_the_backend_set_are_read_only_to_the_session_holder(mode: Mode) {
+    let redis = RedisServer::plain();
+    let app = app(&redis, mode);
+    let res = backend_call(
+        &app,
+        http::Method::POST,
+        "/api/sessions",
+        json!({"user_id": "mallory", "data": {"theme": "dark"},
+               "server_data": {"roles": ["user"], "mfa": false}}),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let id = res.json()["session_id"].as_str().unwrap().to_owned();
+    let handle = res.json()["handle"].as_str().unwrap().to_owned();
+    let body = get(&app, &id).await.json();
+    assert_eq!(body["data"], json!({"theme": "dark", "roles": ["user"], "mfa": false}));
+    assert_eq!(sorted(&body["server_keys"]), ["mfa", "roles"]);
+
+    // The cookie holder tries to promote itself: refused whole, nothing written.
+    for attempt in [
+        json!({"mfa": true}),
+        json!({"roles": ["admin"]}),
+        json!({"roles": null}),
+        json!({"theme": "light", "mfa": true}),
+    ] {
+        let res = patch(&app, &id, attempt.clone()).await;
+        assert_error(&res, 403, "server_owned_key");
+        let res = app
+            .request(http::Method::PATCH, "/api/sessions/current")
+            .header("authorization", &format!("Bearer {id}"))
+            .json(&attempt)
+            .send()
+            .await;
+        assert_error(&res, 403, "server_owned_key");
+    }
+    assert_eq!(
+        get(&app, &id).await.json()["data"],
+        json!({"theme": "dark", "roles": ["user"], "mfa": false})
+    );
+    // Its own keys stay writable.
+    assert_eq!(patch(&app, &id, json!({"theme": "light"})).await.status, 200);
+
+    // Only the backend sets server data: with the session id as the token, or none, refused.
+    let change = json!({"user_id": "mallory", "handle": handle, "data": {"mfa": true}});
+    for auth in [None, Some(format!("Bearer {id}"))] {
+        let mut req = app.request(http::Method::PATCH, "/api/sessions/admin/data").json(&change);
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        assert_error(&req.send().await, 401, "unauthorized");
+    }
+    let res = backend_call(&app, http::Method::PATCH, "/api/sessions/admin/data", change).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = backend_call(
+        &app,
+        http::Method::PATCH,
+        "/api/sessions/admin/data",
+        json!({"user_id": "mallory", "handle": handle, "data": {"tier": "gold"}}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let body = get(&app, &id).await.json();
+    assert_eq!(body["data"]["mfa"], true);
+    assert_eq!(sorted(&body["server_keys"]), ["mfa", "roles", "tier"]);
+    assert_error(&patch(&app, &id, json!({"tier": "platinum"})).await, 403, "server_owned_key");
+    // Another user's handle, or a made-up one, reaches nothing.
+    let res = backend_call(
+        &app,
+        http::Method::PATCH,
+        "/api/sessions/admin/data",
+        json!({"user_id": "alice", "handle": handle, "data": {"mfa": true}}),
+    )
+    .await;
+    assert_error(&res, 404, "no_session");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_backend_revokes_a_users_sessions_by_user_id_or_by_handle() {
+    let redis = RedisServer::plain();
+    let app = app(&redis, Mode::Outbound);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(create(&app, "u1", json!({})).await.0);
+    }
+    let (other, _) = create(&app, "u2", json!({})).await;
+    let listed = app.get("/api/sessions").header("cookie", &cookie(&ids[0])).send().await.json();
+    let handles: Vec<String> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["current"] == false)
+        .map(|s| s["handle"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(handles.len(), 2);
+
+    // Strangers and session holders cannot use the backend route.
+    for auth in [None, Some(format!("Bearer {}", ids[0]))] {
+        let mut req = app.post("/api/sessions/admin/revoke").json(&json!({"user_id": "u1"}));
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        assert_error(&req.send().await, 401, "unauthorized");
+    }
+    let revoke =
+        |body: Value| backend_call(&app, http::Method::POST, "/api/sessions/admin/revoke", body);
+    let res = revoke(json!({"user_id": "u1", "handle": handles[0]})).await;
+    assert_eq!(res.json(), json!({"revoked": 1}), "{}", res.text());
+    let alive: Vec<u16> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(get(&app, id).await.status);
+        }
+        v
+    };
+    assert_eq!(alive.iter().filter(|s| **s == 200).count(), 2, "{alive:?}");
+    assert_eq!(revoke(json!({"user_id": "u1"})).await.json(), json!({"revoked": 2}));
+    for id in &ids {
+        assert_eq!(get(&app, id).await.status, 401);
+    }
+    assert_eq!(get(&app, &other).await.status, 200);
+    assert_error(&revoke(json!({"user_id": "u1", "handle": "x"})).await, 422, "invalid_handle");
+}
+
+async fn a_rotated_id_lives_only_for_the_grace_period(mode: Mode) {
+    let redis = RedisServer::plain();
+    let app = app_with(&redis, mode, &[("sessions_rotation_grace_seconds", "1")]);
+    let (old, _) = create(&app, "u1", json!({"n": 0})).await;
+    let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&old)).send().await;
+    assert_eq!(res.status, 200);
+    assert!(res.json().get("session_id").is_none(), "{}", res.text());
+    let new = cookie_id(&res);
+    // A request already in flight with the old cookie still reaches the session ...
+    let res = patch(&app, &old, json!({"n": 1})).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(get(&app, &new).await.json()["data"], json!({"n": 1}));
+    // ... and the list shows one session, not two.
+    let listed = app.get("/api/sessions").header("cookie", &cookie(&new)).send().await.json();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(&app, &old).await.status, 401);
+    assert_eq!(get(&app, &new).await.status, 200);
+
+    // A bearer caller gets the new id in the body and no cookie.
+    let res = app
+        .post("/api/sessions/current/rotate")
+        .header("authorization", &format!("Bearer {new}"))
+        .send()
+        .await;
+    assert_eq!(res.status, 200);
+    assert!(res.header("set-cookie").is_none());
+    let newest = res.json()["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(get(&app, &newest).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxys_basic_authorization_does_not_log_the_user_out() {
+    let redis = RedisServer::plain();
+    let app = app(&redis, Mode::Outbound);
+    let (id, _) = create(&app, "u1", json!({})).await;
+    let res = app
+        .get("/api/sessions/current")
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .header("cookie", &cookie(&id))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(res.header("set-cookie").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cookie_writes_from_another_origin_are_refused_without_sec_fetch_site() {
+    let redis = RedisServer::plain();
+    let app = app(&redis, Mode::Outbound);
+    let (id, _) = create(&app, "u1", json!({"a": 1})).await;
+    for origin in ["https://evil.example", "null", "http://127.0.0.1:3000.evil.example"] {
+        let res = app
+            .request(http::Method::PATCH, "/api/sessions/current")
+            .header("cookie", &cookie(&id))
+            .header("origin", origin)
+            .json(&json!({"a": 2}))
+            .send()
+            .await;
+        assert_error(&res, 403, "cross_site_request");
+        assert_eq!(res.redis_connections, 0);
+        let res = app
+            .delete("/api/sessions")
+            .header("cookie", &cookie(&id))
+            .header("origin", origin)
+            .send()
+            .await;
+        assert_error(&res, 403, "cross_site_request");
+    }
+    assert_eq!(get(&app, &id).await.json()["data"], json!({"a": 1}));
+    // The app's own origin (the Host it was reached at) is fine.
+    let res = app
+        .request(http::Method::PATCH, "/api/sessions/current")
+        .header("cookie", &cookie(&id))
+        .header("origin", "http://127.0.0.1:3000")
+        .json(&json!({"a": 2}))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
 }

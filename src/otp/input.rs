@@ -2,16 +2,16 @@
 //! numbers, opaque user ids), purposes, channels and the two shapes of code.
 
 /// Longest subject (an email address is at most 254 bytes).
-pub const MAX_SUBJECT_LEN: usize = 254;
+pub(crate) const MAX_SUBJECT_LEN: usize = 254;
 /// Longest channel name.
-pub const MAX_CHANNEL_LEN: usize = 32;
+pub(crate) const MAX_CHANNEL_LEN: usize = 32;
 /// Random bytes in a link token: 256 bits, 43 base64url characters.
-pub const LINK_TOKEN_BYTES: usize = 32;
-pub const LINK_TOKEN_LEN: usize = 43;
+pub(crate) const LINK_TOKEN_BYTES: usize = 32;
+pub(crate) const LINK_TOKEN_LEN: usize = 43;
 
 /// The two kinds of secret the component issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// Decimal digits a person types (`otp_code_length`).
     Code,
     /// A URL-safe token for a link (password reset, magic login).
@@ -19,7 +19,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(text: Option<&str>) -> Result<Self, &'static str> {
+    pub(crate) fn parse(text: Option<&str>) -> Result<Self, &'static str> {
         match text {
             None | Some("code") => Ok(Self::Code),
             Some("link") => Ok(Self::Link),
@@ -27,7 +27,7 @@ impl Format {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Code => "code",
             Self::Link => "link",
@@ -42,7 +42,7 @@ impl Format {
 /// - a phone number (starts with `+`): spaces, dots, dashes and parentheses removed, then
 ///   E.164: `+` and 8 to 15 digits;
 /// - anything else is an opaque id (a user id), kept as is: printable, no whitespace.
-pub fn normalize_subject(raw: &str) -> Result<String, &'static str> {
+pub(crate) fn normalize_subject(raw: &str) -> Result<String, &'static str> {
     let s = raw.trim();
     if s.is_empty() {
         return Err("subject is empty");
@@ -79,7 +79,7 @@ pub fn normalize_subject(raw: &str) -> Result<String, &'static str> {
 }
 
 /// A channel name for the delivery worker: `email`, `sms`, ... (1-32 of a-z, 0-9, `_`, `-`).
-pub fn parse_channel(raw: Option<&str>) -> Result<String, &'static str> {
+pub(crate) fn parse_channel(raw: Option<&str>) -> Result<String, &'static str> {
     let c = raw.unwrap_or("email").trim();
     let ok = (1..=MAX_CHANNEL_LEN).contains(&c.len())
         && c.bytes()
@@ -91,15 +91,32 @@ pub fn parse_channel(raw: Option<&str>) -> Result<String, &'static str> {
     }
 }
 
+/// Longest client key (an IPv6 address with zone, a device id).
+pub(crate) const MAX_CLIENT_LEN: usize = 128;
+
+/// The caller's client key: 1-128 printable ASCII characters, kept as is (only its keyed
+/// hash is stored).
+pub(crate) fn parse_client(raw: &str) -> Result<&str, &'static str> {
+    let c = raw.trim();
+    if (1..=MAX_CLIENT_LEN).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(c)
+    } else {
+        Err("client must be 1-128 printable ASCII characters (the end user's address or device key)")
+    }
+}
+
 /// A submitted code, accepted only in one of the two shapes the component issues, so typos
-/// and junk are rejected without spending an attempt.
-pub fn parse_code(raw: &str, code_length: usize) -> Result<&str, String> {
+/// and junk are rejected without spending an attempt; with the format it has (the stored
+/// format must match, so a link token cannot be attacked with 6-digit guesses).
+pub(crate) fn parse_code(raw: &str, code_length: usize) -> Result<(&str, Format), String> {
     let c = raw.trim();
     let digits = c.len() == code_length && c.bytes().all(|b| b.is_ascii_digit());
     let token = c.len() == LINK_TOKEN_LEN
         && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if digits || token {
-        Ok(c)
+    if digits {
+        Ok((c, Format::Code))
+    } else if token {
+        Ok((c, Format::Link))
     } else {
         Err(format!(
             "code must be {code_length} digits, or a {LINK_TOKEN_LEN}-character link token"
@@ -138,7 +155,11 @@ mod tests {
 
     #[test]
     fn codes_have_two_shapes() {
-        assert_eq!(parse_code(" 012345 ", 6).unwrap(), "012345");
+        assert_eq!(parse_code(" 012345 ", 6).unwrap(), ("012345", Format::Code));
+        assert_eq!(parse_code(&"A".repeat(43), 6).unwrap().1, Format::Link);
+        assert!(parse_client("203.0.113.7").is_ok());
+        assert!(parse_client("").is_err() && parse_client("a b").is_err());
+        assert!(parse_client(&"a".repeat(129)).is_err());
         assert!(parse_code("01234", 6).is_err());
         assert!(parse_code("01234a", 6).is_err());
         assert!(parse_code(&"A".repeat(43), 6).is_ok());

@@ -1,48 +1,75 @@
--- Issue a one-time code for one subject and purpose: cooldown, hourly cap, outbox entry and
--- stored state, atomically. Every key shares the subject's shard hash tag, so this runs as one
--- script on clustered Redis too.
+-- Issue a one-time code for one subject and purpose in the request's lane: lockout, client
+-- cap, cooldown, hourly cap, stored state and (when it is the delivery channel) the outbox
+-- entry, atomically. After lanes.lua.
 --
--- KEYS[1] code state (hash: hmac, attempts_left, format, delivery)
--- KEYS[2] resend cooldown (string: the delivery id)
--- KEYS[3] issues in the last hour, per subject (sorted set: delivery id -> issue time ms)
--- KEYS[4] outbox stream of the subject's shard
--- ARGV: 1 keyed hash of the code (hex), 2 ttl ms, 3 cooldown ms, 4 max issues per hour,
---       5 max attempts, 6 format, 7 outbox MAXLEN, 8 outbox retention ms,
---       9 subject, 10 purpose, 11 channel, 12 the plain code (outbox entry only)
--- Returns {1, delivery id, expires_at_ms} or {0, "cooldown" | "hourly", retry_after_ms}.
-local now = now_ms
-local ttl = tonumber(ARGV[2])
-local cooldown = tonumber(ARGV[3])
-local hour = 3600000
+-- ARGV: 2 keyed hash of the code (hex), 3 ttl ms, 4 cooldown ms, 5 max issues per hour,
+--       6 max attempts, 7 format, 8 outbox MAXLEN (0: no outbox entry), 9 outbox retention ms,
+--       10 subject, 11 purpose, 12 channel, 13 the plain code (outbox entry only),
+--       14 delivery id, 15 client issues per hour
+-- Returns {1, expires_at_ms, lane} or {0, "locked" | "client" | "cooldown" | "hourly" | "outbox_full",
+-- retry_after_ms}.
+local ttl = tonumber(ARGV[3])
+local cooldown = tonumber(ARGV[4])
+local id = ARGV[14]
 
-local cooldown_left = redis.call('PTTL', KEYS[2])
+local locked = locked_for()
+if locked > 0 then
+  return {0, 'locked', locked}
+end
+if client ~= '' then
+  local wait = log_full(KEYS[2], tonumber(ARGV[15]))
+  if wait > 0 then
+    return {0, 'client', wait}
+  end
+end
+local cooldown_left = redis.call('PTTL', K_COOLDOWN)
 if cooldown_left > 0 then
   return {0, 'cooldown', cooldown_left}
 end
+local wait = log_full(K_HOURLY, tonumber(ARGV[5]))
+if wait > 0 then
+  return {0, 'hourly', wait}
+end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - hour)
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then
-  local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  return {0, 'hourly', math.max(1, tonumber(oldest[2]) + hour - now)}
+local maxlen = tonumber(ARGV[8])
+local retention = tonumber(ARGV[9])
+if maxlen > 0 then
+  -- No MAXLEN trim: it would drop undelivered codes under a flood. Entries older than the
+  -- longest-lived code are worthless and removed here (XRANGE + XDEL: Redis 5 and later,
+  -- unlike XTRIM MINID, which needs 6.2); a full stream refuses new codes instead.
+  local old = redis.call('XRANGE', KEYS[4], '-', string.format('%.0f', now - retention), 'COUNT', 100)
+  for _, entry in ipairs(old) do
+    redis.call('XDEL', KEYS[4], entry[1])
+  end
+  if redis.call('XLEN', KEYS[4]) >= maxlen then
+    return {0, 'outbox_full', 1000}
+  end
 end
 
 local expires_at = string.format('%.0f', now + ttl)
--- The outbox write comes first: if it fails (OOM, ...), nothing else has been written.
-local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*',
-  'subject', ARGV[9], 'purpose', ARGV[10], 'channel', ARGV[11], 'format', ARGV[6],
-  'code', ARGV[12], 'expires_at_ms', expires_at)
--- Entries older than the longest-lived code are worthless plain codes: drop them.
-local retention = tonumber(ARGV[8])
-redis.call('XTRIM', KEYS[4], 'MINID', string.format('%.0f', now - retention))
-redis.call('PEXPIRE', KEYS[4], retention)
-
--- Replace any previous code: only its keyed hash is stored, never the code.
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'hmac', ARGV[1], 'attempts_left', ARGV[5], 'format', ARGV[6], 'delivery', id)
-redis.call('PEXPIRE', KEYS[1], ttl)
+-- State first: if a later write fails (OOM), no plain code has been written for a code that
+-- is not stored. Only the keyed hash of the code is kept here.
+redis.call('DEL', K_CODE)
+redis.call('HSET', K_CODE, 'hmac', ARGV[2], 'attempts_left', ARGV[6], 'format', ARGV[7], 'delivery', id)
+redis.call('PEXPIRE', K_CODE, ttl)
 if cooldown > 0 then
-  redis.call('SET', KEYS[2], id, 'PX', cooldown)
+  redis.call('SET', K_COOLDOWN, id, 'PX', cooldown)
 end
-redis.call('ZADD', KEYS[3], now, id)
-redis.call('PEXPIRE', KEYS[3], hour)
-return {1, id, expires_at}
+log_add(K_HOURLY, id)
+if client ~= '' then
+  log_add(KEYS[2], id)
+end
+-- A link token also gets a pointer, found from the token alone (KEYS[13], same slot), so it
+-- verifies without the subject: to this code state, its guard, purpose and subject.
+if ARGV[7] == 'link' then
+  redis.call('DEL', KEYS[13])
+  redis.call('HSET', KEYS[13], 'd', id, 'p', ARGV[11], 's', ARGV[10], 'k', K_CODE, 'g', K_GUARD)
+  redis.call('PEXPIRE', KEYS[13], ttl)
+end
+
+if maxlen > 0 then
+  redis.call('XADD', KEYS[4], '*', 'id', id, 'subject', ARGV[10], 'purpose', ARGV[11],
+    'channel', ARGV[12], 'format', ARGV[7], 'code', ARGV[13], 'expires_at_ms', expires_at)
+  redis.call('PEXPIRE', KEYS[4], retention)
+end
+return {1, expires_at, lane == 9 and 1 or 0}

@@ -1,53 +1,90 @@
-//! One-time codes and reset tokens that resist guessing, replay and races.
+//! One-time codes and reset tokens that resist guessing, replay, races and abuse. A backend
+//! API: the browser talks to the app, the app's backend calls this component.
 //!
-//! Routes (component `otp`):
-//! - `POST /api/otp` `{"subject", "purpose", "channel"?, "format"?}`: issue a code (digits)
-//!   or a link token, deliver it through the outbox stream (and the webhook, if configured),
-//!   answer `202 {"expires_in", "resend_after"}`;
-//! - `POST /api/otp/verify` `{"subject", "purpose", "code"}`: check and consume it.
+//! | Route | Reached by | Handler |
+//! |---|---|---|
+//! | `POST http://otp.spin.internal/api/otp` | service chaining (private, no token) | [`issue`] |
+//! | `POST http://otp.spin.internal/api/otp/verify` | service chaining | [`verify`] |
+//! | `POST /api/otp`, `POST /api/otp/verify` | public, `Authorization: Bearer <otp_api_token>`; off (403) while the token is empty | the same |
+//!
+//! Issue `{"subject", "purpose", "client"?, "channel"?, "format"?}` answers
+//! `202 {"expires_in", "resend_after"}`; verify `{"subject", "purpose", "code", "client"?}`
+//! answers `200 {"verified": true}` or an error with `attempts_remaining`. `client` is the end
+//! user's address or device key as the backend sees it: issuing and failed verifications are
+//! limited per client too, and clients that verified a subject's code before get their own
+//! lane, which a flood from other clients cannot exhaust or lock (see keys.rs).
 //!
 //! Only HMAC-SHA-256(pepper, purpose, subject, code) is stored. Each route is one Lua script,
-//! one round trip. The keys of a subject share one hash tag, `{otp:N}`, where N is a shard
-//! number derived from a keyed hash of the subject; the shard's outbox stream carries the
-//! same tag, so issuing (state + outbox entry) is a single atomic script even on clustered
-//! Redis, and the raw subject never appears in a key name.
+//! one round trip, on the subject's hash slot (store.rs). A run of `otp_max_failures` failed
+//! verifications across codes locks the subject and purpose out with a doubling backoff.
+//!
+//! The chained routes are recognised by the route Spin reports for service chaining (`/...`,
+//! read as Spin's own last `spin-component-route`): never give this component a `/...` route.
 
-pub mod config;
-pub mod input;
+mod input;
+mod keys;
+mod policy;
+pub(crate) mod settings;
+mod store;
 mod webhook;
 
 use http::Method;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
-use crate::args;
-use crate::lua_script;
+use crate::platform::auth::require_bearer;
 use crate::platform::redis::Redis;
 use crate::platform::redis_settings::is_loopback;
-use crate::platform::script::{Script, CLOCK};
 use crate::platform::settings::ConfigError;
 use crate::platform::{secrets, serve, ApiError, Request, Response};
-use config::OtpConfig;
 use input::Format;
-
-static ISSUE: Script = lua_script!(CLOCK, include_str!("issue.lua"));
-static VERIFY: Script = lua_script!(CLOCK, include_str!("verify.lua"));
-static ROLLBACK: Script = lua_script!(include_str!("rollback.lua"));
+use keys::Keys;
+use policy::Policy;
+use settings::{vars, Settings};
+use store::{Issued, NewCode, Refused, Verdict};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 2048;
+
+#[derive(Clone, Copy)]
+enum Route {
+    Issue,
+    Verify,
+}
 
 /// The component's entry point: the route table.
 pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, |mut req| {
         req.allow(&[Method::POST])?;
-        let config = OtpConfig::from_spin_variables()?;
-        if req.component_route() == "/api/otp/verify" {
-            verify(&mut req, &config)
-        } else {
-            issue(&mut req, &config)
+        let settings = Settings::from_spin_variables()?;
+        match route(&req, &settings)? {
+            Route::Issue => issue(&mut req, &settings),
+            Route::Verify => verify(&mut req, &settings),
         }
     })
+}
+
+/// Service chaining (Spin reports the synthetic `/...` route, so the component route is
+/// empty) routes on the path; the public routes need the bearer token.
+fn route(req: &Request, settings: &Settings) -> Result<Route, ApiError> {
+    let chained = req.component_route().is_empty();
+    let path = if chained { req.path_info() } else { req.component_route() };
+    let route = match path {
+        "/api/otp" => Route::Issue,
+        "/api/otp/verify" => Route::Verify,
+        _ => return Err(ApiError::not_found("no such OTP route")),
+    };
+    if !chained {
+        require_bearer(req, &settings.api_token, || {
+            ApiError::new(
+                403,
+                "otp_public_disabled",
+                "the public OTP routes are off: the app's backend calls \
+                 http://otp.spin.internal/api/otp (set otp_api_token to enable them)",
+            )
+        })?;
+    }
+    Ok(route)
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -59,53 +96,25 @@ fn ceil_secs(ms: i64) -> i64 {
     (ms.max(0) + 999) / 1000
 }
 
-/// The Redis keys of one subject and purpose. All carry the subject's shard tag.
-struct Keys {
-    code: String,
-    cooldown: String,
-    hourly: String,
-    outbox: String,
+fn too_many(code: &'static str, message: &str, retry_ms: i64) -> ApiError {
+    ApiError::new(429, code, message)
+        .with_header("retry-after", ceil_secs(retry_ms).max(1).to_string())
 }
 
-impl Keys {
-    fn new(redis: &Redis, config: &OtpConfig, subject: &str, purpose: &str) -> Self {
-        // Keyed, so key names reveal nothing about subjects to whoever can read Redis.
-        let digest = keyed(config, &[b"otp-subject", subject.as_bytes()]);
-        let shard =
-            u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % config.outbox_shards;
-        let id = secrets::base64url(&digest[4..20]);
-        let tag = format!("{{otp:{shard}}}");
-        Self {
-            code: redis.key(&format!("otp:{tag}:code:{purpose}:{id}")),
-            cooldown: redis.key(&format!("otp:{tag}:cooldown:{purpose}:{id}")),
-            hourly: redis.key(&format!("otp:{tag}:hourly:{id}")),
-            outbox: redis.key(&format!("otp:outbox:{tag}")),
-        }
-    }
-
-    fn all(&self) -> [&str; 4] {
-        [&self.code, &self.cooldown, &self.hourly, &self.outbox]
-    }
-}
-
-/// HMAC-SHA-256 under the pepper of NUL-separated parts (domain label first).
-fn keyed(config: &OtpConfig, parts: &[&[u8]]) -> [u8; 32] {
-    secrets::hmac_sha256(config.pepper.expose().as_bytes(), &parts.join(&0u8))
-}
-
-/// What is stored for a code: bound to its purpose and subject, so a code never verifies
-/// another purpose or subject even if state were copied between keys.
-fn code_hmac(config: &OtpConfig, purpose: &str, subject: &str, code: &str) -> String {
-    secrets::hex(&keyed(
-        config,
-        &[b"otp-code", purpose.as_bytes(), subject.as_bytes(), code.as_bytes()],
-    ))
-}
-
-fn purpose<'a>(config: &'a OtpConfig, raw: &str) -> Result<&'a str, ApiError> {
-    config.purposes.iter().map(String::as_str).find(|p| *p == raw).ok_or_else(|| {
-        bad("invalid_purpose", format!("purpose must be one of: {}", config.purposes.join(", ")))
+fn purpose<'a>(settings: &'a Settings, raw: &str) -> Result<&'a Policy, ApiError> {
+    settings.policy(raw).ok_or_else(|| {
+        bad("invalid_purpose", format!("purpose must be one of: {}", settings.purposes.join(", ")))
     })
+}
+
+/// The caller's client key, as its keyed hash ("" when none was given).
+fn client_id(settings: &Settings, raw: Option<&str>) -> Result<String, ApiError> {
+    match raw {
+        None => Ok(String::new()),
+        Some(c) => input::parse_client(c)
+            .map(|c| keys::client_id(settings, c))
+            .map_err(|m| bad("invalid_client", m)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -113,130 +122,156 @@ fn purpose<'a>(config: &'a OtpConfig, raw: &str) -> Result<&'a str, ApiError> {
 struct IssueRequest {
     subject: String,
     purpose: String,
+    client: Option<String>,
     channel: Option<String>,
     format: Option<String>,
 }
 
-/// What the webhook receives for each code.
 #[derive(Serialize)]
-struct Delivery<'a> {
-    id: &'a str,
-    subject: &'a str,
-    purpose: &'a str,
-    channel: &'a str,
-    format: &'a str,
-    code: &'a str,
-    expires_at_ms: i64,
-    expires_in: u64,
-}
-
-#[derive(Serialize)]
-struct Issued<'a> {
+struct IssuedBody<'a> {
     expires_in: u64,
     resend_after: u64,
-    /// Only with `otp_dev_echo` on a loopback Redis.
+    /// Only with `otp_dev_echo`, on a loopback Redis, without a webhook.
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'a str>,
 }
 
-fn issue(req: &mut Request, config: &OtpConfig) -> Result<Response, ApiError> {
+fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
     let body: IssueRequest = req.json(MAX_BODY)?;
     let subject = input::normalize_subject(&body.subject).map_err(|m| bad("invalid_subject", m))?;
-    let purpose = self::purpose(config, &body.purpose)?;
+    let policy = self::purpose(settings, &body.purpose)?;
+    let purpose = policy.name.as_str();
     let channel =
         input::parse_channel(body.channel.as_deref()).map_err(|m| bad("invalid_channel", m))?;
-    let format = Format::parse(body.format.as_deref()).map_err(|m| bad("invalid_format", m))?;
+    if !policy.allows_channel(&channel) {
+        return Err(bad(
+            "invalid_channel",
+            format!("purpose {purpose:?} is not sent by {channel:?}"),
+        ));
+    }
+    let asked = body
+        .format
+        .as_deref()
+        .map(|f| Format::parse(Some(f)))
+        .transpose()
+        .map_err(|m| bad("invalid_format", m))?;
+    let format = policy.format_for(asked).map_err(|m| bad("invalid_format", m))?;
+    let client = client_id(settings, body.client.as_deref())?;
 
     let redis = Redis::from_spin_variables()?;
-    if config.dev_echo && !is_loopback(&redis.settings().host) {
+    if settings.dev_echo && (!is_loopback(&redis.settings().host) || settings.webhook.is_some()) {
         return Err(ConfigError::new(
-            config::vars::DEV_ECHO,
-            "is refused because Redis is not on loopback: codes are never echoed outside local \
-             development",
+            vars::DEV_ECHO,
+            "is refused unless Redis is on loopback and no webhook is set: codes are never echoed \
+             outside local development",
         )
         .into());
     }
 
-    let (code, ttl_ms) = match format {
-        Format::Code => (secrets::random_digits(config.code_length), config.code_ttl_ms),
-        Format::Link => (secrets::random_token(input::LINK_TOKEN_BYTES), config.link_ttl_ms),
+    let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
+    let (code, keys) = match format {
+        Format::Code => {
+            (secrets::random_digits(policy.length), keys.with_link(&redis, settings, None))
+        }
+        Format::Link => {
+            // Drawn until the token's own shard is the subject's (about `otp_outbox_shards`
+            // draws), so the token alone leads to the subject's slot.
+            let token = loop {
+                let t = secrets::random_token(input::LINK_TOKEN_BYTES);
+                if keys::link_key(&redis, settings, &t).0 == keys.shard() {
+                    break t;
+                }
+            };
+            let keys = keys.with_link(&redis, settings, Some(&token));
+            (token, keys)
+        }
     };
-    let keys = Keys::new(&redis, config, &subject, purpose);
-    let reply = redis.eval(
-        &ISSUE,
-        &keys.all(),
-        args![
-            code_hmac(config, purpose, &subject, &code),
-            ttl_ms,
-            config.cooldown_ms,
-            config.max_per_hour,
-            config.max_attempts,
-            format.as_str(),
-            config.outbox_maxlen,
-            config.outbox_retention_ms(),
-            subject.as_str(),
-            purpose,
-            channel.as_str(),
-            code.as_str(),
-        ],
-    )?;
-
-    if reply.int(0)? == 0 {
-        let retry_after = ceil_secs(reply.int(2)?).max(1);
-        let (code, message) = match reply.string(1)? {
-            "cooldown" => {
-                ("resend_cooldown", "a code was sent moments ago; wait before asking for another")
+    let ttl_ms = policy.ttl_ms(format);
+    let delivery_id = secrets::random_token(12);
+    let new = NewCode {
+        subject: &subject,
+        purpose,
+        channel: &channel,
+        format: format.as_str(),
+        code: &code,
+        ttl_ms,
+        delivery_id: &delivery_id,
+        client: &client,
+        outbox: settings.webhook.is_none(),
+    };
+    let (expires_at_ms, known_lane) = match store::issue(&redis, settings, &keys, &new)? {
+        Issued::Stored { expires_at_ms, known_lane } => (expires_at_ms, known_lane),
+        Issued::Refused(refused) => return Err(refusal(refused)),
+    };
+    if let Some(hook) = &settings.webhook {
+        webhook::deliver(hook, &new, expires_at_ms).map_err(|failure| {
+            if failure.definite {
+                // The message was not sent: withdraw the code (it stays counted in the caps,
+                // so failing deliveries cannot be used to send more). If this fails too, the
+                // code simply expires.
+                if let Err(e) = store::rollback(&redis, &keys, known_lane, &delivery_id) {
+                    eprintln!("otp: delivery {delivery_id}: withdrawing the code failed: {e}");
+                }
+                ApiError::new(502, "delivery_failed", "the code could not be sent; try again")
+                    .with_header("retry-after", "1")
+            } else {
+                // It may have been sent: the code stays valid and counted.
+                ApiError::new(
+                    504,
+                    "delivery_uncertain",
+                    "the delivery service did not answer in time; the code may arrive",
+                )
+                .with_header(
+                    "retry-after",
+                    ceil_secs(settings.cooldown_ms as i64).max(1).to_string(),
+                )
             }
-            _ => {
-                ("hourly_limit", "too many codes were requested for this subject in the last hour")
-            }
-        };
-        return Err(
-            ApiError::new(429, code, message).with_header("retry-after", retry_after.to_string())
-        );
+        })?;
     }
-    let delivery_id = reply.string(1)?.to_owned();
-    let expires_at_ms = reply.int(2)?;
 
-    if let Some(hook) = &config.webhook {
-        let payload = serde_json::to_vec(&Delivery {
-            id: &delivery_id,
-            subject: &subject,
-            purpose,
-            channel: channel.as_str(),
-            format: format.as_str(),
-            code: &code,
-            expires_at_ms,
+    Ok(Response::json(
+        202,
+        &IssuedBody {
             expires_in: ttl_ms / 1000,
-        })
-        .map_err(|_| ApiError::internal("the delivery could not be encoded"))?;
-        if let Err(e) = webhook::post(&hook.url, hook.token.expose(), &delivery_id, &payload) {
-            eprintln!("otp: delivery {delivery_id}: {e}; withdrawing the code");
-            // The code must not stay valid (and the cooldown running) when the user cannot
-            // receive it. If this fails too, the code simply expires.
-            if let Err(e) = redis.eval(&ROLLBACK, &keys.all(), args![delivery_id.as_str()]) {
-                eprintln!("otp: delivery {delivery_id}: withdrawing the code failed: {e}");
-            }
-            return Err(ApiError::new(
-                502,
-                "delivery_failed",
-                "the code could not be sent; try again",
-            )
-            .with_header("retry-after", "1"));
+            resend_after: settings.cooldown_ms / 1000,
+            code: settings.dev_echo.then_some(code.as_str()),
+        },
+    ))
+}
+
+fn refusal(refused: Refused) -> ApiError {
+    match refused {
+        Refused::Locked(ms) => too_many(
+            "too_many_failures",
+            "too many wrong codes in a row for this subject: no new code until the lockout ends",
+            ms,
+        ),
+        Refused::Client(ms) => {
+            too_many("client_limit", "this client asked for too many codes in the last hour", ms)
+        }
+        Refused::Cooldown(ms) => too_many(
+            "resend_cooldown",
+            "a code was sent moments ago; wait before asking for another",
+            ms,
+        ),
+        Refused::Hourly(ms) => too_many(
+            "hourly_limit",
+            "too many codes were requested for this subject in the last hour",
+            ms,
+        ),
+        Refused::OutboxFull(ms) => {
+            ApiError::new(503, "outbox_full", "the delivery queue is full; try again shortly")
+                .with_header("retry-after", ceil_secs(ms).max(1).to_string())
         }
     }
-
-    let issued = Issued {
-        expires_in: ttl_ms / 1000,
-        resend_after: config.cooldown_ms / 1000,
-        code: config.dev_echo.then_some(code.as_str()),
-    };
-    Ok(Response::json(202, &issued))
 }
 
 #[derive(Serialize)]
-struct Verified {
+struct Verified<'a> {
     verified: bool,
+    /// Only when a link token was verified without its subject: whose it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -260,47 +295,88 @@ fn not_verified(status: u16, code: &str, message: &str, attempts_remaining: i64)
     )
 }
 
+fn with_retry(mut res: Response, retry_ms: i64) -> Response {
+    if retry_ms > 0 {
+        res.set_header("retry-after", ceil_secs(retry_ms).to_string());
+    }
+    res
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyRequest {
-    subject: String,
+    /// Optional for link tokens, which find their subject themselves.
+    subject: Option<String>,
     purpose: String,
     code: String,
+    client: Option<String>,
 }
 
-fn verify(req: &mut Request, config: &OtpConfig) -> Result<Response, ApiError> {
+fn verify(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
     let body: VerifyRequest = req.json(MAX_BODY)?;
-    let subject = input::normalize_subject(&body.subject).map_err(|m| bad("invalid_subject", m))?;
-    let purpose = self::purpose(config, &body.purpose)?;
-    let code =
-        input::parse_code(&body.code, config.code_length).map_err(|m| bad("invalid_code", m))?;
+    let policy = self::purpose(settings, &body.purpose)?;
+    let purpose = policy.name.as_str();
+    let (code, format) =
+        input::parse_code(&body.code, policy.length).map_err(|m| bad("invalid_code", m))?;
+    let client = client_id(settings, body.client.as_deref())?;
+    let Some(subject) = body.subject.as_deref() else {
+        if format != Format::Link {
+            return Err(bad("invalid_subject", "subject is required to verify a digit code"));
+        }
+        let redis = Redis::from_spin_variables()?;
+        let (_, pointer) = keys::link_key(&redis, settings, code);
+        return Ok(match store::verify_link(&redis, &pointer, purpose)? {
+            Some(subject) => {
+                Response::json(200, &Verified { verified: true, subject: Some(&subject) })
+            }
+            None => ApiError::new(
+                410,
+                "code_expired",
+                "there is no active link: it expired, was used, was replaced or was never issued",
+            )
+            .to_response(),
+        });
+    };
+    let subject = input::normalize_subject(subject).map_err(|m| bad("invalid_subject", m))?;
 
     let redis = Redis::from_spin_variables()?;
-    let keys = Keys::new(&redis, config, &subject, purpose);
-    let reply = redis.eval(
-        &VERIFY,
-        &[&keys.code, &keys.cooldown, &keys.hourly],
-        args![code_hmac(config, purpose, &subject, code), config.max_per_hour],
-    )?;
-    let attempts_left = reply.int(1)?;
-    Ok(match reply.int(0)? {
-        1 => Response::json(200, &Verified { verified: true }),
-        2 => not_verified(401, "wrong_code", "the code is not correct", attempts_left)
-            .with_header("www-authenticate", "OTP"),
-        3 => {
-            let mut res = not_verified(
+    let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
+    let verdict =
+        store::verify(&redis, settings, &keys, &client, &subject, purpose, code, format.as_str())?;
+    Ok(match verdict {
+        Verdict::Verified => Response::json(200, &Verified { verified: true, subject: None }),
+        Verdict::Wrong { attempts_left } => {
+            not_verified(401, "wrong_code", "the code is not correct", attempts_left)
+                .with_header("www-authenticate", "OTP")
+        }
+        Verdict::Burned { retry_after_ms } => with_retry(
+            not_verified(
                 429,
                 "too_many_attempts",
                 "too many wrong codes: this code no longer works; request a new one",
                 0,
-            );
-            let retry_ms = reply.int(2)?;
-            if retry_ms > 0 {
-                res.set_header("retry-after", ceil_secs(retry_ms).to_string());
-            }
-            res
-        }
-        _ => ApiError::new(
+            ),
+            retry_after_ms,
+        ),
+        Verdict::Locked { retry_after_ms } => with_retry(
+            not_verified(
+                429,
+                "too_many_failures",
+                "too many wrong codes in a row for this subject: locked out for a while",
+                0,
+            ),
+            retry_after_ms,
+        ),
+        Verdict::ClientLimited { retry_after_ms } => with_retry(
+            not_verified(
+                429,
+                "client_limit",
+                "this client entered too many wrong codes in the last hour",
+                0,
+            ),
+            retry_after_ms,
+        ),
+        Verdict::NoCode => ApiError::new(
             410,
             "code_expired",
             "there is no active code: it expired, was used, or was never issued",

@@ -1,8 +1,10 @@
--- Undo one issue whose webhook delivery failed, so the user is not left with a code they can
--- never receive and a cooldown that stops them asking again. Only what that issue wrote is
--- removed: a newer issue (another delivery id) is left alone.
+-- Withdraw one issued code whose webhook delivery definitely failed, so the user is not left
+-- with a code they can never receive and a cooldown that stops them asking again. Only what
+-- that issue wrote is removed (a newer issue has another delivery id), and it stays counted
+-- in the hourly and client caps, so failing deliveries cannot be used to send more messages.
 --
--- KEYS as issue.lua; ARGV[1] the delivery id issue.lua returned.
+-- KEYS[1] code state, KEYS[2] resend cooldown (of the lane issue.lua used);
+-- ARGV[1] the delivery id.
 local id = ARGV[1]
 if redis.call('HGET', KEYS[1], 'delivery') == id then
   redis.call('DEL', KEYS[1])
@@ -10,6 +12,4 @@ end
 if redis.call('GET', KEYS[2]) == id then
   redis.call('DEL', KEYS[2])
 end
-redis.call('ZREM', KEYS[3], id)
-redis.call('XDEL', KEYS[4], id)
 return 1

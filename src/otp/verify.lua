@@ -1,11 +1,25 @@
 -- Check and consume a code in one step, so that of any number of concurrent verifies with the
--- right code exactly one succeeds, and wrong guesses are counted without loss.
+-- right code exactly one succeeds, and wrong guesses are counted without loss: per code
+-- (attempts_left), per lane across codes (the guard's consecutive failures and lockout), per
+-- client (its failure log). After lanes.lua.
 --
--- KEYS[1] code state, KEYS[2] resend cooldown, KEYS[3] issues in the last hour (as issue.lua)
--- ARGV[1] keyed hash of the submitted code (hex), ARGV[2] max issues per hour
--- Returns {status, attempts_left, retry_after_ms}: status 0 no active code, 1 verified (the
--- code is deleted), 2 wrong, 3 locked (burned; it stays burned until its TTL ends).
-local state = redis.call('HMGET', KEYS[1], 'hmac', 'attempts_left')
+-- ARGV: 2 keyed hash of the submitted code (hex), 3 its format, 4 max issues per hour,
+--       5 max consecutive failures, 6 first lockout ms, 7 longest lockout ms,
+--       8 guard memory ms, 9 client failures per hour, 10 known-client lifetime ms
+-- Returns {status, attempts_left, retry_after_ms}: 0 no active code, 1 verified (the code is
+-- deleted), 2 wrong, 3 burned (until its TTL ends), 4 locked out, 5 client over its limit.
+local locked = locked_for()
+if locked > 0 then
+  return {4, 0, locked}
+end
+if client ~= '' then
+  local wait = log_full(KEYS[3], tonumber(ARGV[9]))
+  if wait > 0 then
+    return {5, 0, wait}
+  end
+end
+
+local state = redis.call('HMGET', K_CODE, 'hmac', 'attempts_left', 'format')
 local stored, left = state[1], tonumber(state[2])
 if not left then
   return {0, 0, 0}
@@ -13,15 +27,8 @@ end
 
 -- When a new code may be issued: the cooldown, or the hourly cap's oldest entry ageing out.
 local function retry_after()
-  local wait = math.max(0, redis.call('PTTL', KEYS[2]))
-  local now = now_ms
-  local since = now - 3600000
-  if redis.call('ZCOUNT', KEYS[3], '(' .. string.format('%.0f', since), '+inf') >= tonumber(ARGV[2]) then
-    local oldest = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. string.format('%.0f', since), '+inf',
-      'WITHSCORES', 'LIMIT', 0, 1)
-    wait = math.max(wait, tonumber(oldest[2]) - since)
-  end
-  return wait
+  local wait = math.max(0, redis.call('PTTL', K_COOLDOWN))
+  return math.max(wait, log_full(K_HOURLY, tonumber(ARGV[4])))
 end
 
 if left <= 0 or not stored then
@@ -29,23 +36,46 @@ if left <= 0 or not stored then
 end
 
 -- Both sides are HMAC-SHA-256 hex under the secret pepper; compare every byte anyway, without
--- an early exit, so the comparison's time does not depend on where they differ.
-local candidate = ARGV[1]
-local diff = (#stored == #candidate) and 0 or 1
+-- an early exit. A code of the wrong format (a 6-digit guess at a link token) never matches.
+local candidate = ARGV[2]
+local diff = (#stored == #candidate and state[3] == ARGV[3]) and 0 or 1
 for i = 1, #stored do
   diff = bit.bor(diff, bit.bxor(string.byte(stored, i), string.byte(candidate, i) or 0))
 end
 if diff == 0 then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', K_CODE, K_GUARD)
+  local known_ms = tonumber(ARGV[10])
+  if client ~= '' and known_ms > 0 then
+    redis.call('ZADD', KEYS[1], now + known_ms, client)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    -- A handful of devices is plenty; the oldest are forgotten first.
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -17)
+    redis.call('PEXPIRE', KEYS[1], known_ms)
+  end
   return {1, 0, 0}
+end
+
+-- A failure: counted for the client, and for the lane across codes.
+if client ~= '' then
+  log_add(KEYS[3], stamp)
+end
+local fails = redis.call('HINCRBY', K_GUARD, 'fails', 1)
+redis.call('PEXPIRE', K_GUARD, tonumber(ARGV[8]))
+if fails >= tonumber(ARGV[5]) then
+  -- Locked out: each lockout doubles the last, up to the longest; the count starts again.
+  local level = redis.call('HINCRBY', K_GUARD, 'level', 1)
+  local lock = math.min(tonumber(ARGV[6]) * 2 ^ (level - 1), tonumber(ARGV[7]))
+  redis.call('HSET', K_GUARD, 'fails', 0, 'locked_until', string.format('%.0f', now + lock))
+  redis.call('DEL', K_CODE)
+  return {4, 0, lock}
 end
 
 left = left - 1
 if left > 0 then
-  redis.call('HSET', KEYS[1], 'attempts_left', left)
+  redis.call('HSET', K_CODE, 'attempts_left', left)
   return {2, left, 0}
 end
--- Burned: forget the hash, keep the state (and its TTL) so later tries say "locked".
-redis.call('HDEL', KEYS[1], 'hmac')
-redis.call('HSET', KEYS[1], 'attempts_left', 0)
+-- Burned: forget the hash, keep the state (and its TTL) so later tries say "burned".
+redis.call('HDEL', K_CODE, 'hmac')
+redis.call('HSET', K_CODE, 'attempts_left', 0)
 return {3, 0, retry_after()}

@@ -1,6 +1,12 @@
-//! Delivery webhook: one JSON POST per issued code, through the platform's HTTP client.
+//! Delivery webhook: one JSON POST per issued code, through the platform's HTTP client. When a
+//! webhook is set it is the delivery channel, and no plain code is written to Redis at all.
 
-use crate::platform::outbound::{self, OutboundRequest, Timeouts};
+use serde::Serialize;
+
+use super::settings::{vars, Webhook};
+use super::store::NewCode;
+use crate::platform::outbound::{self, OutboundError, OutboundRequest, Timeouts};
+use crate::platform::settings::ConfigError;
 
 /// Longest wait for the connection, for the answer to start, and for the whole exchange.
 const TIMEOUTS: Timeouts = Timeouts {
@@ -12,9 +18,46 @@ const TIMEOUTS: Timeouts = Timeouts {
 /// The answer's body is not used; a little is read so the connection closes cleanly.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// POSTs `body` (JSON) to `url`; `Ok` only for a 2xx answer. The error is safe to log: it
-/// names the failure, never the body (which holds the code) or the token.
-pub fn post(url: &str, bearer: &str, idempotency_key: &str, body: &[u8]) -> Result<(), String> {
+/// What the webhook receives for each code.
+#[derive(Serialize)]
+struct Delivery<'a> {
+    id: &'a str,
+    subject: &'a str,
+    purpose: &'a str,
+    channel: &'a str,
+    format: &'a str,
+    code: &'a str,
+    expires_at_ms: i64,
+    expires_in: u64,
+}
+
+/// A failed delivery. `definite`: the message was certainly not accepted (a non-2xx answer,
+/// no connection); otherwise (a timeout after sending) the provider may have sent it.
+pub(crate) struct Failure {
+    pub definite: bool,
+}
+
+pub(crate) fn deliver(hook: &Webhook, new: &NewCode, expires_at_ms: i64) -> Result<(), Failure> {
+    let body = serde_json::to_vec(&Delivery {
+        id: new.delivery_id,
+        subject: new.subject,
+        purpose: new.purpose,
+        channel: new.channel,
+        format: new.format,
+        code: new.code,
+        expires_at_ms,
+        expires_in: new.ttl_ms / 1000,
+    })
+    .map_err(|_| Failure { definite: true })?;
+    let id = new.delivery_id;
+    // Logged without the body (it holds the code) or the token.
+    post(&hook.url, hook.token.expose(), id, &body).map_err(|(definite, e)| {
+        eprintln!("otp: delivery {id}: {e}");
+        Failure { definite }
+    })
+}
+
+fn post(url: &str, bearer: &str, idempotency_key: &str, body: &[u8]) -> Result<(), (bool, String)> {
     let mut headers: Vec<(String, Vec<u8>)> = vec![
         ("content-type".into(), b"application/json".to_vec()),
         ("content-length".into(), body.len().to_string().into_bytes()),
@@ -26,14 +69,59 @@ pub fn post(url: &str, bearer: &str, idempotency_key: &str, body: &[u8]) -> Resu
     let request = OutboundRequest { method: &http::Method::POST, url, headers: &headers, body };
     match outbound::send(&request, TIMEOUTS, MAX_ANSWER) {
         Ok(answer) if (200..300).contains(&answer.status) => Ok(()),
-        Ok(answer) => Err(format!("the webhook answered {}", answer.status)),
-        Err(outbound::OutboundError::Denied) => Err(
+        Ok(answer) => Err((true, format!("the webhook answered {}", answer.status))),
+        Err(OutboundError::Denied) => Err((
+            true,
             "webhook delivery failed: not permitted by allowed_outbound_hosts (otp_webhook_origin)"
                 .into(),
-        ),
-        Err(outbound::OutboundError::InvalidRequest(_)) => {
-            Err("webhook delivery failed: the request could not be built (check the token)".into())
-        }
-        Err(e) => Err(format!("webhook delivery failed: {e}")),
+        )),
+        Err(OutboundError::InvalidRequest(_)) => Err((
+            true,
+            "webhook delivery failed: the request could not be built (check the token)".into(),
+        )),
+        Err(e @ OutboundError::Timeout) => Err((false, format!("webhook delivery uncertain: {e}"))),
+        Err(e) => Err((true, format!("webhook delivery failed: {e}"))),
     }
+}
+
+/// The webhook URL, when one is set. Spin only lets the component reach the origin named in
+/// `otp_webhook_origin` (its `allowed_outbound_hosts` entry), so the URL must be under it.
+pub(crate) fn parse_url(url: &str, origin: &str) -> Result<Option<String>, ConfigError> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| ConfigError::new(vars::WEBHOOK_URL, "must start with https://"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    // The body carries the code: plain http is allowed only to a component of this app.
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    let inside =
+        host.ends_with(".spin.internal") || matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+    if url.starts_with("http://") && !inside {
+        return Err(ConfigError::new(
+            vars::WEBHOOK_URL,
+            "must start with https:// (plain http only to a *.spin.internal component or a \
+             loopback sidecar)",
+        ));
+    }
+    if authority.is_empty() || authority.contains('@') || url.bytes().any(|b| !b.is_ascii_graphic())
+    {
+        return Err(ConfigError::new(
+            vars::WEBHOOK_URL,
+            "is not an http(s) URL with a host (and no credentials)",
+        ));
+    }
+    let url_origin = &url[..url.len() - rest.len() + authority.len()];
+    if !url_origin.eq_ignore_ascii_case(origin.trim_end_matches('/')) {
+        return Err(ConfigError::new(
+            vars::WEBHOOK_ORIGIN,
+            format!(
+                "must be the webhook URL's origin ({url_origin}), written the same way: it is the \
+                 component's allowed_outbound_hosts entry"
+            ),
+        ));
+    }
+    Ok(Some(url.to_owned()))
 }

@@ -1,6 +1,7 @@
 -- Creates a session. KEYS[1] the session, KEYS[2] the user's index (same slot).
 -- ARGV: idle_ms, absolute_ms, max_per_user, session key prefix, member (session digest),
--- user id, user agent, data bytes, then data name/JSON value pairs.
+-- user id, user agent, data bytes, number of server-owned pairs, then data name/JSON value
+-- pairs, the server-owned ones first.
 -- Returns {1, expiry, now, sessions ended to stay under max_per_user} or {3} if the key
 -- already exists (a 256-bit collision: never, in practice).
 local function create()
@@ -22,12 +23,17 @@ local function create()
     end
   end
 
-  local data = {}
-  for i = 9, #ARGV, 2 do
+  local data, srv = {}, nil
+  local server_pairs = tonumber(ARGV[9])
+  for i = 10, #ARGV, 2 do
     data[ARGV[i]] = ARGV[i + 1]
+    if (i - 10) / 2 < server_pairs then
+      srv = srv or {}
+      srv[ARGV[i]] = true
+    end
   end
   local s = {uid = ARGV[6], idx = idx, created = now, abs = now + tonumber(ARGV[2]), ua = ARGV[7],
-    dsize = tonumber(ARGV[8]), data = data}
+    dsize = tonumber(ARGV[8]), data = data, srv = srv}
   save(key, s, ARGV[5], now, tonumber(ARGV[1]))
   return {1, s.exp, now, ended}
 end

@@ -3,6 +3,7 @@
 local operations = {
   create = create, get = get, patch = patch, rotate = rotate,
   logout = logout, list = list, revoke_all = revoke_all,
+  server_patch = server_patch, revoke_user = revoke_user,
 }
 local operation = operations[table.remove(ARGV, 1)]
 if not operation then

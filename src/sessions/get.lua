@@ -3,9 +3,9 @@
 local function get()
   local key, member = KEYS[1], ARGV[2]
   local now = now_ms
-  local s = load(key, member, now)
+  local s, k, m = load(key, member, now)
   if not s then
     return {0}
   end
-  return {1, save(key, s, member, now, tonumber(ARGV[1])), now}
+  return {1, save(k, s, m, now, tonumber(ARGV[1])), now}
 end

@@ -11,25 +11,11 @@ use crate::platform::secrets;
 /// Random bytes in an id: 256 bits, twice OWASP's floor of 128.
 const SECRET_BYTES: usize = 32;
 /// Hex digits of the slot tag: 65,536 tags spread users over all 16,384 cluster slots.
-const TAG_LEN: usize = 4;
+pub(crate) const TAG_LEN: usize = 4;
 /// base64url length of [`SECRET_BYTES`] without padding.
 const SECRET_LEN: usize = 43;
 /// Length of a well-formed id; anything else is refused before Redis is asked.
 pub const ID_LEN: usize = TAG_LEN + 1 + SECRET_LEN;
-
-/// A user, as keys name them: a slot tag and a digest of the user id (never the raw id).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRef {
-    pub tag: String,
-    pub digest: String,
-}
-
-impl UserRef {
-    pub fn of(user_id: &str) -> Self {
-        let digest = secrets::sha256(user_id.as_bytes());
-        Self { tag: secrets::hex(&digest[..TAG_LEN / 2]), digest: secrets::base64url(&digest) }
-    }
-}
 
 /// A well-formed session id. Its `Debug` hides the secret part.
 #[derive(Clone, PartialEq, Eq)]
@@ -75,25 +61,13 @@ impl SessionId {
     }
 }
 
-/// Key layout, below the configured prefix:
-/// - `sess:{TTTT}:s:<sha256(id)>`: the session hash;
-/// - `sess:{TTTT}:u:<sha256(user id)>`: the user's index, a sorted set of session digests
-///   scored by expiry (ms).
-pub fn session_key_prefix(key_prefix: &str, tag: &str) -> String {
-    format!("{key_prefix}sess:{{{tag}}}:s:")
-}
-
-pub fn index_key(key_prefix: &str, user: &UserRef) -> String {
-    format!("{key_prefix}sess:{{{}}}:u:{}", user.tag, user.digest)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn generated_ids_parse_and_carry_the_tag() {
-        let user = UserRef::of("u1");
+        let user = super::super::keys::UserRef::of("u1");
         let id = SessionId::generate(&user.tag);
         assert_eq!(id.as_str().len(), ID_LEN);
         assert_eq!(SessionId::parse(id.as_str()), Some(id.clone()));
@@ -119,16 +93,5 @@ mod tests {
         ] {
             assert_eq!(SessionId::parse(&bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn keys_share_the_users_slot_tag() {
-        let user = UserRef::of("alice@example.com");
-        let id = SessionId::generate(&user.tag);
-        let session = session_key_prefix("srp:", id.tag()) + id.digest().as_str();
-        let index = index_key("srp:", &user);
-        assert!(session.starts_with(&format!("srp:sess:{{{}}}:s:", user.tag)));
-        assert!(index.starts_with(&format!("srp:sess:{{{}}}:u:", user.tag)));
-        assert!(!session.contains(id.as_str()) && !index.contains("alice"));
     }
 }

@@ -1,12 +1,17 @@
--- Ends one session. KEYS[1] the session. ARGV: member.
--- Returns {1} when a session was ended, {0} when there was none.
+-- Ends one session (and the forward record of its previous id, if any). KEYS[1] the session.
+-- ARGV: member. Returns {1} when a session was ended, {0} when there was none.
 local function logout()
   local key, member = KEYS[1], ARGV[1]
-  local s = load(key, member, now_ms)
+  local s, k, m = load(key, member, now_ms)
   if not s then
     return {0}
   end
-  redis.call('DEL', key)
-  redis.call('ZREM', s.idx, member)
+  local prefix = string.sub(k, 1, #k - #m)
+  redis.call('DEL', k)
+  redis.call('ZREM', s.idx, m)
+  if s.prev then
+    redis.call('DEL', prefix .. s.prev)
+    redis.call('ZREM', s.idx, s.prev)
+  end
   return {1}
 end

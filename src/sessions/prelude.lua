@@ -37,18 +37,28 @@ local function save(key, s, member, now, idle_ms)
   return raw
 end
 
--- The session, decoded, or nil when it is missing or past its absolute deadline (then it is
--- removed, in case a TTL rounding left it a moment too long). A value that is not a session
+-- The session, decoded, with the key and member it really lives under; nil when it is
+-- missing or past its absolute deadline (then it is removed, in case a TTL rounding left it
+-- a moment too long). A rotated id's key is a forward record {fwd = new member} for a short
+-- grace period: it is followed once (same slot: same tag). A value that is not a session
 -- record (a hash written before sessions were strings, or damage) is removed too: it reads
 -- as an ended session, never as an error.
-local function load(key, member, now)
+local function load(key, member, now, followed)
   local raw = redis.pcall('GET', key)
-  if not raw then
+  if type(raw) ~= 'string' then
+    if raw then
+      redis.call('DEL', key)
+    end
     return nil
   end
   local ok, s = pcall(cjson.decode, raw)
-  if ok and type(s) == 'table' and type(s.abs) == 'number' and now < s.abs then
-    return s
+  if ok and type(s) == 'table' and type(s.fwd) == 'string' and not followed then
+    local prefix = string.sub(key, 1, #key - #member)
+    return load(prefix .. s.fwd, s.fwd, now, true)
+  end
+  if ok and type(s) == 'table' and type(s.abs) == 'number' and type(s.uid) == 'string'
+    and now < s.abs then
+    return s, key, member
   end
   redis.call('DEL', key)
   if ok and type(s) == 'table' and type(s.idx) == 'string' then
@@ -57,3 +67,20 @@ local function load(key, member, now)
   return nil
 end
 
+-- Whether a stored value is a rotated id's forward record (not a session of its own).
+local function is_forward(raw)
+  return type(raw) == 'string' and string.find(raw, '"fwd":', 1, true) ~= nil
+end
+
+-- The member of the user's index whose per-session handle (its first 16 characters) is
+-- `handle`, or nil.
+local function by_handle(idx, handle, now)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', int(now))
+  local members = redis.call('ZRANGE', idx, 0, -1)
+  for i = 1, #members do
+    if string.sub(members[i], 1, 16) == handle then
+      return members[i]
+    end
+  end
+  return nil
+end

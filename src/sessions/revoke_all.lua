@@ -1,18 +1,51 @@
+-- Ends every session in a user's index (forward records of rotated ids too); the number of
+-- sessions ended (forward records not counted).
+local function end_all(idx, prefix)
+  local members = redis.call('ZRANGE', idx, 0, -1)
+  local ended = 0
+  for i = 1, #members do
+    -- Same slot as the index: every key of one user carries the user's tag.
+    local k = prefix .. members[i]
+    if not is_forward(redis.call('GET', k)) then
+      ended = ended + redis.call('DEL', k)
+    else
+      redis.call('DEL', k)
+    end
+  end
+  redis.call('DEL', idx)
+  return ended
+end
+
 -- Ends every session of the caller's user ("log out everywhere").
 -- KEYS[1] the caller's session. ARGV: member, session key prefix.
 -- Returns {0} when there is no such session, else {1, sessions ended}.
 local function revoke_all()
-  local key, member, prefix = KEYS[1], ARGV[1], ARGV[2]
-  local s = load(key, member, now_ms)
+  local s = load(KEYS[1], ARGV[1], now_ms)
   if not s then
     return {0}
   end
-  local members = redis.call('ZRANGE', s.idx, 0, -1)
-  local ended = 0
-  for i = 1, #members do
-    -- Same slot as KEYS[1]: every key of one user carries the user's tag.
-    ended = ended + redis.call('DEL', prefix .. members[i])
+  return {1, end_all(s.idx, ARGV[2])}
+end
+
+-- The backend ends sessions of a user by user id: all of them, or the one with a handle.
+-- KEYS[1] the user's index. ARGV: session key prefix, handle ('' for all).
+-- Returns {1, sessions ended}.
+local function revoke_user()
+  local idx, prefix, handle = KEYS[1], ARGV[1], ARGV[2]
+  if handle == '' then
+    return {1, end_all(idx, prefix)}
   end
-  redis.call('DEL', s.idx)
-  return {1, ended}
+  local now = now_ms
+  local member = by_handle(idx, handle, now)
+  if not member then
+    return {1, 0}
+  end
+  local s, k, m = load(prefix .. member, member, now, true)
+  redis.call('DEL', prefix .. member)
+  redis.call('ZREM', idx, member)
+  if s and s.prev then
+    redis.call('DEL', prefix .. s.prev)
+    redis.call('ZREM', idx, s.prev)
+  end
+  return {1, s and 1 or 0}
 end

@@ -18,6 +18,7 @@ pub mod vars {
     pub const COOKIE_SAME_SITE: &str = "sessions_cookie_same_site";
     pub const COOKIE_DOMAIN: &str = "sessions_cookie_domain";
     pub const COOKIE_PATH: &str = "sessions_cookie_path";
+    pub const ROTATION_GRACE: &str = "sessions_rotation_grace_seconds";
 }
 
 /// Longest idle or absolute timeout accepted: 30 days.
@@ -41,6 +42,8 @@ pub struct Settings {
     /// Bearer token the app's backend presents to create sessions; empty disables creation.
     pub api_token: Secret,
     pub cookie: CookieSettings,
+    /// How long a rotated-away id still reaches its session (requests already in flight).
+    pub rotation_grace_ms: i64,
 }
 
 impl Settings {
@@ -82,6 +85,7 @@ impl Settings {
             max_per_user,
             api_token: variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?,
             cookie,
+            rotation_grace_ms: variables.whole(vars::ROTATION_GRACE, 0..=60)? as i64 * 1000,
         })
     }
 }

@@ -9,7 +9,8 @@ use crate::platform::json::UniqueMap;
 use crate::platform::redis::{Redis, RedisError, Reply};
 use crate::platform::script::{Script, CLOCK};
 
-use super::id::{index_key, session_key_prefix, SessionId, UserRef};
+use super::id::SessionId;
+use super::keys::{index_key, session_key_prefix, UserRef};
 use super::settings::Settings;
 
 /// Every session operation, in one script: the helpers travel once, Redis caches one SHA.
@@ -38,6 +39,8 @@ pub struct SessionView {
     pub absolute_ms: i64,
     pub expiry_ms: i64,
     pub now_ms: i64,
+    /// Data names the backend set: read-only to the session holder.
+    pub server_keys: Vec<String>,
 }
 
 impl SessionView {
@@ -53,6 +56,10 @@ impl SessionView {
             absolute_ms: stored.abs,
             expiry_ms: stored.exp,
             now_ms,
+            server_keys: stored
+                .srv
+                .map(|m| m.0.into_iter().map(|(k, _)| k).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -68,6 +75,9 @@ struct StoredSession {
     seen: i64,
     abs: i64,
     exp: i64,
+    /// Server-owned data names (name -> true); absent when there are none.
+    #[serde(default)]
+    srv: Option<UniqueMap<bool>>,
 }
 
 /// One entry of a user's session list.
@@ -78,6 +88,8 @@ pub struct ListedSession {
     pub seen_ms: i64,
     pub expiry_ms: i64,
     pub user_agent: String,
+    /// The per-session handle the backend revokes it by.
+    pub handle: String,
 }
 
 /// What a script said about the caller's session.
@@ -87,6 +99,8 @@ pub enum Outcome<T> {
     NoSession,
     /// The merged data would be this many bytes, over the cap.
     DataTooLarge(i64),
+    /// The patch names a key the backend set (read-only to the session holder).
+    ServerOwned(String),
 }
 
 /// One top-level data entry: name and JSON text; `None` deletes it (a JSON `null` in PATCH).
@@ -128,6 +142,7 @@ impl<'a> Store<'a> {
         &self,
         user_id: &str,
         user_agent: &str,
+        server: &[DataEntry],
         data: &[DataEntry],
     ) -> Result<(SessionId, i64, i64), RedisError> {
         let user = UserRef::of(user_id);
@@ -143,9 +158,10 @@ impl<'a> Store<'a> {
             member,
             user_id,
             user_agent,
-            data_size(data) as u64,
+            data_size(server.iter().chain(data)) as u64,
+            server.iter().filter(|(_, v)| v.is_some()).count() as u64,
         ];
-        for (name, value) in data {
+        for (name, value) in server.iter().chain(data) {
             if let Some(value) = value {
                 params.extend(args![name, value]);
             }
@@ -218,7 +234,13 @@ impl<'a> Store<'a> {
         let reply = self.redis.eval(
             &SESSION,
             &[&old_key, &new_key],
-            args!["rotate", self.settings.idle_ms, old_member, new_member],
+            args![
+                "rotate",
+                self.settings.idle_ms,
+                old_member,
+                new_member,
+                self.settings.rotation_grace_ms
+            ],
         )?;
         match reply.int(0)? {
             0 => Ok(Outcome::NoSession),
@@ -249,7 +271,7 @@ impl<'a> Store<'a> {
         let mut sessions = Vec::with_capacity(count);
         let mut now = 0;
         for i in 0..count {
-            let at = 2 + i * 5;
+            let at = 2 + i * 6;
             let session = ListedSession {
                 current: reply.int(at)? == 1,
                 created_ms: reply.int(at + 1)?,
@@ -257,6 +279,7 @@ impl<'a> Store<'a> {
                 expiry_ms: reply.int(at + 3)?,
                 user_agent: String::from_utf8_lossy(reply.opt_bytes(at + 4)?.unwrap_or_default())
                     .into_owned(),
+                handle: reply.string(at + 5)?.to_owned(),
             };
             if session.current {
                 now = session.seen_ms;
@@ -279,6 +302,45 @@ impl<'a> Store<'a> {
             _ => Ok(Outcome::Found(reply.int(1)?)),
         }
     }
+
+    /// The backend ends a user's sessions: all, or the one listed with `handle`.
+    pub fn revoke_user(&self, user_id: &str, handle: Option<&str>) -> Result<i64, RedisError> {
+        let user = UserRef::of(user_id);
+        let index = index_key(&self.redis.settings().key_prefix, &user);
+        let reply = self.redis.eval(
+            &SESSION,
+            &[&index],
+            args!["revoke_user", self.prefix_for(&user.tag), handle.unwrap_or("")],
+        )?;
+        reply.int(1)
+    }
+
+    /// The backend sets server-owned data (a `None` value deletes) of the session listed with
+    /// `handle`, without sliding it.
+    pub fn server_patch(
+        &self,
+        user_id: &str,
+        handle: &str,
+        entries: &[DataEntry],
+    ) -> Result<Outcome<()>, RedisError> {
+        let user = UserRef::of(user_id);
+        let index = index_key(&self.redis.settings().key_prefix, &user);
+        let mut params = args![
+            "server_patch",
+            handle,
+            self.prefix_for(&user.tag),
+            self.settings.max_data_bytes as u64
+        ];
+        for (name, value) in entries {
+            params.extend(args![name, value.as_deref().unwrap_or("")]);
+        }
+        let reply = self.redis.eval(&SESSION, &[&index], params)?;
+        match reply.int(0)? {
+            1 => Ok(Outcome::Found(())),
+            2 => Ok(Outcome::DataTooLarge(reply.int(1)?)),
+            _ => Ok(Outcome::NoSession),
+        }
+    }
 }
 
 /// Reads `{0}`, `{2, size}` or `{1, session JSON, now}`.
@@ -286,6 +348,7 @@ fn view_outcome(reply: &Reply) -> Result<Outcome<SessionView>, RedisError> {
     match reply.int(0)? {
         0 => Ok(Outcome::NoSession),
         2 => Ok(Outcome::DataTooLarge(reply.int(1)?)),
+        4 => Ok(Outcome::ServerOwned(reply.string(1)?.to_owned())),
         1 => SessionView::parse(reply.bytes(1)?, reply.int(2)?)
             .map(Outcome::Found)
             .ok_or_else(|| unexpected("a session it cannot read")),

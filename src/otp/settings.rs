@@ -1,7 +1,12 @@
 //! The OTP component's settings, read from Spin variables and checked before any code is
-//! issued or verified. A mistake answers `500 otp_misconfigured` naming the variable (never
-//! its value when it is secret), so a half-configured deployment never hands out codes.
+//! issued or verified. A mistake answers `500 misconfigured` naming only the variable, so a
+//! half-configured deployment never hands out codes. Combinations are checked too: a code
+//! shorter than 6 digits, or limits whose worst-case guessing odds over 30 days exceed
+//! [`MAX_MONTHLY_ODDS`], are refused.
 
+use super::input::Format;
+use super::policy::{self, FormatRule, Policy};
+use crate::platform::auth::MIN_TOKEN_LEN;
 use crate::platform::settings::{ConfigError, Secret, Variables};
 
 /// The Spin variable names, as `[component.otp.variables]` maps them.
@@ -20,7 +25,23 @@ pub mod vars {
     pub const WEBHOOK_ORIGIN: &str = "otp_webhook_origin";
     pub const WEBHOOK_TOKEN: &str = "otp_webhook_token";
     pub const DEV_ECHO: &str = "otp_dev_echo";
+    pub const API_TOKEN: &str = "otp_api_token";
+    pub const MAX_FAILURES: &str = "otp_max_failures";
+    pub const LOCKOUT: &str = "otp_lockout_seconds";
+    pub const CLIENT_ISSUES: &str = "otp_client_issues_per_hour";
+    pub const CLIENT_FAILURES: &str = "otp_client_failures_per_hour";
+    pub const KNOWN_CLIENT_DAYS: &str = "otp_known_client_days";
+    pub const POLICIES: &str = "otp_purpose_policies";
 }
+
+/// The worst-case chance, over 30 days, that an attacker guesses one subject's code for one
+/// purpose, above which the settings are refused: 1 in 100.
+pub const MAX_MONTHLY_ODDS: f64 = 0.01;
+/// The lockout after too many failures doubles each time, up to this.
+pub const MAX_LOCKOUT_MS: u64 = 86_400_000;
+/// How long the failure count and lockout level of a subject are remembered after the last
+/// failure (a success forgets them at once).
+pub const GUARD_MEMORY_MS: u64 = 30 * 86_400_000;
 
 /// Shortest pepper accepted: `openssl rand -base64 32` gives 44 characters.
 pub const MIN_PEPPER_LEN: usize = 32;
@@ -40,9 +61,11 @@ pub struct Webhook {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtpConfig {
+pub struct Settings {
     pub pepper: Secret,
     pub purposes: Vec<String>,
+    /// One per purpose, in the order of `purposes`.
+    pub policies: Vec<Policy>,
     pub code_length: usize,
     pub code_ttl_ms: u64,
     pub link_ttl_ms: u64,
@@ -53,9 +76,21 @@ pub struct OtpConfig {
     pub outbox_shards: u32,
     pub webhook: Option<Webhook>,
     pub dev_echo: bool,
+    /// Bearer token of the public routes; empty: they are off (service chaining only).
+    pub api_token: Secret,
+    /// Consecutive failed verifications (per subject, purpose and lane, across codes) that
+    /// lock the subject out of new codes and verifications.
+    pub max_failures: u32,
+    /// The first lockout; each further one doubles, up to [`MAX_LOCKOUT_MS`].
+    pub lockout_ms: u64,
+    /// Per client key (per outbox shard): codes issued, and failed verifications, per hour.
+    pub client_issues_per_hour: u32,
+    pub client_failures_per_hour: u32,
+    /// How long a client that verified a subject's code is that subject's known client.
+    pub known_client_ms: u64,
 }
 
-impl OtpConfig {
+impl Settings {
     pub fn from_spin_variables() -> Result<Self, ConfigError> {
         Self::from_variables(&Variables::spin())
     }
@@ -71,16 +106,27 @@ impl OtpConfig {
         }
 
         let purposes = parse_purposes(&variables.text(vars::PURPOSES)?)?;
-        let code_length = variables.whole(vars::CODE_LENGTH, 4..=10)? as usize;
+        // Under 6 digits, a code is too easy to guess within any sane lockout schedule.
+        let code_length = variables.whole(vars::CODE_LENGTH, 6..=10)? as usize;
         let code_ttl_ms = variables.whole(vars::CODE_TTL, 1..=86_400)? * 1000;
         let link_ttl_ms = variables.whole(vars::LINK_TTL, 1..=86_400)? * 1000;
+        let defaults = Policy {
+            name: String::new(),
+            format: FormatRule::Fixed(Format::Code),
+            length: code_length,
+            code_ttl_ms,
+            link_ttl_ms,
+            channels: Vec::new(),
+        };
+        let policies =
+            policy::parse(vars::POLICIES, &variables.text(vars::POLICIES)?, &purposes, &defaults)?;
         let max_attempts = variables.whole(vars::MAX_ATTEMPTS, 1..=20)? as u32;
         let cooldown_ms = variables.whole(vars::COOLDOWN, 0..=3600)? * 1000;
         let max_per_hour = variables.whole(vars::MAX_PER_HOUR, 1..=1000)? as u32;
         let outbox_maxlen = variables.whole(vars::OUTBOX_MAXLEN, 100..=10_000_000)?;
         let outbox_shards = variables.whole(vars::OUTBOX_SHARDS, 1..=1024)? as u32;
 
-        let webhook = parse_webhook(
+        let webhook = super::webhook::parse_url(
             &variables.text(vars::WEBHOOK_URL)?,
             &variables.text(vars::WEBHOOK_ORIGIN)?,
         )?
@@ -89,10 +135,18 @@ impl OtpConfig {
         })
         .transpose()?;
         let dev_echo = variables.flag(vars::DEV_ECHO)?;
+        let api_token = variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?;
+        // NIST SP 800-63B: at most 100 consecutive failures per account.
+        let max_failures = variables.whole(vars::MAX_FAILURES, 1..=100)? as u32;
+        let lockout_ms = variables.whole(vars::LOCKOUT, 1..=86_400)? * 1000;
+        let client_issues_per_hour = variables.whole(vars::CLIENT_ISSUES, 1..=10_000)? as u32;
+        let client_failures_per_hour = variables.whole(vars::CLIENT_FAILURES, 1..=10_000)? as u32;
+        let known_client_ms = variables.whole(vars::KNOWN_CLIENT_DAYS, 0..=365)? * 86_400_000;
 
-        Ok(Self {
+        let settings = Self {
             pepper,
             purposes,
+            policies,
             code_length,
             code_ttl_ms,
             link_ttl_ms,
@@ -103,12 +157,68 @@ impl OtpConfig {
             outbox_shards,
             webhook,
             dev_echo,
-        })
+            api_token,
+            max_failures,
+            lockout_ms,
+            client_issues_per_hour,
+            client_failures_per_hour,
+            known_client_ms,
+        };
+        let odds = settings.monthly_odds();
+        if odds > MAX_MONTHLY_ODDS {
+            return Err(invalid(
+                vars::MAX_FAILURES,
+                format!(
+                    "with {} and {}, an attacker's worst-case odds of guessing a code in 30 days \
+                     are {odds:.4}, over the {MAX_MONTHLY_ODDS} allowed: lower it, raise the \
+                     lockout or lengthen the code",
+                    vars::LOCKOUT,
+                    vars::CODE_LENGTH
+                ),
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// Most wrong guesses one lane of one subject and purpose can take in `days` days: each
+    /// run of `max_failures` ends in a lockout that doubles, up to a day. (Per-code attempts
+    /// and the hourly cap only ever lower this.)
+    pub fn worst_case_guesses(&self, days: u64) -> u64 {
+        let horizon = days * 86_400_000;
+        let (mut t, mut lock, mut guesses) = (0u64, self.lockout_ms, 0u64);
+        while t < horizon {
+            guesses += u64::from(self.max_failures);
+            t += lock;
+            lock = (lock * 2).min(MAX_LOCKOUT_MS);
+        }
+        guesses
+    }
+
+    /// The worst-case chance of guessing a digit code within 30 days (link tokens have 256 bits).
+    pub fn monthly_odds(&self) -> f64 {
+        let shortest = self
+            .policies
+            .iter()
+            .filter(|p| p.issues_codes())
+            .map(|p| p.length)
+            .min()
+            .unwrap_or(self.code_length);
+        self.worst_case_guesses(30) as f64 / 10f64.powi(shortest as i32)
     }
 
     /// How long outbox entries are worth keeping: the longest any code lives.
     pub fn outbox_retention_ms(&self) -> u64 {
-        self.code_ttl_ms.max(self.link_ttl_ms)
+        self.policies
+            .iter()
+            .map(|p| p.code_ttl_ms.max(p.link_ttl_ms))
+            .max()
+            .unwrap_or(0)
+            .max(self.code_ttl_ms.max(self.link_ttl_ms))
+    }
+
+    /// The policy of a purpose named in `otp_purposes`.
+    pub fn policy(&self, purpose: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == purpose)
     }
 }
 
@@ -137,43 +247,12 @@ pub fn is_purpose_name(p: &str) -> bool {
         && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// The webhook URL, when one is set. Spin only lets the component reach the origin named in
-/// `otp_webhook_origin` (its `allowed_outbound_hosts` entry), so the URL must be under it.
-fn parse_webhook(url: &str, origin: &str) -> Result<Option<String>, ConfigError> {
-    if url.is_empty() {
-        return Ok(None);
-    }
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| invalid(vars::WEBHOOK_URL, "must start with https:// or http://"))?;
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    if authority.is_empty() || authority.contains('@') || url.bytes().any(|b| !b.is_ascii_graphic())
-    {
-        return Err(invalid(
-            vars::WEBHOOK_URL,
-            "is not an http(s) URL with a host (and no credentials)",
-        ));
-    }
-    let url_origin = &url[..url.len() - rest.len() + authority.len()];
-    if !url_origin.eq_ignore_ascii_case(origin.trim_end_matches('/')) {
-        return Err(invalid(
-            vars::WEBHOOK_ORIGIN,
-            format!(
-                "must be the webhook URL's origin ({url_origin}), written the same way: it is the \
-                 component's allowed_outbound_hosts entry"
-            ),
-        ));
-    }
-    Ok(Some(url.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn config(overrides: &[(&str, &str)]) -> Result<OtpConfig, ConfigError> {
+    fn config(overrides: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let mut v: HashMap<&str, &str> = HashMap::from([
             (vars::PEPPER, "0123456789abcdef0123456789abcdef"),
             (vars::PURPOSES, "login, reset_password"),
@@ -189,10 +268,17 @@ mod tests {
             (vars::WEBHOOK_ORIGIN, "https://otp-webhook.invalid"),
             (vars::WEBHOOK_TOKEN, ""),
             (vars::DEV_ECHO, "false"),
+            (vars::API_TOKEN, ""),
+            (vars::MAX_FAILURES, "10"),
+            (vars::LOCKOUT, "900"),
+            (vars::CLIENT_ISSUES, "10"),
+            (vars::CLIENT_FAILURES, "30"),
+            (vars::KNOWN_CLIENT_DAYS, "30"),
+            (vars::POLICIES, r#"{"reset_password": {"format": "link"}}"#),
         ]);
         v.extend(overrides.iter().copied());
         let variables = Variables::from_fn(|name| Ok(v[name].to_owned()));
-        OtpConfig::from_variables(&variables)
+        Settings::from_variables(&variables)
     }
 
     #[test]
@@ -244,6 +330,10 @@ mod tests {
             (vars::PURPOSES, "Login"),
             (vars::PURPOSES, "a{b}"),
             (vars::CODE_LENGTH, "3"),
+            (vars::CODE_LENGTH, "5"),
+            (vars::API_TOKEN, "<random>"),
+            (vars::MAX_FAILURES, "101"),
+            (vars::LOCKOUT, "0"),
             (vars::CODE_TTL, "0"),
             (vars::MAX_ATTEMPTS, "x"),
             (vars::OUTBOX_SHARDS, "0"),
@@ -251,5 +341,35 @@ mod tests {
         ] {
             assert_eq!(config(&[(name, value)]).unwrap_err().variable, name, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn defaults_bound_the_guessing_odds() {
+        let c = config(&[]).unwrap();
+        // 15 min, 30 min, 1 h, ... 16 h, then one lockout a day: 7 runs of 10 on day one.
+        assert_eq!(c.worst_case_guesses(1), 70);
+        assert_eq!(c.worst_case_guesses(30), 70 + 29 * 10);
+        assert!(c.monthly_odds() < 4e-4, "{}", c.monthly_odds());
+        // A schedule allowing more than 1 % in 30 days is refused, naming the variable.
+        let e = config(&[(vars::MAX_FAILURES, "100"), (vars::LOCKOUT, "1")]).unwrap();
+        assert!(e.monthly_odds() < MAX_MONTHLY_ODDS);
+        let e =
+            config(&[(vars::MAX_FAILURES, "100"), (vars::CODE_LENGTH, "6"), (vars::LOCKOUT, "1")]);
+        assert!(e.is_ok());
+    }
+
+    #[test]
+    fn plain_http_webhooks_are_refused_except_inside_the_app() {
+        let e = config(&[
+            (vars::WEBHOOK_URL, "http://mail.example.com/hook"),
+            (vars::WEBHOOK_ORIGIN, "http://mail.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, vars::WEBHOOK_URL);
+        assert!(config(&[
+            (vars::WEBHOOK_URL, "http://mailer.spin.internal/hook"),
+            (vars::WEBHOOK_ORIGIN, "http://mailer.spin.internal"),
+        ])
+        .is_ok());
     }
 }
