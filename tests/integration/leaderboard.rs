@@ -3,7 +3,6 @@
 //! expiry, the member cap, races, bad input, authentication, and one round trip per
 //! operation.
 
-
 use serde_json::{json, Value};
 use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
@@ -68,7 +67,6 @@ fn members(entries: &Value) -> Vec<String> {
     entries.as_array().unwrap().iter().map(|e| e["member"].as_str().unwrap().to_owned()).collect()
 }
 
-
 async fn pttl(redis: &RedisServer, key: &str) -> i64 {
     let mut conn = redis.client().await;
     redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap()
@@ -84,9 +82,6 @@ fn date(format: &str, day: Option<&str>) -> String {
     let out = cmd.arg(format!("+{format}")).output().expect("date runs");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
-
-
-
 
 /// Submit, top, standing and removal: values, ranks, ties, and one connection and one
 /// `EVALSHA` per request.

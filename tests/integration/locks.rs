@@ -67,7 +67,6 @@ async fn status(app: &TestApp, name: &str) -> Value {
     res.json()
 }
 
-
 /// 201 with a token and a fencing token: returns both.
 fn acquired(res: &TestResponse, ttl_ms: u64) -> (String, u64) {
     assert_eq!(res.status, 201, "{} {}", res.text(), res.logs);
@@ -82,9 +81,6 @@ async fn pttl(redis: &RedisServer, key: &str) -> i64 {
     let mut conn = redis.client().await;
     redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap()
 }
-
-
-
 
 /// The whole life of a lease, each step one connection and one round trip (`EVALSHA`).
 async fn lease_lifecycle(redis: &RedisServer) {

@@ -9,4 +9,6 @@ mod fast_path_outage;
 mod health;
 mod leaderboard;
 mod locks;
+mod otp;
+mod sessions;
 mod wasm_size;

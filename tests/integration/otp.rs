@@ -13,17 +13,16 @@ use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestResponse};
 
+use crate::support::{assert_error, builder, AZURE_STYLE_KEY, SPIN_TOML};
+
 const PEPPER: &str = "pepper+/=for-tests-0123456789abcdefghijklmnop";
-const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 /// The backend's token for the public routes (most tests use them; the private route, by
 /// service chaining, has its own tests).
 const TOKEN: &str = "otp-backend-token-0123456789abcdefghij";
 
 fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
-    let mut builder = redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
-        .variable("otp_pepper", PEPPER)
-        .variable("otp_api_token", TOKEN);
+    let mut builder =
+        builder(&redis).variable("otp_pepper", PEPPER).variable("otp_api_token", TOKEN);
     for (name, value) in vars {
         builder = builder.variable(name, *value);
     }
@@ -47,12 +46,6 @@ async fn issue(app: &TestApp, subject: &str, purpose: &str) -> TestResponse {
 async fn verify(app: &TestApp, subject: &str, purpose: &str, code: &str) -> TestResponse {
     backend(app, "/api/otp/verify", json!({"subject": subject, "purpose": purpose, "code": code}))
         .await
-}
-
-fn assert_error(res: &TestResponse, status: u16, code: &str) {
-    assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
-    assert_eq!(res.header("content-type"), Some("application/json"));
-    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
 }
 
 /// Every outbox entry, oldest first, as field maps (with the stream key and entry id).
@@ -646,10 +639,7 @@ async fn malformed_requests_are_rejected_clearly_without_touching_redis() {
 async fn an_unset_pepper_is_a_clear_500_and_nothing_is_issued() {
     let redis = RedisServer::plain();
     let mut client = redis.client().await;
-    let app = redis
-        .configure(TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")))
-        .load()
-        .unwrap();
+    let app = builder(&redis).load().unwrap();
     for res in [
         issue(&app, "a@example.com", "login").await,
         verify(&app, "a@example.com", "login", "123456").await,
@@ -679,8 +669,9 @@ async fn dev_echo_works_on_loopback_only() {
         .is_none());
 
     // Refused (never echoing) when Redis is remote; no connection is attempted.
-    let remote = TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))
+    let remote = TestApp::builder(SPIN_TOML)
         .key_value_store("redis", "redis://127.0.0.1:6379")
+        .in_memory_key_value_store("breaker")
         .variable("otp_pepper", PEPPER)
         .variable("otp_api_token", TOKEN)
         .variable("otp_dev_echo", "true")

@@ -2,8 +2,8 @@
 //! lifecycle, sliding and absolute expiry, cookies, bearer use, rotation, atomic patches,
 //! list and revoke-all, refusal of bad ids and bodies, what Redis holds, and Redis down.
 //!
-//! Every behaviour test runs twice (see [`in_both_modes!`]): `outbound::*` with the pooled
-//! fast path off, `fast_path::*` with it on. The tests at the end are about the fast path's
+//! Every behaviour test runs twice (see `in_both_modes!` in support): `NAME::outbound` with the
+//! pooled fast path off, `NAME::fast_path` with it on. The tests at the end are about the fast path's
 //! own promises: session reads without an outbound connection, the same answer as the
 //! outbound read, sliding near the idle deadline, writes seen at once.
 
@@ -13,63 +13,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
-use spin_test_host::{TestApp, TestAppBuilder, TestResponse};
+use spin_test_host::{TestApp, TestResponse};
+
+use crate::support::{assert_error, builder, in_both_modes, Mode, AZURE_STYLE_KEY};
 
 const API_TOKEN: &str = "backend-token-7f3a9c-0123456789abcdef";
-const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 const DEFAULT_COOKIE_ATTRIBUTES: &str = "; Path=/; Secure; HttpOnly; SameSite=Lax";
-
-fn builder() -> TestAppBuilder {
-    TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"))
-}
-
-/// Whether session reads may use the pooled key-value store (`redis_fast_path`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Outbound,
-    FastPath,
-}
-
-impl Mode {
-    /// Outbound Redis connections of a session read that needs no slide: the fast path
-    /// answers it with one `GET` on the store's pooled connection.
-    fn read_connections(self) -> usize {
-        match self {
-            Mode::Outbound => 1,
-            Mode::FastPath => 0,
-        }
-    }
-
-    /// Key-value store connections the app makes over its life once a session was read.
-    fn store_connections(self) -> usize {
-        match self {
-            Mode::Outbound => 0,
-            Mode::FastPath => 1,
-        }
-    }
-}
-
-/// Generates `outbound::NAME` and `fast_path::NAME` tests, each calling `NAME(mode)`.
-macro_rules! in_both_modes {
-    ($($name:ident),+ $(,)?) => {
-        mod outbound {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(super::Mode::Outbound).await;
-                }
-            )+
-        }
-        mod fast_path {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(super::Mode::FastPath).await;
-                }
-            )+
-        }
-    };
-}
 
 in_both_modes!(
     full_lifecycle_over_plain_redis,
@@ -99,8 +48,7 @@ in_both_modes!(
 );
 
 fn app_with(redis: &RedisServer, mode: Mode, vars: &[(&str, &str)]) -> TestApp {
-    let mut b = redis
-        .configure(builder())
+    let mut b = builder(redis)
         .variable("sessions_api_token", API_TOKEN)
         .variable("redis_fast_path", (mode == Mode::FastPath).to_string());
     for (name, value) in vars {
@@ -148,12 +96,6 @@ async fn patch(app: &TestApp, id: &str, body: Value) -> TestResponse {
         .json(&body)
         .send()
         .await
-}
-
-fn assert_error(res: &TestResponse, status: u16, code: &str) {
-    assert_eq!(res.status, status, "{}", res.text());
-    assert_eq!(res.header("content-type"), Some("application/json"));
-    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
 }
 
 /// 401 that deletes the cookie in the browser.
@@ -929,15 +871,7 @@ async fn redis_down_is_503_and_nothing_half_written_outbound() {
     redis_down_is_503_and_nothing_half_written(Mode::Outbound).await;
 }
 
-/// The same with the fast path on: still 503, but only after Spin's key-value store gives
-/// up. Spin 3.6.3's store (which the test host models) is a redis-rs `ConnectionManager`
-/// with default retries, so its first call after Redis dies blocks for minutes (473 s
-/// measured) and the component cannot time it out. Run with `-- --ignored`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "with Redis down the pooled store blocks a request for minutes (Spin's retries)"]
-async fn redis_down_is_503_and_nothing_half_written_fast_path() {
-    redis_down_is_503_and_nothing_half_written(Mode::FastPath).await;
-}
+// With the fast path on, a Redis that goes away under load: fast_path_outage.rs.
 
 async fn redis_down_is_503_and_nothing_half_written(mode: Mode) {
     let mut redis = RedisServer::plain();
