@@ -104,7 +104,7 @@ async fn plain_client_against_a_tls_only_server_is_unreachable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn address_outside_allowed_outbound_hosts_is_refused_before_connecting() {
     let redis = RedisServer::plain();
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/denied.toml");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/host/fixtures/denied.toml");
     let app =
         TestApp::builder(manifest).variable("redis_port", redis.port().to_string()).load().unwrap();
     let res = app.get("/health/cache").send().await;

@@ -172,7 +172,7 @@ fn load_group(redis: &RedisServer) -> Result<Group, String> {
             .map_err(|e| format!("loading spin.toml: {e:#}"))
     };
     let probe = redis
-        .configure(TestApp::builder(root().join("tests/fixtures/probe.toml")))
+        .configure(TestApp::builder(root().join("tests/host/fixtures/probe.toml")))
         .variable("secret_thing", "unused")
         .load()
         .map_err(|e| format!("loading the probe fixture: {e:#}"))?;

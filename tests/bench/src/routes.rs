@@ -79,14 +79,14 @@ const fn route(id: RouteId, name: &'static str, request: &'static str) -> Route 
 pub const ROUTES: &[Route] = &[
     Route {
         ca_comparison: true,
-        ..route(RouteId::Baseline, "baseline (probe: 1 GET)", "POST /x (tests/fixtures/probe)")
+        ..route(RouteId::Baseline, "baseline (probe: 1 GET)", "POST /x (tests/host/fixtures/probe)")
     },
     Route {
         ca_comparison: true,
         ..route(
             RouteId::BaselineStore,
             "pooled baseline (probe: 1 GET via key-value store)",
-            "POST /x (tests/fixtures/probe)",
+            "POST /x (tests/host/fixtures/probe)",
         )
     },
     route(RouteId::Health, "health", "GET /health/cache"),

@@ -1,5 +1,5 @@
 //! Checks the Spin-compatible test host against Spin 3.6's behaviour, through the probe
-//! component (`tests/fixtures/probe`), so the other tests can trust what it shows.
+//! component (`tests/host/fixtures/probe`), so the other tests can trust what it shows.
 
 use serde_json::{json, Value};
 use spin_test_host::redis;
@@ -8,7 +8,7 @@ use spin_test_host::{TestApp, TestAppBuilder, TestResponse};
 
 /// The probe lists the key-value store `redis`; tests that use it point it at their server.
 fn probe_builder() -> TestAppBuilder {
-    TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe.toml"))
+    TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe.toml"))
         .variable("secret_thing", "s3cret")
         .key_value_store("redis", "redis://127.0.0.1:6379")
 }
@@ -98,7 +98,7 @@ async fn variables_resolve_like_spin() {
         .variable("from_provider", "from-env")
         .runtime_config(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/probe-runtime-config.toml"
+            "/fixtures/probe-runtime-config.toml"
         ))
         .load()
         .unwrap();
@@ -122,7 +122,7 @@ async fn defaults_apply_and_required_variables_must_be_set() {
     let (_, body) = ask(&app, "/x", json!({"op": "variable", "name": "greeting"})).await;
     assert_eq!(body["ok"], "hello plain-value!");
 
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe.toml");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe.toml");
     let err = TestApp::builder(manifest).load().err().expect("missing required variable");
     assert!(err.to_string().contains("secret_thing"), "{err}");
 }
@@ -253,9 +253,9 @@ async fn shared_library_scripts_fall_back_to_eval_only_when_redis_lacks_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dotenv_in_the_working_directory_feeds_the_env_provider_after_the_environment() {
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe.toml");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe.toml");
     let app = TestApp::builder(manifest)
-        .working_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dotenv"))
+        .working_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dotenv"))
         .key_value_store("redis", "redis://127.0.0.1:6379")
         .variable("secret_thing", "from-env")
         .load()
@@ -334,7 +334,7 @@ async fn key_value_store_access_follows_key_value_stores_and_the_runtime_config(
         assert_eq!(ask(&app, "/x", op).await.1["err"]["kind"], "access_denied", "{api}");
     }
     // A listed label that the runtime config does not define stops the app, as in Spin.
-    let err = TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/probe.toml"))
+    let err = TestApp::builder(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe.toml"))
         .variable("secret_thing", "s3cret")
         .load()
         .err()
