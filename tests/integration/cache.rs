@@ -216,7 +216,7 @@ impl Origin {
 // Helpers
 
 fn app_with(mode: Mode, redis: &RedisServer, origin: &Origin, vars: &[(&str, &str)]) -> TestApp {
-    let mut builder = builder(&redis)
+    let mut builder = builder(redis)
         .variable("origin_url", origin.url())
         .variable("cache_purge_token", PURGE_TOKEN)
         .variable("cache_ttl_jitter", "0")

@@ -19,7 +19,7 @@ const API_TOKEN: &str = "backend-token-7f3a9c-0123456789abcdef";
 const BOUND: Duration = Duration::from_secs(1);
 
 fn app(redis: &RedisServer) -> TestApp {
-    builder(&redis)
+    builder(redis)
         .variable("redis_fast_path", "true")
         .variable("sessions_api_token", API_TOKEN)
         .variable("origin_delay_ms", "0")

@@ -27,7 +27,7 @@ fn boards() -> Value {
 }
 
 fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
-    let mut builder = builder(&redis)
+    let mut builder = builder(redis)
         .variable("leaderboard_boards", boards().to_string())
         .variable("leaderboard_api_token", API_TOKEN)
         .variable("leaderboard_max_page_size", "5");

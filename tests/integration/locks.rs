@@ -17,7 +17,7 @@ const API_TOKEN: &str = "locks+T0ken/=locks+T0ken/=locks+T0ken/=";
 const FORGED_TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
-    let mut builder = builder(&redis)
+    let mut builder = builder(redis)
         .variable("locks_api_token", API_TOKEN)
         .variable("locks_max_ttl_ms", "60000")
         .variable("locks_max_wait_ms", "3000");

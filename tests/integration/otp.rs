@@ -22,7 +22,7 @@ const TOKEN: &str = "otp-backend-token-0123456789abcdefghij";
 
 fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
     let mut builder =
-        builder(&redis).variable("otp_pepper", PEPPER).variable("otp_api_token", TOKEN);
+        builder(redis).variable("otp_pepper", PEPPER).variable("otp_api_token", TOKEN);
     for (name, value) in vars {
         builder = builder.variable(name, *value);
     }
