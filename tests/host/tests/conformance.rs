@@ -96,10 +96,7 @@ async fn variables_resolve_like_spin() {
     let app = probe_builder()
         .variable("plain", "from-env")
         .variable("from_provider", "from-env")
-        .runtime_config(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/probe-runtime-config.toml"
-        ))
+        .runtime_config(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe-runtime-config.toml"))
         .load()
         .unwrap();
     let get = |name: &'static str| {
