@@ -10,9 +10,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use spin_test_host::redis;
 use spin_test_host::redis_server::RedisServer;
-use spin_test_host::{TestApp, TestResponse};
+use spin_test_host::{TestApp, TestRequest, TestResponse};
 
 const ADMIN_TOKEN: &str = "adm1n+T0ken/=adm1n+T0ken/=adm1n+T0ken/=";
+/// Opens the public decision route (otherwise private: service chaining only).
+const API_TOKEN: &str = "ap1+T0ken/=ap1+T0ken/=ap1+T0ken/=ap1+T0ken";
 
 fn policies() -> Value {
     json!({
@@ -37,7 +39,8 @@ fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
     let mut builder = redis
         .configure(TestApp::builder(manifest()))
         .variable("ratelimit_policies", policies().to_string())
-        .variable("ratelimit_admin_token", ADMIN_TOKEN);
+        .variable("ratelimit_admin_token", ADMIN_TOKEN)
+        .variable("ratelimit_api_token", API_TOKEN);
     for (name, value) in vars {
         builder = builder.variable(name, *value);
     }
@@ -48,8 +51,17 @@ fn app(redis: &RedisServer) -> TestApp {
     app_with(redis, &[])
 }
 
+/// A request to the public decision route, with its bearer token.
+fn api_get<'a>(app: &'a TestApp, path: &str) -> TestRequest<'a> {
+    app.get(path).header("authorization", &format!("Bearer {API_TOKEN}"))
+}
+
+fn api_post<'a>(app: &'a TestApp, path: &str) -> TestRequest<'a> {
+    app.post(path).header("authorization", &format!("Bearer {API_TOKEN}"))
+}
+
 async fn check(app: &TestApp, policy: &str, key: &str, cost: u64, dry_run: bool) -> TestResponse {
-    app.post("/api/ratelimit/check")
+    api_post(app, "/api/ratelimit/check")
         .json(&json!({"policy": policy, "key": key, "cost": cost, "dry_run": dry_run}))
         .send()
         .await
@@ -111,6 +123,13 @@ async fn micros_into_second(redis: &RedisServer) -> u64 {
     let mut conn = redis.client().await;
     let (_, usec): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
     usec
+}
+
+const IDENTITY_SECRET: &str = "1dentity+Secret/=1dentity+Secret/=12";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn assert_error(res: &TestResponse, status: u16, code: &str) {
@@ -179,7 +198,7 @@ async fn concurrency_is_exact_over_tls_with_a_password() {
     let (ok, limited) = race(&app, "sw", "tls-race").await;
     assert_eq!((ok, limited), (50, 150));
     // 50 tokens of a 0.001/s bucket: 50 000 s to refill.
-    let ttl = pttl(&redis, "srp:rl:{tb:tls-race}:tb").await;
+    let ttl = pttl(&redis, "srp:rl:a:{tb:tls-race}:tb").await;
     assert!((49_990_000..=50_000_000).contains(&ttl), "ttl {ttl}");
 }
 
@@ -187,7 +206,13 @@ async fn concurrency_is_exact_over_tls_with_a_password() {
 async fn fixed_window_values_headers_and_rollover() {
     let redis = RedisServer::plain();
     let app = app(&redis);
-    align_to_second(&redis, 300).await;
+    // Windows start at an offset derived from the key: wait for a fresh window of this one
+    // when less than 600 ms of the current one is left.
+    let reset =
+        check(&app, "fw_short", "user:1", 1, true).await.json()["reset_after_ms"].as_u64().unwrap();
+    if reset < 600 {
+        tokio::time::sleep(Duration::from_millis(reset + 20)).await;
+    }
     for expected_remaining in [2, 1, 0] {
         let res = check(&app, "fw_short", "user:1", 1, false).await;
         assert_eq!(res.status, 200, "{}", res.text());
@@ -207,7 +232,7 @@ async fn fixed_window_values_headers_and_rollover() {
         assert_eq!(res.header("retry-after"), None);
         assert_eq!(res.redis_connections, 1);
     }
-    let ttl = pttl(&redis, "srp:rl:{fw_short:user:1}:fw").await;
+    let ttl = pttl(&redis, "srp:rl:a:{fw_short:user:1}:fw").await;
     assert!((1..=1000).contains(&ttl), "ttl {ttl}");
 
     let res = check(&app, "fw_short", "user:1", 1, false).await;
@@ -263,7 +288,7 @@ async fn sliding_window_weighs_the_previous_window() {
         res.header("ratelimit"),
         Some(format!("\"sw_short\";r=0;t={}", retry.div_ceil(1000)).as_str())
     );
-    let ttl = pttl(&redis, "srp:rl:{sw_short:k}:sw").await;
+    let ttl = pttl(&redis, "srp:rl:a:{sw_short:k}:sw").await;
     assert!((1000..=2000).contains(&ttl), "ttl {ttl}");
 
     // Just before the retry time it is still refused; at it, one unit is admitted, with the
@@ -275,7 +300,7 @@ async fn sliding_window_weighs_the_previous_window() {
     assert_eq!(check(&app, "sw_short", "k", 1, false).await.status, 429);
     let mut conn = redis.client().await;
     let state: HashMap<String, i64> =
-        redis::cmd("HGETALL").arg("srp:rl:{sw_short:k}:sw").query_async(&mut conn).await.unwrap();
+        redis::cmd("HGETALL").arg("srp:rl:a:{sw_short:k}:sw").query_async(&mut conn).await.unwrap();
     assert_eq!((state["c"], state["p"]), (1, 4));
 }
 
@@ -297,7 +322,7 @@ async fn token_bucket_values_and_refill() {
     assert_eq!(res.json()["remaining"], 0);
     let reset = res.json()["reset_after_ms"].as_u64().unwrap();
     assert!((101..=200).contains(&reset), "reset {reset}");
-    let ttl = pttl(&redis, "srp:rl:{tb_fast:t}:tb").await;
+    let ttl = pttl(&redis, "srp:rl:a:{tb_fast:t}:tb").await;
     assert!((1..=200).contains(&ttl), "ttl {ttl}");
 
     let res = check(&app, "tb_fast", "t", 1, false).await;
@@ -313,7 +338,7 @@ async fn token_bucket_values_and_refill() {
     assert_eq!(check(&app, "tb_fast", "t", 1, false).await.status, 429);
     // Full again after the whole bucket's refill time: the key is gone by itself.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(pttl(&redis, "srp:rl:{tb_fast:t}:tb").await, -2);
+    assert_eq!(pttl(&redis, "srp:rl:a:{tb_fast:t}:tb").await, -2);
     let res = check(&app, "tb_fast", "t", 2, false).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["remaining"], 0);
@@ -325,7 +350,7 @@ async fn cost_dry_run_and_state() {
     let app = app(&redis);
     for policy in ["fw", "sw", "tb"] {
         // The state of an unused key: full, and reading it creates nothing.
-        let res = app.get(&format!("/api/ratelimit/{policy}/user%3A7")).send().await;
+        let res = api_get(&app, &format!("/api/ratelimit/{policy}/user%3A7")).send().await;
         assert_eq!(res.status, 200, "{}", res.text());
         assert_eq!(res.json()["remaining"], 50, "{policy}");
         assert_eq!(res.json()["allowed"], true);
@@ -352,7 +377,7 @@ async fn cost_dry_run_and_state() {
         assert_eq!(res.status, 429, "{policy}");
         assert_eq!(res.json()["remaining"], 40);
         assert!(res.json()["retry_after_ms"].as_u64().unwrap() > 0);
-        let res = app.get(&format!("/api/ratelimit/{policy}/user:7")).send().await;
+        let res = api_get(&app, &format!("/api/ratelimit/{policy}/user:7")).send().await;
         assert_eq!(res.json()["remaining"], 40, "{policy}");
         assert_eq!(
             res.header("ratelimit"),
@@ -370,7 +395,7 @@ async fn cost_dry_run_and_state() {
         let res = check(&app, policy, "user:7", 1, false).await;
         assert_eq!(res.status, 429);
         // The state of an exhausted key: 200, not allowed, with the wait.
-        let res = app.get(&format!("/api/ratelimit/{policy}/user:7")).send().await;
+        let res = api_get(&app, &format!("/api/ratelimit/{policy}/user:7")).send().await;
         assert_eq!(res.status, 200);
         assert_eq!(res.json()["allowed"], false);
         assert!(res.json()["retry_after_ms"].as_u64().unwrap() > 0);
@@ -405,7 +430,7 @@ async fn reset_needs_the_admin_token() {
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json(), json!({"policy": "fw_short", "key": "victim", "reset": true}));
     assert_eq!(res.redis_connections, 1);
-    assert_eq!(pttl(&redis, "srp:rl:{fw_short:victim}:fw").await, -2);
+    assert_eq!(pttl(&redis, "srp:rl:a:{fw_short:victim}:fw").await, -2);
     assert_eq!(check(&app, "fw_short", "victim", 1, false).await.json()["remaining"], 2);
     assert!(!app.logs().contains(ADMIN_TOKEN));
 
@@ -434,7 +459,7 @@ async fn fail_open_and_fail_closed_when_redis_is_down() {
     let res = check(&app, "closed", "k", 1, false).await;
     assert_error(&res, 503, "redis_unavailable");
     assert_eq!(res.header("retry-after"), Some("1"));
-    assert_error(&app.get("/api/ratelimit/open/k").send().await, 503, "redis_unavailable");
+    assert_error(&api_get(&app, "/api/ratelimit/open/k").send().await, 503, "redis_unavailable");
 
     redis.start();
     let res = check(&app, "closed", "k", 1, false).await;
@@ -449,10 +474,10 @@ async fn every_key_expires_by_itself() {
     for policy in ["fw", "sw", "tb", "fw_short", "sw_short", "tb_fast"] {
         assert_eq!(check(&app, policy, "ttl", 1, false).await.status, 200);
     }
-    assert!((1..=3_600_000).contains(&pttl(&redis, "srp:rl:{fw:ttl}:fw").await));
-    assert!((3_600_000..=7_200_000).contains(&pttl(&redis, "srp:rl:{sw:ttl}:sw").await));
+    assert!((1..=3_600_000).contains(&pttl(&redis, "srp:rl:a:{fw:ttl}:fw").await));
+    assert!((3_600_000..=7_200_000).contains(&pttl(&redis, "srp:rl:a:{sw:ttl}:sw").await));
     // One token of a 0.001/s bucket: 1000 s.
-    assert!((999_000..=1_000_000).contains(&pttl(&redis, "srp:rl:{tb:ttl}:tb").await));
+    assert!((999_000..=1_000_000).contains(&pttl(&redis, "srp:rl:a:{tb:ttl}:tb").await));
     let mut conn = redis.client().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     assert_eq!(keys.len(), 6, "{keys:?}");
@@ -464,7 +489,7 @@ async fn every_key_expires_by_itself() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     let mut keys = keys;
     keys.sort();
-    assert_eq!(keys, ["srp:rl:{fw:ttl}:fw", "srp:rl:{sw:ttl}:sw", "srp:rl:{tb:ttl}:tb"]);
+    assert_eq!(keys, ["srp:rl:a:{fw:ttl}:fw", "srp:rl:a:{sw:ttl}:sw", "srp:rl:a:{tb:ttl}:tb"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -472,7 +497,7 @@ async fn bad_input_is_rejected_with_clear_errors() {
     let redis = RedisServer::plain();
     let app = app(&redis);
     let post = |body: &'static str| {
-        app.post("/api/ratelimit/check").header("content-type", "application/json").body(body)
+        api_post(&app, "/api/ratelimit/check").header("content-type", "application/json").body(body)
     };
 
     let cases: Vec<(TestResponse, u16, &str)> = vec![
@@ -482,7 +507,7 @@ async fn bad_input_is_rejected_with_clear_errors() {
         (post(r#"{"policy": "fw", "key": "k", "extra": 1}"#).send().await, 400, "invalid_json"),
         (post(r#"{"key": "k"}"#).send().await, 400, "invalid_json"),
         (
-            app.post("/api/ratelimit/check")
+            api_post(&app, "/api/ratelimit/check")
                 .header("content-type", "text/plain")
                 .body("{}")
                 .send()
@@ -501,20 +526,20 @@ async fn bad_input_is_rejected_with_clear_errors() {
         (check(&app, "fw", "k", 51, false).await, 400, "cost_exceeds_limit"),
         (check(&app, "fw", "k", u64::MAX, false).await, 400, "cost_exceeds_limit"),
         (
-            app.post("/api/ratelimit/check").body(vec![b'x'; 5000]).send().await,
+            api_post(&app, "/api/ratelimit/check").body(vec![b'x'; 5000]).send().await,
             413,
             "body_too_large",
         ),
-        (app.get("/api/ratelimit/check").send().await, 405, "method_not_allowed"),
-        (app.post("/api/ratelimit/fw/k").send().await, 405, "method_not_allowed"),
-        (app.get("/api/ratelimit/nope/k").send().await, 404, "unknown_policy"),
+        (api_get(&app, "/api/ratelimit/check").send().await, 405, "method_not_allowed"),
+        (api_post(&app, "/api/ratelimit/fw/k").send().await, 405, "method_not_allowed"),
+        (api_get(&app, "/api/ratelimit/nope/k").send().await, 404, "unknown_policy"),
         (
-            app.get(&format!("/api/ratelimit/fw/{}", "k".repeat(300))).send().await,
+            api_get(&app, &format!("/api/ratelimit/fw/{}", "k".repeat(300))).send().await,
             400,
             "invalid_key",
         ),
-        (app.get("/api/ratelimit/fw/%FF").send().await, 400, "invalid_key"),
-        (app.get("/api/ratelimit/whatever").send().await, 404, "not_found"),
+        (api_get(&app, "/api/ratelimit/fw/%FF").send().await, 400, "invalid_key"),
+        (api_get(&app, "/api/ratelimit/whatever").send().await, 404, "not_found"),
     ];
     for (i, (res, status, code)) in cases.iter().enumerate() {
         assert_eq!(res.status, *status, "case {i}: {}", res.text());
@@ -665,7 +690,7 @@ async fn gateway_forwards_only_admitted_requests() {
     }
     let mut conn = redis.client().await;
     let count: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg("srp:rl:{gw:ip:198.51.100.7}:fw")
+        .arg("srp:rl:g:{gw}:gw:ip:198.51.100.7:fw")
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -677,7 +702,15 @@ async fn gateway_identifies_callers() {
     let redis = RedisServer::plain();
     let upstream = Upstream::start();
     let origin = upstream.origin();
-    let vars = [("ratelimit_upstream", origin.as_str()), ("ratelimit_gateway_policy", "gw_small")];
+    // secret-key-1 is a known key; the per-address limit (gw, 50) applies in addition.
+    let digest = sha256_hex("secret-key-1");
+    let vars = [
+        ("ratelimit_upstream", origin.as_str()),
+        ("ratelimit_gateway_policy", "gw_small"),
+        ("ratelimit_gateway_address_policy", "gw"),
+        ("ratelimit_api_key_digests", digest.as_str()),
+        ("ratelimit_identity_secret", IDENTITY_SECRET),
+    ];
     let app = app_with(&redis, &vars);
     let send = |addr: &'static str, headers: Vec<(&'static str, &'static str)>| {
         let mut req = app.get("/api/limited/x").client_addr(addr);
@@ -697,14 +730,21 @@ async fn gateway_identifies_callers() {
     assert_eq!(res.status, 429, "{}", res.text());
     // Another address has its own quota.
     assert_eq!(send("203.0.113.2:1000", vec![]).await.status, 201);
-    // An API key is its own identity, whatever the address; the key never reaches Redis.
-    assert_eq!(send("203.0.113.1:1003", vec![("x-api-key", "secret-key-1")]).await.status, 201);
+    // A known API key is its own identity, whatever the address; the key never reaches Redis.
+    let res = send("203.0.113.1:1003", vec![("x-api-key", "secret-key-1")]).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    // Both limits are list members: the key's, and the address's (the refused request above
+    // consumed nothing from the address limit: 50 - 2 - 1 = 47 left).
+    assert_eq!(res.header("ratelimit-policy"), Some("\"gw_small\";q=2;w=3600, \"gw\";q=50;w=3600"));
+    let fields = res.header("ratelimit").unwrap();
+    assert!(fields.starts_with("\"gw_small\";r=1;t=") && fields.contains(", \"gw\";r=47;t="));
     assert_eq!(send("203.0.113.9:1003", vec![("x-api-key", "secret-key-1")]).await.status, 201);
     assert_eq!(send("203.0.113.8:1003", vec![("x-api-key", "secret-key-1")]).await.status, 429);
     let mut conn = redis.client().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-    assert!(keys.iter().all(|k| !k.contains("secret-key-1")), "{keys:?}");
-    assert!(keys.contains(&"srp:rl:{gw_small:ip:203.0.113.1}:sw".to_owned()), "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("secret-key-1") && !k.contains(&digest)), "{keys:?}");
+    assert!(keys.contains(&"srp:rl:g:{gw}:gw_small:ip:203.0.113.1:sw".to_owned()), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("srp:rl:g:{gw}:gw_small:key:")), "{keys:?}");
 
     // Behind a trusted proxy: the right-most untrusted X-Forwarded-For address.
     let app = app_with(
@@ -725,7 +765,10 @@ async fn gateway_identifies_callers() {
         redis::cmd("KEYS").arg("*192.0.2.1*").query_async(&mut conn).await.unwrap();
     let mut keys = keys;
     keys.sort();
-    assert_eq!(keys, ["srp:rl:{gw_small:ip:192.0.2.10}:sw", "srp:rl:{gw_small:ip:192.0.2.11}:sw"]);
+    assert_eq!(
+        keys,
+        ["srp:rl:g:{gw}:gw_small:ip:192.0.2.10:sw", "srp:rl:g:{gw}:gw_small:ip:192.0.2.11:sw"]
+    );
     assert_eq!(upstream.count(), 8);
 }
 

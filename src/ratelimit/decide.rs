@@ -1,0 +1,142 @@
+//! The decision: one script call for every limit of a decision (one round trip, atomic), the
+//! reply decoded, and the policy's failure mode applied when Redis cannot be reached.
+
+use crate::args;
+use crate::lua_script;
+use crate::platform::redis::{Redis, RedisError};
+use crate::platform::script::{self, Script};
+use crate::platform::ApiError;
+
+use super::keys;
+use super::policy::{Algorithm, FailureMode, Limit};
+
+static DECIDE: Script = lua_script!(script::CLOCK, include_str!("decide.lua"));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Consume,
+    DryRun,
+    /// The current state: nothing consumed, `allowed` and `retry_after_ms` for the cost.
+    Peek,
+}
+
+/// One limit to check, with its state key (without the deployment's key prefix).
+pub(crate) struct Check<'a> {
+    pub limit: &'a Limit,
+    /// The name it is reported under (`RateLimit` list member).
+    pub member: String,
+    pub key: String,
+}
+
+/// One limit's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct State {
+    pub allowed: bool,
+    pub remaining: u64,
+    pub reset_after_ms: u64,
+    pub retry_after_ms: u64,
+}
+
+/// A limit as reported in the header fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub name: String,
+    pub quota: u64,
+    pub window_secs: u64,
+}
+
+/// Every limit's answer, or none: Redis was unreachable under a `fail_open` policy.
+pub(crate) struct Decision {
+    pub members: Vec<Member>,
+    pub states: Option<Vec<State>>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.states.as_ref().is_none_or(|s| s.iter().all(|s| s.allowed))
+    }
+
+    /// The wait until every refusing limit would admit the request.
+    pub fn retry_after_ms(&self) -> u64 {
+        let states = self.states.iter().flatten();
+        states.filter(|s| !s.allowed).map(|s| s.retry_after_ms).max().unwrap_or(0)
+    }
+
+    /// The members that refused.
+    pub fn violated(&self) -> Vec<&str> {
+        let states = self.states.iter().flatten();
+        states
+            .zip(&self.members)
+            .filter(|(s, _)| !s.allowed)
+            .map(|(_, m)| m.name.as_str())
+            .collect()
+    }
+}
+
+fn run(redis: &Redis, checks: &[Check], cost: u64, mode: Mode) -> Result<Vec<State>, RedisError> {
+    let keys: Vec<String> = checks.iter().map(|c| redis.key(&c.key)).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mode = match mode {
+        Mode::Consume => "consume",
+        Mode::DryRun => "dry",
+        Mode::Peek => "peek",
+    };
+    let mut argv = args![cost, mode];
+    for (check, key) in checks.iter().zip(&keys) {
+        let limit = check.limit;
+        let param = match limit.algorithm {
+            Algorithm::FixedWindow { window_ms } | Algorithm::SlidingWindow { window_ms } => {
+                window_ms
+            }
+            Algorithm::TokenBucket { interval_us } => interval_us,
+        };
+        argv.extend(args![limit.key_tag(), param, limit.quota, keys::window_offset_ms(key, limit)]);
+    }
+    let reply = redis.eval(&DECIDE, &key_refs, argv)?;
+    if reply.len() != 4 * checks.len() {
+        return Err(RedisError::UnexpectedReply(format!("{} values", reply.len())));
+    }
+    let n = |i: usize| -> Result<u64, RedisError> {
+        u64::try_from(reply.int(i)?)
+            .map_err(|_| RedisError::UnexpectedReply(format!("value {i} is negative")))
+    };
+    (0..checks.len())
+        .map(|i| {
+            Ok(State {
+                allowed: n(4 * i)? == 1,
+                remaining: n(4 * i + 1)?,
+                reset_after_ms: n(4 * i + 2)?,
+                retry_after_ms: n(4 * i + 3)?,
+            })
+        })
+        .collect()
+}
+
+/// Decides. Only Redis being unreachable (or timing out) opens the gate of a `fail_open`
+/// policy: a wrong password or a broken script is a mistake to fix, and opening on it would
+/// hide it and hand whoever provokes it an unlimited quota; those answer 500.
+pub(crate) fn evaluate(
+    checks: &[Check],
+    cost: u64,
+    mode: Mode,
+    failure_mode: FailureMode,
+) -> Result<Decision, ApiError> {
+    let members = checks
+        .iter()
+        .map(|c| Member {
+            name: c.member.clone(),
+            quota: c.limit.quota,
+            window_secs: c.limit.window_secs(),
+        })
+        .collect();
+    let redis = Redis::from_spin_variables()?;
+    match run(&redis, checks, cost, mode) {
+        Ok(states) => Ok(Decision { members, states: Some(states) }),
+        Err(e @ RedisError::Unavailable(_)) if failure_mode == FailureMode::Open => {
+            let names: Vec<&str> = checks.iter().map(|c| c.member.as_str()).collect();
+            eprintln!("ratelimit: {names:?} not checked, failing open ({}): {e}", e.reason());
+            Ok(Decision { members, states: None })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
