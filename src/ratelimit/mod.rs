@@ -25,7 +25,7 @@ mod decide;
 mod gateway;
 mod headers;
 mod keys;
-pub mod policy;
+mod policy;
 mod settings;
 
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
