@@ -1204,3 +1204,93 @@ async fn fail_open_never_hides_a_mistake() {
     assert_error(&res, 500, "redis_error");
     assert_eq!(upstream.count(), 0);
 }
+
+/// Issue 14: with the fast path on, a blocked token-bucket caller's flood is refused from the
+/// pooled store: the script's refusal leaves a blocked-until marker, later refusals read it
+/// and open no Redis connection. Admissions stay exact.
+async fn blocked_callers_are_refused_from_the_pool(redis: &RedisServer) {
+    let mut p = policies();
+    p["tb_slow"] = json!({"algorithm": "token_bucket", "capacity": 2, "refill_per_sec": 0.5});
+    let policies = p.to_string();
+    let fast = [("ratelimit_policies", policies.as_str()), ("redis_fast_path", "true")];
+    let app = app_with(redis, &fast);
+    for _ in 0..2 {
+        assert_eq!(check(&app, "tb_slow", "flood", 1, false).await.status, 200);
+    }
+    let res = check(&app, "tb_slow", "flood", 1, false).await;
+    assert_eq!((res.status, res.redis_connections), (429, 1), "the script refuses first");
+    let marker_ttl = pttl(redis, "srp:rl:a:{tb_slow:flood}:tb:blocked").await;
+    assert!((1..=2000).contains(&marker_ttl), "marker ttl {marker_ttl}");
+    for cost in [1, 1, 2, 1] {
+        let res = check(&app, "tb_slow", "flood", cost, false).await;
+        assert_eq!(res.status, 429, "{}", res.text());
+        assert_eq!(res.redis_connections, 0, "served from the pool");
+        let retry = res.json()["retry_after_ms"].as_u64().unwrap();
+        assert!((1..=2000).contains(&retry), "retry {retry}");
+        assert_eq!(res.json()["remaining"], 0);
+        assert_eq!(res.header("retry-after"), Some(retry.div_ceil(1000).to_string().as_str()));
+        assert!(res.header("ratelimit").unwrap().starts_with("\"tb_slow\";r=0;t="));
+    }
+    // The gateway's flood too: an address refused once is refused from the pool after.
+    let upstream = Upstream::start();
+    let gateway = gateway_app(redis, &upstream, "tb_slow", &fast);
+    let statuses_and_connections: Vec<(u16, usize)> = {
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            let res = gateway.get("/api/limited/f").client_addr("192.0.2.200:1").send().await;
+            out.push((res.status, res.redis_connections));
+        }
+        out
+    };
+    assert_eq!(
+        statuses_and_connections,
+        [(201, 1), (201, 1), (429, 1), (429, 0), (429, 0), (429, 0)]
+    );
+    assert_eq!(upstream.count(), 2);
+
+    // A reset clears the marker with the state.
+    let res = app
+        .delete("/api/ratelimit/tb_slow/flood")
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(pttl(redis, "srp:rl:a:{tb_slow:flood}:tb:blocked").await, -2);
+    assert_eq!(check(&app, "tb_slow", "flood", 1, false).await.status, 200);
+
+    // Without the fast path, every refusal is the script's (and opens a connection).
+    let slow = app_with(redis, &fast[..1]);
+    check(&slow, "tb_slow", "flood", 1, false).await;
+    let res = check(&slow, "tb_slow", "flood", 1, false).await;
+    assert_eq!((res.status, res.redis_connections), (429, 1));
+
+    // Exact under concurrency with the fast path on: 200 checks at capacity 50 admit 50.
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move { check(&app, "tb", "pooled-race", 1, false).await }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        match task.await.unwrap().status {
+            200 => admitted += 1,
+            429 => {}
+            s => panic!("status {s}"),
+        }
+    }
+    assert_eq!(admitted, 50);
+    assert_eq!(check(&app, "tb", "pooled-race", 1, false).await.redis_connections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocked_callers_are_refused_from_the_pool_plain() {
+    blocked_callers_are_refused_from_the_pool(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocked_callers_are_refused_from_the_pool_tls() {
+    blocked_callers_are_refused_from_the_pool(&RedisServer::tls(
+        "Az+ure/Key==0123456789abcdefghij",
+    ))
+    .await;
+}

@@ -228,7 +228,14 @@ fn reset(policies: &Policies, policy_name: &str, key: &str) -> Result<Response, 
     let policy = find(policies, policy_name)?;
     validate_key(key)?;
     let redis = Redis::from_spin_variables()?;
-    let names = checks(policy, key).iter().map(|c| redis.key(&c.key).to_arg()).collect();
+    let checks = checks(policy, key);
+    let marker = super::decide::marker_key(&checks);
+    let names = checks
+        .iter()
+        .map(|c| c.key.clone())
+        .chain(marker)
+        .map(|k| redis.key(&k).to_arg())
+        .collect();
     let deleted = redis.execute("DEL", names)?.int(0)?;
     Ok(Response::json(200, &ResetBody { policy: &policy.name, key, reset: deleted > 0 }))
 }

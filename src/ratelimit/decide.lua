@@ -1,13 +1,18 @@
 -- Every limit of one decision, checked and then consumed together, so a refusal by any limit
 -- consumes nothing from the others. One state key per limit, all in one hash slot.
--- KEYS[i]: the state of limit i. ARGV: cost, mode ("consume" | "dry" | "peek"), then four
--- per limit: algorithm ("fw" | "sw" | "tb"), window_ms or interval_us, quota, offset_ms.
+-- KEYS[i]: the state of limit i; ARGV: cost, mode ("consume" | "dry" | "peek"), the number
+-- of limits n, then four per limit: algorithm ("fw" | "sw" | "tb"), window_ms or
+-- interval_us, quota, offset_ms. KEYS[n + 1], when given, is a token bucket's blocked-until
+-- marker: a consuming refusal writes "<until ms> <cost> <remaining> <reset at ms>" there
+-- (Redis time), expiring when
+-- the wait does, so the component can serve later refusals from the pooled store.
 -- Returns four integers per limit: allowed 0|1, remaining, reset_after_ms, retry_after_ms.
 -- When any limit refuses, every limit reports its state without this request.
 -- Each check returns {allowed, remaining now, reset now, remaining after, reset after,
 -- retry, write}. Clock: Redis TIME (the CLOCK prelude).
 local cost = tonumber(ARGV[1])
 local mode = ARGV[2]
+local n = tonumber(ARGV[3])
 
 -- Fixed window: hash w = window number, c = units used in it. Windows start at a per-key
 -- offset, so refused clients of different keys do not all retry at the same instant.
@@ -103,8 +108,9 @@ local function bucket(key, interval, capacity)
 end
 
 local checks, all = {}, true
-for i, key in ipairs(KEYS) do
-  local a = 2 + (i - 1) * 4
+for i = 1, n do
+  local key = KEYS[i]
+  local a = 3 + (i - 1) * 4
   local alg, param = ARGV[a + 1], tonumber(ARGV[a + 2])
   local quota, offset = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local r
@@ -131,5 +137,12 @@ for _, r in ipairs(checks) do
     out[#out + 1] = r[3]
   end
   out[#out + 1] = r[6]
+end
+local marker = KEYS[n + 1]
+if marker and not all and mode == 'consume' and checks[1][6] > 0 then
+  local wait = checks[1][6]
+  local r = checks[1]
+  local text = string.format('%d %d %d %d', now_ms + wait, cost, r[2], now_ms + r[3])
+  redis.call('SET', marker, text, 'PX', wait)
 end
 return out

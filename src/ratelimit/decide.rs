@@ -1,10 +1,20 @@
 //! The decision: one script call for every limit of a decision (one round trip, atomic), the
 //! reply decoded, and the policy's failure mode applied when Redis cannot be reached.
+//!
+//! Pooled refusals (issue 14): with `redis_fast_path` on, a decision of one token bucket
+//! first reads the bucket's blocked-until marker through the pooled key-value store. The
+//! script writes that marker on a consuming refusal, expiring when the wait ends, so a
+//! refused client's flood is answered without opening a Redis connection on any instance.
+//! The marker only ever refuses what the script refused (a cost at least as large, before
+//! the wait ends by Redis's clock); everything else goes to the script.
 
 use crate::args;
 use crate::lua_script;
+use crate::platform::clock::unix_now_ms;
+use crate::platform::fast_path::{self, FastPath};
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::script::{self, Script};
+use crate::platform::settings::Variables;
 use crate::platform::ApiError;
 
 use super::keys;
@@ -73,15 +83,62 @@ impl Decision {
     }
 }
 
-fn run(redis: &Redis, checks: &[Check], cost: u64, mode: Mode) -> Result<Vec<State>, RedisError> {
-    let keys: Vec<String> = checks.iter().map(|c| redis.key(&c.key)).collect();
+/// The blocked-until marker of a decision that is one token bucket: `<state key>:blocked`
+/// (state keys end in their algorithm tag, so no marker is ever a state key).
+pub(crate) fn marker_key(checks: &[Check]) -> Option<String> {
+    match checks {
+        [c] if matches!(c.limit.algorithm, Algorithm::TokenBucket { .. }) => {
+            Some(format!("{}:blocked", c.key))
+        }
+        _ => None,
+    }
+}
+
+/// A refusal read from the marker through the pooled store, when it applies to this cost.
+/// Store errors fall through to the script (logged), which then answers as it always does.
+fn pooled_refusal(marker: &str, cost: u64) -> Result<Option<State>, ApiError> {
+    let Some(store) = FastPath::open()? else { return Ok(None) };
+    let text = match store.get(marker) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            eprintln!("ratelimit: pooled marker read failed, using the script: {e}");
+            return Ok(None);
+        }
+    };
+    let fields: Vec<i64> = text.split(' ').filter_map(|f| f.parse().ok()).collect();
+    let [until, marked_cost, remaining, reset_at] = fields[..] else { return Ok(None) };
+    if (cost as i64) < marked_cost {
+        return Ok(None);
+    }
+    // The marker exists, so by Redis's clock the wait has not ended; this instance's clock
+    // only sizes the answer, never less than 1 ms.
+    let now = unix_now_ms();
+    let ms = |at: i64| u64::try_from(at - now).unwrap_or(0).max(1);
+    Ok(Some(State {
+        allowed: false,
+        remaining: u64::try_from(remaining).unwrap_or(0),
+        reset_after_ms: ms(reset_at),
+        retry_after_ms: ms(until),
+    }))
+}
+
+fn run(
+    redis: &Redis,
+    checks: &[Check],
+    marker: Option<&str>,
+    cost: u64,
+    mode: Mode,
+) -> Result<Vec<State>, RedisError> {
+    let mut keys: Vec<String> = checks.iter().map(|c| redis.key(&c.key)).collect();
+    keys.extend(marker.map(|m| redis.key(m)));
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let mode = match mode {
         Mode::Consume => "consume",
         Mode::DryRun => "dry",
         Mode::Peek => "peek",
     };
-    let mut argv = args![cost, mode];
+    let mut argv = args![cost, mode, checks.len() as u64];
     for (check, key) in checks.iter().zip(&keys) {
         let limit = check.limit;
         let param = match limit.algorithm {
@@ -130,7 +187,15 @@ pub(crate) fn evaluate(
         })
         .collect();
     let redis = Redis::from_spin_variables()?;
-    match run(&redis, checks, cost, mode) {
+    // Markers are written and read only with the fast path on: nobody else reads them.
+    let pooled = Variables::spin().flag(fast_path::VARIABLE)?;
+    let marker = marker_key(checks).filter(|_| pooled);
+    if let (Some(marker), Mode::Consume | Mode::DryRun) = (&marker, mode) {
+        if let Some(state) = pooled_refusal(&redis.key(marker), cost)? {
+            return Ok(Decision { members, states: Some(vec![state]) });
+        }
+    }
+    match run(&redis, checks, marker.as_deref(), cost, mode) {
         Ok(states) => Ok(Decision { members, states: Some(states) }),
         Err(e @ RedisError::Unavailable(_)) if failure_mode == FailureMode::Open => {
             let names: Vec<&str> = checks.iter().map(|c| c.member.as_str()).collect();

@@ -10,7 +10,9 @@
 //!   keys share one slot (`{gw}`): on a clustered Redis the gateway's counters live on one
 //!   shard, the price of checking both limits atomically.
 //!
-//! `alg` (`fw`, `sw`, `tb`) keeps a changed algorithm from reading another's state.
+//! `alg` (`fw`, `sw`, `tb`) keeps a changed algorithm from reading another's state. A token
+//! bucket's blocked-until marker (fast path on) is its state key plus `:blocked`, in the same
+//! slot; no state key ends that way.
 
 use crate::platform::secrets::sha256;
 
