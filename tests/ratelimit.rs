@@ -1294,3 +1294,96 @@ async fn blocked_callers_are_refused_from_the_pool_tls() {
     ))
     .await;
 }
+
+/// Issue 14: with the fast path on, fixed and sliding windows are decided on the pooled
+/// store: no connection for most checks, exact under concurrency, every counter expiring.
+async fn windows_are_decided_on_the_pool(redis: &RedisServer) {
+    let mut p = policies();
+    p["fw_big"] = json!({"algorithm": "fixed_window", "limit": 1000, "window": "1h"});
+    p["sw_big"] = json!({"algorithm": "sliding_window", "limit": 1000, "window": "1h"});
+    let policies = p.to_string();
+    let app =
+        app_with(redis, &[("ratelimit_policies", policies.as_str()), ("redis_fast_path", "true")]);
+    let mut conn = redis.client().await;
+    for policy in ["fw_big", "sw_big"] {
+        let mut without_connection = 0;
+        for i in 0..100u64 {
+            let res = check(&app, policy, "steady", 1, false).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+            assert_eq!(res.json()["remaining"], 999 - i);
+            if res.redis_connections == 0 {
+                without_connection += 1;
+            }
+        }
+        assert!(without_connection >= 95, "{policy}: {without_connection} of 100 pooled");
+        let pattern = format!("srp:rl:a:{{{policy}:steady}}:*");
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let ttl = pttl(redis, &keys[0]).await;
+        let max = if policy == "fw_big" { 3_600_000 } else { 7_200_000 };
+        assert!((1..=max).contains(&ttl), "{policy}: ttl {ttl}");
+        // State and dry runs read the same counter.
+        let res = api_get(&app, &format!("/api/ratelimit/{policy}/steady")).send().await;
+        assert_eq!(res.json()["remaining"], 900);
+        assert_eq!(check(&app, policy, "steady", 5, true).await.json()["remaining"], 895);
+
+        // 200 concurrent checks at 50: exactly 50, and the counter holds admitted units only.
+        let small = if policy == "fw_big" { "fw" } else { "sw" };
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let app = app.clone();
+            tasks
+                .push(tokio::spawn(async move { check(&app, small, "pool-race", 1, false).await }));
+        }
+        let mut admitted = 0;
+        for task in tasks {
+            let res = task.await.unwrap();
+            match res.status {
+                200 => admitted += 1,
+                429 => assert_eq!(res.json()["remaining"], 0),
+                s => panic!("status {s}: {}", res.text()),
+            }
+        }
+        assert_eq!(admitted, 50, "{small}");
+        let pattern = format!("srp:rl:a:{{{small}:pool-race}}:*");
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap();
+        let count: i64 = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+        assert_eq!(count, 50);
+    }
+
+    // A counter whose expiry failed once is repaired by the next window's first request.
+    let res = check(&app, "fw_short", "repair", 1, false).await;
+    let reset = res.json()["reset_after_ms"].as_u64().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("srp:rl:a:{fw_short:repair}:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("PERSIST").arg(&keys[0]).query_async::<()>(&mut conn).await.unwrap();
+    assert_eq!(pttl(redis, &keys[0]).await, -1);
+    tokio::time::sleep(Duration::from_millis(reset + 30)).await;
+    assert_eq!(check(&app, "fw_short", "repair", 1, false).await.json()["remaining"], 2);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(pttl(redis, &keys[0]).await, -2, "the old counter expired");
+
+    // A reset clears the pooled counter too.
+    let res = app
+        .delete("/api/ratelimit/fw_big/steady")
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await;
+    assert_eq!(res.json()["reset"], true);
+    assert_eq!(check(&app, "fw_big", "steady", 1, false).await.json()["remaining"], 999);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_are_decided_on_the_pool_plain() {
+    windows_are_decided_on_the_pool(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_are_decided_on_the_pool_tls() {
+    windows_are_decided_on_the_pool(&RedisServer::tls("Az+ure/Key==0123456789abcdefghij")).await;
+}

@@ -230,12 +230,13 @@ fn reset(policies: &Policies, policy_name: &str, key: &str) -> Result<Response, 
     let redis = Redis::from_spin_variables()?;
     let checks = checks(policy, key);
     let marker = super::decide::marker_key(&checks);
-    let names = checks
-        .iter()
-        .map(|c| c.key.clone())
-        .chain(marker)
-        .map(|k| redis.key(&k).to_arg())
-        .collect();
+    let mut names: Vec<String> = checks.iter().map(|c| redis.key(&c.key)).collect();
+    names.extend(marker.map(|m| redis.key(&m)));
+    // The pooled path's window counters (fast path on); absent keys cost nothing.
+    for check in &checks {
+        names.extend(super::pooled::counters(&redis.key(&check.key), check));
+    }
+    let names = names.iter().map(|k| k.to_arg()).collect();
     let deleted = redis.execute("DEL", names)?.int(0)?;
     Ok(Response::json(200, &ResetBody { policy: &policy.name, key, reset: deleted > 0 }))
 }

@@ -6,7 +6,8 @@
 //! script writes that marker on a consuming refusal, expiring when the wait ends, so a
 //! refused client's flood is answered without opening a Redis connection on any instance.
 //! The marker only ever refuses what the script refused (a cost at least as large, before
-//! the wait ends by Redis's clock); everything else goes to the script.
+//! the wait ends by Redis's clock); everything else goes to the script. Window limits
+//! decided alone go to the pool entirely (`pooled.rs`).
 
 use crate::args;
 use crate::lua_script;
@@ -195,7 +196,19 @@ pub(crate) fn evaluate(
             return Ok(Decision { members, states: Some(vec![state]) });
         }
     }
-    match run(&redis, checks, marker.as_deref(), cost, mode) {
+    let result = match (checks, pooled) {
+        ([check], true) if !matches!(check.limit.algorithm, Algorithm::TokenBucket { .. }) => {
+            match FastPath::open()? {
+                // A store error is Redis being unavailable: the failure mode decides, and the
+                // script's separate state is never consulted instead.
+                Some(store) => super::pooled::decide(&store, &redis, check, cost, mode)
+                    .map(|state| state.into_iter().collect()),
+                None => run(&redis, checks, marker.as_deref(), cost, mode),
+            }
+        }
+        _ => run(&redis, checks, marker.as_deref(), cost, mode),
+    };
+    match result {
         Ok(states) => Ok(Decision { members, states: Some(states) }),
         Err(e @ RedisError::Unavailable(_)) if failure_mode == FailureMode::Open => {
             let names: Vec<&str> = checks.iter().map(|c| c.member.as_str()).collect();

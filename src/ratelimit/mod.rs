@@ -26,6 +26,7 @@ mod gateway;
 mod headers;
 mod keys;
 mod policy;
+mod pooled;
 mod settings;
 
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
