@@ -88,7 +88,11 @@ fn is_error_reply(message: &str) -> bool {
         "EXECABORT",
     ];
     message.contains("signalled by the server")
-        || CODES.iter().any(|c| message.split_whitespace().next() == Some(c))
+        // redis-rs 0.32 renders a reply as `WRONGTYPE: Operation against ...`: the code ends
+        // in a colon.
+        || CODES.iter().any(|c| {
+            message.split_whitespace().next().map(|w| w.trim_end_matches(':')) == Some(c)
+        })
 }
 
 /// Error replies of a Redis that is failing over, starting or overloaded: the server is not
@@ -390,6 +394,10 @@ mod tests {
         ));
         assert!(is_auth_failure("Password authentication failed- AuthenticationFailed"));
         assert!(!is_error_reply("Connection refused (os error 111)"));
+        // A script error as redis-rs 0.32 renders it through Spin: a mistake, never "unavailable".
+        assert!(is_error_reply(
+            "WRONGTYPE: Operation against a key holding the wrong kind of value script: 1a2b, on @user_script:11."
+        ));
         assert!(!is_auth_failure("Connection refused (os error 111)"));
         let failover = "An error was signalled by the server - ReadOnly: You can't write against a read only replica.";
         assert!(is_error_reply(failover));

@@ -1,11 +1,77 @@
-//! Who is calling, for the gateway: an API key header, else the client address Spin
-//! reports, believing `X-Forwarded-For` only when that address is a trusted proxy.
+//! Who is calling, for the gateway: a known API key (its SHA-256 on the allow-list), and
+//! always the client address Spin reports, believing `X-Forwarded-For` only when that address
+//! is a trusted proxy, IPv6 addresses keyed by their prefix. A made-up key is no identity:
+//! its caller is counted by address, so inventing keys earns no fresh quota.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use crate::platform::secrets::{base64url, constant_time_eq, hex, hmac_sha256, sha256};
+use crate::platform::{ApiError, Request};
+
+use super::settings::GatewaySettings;
+
+/// Who the gateway limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// `ip:<address>` or `ip:<IPv6 prefix>/<len>`.
+    pub address: String,
+    /// `key:<HMAC of the key>` when the caller sent a known API key.
+    pub api_key: Option<String>,
+}
+
+/// Identifies the caller: 400 when the API key header is repeated (the limiter and the
+/// upstream could otherwise read different values).
+pub(crate) fn caller(req: &Request, s: &GatewaySettings, peer: IpAddr) -> Result<Caller, ApiError> {
+    let forwarded = req.header_values("x-forwarded-for");
+    let ip = client_ip(peer, &forwarded, &s.trusted_proxies);
+    let address = format!("ip:{}", address_key(ip, s.ipv6_prefix));
+    if s.api_key_header.is_empty() {
+        return Ok(Caller { address, api_key: None });
+    }
+    // Refused even when keys do not count here: the upstream may read another copy than the
+    // one a limiter or a log would.
+    if req.header_count(&s.api_key_header) > 1 {
+        return Err(ApiError::bad_request(
+            "duplicate_identity_header",
+            format!("send the {} header once", s.api_key_header),
+        ));
+    }
+    if s.api_key_digests.is_empty() {
+        return Ok(Caller { address, api_key: None });
+    }
+    let api_key = req.header(&s.api_key_header).map(str::trim).filter(|k| !k.is_empty());
+    let known = api_key.filter(|key| {
+        let digest = hex(&sha256(key.as_bytes()));
+        // Every entry is compared, in constant time each.
+        s.api_key_digests
+            .iter()
+            .fold(false, |found, d| found | constant_time_eq(d.as_bytes(), digest.as_bytes()))
+    });
+    // Stored as an HMAC under a secret: a leaked Redis does not let anyone test guesses.
+    let api_key = known.map(|key| {
+        format!(
+            "key:{}",
+            base64url(&hmac_sha256(s.identity_secret.expose().as_bytes(), key.as_bytes()))
+        )
+    });
+    Ok(Caller { address, api_key })
+}
+
+/// The address as a key: IPv4 whole, IPv6 cut to `prefix` bits (one host usually holds a
+/// whole /64, so keying per /128 would hand it 2^64 quotas).
+pub(crate) fn address_key(ip: IpAddr, prefix: u8) -> String {
+    match canonical(ip) {
+        IpAddr::V6(v6) if prefix < 128 => {
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            format!("{}/{prefix}", Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        other => other.to_string(),
+    }
+}
 
 /// An IP network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     addr: IpAddr,
     prefix: u8,
 }
@@ -46,7 +112,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// Parses the `ratelimit_trusted_proxies` list: addresses or CIDRs, comma or space separated.
-pub fn parse_trusted(list: &str) -> Result<Vec<Cidr>, String> {
+pub(crate) fn parse_trusted(list: &str) -> Result<Vec<Cidr>, String> {
     list.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(|s| Cidr::parse(s).ok_or_else(|| format!("{s:?} is not an IP address or CIDR")))
@@ -69,7 +135,7 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
 /// address in `X-Forwarded-For` (all field lines, in order) that is not a trusted proxy.
 /// An unparsable element stops the walk at the hop that added it. When every element is
 /// trusted, the left-most one is the client.
-pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[Cidr]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[Cidr]) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     let mut client = canonical(peer);
     if !is_trusted(client) {
@@ -92,6 +158,15 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_by_prefix() {
+        assert_eq!(address_key(ip("2001:db8:1:2:aaaa::1"), 64), "2001:db8:1:2::/64");
+        assert_eq!(address_key(ip("2001:db8:1:2:bbbb::9"), 64), "2001:db8:1:2::/64");
+        assert_eq!(address_key(ip("2001:db8:1:2::1"), 128), "2001:db8:1:2::1");
+        assert_eq!(address_key(ip("::ffff:198.51.100.7"), 64), "198.51.100.7");
+        assert_eq!(address_key(ip("198.51.100.7"), 64), "198.51.100.7");
     }
 
     #[test]

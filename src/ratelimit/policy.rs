@@ -1,5 +1,7 @@
 //! Rate-limit policies, read from the `ratelimit_policies` Spin variable (a JSON object of
-//! named policies) and validated before any request is served.
+//! named policies) and validated before any request is served. A policy is one limit
+//! (`{"algorithm", ...}`) or several (`{"limits": {"burst": {...}, "daily": {...}}}`), all
+//! checked and consumed together.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -32,16 +34,21 @@ pub enum FailureMode {
     Closed,
 }
 
+/// One limit of a policy: a quota under one algorithm.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    pub name: String,
+pub struct Limit {
+    /// The list member name in `RateLimit` and `RateLimit-Policy`: the policy's name, or
+    /// `policy.limit` for a policy with several limits.
+    pub member: String,
+    /// The limit's own name within its policy (`None` for a one-limit policy); part of its
+    /// Redis key.
+    pub part: Option<String>,
     pub algorithm: Algorithm,
     /// The quota: `limit` of a window, or `capacity` of a bucket.
-    pub limit: u64,
-    pub failure_mode: FailureMode,
+    pub quota: u64,
 }
 
-impl Policy {
+impl Limit {
     /// The short algorithm tag used in Redis keys (so a changed algorithm never reads
     /// another algorithm's state).
     pub fn key_tag(&self) -> &'static str {
@@ -52,24 +59,34 @@ impl Policy {
         }
     }
 
-    pub fn algorithm_name(&self) -> &'static str {
-        match self.algorithm {
-            Algorithm::FixedWindow { .. } => "fixed_window",
-            Algorithm::SlidingWindow { .. } => "sliding_window",
-            Algorithm::TokenBucket { .. } => "token_bucket",
-        }
+    /// The time window in whole seconds (at least 1), for `RateLimit-Policy`'s `w`: the
+    /// window, or the time a token bucket takes to refill from empty.
+    pub fn window_secs(&self) -> u64 {
+        self.window_ms().div_ceil(1000).max(1)
     }
 
-    /// The policy's time window in whole seconds (at least 1), for `RateLimit-Policy`'s `w`:
-    /// the window, or the time a token bucket takes to refill from empty.
-    pub fn window_secs(&self) -> u64 {
-        let ms = match self.algorithm {
+    pub fn window_ms(&self) -> u64 {
+        match self.algorithm {
             Algorithm::FixedWindow { window_ms } | Algorithm::SlidingWindow { window_ms } => {
                 window_ms
             }
-            Algorithm::TokenBucket { interval_us } => (interval_us * self.limit).div_ceil(1000),
-        };
-        ms.div_ceil(1000).max(1)
+            Algorithm::TokenBucket { interval_us } => (interval_us * self.quota).div_ceil(1000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    /// At least one; every one must admit a request for it to pass.
+    pub limits: Vec<Limit>,
+    pub failure_mode: FailureMode,
+}
+
+impl Policy {
+    /// The largest cost any request could be admitted at: the smallest quota.
+    pub fn max_cost(&self) -> u64 {
+        self.limits.iter().map(|l| l.quota).min().unwrap_or(0)
     }
 }
 
@@ -80,10 +97,6 @@ pub struct Policies(Vec<Policy>);
 impl Policies {
     pub fn get(&self, name: &str) -> Option<&Policy> {
         self.0.iter().find(|p| p.name == name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|p| p.name.as_str())
     }
 
     /// Parses and validates the JSON. Errors name the policy and field at fault.
@@ -98,17 +111,32 @@ impl Policies {
     }
 }
 
+/// Most limits one policy may combine (each is one key in the decision script).
+pub const MAX_LIMITS: usize = 8;
+
 /// One policy as written in the variable; checked by [`parse_policy`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicySpec {
-    algorithm: String,
+    algorithm: Option<String>,
+    limit: Option<u64>,
+    window: Option<Window>,
+    capacity: Option<u64>,
+    refill_per_sec: Option<Box<RawValue>>,
+    limits: Option<UniqueMap<LimitSpec>>,
+    failure_mode: Option<String>,
+}
+
+/// One limit as written: alone in a policy, or one of its `limits`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitSpec {
+    algorithm: Option<String>,
     limit: Option<u64>,
     window: Option<Window>,
     capacity: Option<u64>,
     /// Kept as its JSON text: the rate is converted exactly, never through a float.
     refill_per_sec: Option<Box<RawValue>>,
-    failure_mode: Option<String>,
 }
 
 /// `"60s"` or a number of seconds.
@@ -138,12 +166,49 @@ fn parse_policy(name: &str, spec: PolicySpec) -> Result<Policy, String> {
             return Err(format!("failure_mode {other:?} is not fail_open or fail_closed"))
         }
     };
+    let alone = LimitSpec {
+        algorithm: spec.algorithm,
+        limit: spec.limit,
+        window: spec.window,
+        capacity: spec.capacity,
+        refill_per_sec: spec.refill_per_sec,
+    };
+    let limits = match spec.limits {
+        None => vec![parse_limit(name.to_owned(), None, alone)?],
+        Some(specs) => {
+            if alone.algorithm.is_some() || alone.limit.is_some() || alone.capacity.is_some() {
+                return Err("a policy has either \"limits\" or one algorithm, not both".into());
+            }
+            if specs.0.is_empty() || specs.0.len() > MAX_LIMITS {
+                return Err(format!("\"limits\" must hold 1 to {MAX_LIMITS} named limits"));
+            }
+            let mut out = Vec::new();
+            for (part, limit) in specs.0 {
+                if !valid_policy_name(&part) || part.contains('.') {
+                    return Err(format!(
+                        "limit name {part:?} must be letters, digits, '_' or '-' (at most {MAX_POLICY_NAME_LEN})"
+                    ));
+                }
+                let member = format!("{name}.{part}");
+                out.push(
+                    parse_limit(member, Some(part.clone()), limit)
+                        .map_err(|e| format!("limit {part:?}: {e}"))?,
+                );
+            }
+            out
+        }
+    };
+    Ok(Policy { name: name.to_owned(), limits, failure_mode })
+}
+
+fn parse_limit(member: String, part: Option<String>, spec: LimitSpec) -> Result<Limit, String> {
     let quota = |field: &str, value: Option<u64>| match value {
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
         Some(_) => Err(format!("{field} must be a whole number between 1 and {MAX_LIMIT}")),
         None => Err(format!("{field} is required")),
     };
-    let (algorithm, limit) = match spec.algorithm.as_str() {
+    let algorithm_name = spec.algorithm.as_deref().ok_or("algorithm is required")?;
+    let (algorithm, limit) = match algorithm_name {
         "fixed_window" | "sliding_window" => {
             if spec.capacity.is_some() || spec.refill_per_sec.is_some() {
                 return Err(
@@ -153,7 +218,7 @@ fn parse_policy(name: &str, spec: PolicySpec) -> Result<Policy, String> {
             }
             let limit = quota("limit", spec.limit)?;
             let window_ms = parse_duration(spec.window.as_ref().ok_or("window is required")?)?;
-            let algorithm = if spec.algorithm == "fixed_window" {
+            let algorithm = if algorithm_name == "fixed_window" {
                 Algorithm::FixedWindow { window_ms }
             } else {
                 Algorithm::SlidingWindow { window_ms }
@@ -185,7 +250,7 @@ fn parse_policy(name: &str, spec: PolicySpec) -> Result<Policy, String> {
             ))
         }
     };
-    Ok(Policy { name: name.to_owned(), algorithm, limit, failure_mode })
+    Ok(Limit { member, part, algorithm, quota: limit })
 }
 
 /// `"60s"`, `"500ms"`, `"5m"`, `"1h"`, `"1d"`, or a number of seconds.
@@ -258,17 +323,42 @@ mod tests {
         )
         .unwrap();
         let api = p.get("api").unwrap();
-        assert_eq!(api.algorithm, Algorithm::SlidingWindow { window_ms: 60_000 });
+        assert_eq!(api.limits[0].algorithm, Algorithm::SlidingWindow { window_ms: 60_000 });
         assert_eq!(
-            (api.limit, api.failure_mode, api.window_secs()),
+            (api.limits[0].quota, api.failure_mode, api.limits[0].window_secs()),
             (100, FailureMode::Closed, 60)
         );
         let login = p.get("login").unwrap();
-        assert_eq!(login.algorithm, Algorithm::TokenBucket { interval_us: 10_000_000 });
+        assert_eq!(login.limits[0].algorithm, Algorithm::TokenBucket { interval_us: 10_000_000 });
         assert_eq!(
-            (login.limit, login.failure_mode, login.window_secs()),
+            (login.limits[0].quota, login.failure_mode, login.limits[0].window_secs()),
             (5, FailureMode::Open, 50)
         );
+        assert_eq!(
+            (login.limits[0].member.as_str(), login.limits[0].part.as_ref()),
+            ("login", None)
+        );
+    }
+
+    #[test]
+    fn several_limits_in_one_policy() {
+        let p = Policies::parse(
+            r#"{"login": {"limits": {"burst": {"algorithm": "token_bucket", "capacity": 5, "refill_per_sec": 1},
+                                     "daily": {"algorithm": "fixed_window", "limit": 100, "window": "1d"}}}}"#,
+        )
+        .unwrap();
+        let login = p.get("login").unwrap();
+        let members: Vec<&str> = login.limits.iter().map(|l| l.member.as_str()).collect();
+        assert_eq!(members, ["login.burst", "login.daily"]);
+        assert_eq!(login.max_cost(), 5);
+        for bad in [
+            r#"{"a": {"limits": {}}}"#,
+            r#"{"a": {"limits": {"x.y": {"algorithm": "fixed_window", "limit": 1, "window": "1s"}}}}"#,
+            r#"{"a": {"algorithm": "fixed_window", "limit": 1, "window": "1s", "limits": {"b": {"algorithm": "fixed_window", "limit": 1, "window": "1s"}}}}"#,
+            r#"{"a": {"limits": {"b": {"algorithm": "fixed_window", "limit": 1, "window": "1s", "failure_mode": "fail_open"}}}}"#,
+        ] {
+            assert!(Policies::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

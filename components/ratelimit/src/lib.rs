@@ -1,4 +1,5 @@
-//! Spin component `ratelimit`: `/api/ratelimit/...` (check, inspect, reset) and the
+//! Spin component `ratelimit`: the private decision API `/api/ratelimit/...` (check, inspect,
+//! reset; http://ratelimit.spin.internal, or the public route with a token) and the
 //! `/api/limited/...` gateway that forwards admitted requests to the configured upstream.
 
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};

@@ -1,0 +1,202 @@
+//! The gateway, `/api/limited/{path...}`: identifies the caller, decides for its key and its
+//! address in one script, and forwards an admitted request to the upstream faithfully:
+//! every end-to-end field line both ways, in order, the upstream's own `RateLimit` members
+//! kept and ours appended.
+//!
+//! Order matters: the headers to forward are settled first (hop-by-hop ones, those named in
+//! `Connection` and those wasi-http refuses are dropped), so no header costs a caller a unit
+//! and a 502; then the decision; then the body (a declared excess is 413 before any upstream
+//! call); then the upstream call with the configured timeouts (504 on expiry).
+
+use serde::Serialize;
+
+use crate::platform::outbound::{self, OutboundError, OutboundRequest};
+use crate::platform::settings::Variables;
+use crate::platform::{ApiError, Request, Response};
+
+use super::client::{self, Caller};
+use super::decide::{evaluate, Check, Decision, Mode};
+use super::headers::{self, QuotaExceeded};
+use super::keys;
+use super::policy::{FailureMode, Policy};
+use super::settings::GatewaySettings;
+
+/// Largest request or upstream response body the gateway buffers.
+pub const MAX_GATEWAY_BODY: usize = 8 * 1024 * 1024;
+
+/// Hop-by-hop fields (RFC 9110 7.6.1 and the usual extras), and those wasi-http refuses to
+/// send (`host`, `http2-settings`): never forwarded in either direction.
+const NOT_FORWARDED: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "http2-settings",
+];
+
+/// The field lines to forward: end-to-end ones only, without those the `Connection` field
+/// names, the body framing (recomputed) or Spin's own `spin-*` fields.
+fn forwardable(lines: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    let named: Vec<String> = lines
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    lines
+        .iter()
+        .filter(|(n, _)| {
+            let n = n.to_ascii_lowercase();
+            !(NOT_FORWARDED.contains(&n.as_str())
+                || named.contains(&n)
+                || n == "content-length"
+                || n.starts_with("spin-"))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The limits of one caller: the gateway policy on its identity (a known key, else its
+/// address) and the address policy on its address, once each.
+fn checks<'a>(s: &'a GatewaySettings, caller: &Caller) -> Vec<Check<'a>> {
+    let identity = caller.api_key.as_deref().unwrap_or(&caller.address);
+    let mut out: Vec<Check> = Vec::new();
+    let mut add = |policy: &'a Policy, identity: &str, suffix: bool| {
+        for limit in &policy.limits {
+            let key = keys::gateway(policy, limit, identity);
+            if out.iter().any(|c| c.key == key) {
+                continue;
+            }
+            let mut member = limit.member.clone();
+            if suffix && out.iter().any(|c| c.member == member) {
+                member.push_str(".address");
+            }
+            out.push(Check { limit, member, key });
+        }
+    };
+    add(&s.policy, identity, false);
+    add(&s.address_policy, &caller.address, true);
+    out
+}
+
+#[derive(Serialize)]
+struct Refusal<'a> {
+    #[serde(flatten)]
+    problem: QuotaExceeded<'a>,
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+pub(crate) fn forward(mut req: Request) -> Result<Response, ApiError> {
+    let s = GatewaySettings::from_variables(&Variables::spin())?;
+    let peer =
+        req.client_addr().ok_or_else(|| ApiError::internal("the client address is unavailable"))?;
+    let caller = client::caller(&req, &s, peer)?;
+    let mut out_headers: Vec<(String, Vec<u8>)> = forwardable(req.field_lines())
+        .into_iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("x-forwarded-for"))
+        .collect();
+
+    // A policy fails open only if every policy of the decision does.
+    let failure_mode = if s.policy.failure_mode == FailureMode::Open
+        && s.address_policy.failure_mode == FailureMode::Open
+    {
+        FailureMode::Open
+    } else {
+        FailureMode::Closed
+    };
+    let decision = evaluate(&checks(&s, &caller), 1, Mode::Consume, failure_mode)?;
+    if !decision.allowed() {
+        let problem = QuotaExceeded::of(&decision);
+        let message = problem.detail.clone();
+        let body =
+            Refusal { problem, error: ErrorDetail { code: "rate_limited", message: &message } };
+        return Ok(headers::with_fields(headers::problem_response(&body), &decision));
+    }
+    let with_limits = |error: ApiError| with_decision(error, &decision);
+    let body = req.body(MAX_GATEWAY_BODY).map_err(with_limits)?;
+
+    // The path after /api/limited, the query, the end-to-end headers.
+    let info = req.path_info();
+    let path = if info.starts_with('/') { info.to_owned() } else { format!("/{info}") };
+    let url = match req.query() {
+        "" => format!("{}{path}", s.upstream),
+        query => format!("{}{path}?{query}", s.upstream),
+    };
+    let mut forwarded_for = req.header_values("x-forwarded-for").join(", ");
+    if !forwarded_for.is_empty() {
+        forwarded_for.push_str(", ");
+    }
+    forwarded_for.push_str(&peer.to_string());
+    out_headers.push(("x-forwarded-for".into(), forwarded_for.into_bytes()));
+    if !body.is_empty() {
+        out_headers.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
+    let request =
+        OutboundRequest { method: req.method(), url: &url, headers: &out_headers, body: &body };
+    let answer = outbound::send(&request, s.timeouts, MAX_GATEWAY_BODY).map_err(|e| {
+        eprintln!("ratelimit gateway: upstream request failed: {e}");
+        with_limits(match e {
+            OutboundError::Timeout => {
+                ApiError::new(504, "upstream_timeout", "the upstream did not answer in time")
+            }
+            // The upstream has acted on the request by now: say so rather than 413, which
+            // would tell the client its request was not processed.
+            OutboundError::TooLarge => ApiError::new(
+                502,
+                "upstream_response_too_large",
+                format!(
+                    "the upstream answered with more than {MAX_GATEWAY_BODY} bytes, which the \
+                     gateway does not relay; the upstream may have acted on the request"
+                ),
+            ),
+            _ => ApiError::new(502, "upstream_unavailable", "the upstream did not answer"),
+        })
+    })?;
+    let mut response = Response::new(answer.status).with_body(answer.body);
+    response.headers = forwardable(&answer.headers);
+    Ok(headers::with_fields(response, &decision))
+}
+
+fn with_decision(mut error: ApiError, decision: &Decision) -> ApiError {
+    error.headers.extend(headers::fields(decision));
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn only_end_to_end_fields_are_forwarded_in_order() {
+        let kept = forwardable(&lines(&[
+            ("accept", "*/*"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("x-hop", "secret"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+            ("set-cookie", "a=1"),
+            ("spin-client-addr", "1.2.3.4:5"),
+            ("content-length", "3"),
+            ("set-cookie", "b=2"),
+            ("te", "trailers"),
+        ]));
+        assert_eq!(kept, lines(&[("accept", "*/*"), ("set-cookie", "a=1"), ("set-cookie", "b=2")]));
+    }
+}
