@@ -10,5 +10,6 @@ mod health;
 mod leaderboard;
 mod locks;
 mod otp;
+mod ratelimit;
 mod sessions;
 mod wasm_size;

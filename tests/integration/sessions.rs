@@ -15,7 +15,10 @@ use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestResponse};
 
-use crate::support::{assert_error, builder, in_both_modes, Mode, AZURE_STYLE_KEY};
+use crate::support::{
+    assert_error, builder, command_calls, commands_between, in_both_modes, Mode, AZURE_STYLE_KEY,
+    CONNECTION_SET_UP,
+};
 
 const API_TOKEN: &str = "backend-token-7f3a9c-0123456789abcdef";
 const DEFAULT_COOKIE_ATTRIBUTES: &str = "; Path=/; Secure; HttpOnly; SameSite=Lax";
@@ -107,22 +110,8 @@ fn assert_unauthorized_and_cleared(res: &TestResponse) {
     );
 }
 
-/// `INFO commandstats` as command -> calls.
-async fn command_stats(redis: &RedisServer) -> HashMap<String, u64> {
-    let mut conn = redis.client().await;
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .collect()
-}
-
-/// Commands sent by the host's clients to set up a connection, and the test's own INFO. The
-/// key-value store also sends a PING each time a component opens it (Spin's `after_open`).
-const CONNECTION_SET_UP: &[&str] = &["info", "auth", "hello", "client", "client|setinfo", "ping"];
+/// The key-value store sends a PING each time a component opens it (Spin's `after_open`).
+const STORE_OPEN: &[&str] = &["ping"];
 
 /// The commands the session script runs inside Redis: commandstats counts a script's
 /// `redis.call`s too, but they cost no round trip.
@@ -140,20 +129,6 @@ const INSIDE_THE_SCRIPT: &[&str] = &[
     "zcard",
     "zpopmin",
 ];
-
-/// Commands sent between two readings, leaving out those named in `ignored`.
-fn commands_between(
-    before: &HashMap<String, u64>,
-    after: &HashMap<String, u64>,
-    ignored: &[&[&str]],
-) -> HashMap<String, u64> {
-    after
-        .iter()
-        .filter(|(name, _)| !ignored.iter().any(|list| list.contains(&name.as_str())))
-        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
-        .filter(|(_, delta)| *delta > 0)
-        .collect()
-}
 
 /// Every key and every value Redis holds, as text.
 async fn dump(redis: &RedisServer) -> Vec<(String, String)> {
@@ -920,7 +895,7 @@ async fn every_route_is_one_connection_and_one_command(mode: Mode) {
     ];
     let mut current = id.clone();
     for (name, method, path, body) in steps {
-        let before = command_stats(&redis).await;
+        let before = command_calls(&redis).await;
         let token = if name == "create" {
             format!("Bearer {API_TOKEN}")
         } else {
@@ -932,19 +907,23 @@ async fn every_route_is_one_connection_and_one_command(mode: Mode) {
         }
         let res = req.send().await;
         assert!(res.status < 300, "{name}: {}", res.text());
-        let after = command_stats(&redis).await;
+        let after = command_calls(&redis).await;
         if name == "get" && mode == Mode::FastPath {
             // One GET on the pooled connection, and no script.
             assert_eq!(res.redis_connections, 0, "{name}");
             assert_eq!(
-                commands_between(&before, &after, &[CONNECTION_SET_UP]),
+                commands_between(&before, &after, &[CONNECTION_SET_UP, STORE_OPEN]),
                 HashMap::from([("get".to_owned(), 1)]),
                 "{name}"
             );
         } else {
             assert_eq!(res.redis_connections, 1, "{name}");
             assert_eq!(
-                commands_between(&before, &after, &[CONNECTION_SET_UP, INSIDE_THE_SCRIPT]),
+                commands_between(
+                    &before,
+                    &after,
+                    &[CONNECTION_SET_UP, STORE_OPEN, INSIDE_THE_SCRIPT]
+                ),
                 HashMap::from([("evalsha".to_owned(), 1)]),
                 "{name}"
             );
@@ -954,13 +933,13 @@ async fn every_route_is_one_connection_and_one_command(mode: Mode) {
         }
     }
     for (path, id) in [("/api/sessions/current", &current), ("/api/sessions", &other)] {
-        let before = command_stats(&redis).await;
+        let before = command_calls(&redis).await;
         let res = app.delete(path).header("authorization", &format!("Bearer {id}")).send().await;
         assert!(res.status < 300, "{path}: {}", res.text());
         assert_eq!(res.redis_connections, 1);
-        let after = command_stats(&redis).await;
+        let after = command_calls(&redis).await;
         assert_eq!(
-            commands_between(&before, &after, &[CONNECTION_SET_UP, INSIDE_THE_SCRIPT]),
+            commands_between(&before, &after, &[CONNECTION_SET_UP, STORE_OPEN, INSIDE_THE_SCRIPT]),
             HashMap::from([("evalsha".to_owned(), 1)]),
             "DELETE {path}"
         );

@@ -1,6 +1,7 @@
 //! What every module of the integration tests shares: the app under test, the error shape,
 //! the two Redis paths, and `MONITOR` round-trip counting.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +86,36 @@ macro_rules! in_both_modes {
     )*};
 }
 pub(crate) use in_both_modes;
+
+/// `INFO commandstats` as command -> calls (scripts' `redis.call`s included).
+pub async fn command_calls(redis: &RedisServer) -> HashMap<String, u64> {
+    let mut conn = redis.client().await;
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Commands the host's clients send to set up a connection, and the test's own `INFO`.
+pub const CONNECTION_SET_UP: &[&str] = &["info", "auth", "hello", "client", "client|setinfo"];
+
+/// Commands run between two [`command_calls`] readings, leaving out those named in `ignored`.
+pub fn commands_between(
+    before: &HashMap<String, u64>,
+    after: &HashMap<String, u64>,
+    ignored: &[&[&str]],
+) -> HashMap<String, u64> {
+    after
+        .iter()
+        .filter(|(name, _)| !ignored.iter().any(|list| list.contains(&name.as_str())))
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, delta)| *delta > 0)
+        .collect()
+}
 
 /// The commands clients send to a Redis server, watched with `MONITOR` and read with the
 /// parser the benchmark uses: commands that scripts run inside Redis and connection set-up

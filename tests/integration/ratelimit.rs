@@ -12,6 +12,10 @@ use spin_test_host::redis;
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestRequest, TestResponse};
 
+use crate::support::{
+    assert_error, builder, command_calls, commands_between, AZURE_STYLE_KEY, CONNECTION_SET_UP,
+};
+
 const ADMIN_TOKEN: &str = "adm1n+T0ken/=adm1n+T0ken/=adm1n+T0ken/=";
 /// Opens the public decision route (otherwise private: service chaining only).
 const API_TOKEN: &str = "ap1+T0ken/=ap1+T0ken/=ap1+T0ken/=ap1+T0ken";
@@ -31,13 +35,8 @@ fn policies() -> Value {
     })
 }
 
-fn manifest() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")
-}
-
 fn app_with(redis: &RedisServer, vars: &[(&str, &str)]) -> TestApp {
-    let mut builder = redis
-        .configure(TestApp::builder(manifest()))
+    let mut builder = builder(redis)
         .variable("ratelimit_policies", policies().to_string())
         .variable("ratelimit_admin_token", ADMIN_TOKEN)
         .variable("ratelimit_api_token", API_TOKEN);
@@ -65,38 +64,6 @@ async fn check(app: &TestApp, policy: &str, key: &str, cost: u64, dry_run: bool)
         .json(&json!({"policy": policy, "key": key, "cost": cost, "dry_run": dry_run}))
         .send()
         .await
-}
-
-/// `INFO commandstats` as command -> calls.
-async fn command_calls(redis: &RedisServer) -> HashMap<String, u64> {
-    let mut conn = redis.client().await;
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("cmdstat_")?;
-            let (name, stats) = rest.split_once(':')?;
-            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .collect()
-}
-
-/// What changed between two `INFO commandstats` readings, besides the test's own INFO and
-/// the host client's connection set-up (AUTH, CLIENT SETINFO, HELLO): the component's
-/// commands.
-fn component_commands(
-    before: &HashMap<String, u64>,
-    after: &HashMap<String, u64>,
-) -> HashMap<String, u64> {
-    const SETUP: [&str; 5] = ["info", "auth", "client|setinfo", "hello", "client"];
-    after
-        .iter()
-        .filter(|(name, _)| !SETUP.contains(&name.as_str()))
-        .filter_map(|(name, calls)| {
-            let delta = calls - before.get(name).copied().unwrap_or(0);
-            (delta > 0).then(|| (name.clone(), delta))
-        })
-        .collect()
 }
 
 async fn pttl(redis: &RedisServer, key: &str) -> i64 {
@@ -130,12 +97,6 @@ const IDENTITY_SECRET: &str = "1dentity+Secret/=1dentity+Secret/=12";
 fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn assert_error(res: &TestResponse, status: u16, code: &str) {
-    assert_eq!(res.status, status, "{}", res.text());
-    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
-    assert_eq!(res.header("content-type"), Some("application/json"));
 }
 
 /// 200 requests race for a quota of 50: exactly 50 get through, each in one connection.
@@ -183,7 +144,11 @@ async fn every_algorithm_admits_exactly_the_limit_under_concurrency() {
         };
         let mut expected = HashMap::from([("evalsha".to_owned(), 200), ("time".to_owned(), 200)]);
         expected.extend(reads_writes.iter().map(|(c, n)| (c.to_string(), *n)));
-        assert_eq!(component_commands(&before, &after), expected, "policy {policy}");
+        assert_eq!(
+            commands_between(&before, &after, &[CONNECTION_SET_UP]),
+            expected,
+            "policy {policy}"
+        );
         // Nothing left: the next request is refused too.
         assert_eq!(check(&app, policy, "race", 1, false).await.status, 429);
     }
@@ -191,7 +156,7 @@ async fn every_algorithm_admits_exactly_the_limit_under_concurrency() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrency_is_exact_over_tls_with_a_password() {
-    let redis = RedisServer::tls("Az+ure/Key==0123456789abcdefghij");
+    let redis = RedisServer::tls(AZURE_STYLE_KEY);
     let app = app(&redis);
     let (ok, limited) = race(&app, "tb", "tls-race").await;
     assert_eq!((ok, limited), (50, 150));
@@ -926,8 +891,7 @@ async fn decision_api_is_private_unless_opted_in_plain() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn decision_api_is_private_unless_opted_in_tls() {
-    decision_api_is_private_unless_opted_in(&RedisServer::tls("Az+ure/Key==0123456789abcdefghij"))
-        .await;
+    decision_api_is_private_unless_opted_in(&RedisServer::tls(AZURE_STYLE_KEY)).await;
 }
 
 /// Made-up API keys: a fresh key per request earns no fresh quota; a repeated key header is
@@ -998,8 +962,7 @@ async fn made_up_api_keys_get_no_fresh_quota_plain() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn made_up_api_keys_get_no_fresh_quota_tls() {
-    made_up_api_keys_get_no_fresh_quota(&RedisServer::tls("Az+ure/Key==0123456789abcdefghij"))
-        .await;
+    made_up_api_keys_get_no_fresh_quota(&RedisServer::tls(AZURE_STYLE_KEY)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1145,7 +1108,11 @@ async fn several_limits_decide_together() {
     assert_eq!(body["violated-policies"], json!(["combo.burst"]));
     assert_eq!(body["limits"][1]["remaining"], 2, "the daily limit gave nothing to a refusal");
     let after = command_calls(&redis).await;
-    assert_eq!(component_commands(&before, &after)["evalsha"], 4, "one script per decision");
+    assert_eq!(
+        commands_between(&before, &after, &[CONNECTION_SET_UP])["evalsha"],
+        4,
+        "one script per decision"
+    );
     let mut conn = redis.client().await;
     let daily: i64 = redis::cmd("HGET")
         .arg("srp:rl:a:{combo:u}:daily:fw")
@@ -1171,7 +1138,7 @@ async fn several_limits_decide_together() {
 /// loud 500 with a code and a log line, and the gateway forwards nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn fail_open_never_hides_a_mistake() {
-    let redis = RedisServer::tls("Az+ure/Key==0123456789abcdefghij");
+    let redis = RedisServer::tls(AZURE_STYLE_KEY);
     let upstream = Upstream::start();
     let wrong = [("redis_access_key", "not-the-password"), ("ratelimit_gateway_policy", "open")];
     let app = app_with(&redis, &wrong);
@@ -1289,10 +1256,7 @@ async fn blocked_callers_are_refused_from_the_pool_plain() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn blocked_callers_are_refused_from_the_pool_tls() {
-    blocked_callers_are_refused_from_the_pool(&RedisServer::tls(
-        "Az+ure/Key==0123456789abcdefghij",
-    ))
-    .await;
+    blocked_callers_are_refused_from_the_pool(&RedisServer::tls(AZURE_STYLE_KEY)).await;
 }
 
 /// Issue 14: with the fast path on, fixed and sliding windows are decided on the pooled
@@ -1385,5 +1349,5 @@ async fn windows_are_decided_on_the_pool_plain() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn windows_are_decided_on_the_pool_tls() {
-    windows_are_decided_on_the_pool(&RedisServer::tls("Az+ure/Key==0123456789abcdefghij")).await;
+    windows_are_decided_on_the_pool(&RedisServer::tls(AZURE_STYLE_KEY)).await;
 }
