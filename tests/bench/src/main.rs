@@ -164,6 +164,8 @@ fn load_group(redis: &RedisServer) -> Result<Group, String> {
             .variable("ratelimit_policies", routes::ratelimit_policies())
             .variable("ratelimit_gateway_policy", "bench_gw")
             .variable("ratelimit_admin_token", routes::ADMIN_TOKEN)
+            .variable("ratelimit_api_token", routes::RATELIMIT_API_TOKEN)
+            .variable("otp_api_token", routes::OTP_API_TOKEN)
             .variable("leaderboard_api_token", routes::LEADERBOARD_TOKEN)
             .variable("locks_api_token", routes::LOCKS_TOKEN)
             // The demo origin answers at once: a miss then costs what the cache adds.

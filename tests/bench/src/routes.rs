@@ -12,6 +12,10 @@ use crate::load::{self, Req, Workload};
 
 pub const SESSIONS_TOKEN: &str = "bench-sessions-token-0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdefghij";
+/// Bearer tokens of the public routes of the decision API and of OTP (both are private by
+/// default; the bench calls them as a service outside the app would).
+pub const RATELIMIT_API_TOKEN: &str = "bench-ratelimit-api-token-0123456789ab";
+pub const OTP_API_TOKEN: &str = "bench-otp-api-token-0123456789abcdefgh";
 /// An OTP pepper of the shape `openssl rand -base64 32` gives.
 pub const OTP_PEPPER: &str = "bench+pepper/0123456789abcdefghijklmnopqrs=";
 
@@ -212,6 +216,7 @@ fn session_id(body: &[u8]) -> Option<String> {
 
 fn otp_issue_req(subject: &str) -> Req {
     Req::new(Method::POST, "/api/otp")
+        .bearer(OTP_API_TOKEN)
         .json(json!({"subject": subject, "purpose": "login", "channel": "email"}))
 }
 
@@ -283,12 +288,16 @@ pub async fn workload(
                 let key = format!("user:{}", n % 10_000);
                 Some(
                     Req::new(Method::POST, "/api/ratelimit/check")
+                        .bearer(RATELIMIT_API_TOKEN)
                         .json(json!({"policy": policy, "key": key})),
                 )
             })
         }
         RouteId::RateLimitState => Workload::new(200, |_, n| {
-            Some(Req::new(Method::GET, format!("/api/ratelimit/bench_sw/user:{}", n % 10_000)))
+            Some(
+                Req::new(Method::GET, format!("/api/ratelimit/bench_sw/user:{}", n % 10_000))
+                    .bearer(RATELIMIT_API_TOKEN),
+            )
         }),
         RouteId::Gateway => Workload::new(200, |_, n| {
             Some(Req::new(Method::GET, format!("/api/limited/profiles/{}", n % 1000 + 1)))
@@ -334,6 +343,7 @@ pub async fn workload(
                 let (subject, code) = pool.lock().unwrap().pop()?;
                 Some(
                     Req::new(Method::POST, "/api/otp/verify")
+                        .bearer(OTP_API_TOKEN)
                         .json(json!({"subject": subject, "purpose": "login", "code": code})),
                 )
             })
