@@ -198,13 +198,16 @@ pub(crate) fn evaluate(
     }
     let result = match (checks, pooled) {
         ([check], true) if !matches!(check.limit.algorithm, Algorithm::TokenBucket { .. }) => {
-            match FastPath::open()? {
-                // A store error is Redis being unavailable: the failure mode decides, and the
-                // script's separate state is never consulted instead.
-                Some(store) => super::pooled::decide(&store, &redis, check, cost, mode)
-                    .map(|state| state.into_iter().collect()),
-                None => run(&redis, checks, marker.as_deref(), cost, mode),
-            }
+            // A store error is Redis being unavailable: the failure mode decides, and the
+            // script's separate state is never consulted instead. When the breaker keeps this
+            // request off the pool, the same counters are used over outbound Redis.
+            let store = FastPath::open()?;
+            let counters: &dyn super::pooled::Counters = match &store {
+                Some(store) => store,
+                None => &redis,
+            };
+            super::pooled::decide(counters, &redis, check, cost, mode)
+                .map(|state| state.into_iter().collect())
         }
         _ => run(&redis, checks, marker.as_deref(), cost, mode),
     };

@@ -14,6 +14,9 @@
 //!   Redis time; switching the fast path starts those quotas afresh.
 //! - Self-expiring: the creator of a window's counter sets its expiry and repairs the previous
 //!   window's, so a counter whose expiry failed once gets one from the next window's creator.
+//! - One state when the pool is stuck: while the fast path's breaker keeps requests off the
+//!   pooled connection, the same counters are read and incremented over outbound Redis
+//!   ([`Counters`]), so a caller never finds a fresh quota on another path.
 
 use crate::args;
 use crate::lua_script;
@@ -64,7 +67,31 @@ fn window<'a>(full_key: &'a str, check: &Check) -> Option<Window<'a>> {
     Some(Window { base: full_key, sliding, window_ms, idx, elapsed: shifted - idx * window_ms })
 }
 
-fn read(store: &FastPath, key: &str) -> Result<i64, RedisError> {
+/// Where a window's counters live: the pooled store, or the same keys over outbound Redis.
+pub(crate) trait Counters {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError>;
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, RedisError>;
+}
+
+impl Counters for FastPath {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        FastPath::get(self, key)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, RedisError> {
+        FastPath::increment(self, key, delta)
+    }
+}
+
+impl Counters for Redis {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        Ok(self.execute("GET", args![key])?.opt_bytes(0)?.map(<[u8]>::to_vec))
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, RedisError> {
+        self.execute("INCRBY", args![key, delta])?.int(0)
+    }
+}
+
+fn read(store: &dyn Counters, key: &str) -> Result<i64, RedisError> {
     Ok(store
         .get(key)?
         .and_then(|v| String::from_utf8(v).ok())
@@ -74,7 +101,7 @@ fn read(store: &FastPath, key: &str) -> Result<i64, RedisError> {
 
 /// Decides one window limit on the pool; `None` for a token bucket.
 pub(crate) fn decide(
-    store: &FastPath,
+    store: &dyn Counters,
     redis: &Redis,
     check: &Check,
     cost: u64,

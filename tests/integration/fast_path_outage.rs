@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use spin_test_host::redis;
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::TestApp;
 
@@ -22,6 +23,11 @@ fn app(redis: &RedisServer) -> TestApp {
     builder(redis)
         .variable("redis_fast_path", "true")
         .variable("sessions_api_token", API_TOKEN)
+        .variable("ratelimit_api_token", API_TOKEN)
+        .variable(
+            "ratelimit_policies",
+            r#"{"hourly": {"algorithm": "fixed_window", "limit": 10, "window": "1h"}}"#,
+        )
         .variable("origin_delay_ms", "0")
         .load()
         .expect("app loads")
@@ -168,6 +174,30 @@ async fn outage(mut redis: RedisServer) {
             _ => assert!(s.status == 200 && s.x_cache.as_deref() != Some("BYPASS"), "{s:?}"),
         }
     }
+    // Rate-limit windows keep one state while the breaker keeps requests off the stuck pool:
+    // the same counters, over outbound Redis. Exactly the quota is admitted, and the counter
+    // the pooled path would have used holds it.
+    let mut admitted = 0;
+    for _ in 0..15 {
+        let started = Instant::now();
+        let res = app
+            .post("/api/ratelimit/check")
+            .header("authorization", &format!("Bearer {API_TOKEN}"))
+            .json(&json!({"policy": "hourly", "key": "after-restart"}))
+            .send()
+            .await;
+        assert!(res.status == 200 || res.status == 429, "{}", res.text());
+        assert!(started.elapsed() <= BOUND, "{}", res.text());
+        admitted += usize::from(res.status == 200);
+    }
+    assert_eq!(admitted, 10);
+    let mut client = redis.client().await;
+    let counters: Vec<String> =
+        redis::cmd("KEYS").arg("srp:rl:a:*after-restart*").query_async(&mut client).await.unwrap();
+    let values: Vec<Option<i64>> =
+        redis::cmd("MGET").arg(&counters).query_async(&mut client).await.unwrap();
+    assert!(values.contains(&Some(10)), "{counters:?} {values:?}");
+
     // When the pooled store answered again (not asserted: that is the store's own retry
     // policy, which the components cannot shorten; see docs/fast-path.md).
     let pooled_again = samples
