@@ -380,14 +380,20 @@ fn system_ca_file() -> Result<PathBuf, String> {
         // Starting a TLS server generates the test CA.
         drop(RedisServer::tls(TLS_PASSWORD));
     }
-    let system = [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/cert.pem",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .ok_or("no system CA bundle found")?;
+    // BENCH_CA_BUNDLE measures another bundle in its place, such as the Azure roots of
+    // deploy/scripts/build-ca-bundle.sh.
+    let chosen = std::env::var("BENCH_CA_BUNDLE").ok();
+    let system = match &chosen {
+        Some(path) => path.as_str(),
+        None => [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/cert.pem",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("no system CA bundle found")?,
+    };
     let mut bundle = std::fs::read(system).map_err(|e| format!("{system}: {e}"))?;
     bundle.extend(std::fs::read(&test_ca).map_err(|e| format!("{}: {e}", test_ca.display()))?);
     let path = test_ca.with_file_name("system-plus-test-ca.pem");
