@@ -1,10 +1,13 @@
-//! The integration tests, one binary: each module drives the built `.wasm` components through
-//! the Spin-compatible test host (tests/host) into real Redis servers it starts itself, plain
-//! and TLS with a password. `support` holds what the modules share.
+//! The integration tests, one binary. The service modules drive the built `.wasm` components
+//! through the Spin-compatible test host (tests/host) into real Redis servers they start
+//! themselves, plain and TLS with a password; `deploy` checks the SpinKube tree and scripts,
+//! `docs` the README and docs against spin.toml. `support` holds what the modules share.
 
 mod support;
 
 mod cache;
+mod deploy;
+mod docs;
 mod fast_path_outage;
 mod health;
 mod leaderboard;
