@@ -23,20 +23,31 @@
 //!
 //! # Failing fast
 //! Spin 3.6.3's Redis store never times out: while Redis is unreachable, a call waits for the
-//! store's reconnect retries (minutes). A WASIp2 guest cannot interrupt a host call, so the
-//! components never make one that is likely to hang. The [`Breaker`] keeps two timestamps in
+//! store's reconnect retries (minutes), and after Redis returns the store reconnects only at
+//! its next retry (up to two minutes later). A WASIp2 guest cannot interrupt a host call, so
+//! the components never make one that is likely to hang. The [`Breaker`] keeps its state in
 //! Spin's in-memory store `breaker`, which every instance of the process shares:
-//! `pending_since` (a pooled call started and has not finished) and `done_at` (the last call
-//! finished). A call still pending after `redis_fast_path_stall_ms` means the pooled
-//! connection is stuck: until some call finishes, every request skips the fast path and uses
-//! outbound Redis, which fails at once when Redis is down (503, bypass or the rate-limit
-//! policy's failure mode) and works as soon as Redis is back. The stuck calls are the probes:
-//! when the store reconnects they finish, `done_at` moves, and the fast path is used again.
+//! - per store label, `pending_since` (a pooled call started and has not finished) and
+//!   `done_at` (the last call finished). A call still pending after `redis_fast_path_stall_ms`
+//!   means that label's connection is stuck: every request skips the fast path and uses
+//!   outbound Redis, which fails at once when Redis is down (503, bypass or the rate-limit
+//!   policy's failure mode) and works as soon as Redis is back;
+//! - `outbound_ok_at`: when outbound Redis last answered a request the breaker had diverted.
+//!   That is proof Redis is reachable again while the pooled connection still hangs, so the
+//!   next request moves the fast path to the next idle label of [`STORE_LABELS`]: a store
+//!   Spin has not connected yet (or whose connection has recovered), which connects at once.
+//!   The stuck label's calls finish whenever its own reconnect does; it is used again after a
+//!   later failover, once idle. Recovery therefore takes one outbound answer, not Spin's
+//!   backoff. With every label stuck (failovers closer together than the store's reconnect),
+//!   requests stay on outbound Redis until one recovers.
+//!
 //! Requests that start a pooled call in the stall window before the breaker opens wait with
-//! the stuck ones: at most the request rate times `redis_fast_path_stall_ms`.
+//! the stuck ones: at most the request rate times `redis_fast_path_stall_ms`, per failover.
 //!
 //! Off unless `redis_fast_path` is true. When a store cannot be opened the caller falls back
 //! to outbound Redis, which then reports Redis being down as it always does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 
@@ -44,8 +55,11 @@ use super::clock::unix_now_ms;
 use super::redis::RedisError;
 use super::settings::{ConfigError, Variables};
 
-/// The store label the components list in `key_value_stores` and the runtime config defines.
-pub const STORE_LABEL: &str = "redis";
+/// The labels of the pooled store, all on the same Redis, which the components list in
+/// `key_value_stores` and the runtime config defines. Spin keeps one connection per label,
+/// made on its first open: the first is used until it hangs, the others stand by (see the
+/// module doc) and cost nothing until then.
+pub const STORE_LABELS: [&str; 2] = ["redis", "redis_standby"];
 /// The in-memory store (`type = "spin"`, no `path`) that holds the breaker's state.
 pub const BREAKER_LABEL: &str = "breaker";
 /// The Spin variable that turns the fast path on.
@@ -53,18 +67,27 @@ pub const VARIABLE: &str = "redis_fast_path";
 /// How long a pooled call may be pending before every request skips the fast path.
 pub const STALL_VARIABLE: &str = "redis_fast_path_stall_ms";
 
-const PENDING_SINCE: &str = "fast_path:pending_since";
-const DONE_AT: &str = "fast_path:done_at";
+/// Index into [`STORE_LABELS`] of the label in use.
+const ACTIVE: &str = "fast_path:active";
+/// When outbound Redis last answered a request the breaker had diverted.
+const OUTBOUND_OK_AT: &str = "fast_path:outbound_ok_at";
+/// When a diverted request last logged, so an outage logs once a second, not per request.
+const LOGGED_AT: &str = "fast_path:logged_at";
+
+/// Set when the breaker sent this request to outbound Redis. Spin runs every request in a
+/// fresh instance, so this is per request.
+static DIVERTED: AtomicBool = AtomicBool::new(false);
 
 /// An open handle on the pooled store, behind the breaker.
 pub struct FastPath {
     bucket: store::Bucket,
+    label: &'static str,
     breaker: Breaker,
 }
 
 impl FastPath {
-    /// The store, when `redis_fast_path` is on, the breaker is closed and Spin opens it.
-    /// `Ok(None)` means: use outbound Redis (fast path off, the pooled connection stuck, or
+    /// The store, when `redis_fast_path` is on, a label is usable and Spin opens it.
+    /// `Ok(None)` means: use outbound Redis (fast path off, every pooled connection stuck, or
     /// the store unavailable, which is logged).
     pub fn open() -> Result<Option<Self>, ConfigError> {
         let variables = Variables::spin();
@@ -79,16 +102,17 @@ impl FastPath {
                 return Ok(None);
             }
         };
-        if breaker.is_open() {
+        let Some(label) = breaker.usable_label() else {
+            DIVERTED.store(true, Ordering::Relaxed);
             return Ok(None);
-        }
+        };
         // Spin's open sends a PING on the pooled connection: it can hang like any call.
-        let opened = breaker.guard(|| store::open(STORE_LABEL));
+        let opened = breaker.guard(label, || store::open(label));
         match opened {
-            Ok(bucket) => Ok(Some(Self { bucket, breaker })),
+            Ok(bucket) => Ok(Some(Self { bucket, label, breaker })),
             Err(e) => {
                 eprintln!(
-                    "fast path: key-value store {STORE_LABEL:?} unavailable, using outbound Redis: {}",
+                    "fast path: key-value store {label:?} unavailable, using outbound Redis: {}",
                     describe(&e)
                 );
                 Ok(None)
@@ -98,14 +122,26 @@ impl FastPath {
 
     /// `GET key` on the pooled connection.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        self.breaker.guard(|| self.bucket.get(key)).map_err(|e| unavailable(&e))
+        self.breaker.guard(self.label, || self.bucket.get(key)).map_err(|e| unavailable(&e))
     }
 
     /// `INCRBY key delta` on the pooled connection. The key gets no expiry if it is new.
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64, RedisError> {
         self.breaker
-            .guard(|| atomics::increment(&self.bucket, key, delta))
+            .guard(self.label, || atomics::increment(&self.bucket, key, delta))
             .map_err(|e| unavailable(&e))
+    }
+}
+
+/// Outbound Redis answered this request. When the breaker had diverted it, that is news:
+/// Redis is reachable, so the next request may move the fast path to a fresh label. Called by
+/// [`super::redis`] after every successful command; free unless the request was diverted.
+pub(crate) fn outbound_answered() {
+    if !DIVERTED.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(state) = store::open(BREAKER_LABEL) {
+        let _ = state.set(OUTBOUND_OK_AT, unix_now_ms().to_string().as_bytes());
     }
 }
 
@@ -128,36 +164,75 @@ impl Breaker {
         }
     }
 
-    fn write(&self, key: &str, ms: i64) {
+    fn write(&self, key: &str, value: i64) {
         // The in-memory store fails only if Spin cannot take its lock; then the breaker
         // simply learns nothing from this call.
-        let _ = self.state.set(key, ms.to_string().as_bytes());
+        let _ = self.state.set(key, value.to_string().as_bytes());
     }
 
-    /// True while a pooled call has been pending for longer than the stall limit.
-    fn is_open(&self) -> bool {
-        let pending_since = self.read(PENDING_SINCE);
-        let stuck =
-            pending_since > self.read(DONE_AT) && unix_now_ms() - pending_since > self.stall_ms;
-        if stuck {
+    fn pending_since_key(label: &str) -> String {
+        format!("fast_path:{label}:pending_since")
+    }
+
+    fn done_at_key(label: &str) -> String {
+        format!("fast_path:{label}:done_at")
+    }
+
+    /// When the oldest unfinished call on `label` started, if one is unfinished.
+    fn pending_since(&self, label: &str) -> Option<i64> {
+        let since = self.read(&Self::pending_since_key(label));
+        (since > self.read(&Self::done_at_key(label))).then_some(since)
+    }
+
+    /// The label to use now, or `None` for outbound Redis.
+    fn usable_label(&self) -> Option<&'static str> {
+        let active = usize::try_from(self.read(ACTIVE)).unwrap_or(0) % STORE_LABELS.len();
+        let label = STORE_LABELS[active];
+        let Some(since) = self.pending_since(label) else { return Some(label) };
+        let now = unix_now_ms();
+        if now - since <= self.stall_ms {
+            return Some(label);
+        }
+        // Stuck. Once outbound Redis has answered since, Redis is back (or only this
+        // connection hangs, as a half-open socket after a failover would): move to an idle
+        // label. Instances racing here pick the same one.
+        if self.read(OUTBOUND_OK_AT) > since {
+            let idle = (1..STORE_LABELS.len())
+                .map(|step| (active + step) % STORE_LABELS.len())
+                .find(|&i| self.pending_since(STORE_LABELS[i]).is_none());
+            if let Some(next) = idle {
+                self.write(ACTIVE, next as i64);
+                eprintln!(
+                    "fast path: the pooled connection of store {label:?} has hung for {} ms \
+                     while outbound Redis answers; moving to store {:?}",
+                    now - since,
+                    STORE_LABELS[next]
+                );
+                return Some(STORE_LABELS[next]);
+            }
+        }
+        if now - self.read(LOGGED_AT) >= 1000 {
+            self.write(LOGGED_AT, now);
             eprintln!(
-                "fast path: a pooled Redis call has been pending for {} ms; using outbound Redis",
-                unix_now_ms() - pending_since
+                "fast path: a pooled Redis call on store {label:?} has been pending for {} ms; \
+                 using outbound Redis",
+                now - since
             );
         }
-        stuck
+        None
     }
 
-    /// Runs one pooled call with its start and end recorded. Only the first of overlapping
-    /// calls marks `pending_since`, so it keeps the age of the oldest unfinished one (races
-    /// between instances can only make it a little younger, which delays tripping by as much).
-    fn guard<T>(&self, call: impl FnOnce() -> T) -> T {
+    /// Runs one pooled call on `label` with its start and end recorded. Only the first of
+    /// overlapping calls marks `pending_since`, so it keeps the age of the oldest unfinished
+    /// one (races between instances can only make it a little younger, which delays tripping
+    /// by as much).
+    fn guard<T>(&self, label: &str, call: impl FnOnce() -> T) -> T {
         let now = unix_now_ms();
-        if self.read(PENDING_SINCE) <= self.read(DONE_AT) {
-            self.write(PENDING_SINCE, now);
+        if self.pending_since(label).is_none() {
+            self.write(&Self::pending_since_key(label), now);
         }
         let result = call();
-        self.write(DONE_AT, unix_now_ms().max(now + 1));
+        self.write(&Self::done_at_key(label), unix_now_ms().max(now + 1));
         result
     }
 }

@@ -13,6 +13,7 @@ use std::fmt;
 
 use spin_sdk::redis::{Connection, Error as SpinError, RedisParameter, RedisResult};
 
+use super::fast_path;
 use super::redis_settings::RedisSettings;
 use super::script::Script;
 use super::settings::ConfigError;
@@ -329,7 +330,9 @@ impl Redis {
     /// Runs one command: `execute("SET", args![key, value, "EX", 60_i64])`.
     pub fn execute(&self, command: &str, args: Vec<RedisParameter>) -> Result<Reply, RedisError> {
         let conn = self.connection()?;
-        conn.execute(command, &args).map(Reply).map_err(|e| self.command_error(e))
+        let reply = conn.execute(command, &args).map(Reply).map_err(|e| self.command_error(e))?;
+        fast_path::outbound_answered();
+        Ok(reply)
     }
 
     /// Runs a script atomically in one round trip (two the first time Redis sees it).
@@ -347,14 +350,16 @@ impl Redis {
         params.extend(args);
 
         let conn = self.connection()?;
-        match conn.execute("EVALSHA", &params) {
-            Ok(values) => Ok(Reply(values)),
+        let reply = match conn.execute("EVALSHA", &params) {
+            Ok(values) => Reply(values),
             Err(SpinError::Other(m)) if is_noscript(&m) => {
                 params[0] = RedisParameter::Binary(script.source().as_bytes().to_vec());
-                conn.execute("EVAL", &params).map(Reply).map_err(|e| self.command_error(e))
+                conn.execute("EVAL", &params).map(Reply).map_err(|e| self.command_error(e))?
             }
-            Err(e) => Err(self.command_error(e)),
-        }
+            Err(e) => return Err(self.command_error(e)),
+        };
+        fast_path::outbound_answered();
+        Ok(reply)
     }
 
     /// Publishes a message on a channel.

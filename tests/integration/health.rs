@@ -10,6 +10,7 @@ fn builder() -> TestAppBuilder {
     // spin.toml's cache and sessions list the fast path's stores: Spin needs them defined.
     TestApp::builder(SPIN_TOML)
         .key_value_store("redis", "redis://127.0.0.1:6379")
+        .key_value_store("redis_standby", "redis://127.0.0.1:6379")
         .in_memory_key_value_store("breaker")
 }
 

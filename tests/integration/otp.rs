@@ -671,6 +671,7 @@ async fn dev_echo_works_on_loopback_only() {
     // Refused (never echoing) when Redis is remote; no connection is attempted.
     let remote = TestApp::builder(SPIN_TOML)
         .key_value_store("redis", "redis://127.0.0.1:6379")
+        .key_value_store("redis_standby", "redis://127.0.0.1:6379")
         .in_memory_key_value_store("breaker")
         .variable("otp_pepper", PEPPER)
         .variable("otp_api_token", TOKEN)

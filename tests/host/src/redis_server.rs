@@ -122,12 +122,13 @@ impl RedisServer {
     }
 
     /// Points an app at this server through its Spin variables, and defines the key-value
-    /// store `redis` (the fast path's) on it too, as the runtime config would.
+    /// stores `redis` and `redis_standby` (the fast path's) on it too, as the runtime config would.
     pub fn configure(&self, builder: TestAppBuilder) -> TestAppBuilder {
-        // As the repo's runtime-config.toml: the pooled store on this Redis, and the
-        // fast path's in-memory breaker beside it.
+        // As the repo's runtime-config.toml: the pooled store and its standby on this Redis,
+        // and the fast path's in-memory breaker beside them.
         builder
             .key_value_store("redis", self.url())
+            .key_value_store("redis_standby", self.url())
             .in_memory_key_value_store("breaker")
             .variable("redis_host", "127.0.0.1")
             .variable("redis_port", self.port.to_string())
