@@ -28,7 +28,9 @@ fn app(redis: &RedisServer) -> TestApp {
         .variable("ratelimit_api_token", API_TOKEN)
         .variable(
             "ratelimit_policies",
-            r#"{"hourly": {"algorithm": "fixed_window", "limit": 10, "window": "1h"}}"#,
+            r#"{"hourly": {"algorithm": "fixed_window", "limit": 10, "window": "1h"},
+                "api": {"algorithm": "sliding_window", "limit": 1000000, "window": "1h",
+                        "failure_mode": "fail_open"}}"#,
         )
         .variable("origin_delay_ms", "0")
         .load()
@@ -44,6 +46,8 @@ struct Sample {
     status: u16,
     x_cache: Option<String>,
     clears_cookie: bool,
+    /// `X-RateLimit-Unchecked`: a rate-limit decision made without Redis (fail_open).
+    unchecked: Option<String>,
     /// Outbound Redis connections it opened: 0 for an answer from the pooled store.
     connections: usize,
 }
@@ -65,33 +69,38 @@ async fn outage(mut redis: RedisServer) {
         assert_eq!(hit.header("x-cache"), Some("HIT"));
         let read = app.get("/api/sessions/current").header("cookie", &cookie).send().await;
         assert_eq!((read.status, read.redis_connections), (200, 0), "{}", read.text());
+        let checked = rate_check(&app, "api", "load").await;
+        assert_eq!(checked.status, 200, "{}", checked.text());
     }
+    assert_eq!(rate_check(&app, "api", "load").await.redis_connections, 0, "a pooled decision");
 
-    // Load: four clients, each a request every 20 ms, for 3 s of outage and 6 s after.
+    // Load: six clients (session reads, cache hits, rate-limit checks), each a request every
+    // 20 ms, for 3 s of outage and 6 s after.
     let stopped_at = Instant::now();
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     // When each request started, answered or not.
     let starts = Arc::new(Mutex::new(Vec::<i64>::new()));
     let mut clients = Vec::new();
-    for client in 0..4 {
+    for client in 0..6 {
         let (app, cookie, samples, starts) =
             (app.clone(), cookie.clone(), samples.clone(), starts.clone());
         clients.push(tokio::spawn(async move {
             while stopped_at.elapsed() < Duration::from_secs(9) {
-                let (route, app2, cookie2, samples2) = if client % 2 == 0 {
-                    ("session", &app, &cookie, &samples)
-                } else {
-                    ("cache", &app, &cookie, &samples)
-                };
-                let (app2, cookie2, samples2) = (app2.clone(), cookie2.clone(), samples2.clone());
+                let route = ["session", "cache", "ratelimit"][client % 3];
+                let (app2, cookie2, samples2) = (app.clone(), cookie.clone(), samples.clone());
                 // Each request on its own task: a stuck one must not stop the client.
                 let started = Instant::now();
                 starts.lock().unwrap().push(started.duration_since(stopped_at).as_millis() as i64);
                 tokio::spawn(async move {
-                    let res = if route == "session" {
-                        app2.get("/api/sessions/current").header("cookie", &cookie2).send().await
-                    } else {
-                        app2.get("/api/cache/proxy/profiles/7").send().await
+                    let res = match route {
+                        "session" => {
+                            app2.get("/api/sessions/current")
+                                .header("cookie", &cookie2)
+                                .send()
+                                .await
+                        }
+                        "cache" => app2.get("/api/cache/proxy/profiles/7").send().await,
+                        _ => rate_check(&app2, "api", "load").await,
                     };
                     let started_ms = started.duration_since(stopped_at).as_millis() as i64;
                     samples2.lock().unwrap().push(Sample {
@@ -101,6 +110,7 @@ async fn outage(mut redis: RedisServer) {
                         status: res.status,
                         x_cache: res.header("x-cache").map(str::to_owned),
                         clears_cookie: res.header("set-cookie").is_some(),
+                        unchecked: res.header("x-ratelimit-unchecked").map(str::to_owned),
                         connections: res.redis_connections,
                     });
                 });
@@ -141,7 +151,15 @@ async fn outage(mut redis: RedisServer) {
             // Exactly what the outbound path answers: 503, and the cookie kept.
             "session" => assert_eq!((s.status, s.clears_cookie), (503, false), "{s:?}"),
             // Served from the origin.
-            _ => assert_eq!((s.status, s.x_cache.as_deref()), (200, Some("BYPASS")), "{s:?}"),
+            "cache" => {
+                assert_eq!((s.status, s.x_cache.as_deref()), (200, Some("BYPASS")), "{s:?}")
+            }
+            // The policy's failure mode: fail_open admits, saying it did not check.
+            _ => assert_eq!(
+                (s.status, s.unchecked.as_deref()),
+                (200, Some("redis_unavailable")),
+                "{s:?}"
+            ),
         }
     }
     // Only requests made in the stall window, just as Redis went away, may wait with the
@@ -172,7 +190,8 @@ async fn outage(mut redis: RedisServer) {
         assert!(s.took <= BOUND, "{s:?}");
         match s.route {
             "session" => assert_eq!((s.status, s.clears_cookie), (401, true), "{s:?}"),
-            _ => assert!(s.status == 200 && s.x_cache.as_deref() != Some("BYPASS"), "{s:?}"),
+            "cache" => assert!(s.status == 200 && s.x_cache.as_deref() != Some("BYPASS"), "{s:?}"),
+            _ => assert_eq!((s.status, s.unchecked.as_deref()), (200, None), "{s:?}"),
         }
     }
     // Rate-limit windows keep one state while the breaker keeps requests off the stuck pool:
@@ -220,12 +239,26 @@ async fn outage(mut redis: RedisServer) {
     for s in &late_hits {
         assert_eq!(s.connections, 0, "a hit 5 s after the restart used outbound Redis: {s:?}");
     }
+    // Window decisions too (the window's counter already has its expiry: no connection).
+    let late_checks: Vec<&&Sample> = recovered.iter().filter(|s| s.route == "ratelimit").collect();
+    assert!(late_checks.len() >= 10, "{} checks after the restart", late_checks.len());
+    for s in &late_checks {
+        assert_eq!(s.connections, 0, "a check 5 s after the restart used outbound Redis: {s:?}");
+    }
     eprintln!(
         "outage: {} requests answered within the bound during the outage, {} waited with the \
          stuck pooled calls; pooled hits again {pooled_again:?} ms after the restart",
         during.len(),
         stuck.len()
     );
+}
+
+async fn rate_check(app: &TestApp, policy: &str, key: &str) -> spin_test_host::TestResponse {
+    app.post("/api/ratelimit/check")
+        .header("authorization", &format!("Bearer {API_TOKEN}"))
+        .json(&json!({"policy": policy, "key": key}))
+        .send()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
