@@ -253,6 +253,86 @@ async fn outage(mut redis: RedisServer) {
     );
 }
 
+/// Cache hits every 10 ms, each on its own task, from `t0` until `until`: (started ms since
+/// `t0`, took, X-Cache, outbound connections). A request still stuck at the end is missing.
+async fn cache_load(
+    app: &TestApp,
+    t0: Instant,
+    until: Duration,
+) -> Arc<Mutex<Vec<(i64, Duration, Option<String>, usize)>>> {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let (app, samples2) = (app.clone(), samples.clone());
+    tokio::spawn(async move {
+        while t0.elapsed() < until {
+            let (app, samples) = (app.clone(), samples2.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let res = app.get("/api/cache/proxy/profiles/7").send().await;
+                let x_cache = res.header("x-cache").map(str::to_owned);
+                let at = started.duration_since(t0).as_millis() as i64;
+                samples.lock().unwrap().push((
+                    at,
+                    started.elapsed(),
+                    x_cache,
+                    res.redis_connections,
+                ));
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    samples
+}
+
+/// Two failovers closer together than Spin's store reconnects: the first moves the fast path
+/// to the standby store; the second finds both labels stuck. The bound still holds in both,
+/// and after the second restart outbound Redis answers (correctly, a connection each) until a
+/// label recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_outages_in_a_row_keep_the_bound() {
+    let mut redis = RedisServer::plain();
+    let app = app(&redis);
+    assert_eq!(app.get("/api/cache/proxy/profiles/7").send().await.status, 200);
+    assert_eq!(app.get("/api/cache/proxy/profiles/7").send().await.redis_connections, 0);
+
+    let t0 = Instant::now();
+    let samples = cache_load(&app, t0, Duration::from_secs(11)).await;
+    let at = |t: Instant| t.duration_since(t0).as_millis() as i64;
+    let mut outages = Vec::new();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stopped = at(Instant::now());
+        redis.stop();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis.start();
+        outages.push((stopped, at(Instant::now())));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let samples = samples.lock().unwrap().clone();
+    let [(stop1, start1), (stop2, start2)] = outages[..] else { unreachable!() };
+    for (stop, start) in [(stop1, start1), (stop2, start2)] {
+        let during: Vec<_> =
+            samples.iter().filter(|s| s.0 > stop + 1000 && s.0 < start - 100).collect();
+        assert!(during.len() > 40, "load ran during the outage at {stop} ms");
+        for s in during {
+            assert!(s.1 <= BOUND && s.2.as_deref() == Some("BYPASS"), "outage at {stop} ms: {s:?}");
+        }
+    }
+    // Between the outages the fast path was back, on the standby store.
+    let between: Vec<_> = samples.iter().filter(|s| s.0 > start1 + 1000 && s.0 < stop2).collect();
+    assert!(!between.is_empty() && between.iter().all(|s| s.1 <= BOUND), "{between:?}");
+    assert!(between.iter().filter(|s| s.2.as_deref() == Some("HIT")).all(|s| s.3 == 0));
+    // After the second restart: both labels still wait for Spin's reconnect, so hits come
+    // over outbound Redis, within the bound and right.
+    let after: Vec<_> = samples.iter().filter(|s| s.0 > start2 + 1000).collect();
+    assert!(after.len() > 100, "{} requests after the second restart", after.len());
+    for s in &after {
+        assert!(s.1 <= BOUND && s.2.as_deref() != Some("BYPASS"), "{s:?}");
+    }
+    assert!(after.iter().any(|s| s.2.as_deref() == Some("HIT") && s.3 == 1), "outbound hits");
+}
+
 async fn rate_check(app: &TestApp, policy: &str, key: &str) -> spin_test_host::TestResponse {
     app.post("/api/ratelimit/check")
         .header("authorization", &format!("Bearer {API_TOKEN}"))
