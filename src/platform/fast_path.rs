@@ -12,6 +12,10 @@
 //! type = "redis"
 //! url = "rediss://:ACCESS_KEY@NAME.redis.cache.windows.net:6380"
 //!
+//! [key_value_store.redis_standby]   # the same Redis: see "Failing fast"
+//! type = "redis"
+//! url = "rediss://:ACCESS_KEY@NAME.redis.cache.windows.net:6380"
+//!
 //! [key_value_store.breaker]
 //! type = "spin"   # no path: in memory, shared by every instance of this process
 //! ```
