@@ -208,10 +208,8 @@ pub(crate) fn evaluate(
         }
     }
     // One clock reading for every window of the decision, on whichever path decides it.
-    let now = match checks.iter().any(|c| c.limit.is_window()) {
-        true => windows::now_ms()?,
-        false => 0,
-    };
+    // (Token buckets use Redis time: a decision of buckets alone needs no reading.)
+    let now = if checks.iter().any(|c| c.limit.is_window()) { windows::now_ms()? } else { 0 };
     let windows: Vec<Option<Window>> =
         checks.iter().map(|c| Window::of(&redis.key(&c.key), c.limit, now)).collect();
     // A window limit alone goes to the pool; when the breaker keeps this request off it, the

@@ -1581,4 +1581,20 @@ async fn state_of_earlier_versions_is_ignored_without_errors() {
         assert_eq!(pttl(&redis, &old).await, -2);
         assert_eq!(window_counters(&redis, &old).await, []);
     }
+
+    // A counter that is not a whole number stops the script before anything is consumed:
+    // a loud 500, and the decision's other limit keeps its units.
+    let mut p = self::policies();
+    p["pair"] = json!({"limits": {
+        "a": {"algorithm": "fixed_window", "limit": 5, "window": "1h"},
+        "b": {"algorithm": "sliding_window", "limit": 5, "window": "1h"}}});
+    let pair = app_with(&redis, &[("ratelimit_policies", &p.to_string())]);
+    let b = "srp:rl:a:{pair:bad}:b:sw";
+    for at in [now_ms(), now_ms() + 3_600_000] {
+        let counter = window_counter(b, 3_600_000, false, at);
+        redis::cmd("SET").arg(counter).arg("1.5").query_async::<()>(&mut conn).await.unwrap();
+    }
+    assert_error(&check(&pair, "pair", "bad", 1, false).await, 500, "redis_error");
+    assert!(pair.logs().contains("not a whole number"), "{}", pair.logs());
+    assert_eq!(window_counters(&redis, "srp:rl:a:{pair:bad}:a:fw").await, []);
 }
