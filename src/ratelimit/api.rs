@@ -17,6 +17,7 @@ use super::headers::{self, QuotaExceeded};
 use super::keys;
 use super::policy::{Policies, Policy};
 use super::settings::{vars, ApiSettings};
+use super::windows::Window;
 
 /// Longest rate-limit key, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
@@ -230,11 +231,18 @@ fn reset(policies: &Policies, policy_name: &str, key: &str) -> Result<Response, 
     let redis = Redis::from_spin_variables()?;
     let checks = checks(policy, key);
     let marker = super::decide::marker_key(&checks);
+    // State keys (a token bucket's; for a window limit, its state before the per-window
+    // counters, which may linger until it expires), the marker, and the window counters of
+    // the current and previous window (windows.rs); absent keys cost nothing.
     let mut names: Vec<String> = checks.iter().map(|c| redis.key(&c.key)).collect();
     names.extend(marker.map(|m| redis.key(&m)));
-    // The pooled path's window counters (fast path on); absent keys cost nothing.
-    for check in &checks {
-        names.extend(super::pooled::counters(&redis.key(&check.key), check));
+    if checks.iter().any(|c| c.limit.is_window()) {
+        let now = super::windows::now_ms()?;
+        for check in &checks {
+            if let Some(w) = Window::of(&redis.key(&check.key), check.limit, now) {
+                names.extend([w.current(), w.previous()]);
+            }
+        }
     }
     let names = names.iter().map(|k| k.to_arg()).collect();
     let deleted = redis.execute("DEL", names)?.int(0)?;

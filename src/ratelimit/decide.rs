@@ -8,6 +8,10 @@
 //! The marker only ever refuses what the script refused (a cost at least as large, before
 //! the wait ends by Redis's clock); everything else goes to the script. Window limits
 //! decided alone go to the pool entirely (`pooled.rs`).
+//!
+//! Window limits keep one state on both paths (`windows.rs`): the script is given the window
+//! counters as keys and the time elapsed in each window by this instance's clock, the same
+//! reading the pooled path would decide by.
 
 use crate::args;
 use crate::lua_script;
@@ -18,8 +22,8 @@ use crate::platform::script::{self, Script};
 use crate::platform::settings::Variables;
 use crate::platform::ApiError;
 
-use super::keys;
 use super::policy::{Algorithm, FailureMode, Limit};
+use super::windows::{self, Window};
 
 static DECIDE: Script = lua_script!(script::CLOCK, include_str!("decide.lua"));
 
@@ -127,11 +131,19 @@ fn pooled_refusal(marker: &str, cost: u64) -> Result<Option<State>, ApiError> {
 fn run(
     redis: &Redis,
     checks: &[Check],
+    windows: &[Option<Window>],
     marker: Option<&str>,
     cost: u64,
     mode: Mode,
 ) -> Result<Vec<State>, RedisError> {
-    let mut keys: Vec<String> = checks.iter().map(|c| redis.key(&c.key)).collect();
+    // Each limit's state (a window limit's current counter), then each window limit's
+    // previous counter, then the marker.
+    let mut keys: Vec<String> = checks
+        .iter()
+        .zip(windows)
+        .map(|(c, w)| w.as_ref().map_or_else(|| redis.key(&c.key), Window::current))
+        .collect();
+    keys.extend(windows.iter().flatten().map(Window::previous));
     keys.extend(marker.map(|m| redis.key(m)));
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let mode = match mode {
@@ -140,15 +152,14 @@ fn run(
         Mode::Peek => "peek",
     };
     let mut argv = args![cost, mode, checks.len() as u64];
-    for (check, key) in checks.iter().zip(&keys) {
+    for (check, window) in checks.iter().zip(windows) {
         let limit = check.limit;
         let param = match limit.algorithm {
-            Algorithm::FixedWindow { window_ms } | Algorithm::SlidingWindow { window_ms } => {
-                window_ms
-            }
             Algorithm::TokenBucket { interval_us } => interval_us,
+            _ => limit.window_ms(),
         };
-        argv.extend(args![limit.key_tag(), param, limit.quota, keys::window_offset_ms(key, limit)]);
+        let elapsed = window.as_ref().map_or(0, |w| w.elapsed.unsigned_abs());
+        argv.extend(args![limit.key_tag(), param, limit.quota, elapsed]);
     }
     let reply = redis.eval(&DECIDE, &key_refs, argv)?;
     if reply.len() != 4 * checks.len() {
@@ -196,20 +207,23 @@ pub(crate) fn evaluate(
             return Ok(Decision { members, states: Some(vec![state]) });
         }
     }
-    let result = match (checks, pooled) {
-        ([check], true) if !matches!(check.limit.algorithm, Algorithm::TokenBucket { .. }) => {
-            // A store error is Redis being unavailable: the failure mode decides, and the
-            // script's separate state is never consulted instead. When the breaker keeps this
-            // request off the pool, the same counters are used over outbound Redis.
-            let store = FastPath::open()?;
-            let counters: &dyn super::pooled::Counters = match &store {
-                Some(store) => store,
-                None => &redis,
-            };
-            super::pooled::decide(counters, &redis, check, cost, mode)
-                .map(|state| state.into_iter().collect())
+    // One clock reading for every window of the decision, on whichever path decides it.
+    // (Token buckets use Redis time: a decision of buckets alone needs no reading.)
+    let now = if checks.iter().any(|c| c.limit.is_window()) { windows::now_ms()? } else { 0 };
+    let windows: Vec<Option<Window>> =
+        checks.iter().map(|c| Window::of(&redis.key(&c.key), c.limit, now)).collect();
+    // A window limit alone goes to the pool; when the breaker keeps this request off it, the
+    // script decides in the same counters (one round trip).
+    let store = match (checks, pooled) {
+        ([check], true) if check.limit.is_window() => FastPath::open()?,
+        _ => None,
+    };
+    let result = match (&store, checks, windows.as_slice()) {
+        (Some(store), [check], [Some(window)]) => {
+            // A store error is Redis being unavailable: the failure mode decides.
+            super::pooled::decide(store, &redis, check, window, cost, mode).map(|s| vec![s])
         }
-        _ => run(&redis, checks, marker.as_deref(), cost, mode),
+        _ => run(&redis, checks, &windows, marker.as_deref(), cost, mode),
     };
     match result {
         Ok(states) => Ok(Decision { members, states: Some(states) }),

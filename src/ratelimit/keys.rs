@@ -11,8 +11,10 @@
 //!   shard, the price of checking both limits atomically.
 //!
 //! `alg` (`fw`, `sw`, `tb`) keeps a changed algorithm from reading another's state. A token
-//! bucket's blocked-until marker (fast path on) is its state key plus `:blocked`, in the same
-//! slot; no state key ends that way.
+//! bucket's state is its state key; a window limit's is its per-window counters, the state
+//! key plus `:<window index>` (`windows.rs`). A token bucket's blocked-until marker (fast
+//! path on) is its state key plus `:blocked`. All share the state key's slot, and state keys
+//! end in their algorithm tag, so no counter or marker is ever a state key or each other.
 
 use crate::platform::secrets::sha256;
 

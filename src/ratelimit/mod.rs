@@ -1,5 +1,7 @@
 //! Rate limiting: atomic decisions in Redis, one Lua script and one round trip for every
-//! limit of a decision, with Redis server time as the clock so every instance agrees.
+//! limit of a decision; with the fast path on, a window limit decided alone is an `INCRBY`
+//! on the pooled store. Windows follow the deciding instance's wall clock and live in the same
+//! per-window counters on both paths (`windows.rs`); token buckets use Redis server time.
 //!
 //! Routes (component `ratelimit`):
 //!
@@ -28,6 +30,7 @@ mod keys;
 mod policy;
 mod pooled;
 mod settings;
+mod windows;
 
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 

@@ -17,7 +17,7 @@ pub const MAX_WINDOW_MS: u64 = 31 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Algorithm {
-    /// Windows aligned to multiples of `window_ms` of Redis time.
+    /// Windows of `window_ms`, shifted by a per-key offset, on the deciding instance's clock.
     FixedWindow { window_ms: u64 },
     /// Two fixed windows, the previous one weighted by its share still inside the window.
     SlidingWindow { window_ms: u64 },
@@ -63,6 +63,11 @@ impl Limit {
     /// window, or the time a token bucket takes to refill from empty.
     pub fn window_secs(&self) -> u64 {
         self.window_ms().div_ceil(1000).max(1)
+    }
+
+    /// A fixed or sliding window (state in per-window counters, `windows.rs`).
+    pub fn is_window(&self) -> bool {
+        !matches!(self.algorithm, Algorithm::TokenBucket { .. })
     }
 
     pub fn window_ms(&self) -> u64 {

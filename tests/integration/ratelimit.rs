@@ -71,13 +71,18 @@ async fn pttl(redis: &RedisServer, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap()
 }
 
-/// Waits until Redis time is at most `max_ms` into a whole second, so 1 s windows do not
-/// roll over in the middle of a test step.
-async fn align_to_second(redis: &RedisServer, max_ms: u64) {
-    let mut conn = redis.client().await;
+/// Unix ms by this machine's wall clock: the clock window limits follow (the test host runs
+/// the component here).
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// Waits until the wall clock is at most `max_ms` into a whole second, so 1 s sliding windows
+/// do not roll over in the middle of a test step.
+async fn align_to_second(max_ms: u64) {
     loop {
-        let (_, usec): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-        let ms = usec / 1000;
+        let ms = now_ms().rem_euclid(1000) as u64;
         if ms <= max_ms {
             return;
         }
@@ -85,11 +90,57 @@ async fn align_to_second(redis: &RedisServer, max_ms: u64) {
     }
 }
 
-/// Microseconds into the current second, by Redis's clock.
-async fn micros_into_second(redis: &RedisServer) -> u64 {
+/// Microseconds into the current second, by the wall clock.
+fn micros_into_second() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    u64::from(since.subsec_micros())
+}
+
+/// The name of a window limit's counter at `now` (src/ratelimit/windows.rs):
+/// `<state key>:<window index>`, a fixed window shifted by an offset derived from the key.
+fn window_counter(state_key: &str, window_ms: i64, fixed: bool, now: i64) -> String {
+    use sha2::Digest;
+    let offset = if fixed {
+        let digest = sha2::Sha256::digest(state_key.as_bytes());
+        (u64::from_be_bytes(digest[..8].try_into().unwrap()) % window_ms as u64) as i64
+    } else {
+        0
+    };
+    format!("{state_key}:{}", (now - offset).div_euclid(window_ms))
+}
+
+/// A window limit's counters in Redis, `(window index, units)`, oldest first.
+async fn window_counters(redis: &RedisServer, state_key: &str) -> Vec<(i64, i64)> {
     let mut conn = redis.client().await;
-    let (_, usec): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-    usec
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{state_key}:*")).query_async(&mut conn).await.unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let Ok(idx) = key[state_key.len() + 1..].parse::<i64>() else { continue };
+        let units: i64 = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+        out.push((idx, units));
+    }
+    out.sort();
+    out
+}
+
+/// The units in a window limit's newest counter (0 without one).
+async fn units(redis: &RedisServer, state_key: &str) -> i64 {
+    window_counters(redis, state_key).await.last().map_or(0, |c| c.1)
+}
+
+/// A key without a window counter's `:<index>` suffix.
+fn stem(key: &str) -> &str {
+    match key.rsplit_once(':') {
+        Some((stem, idx)) if idx.parse::<i64>().is_ok() => stem,
+        _ => key,
+    }
+}
+
+/// The TTL of a window limit's newest counter.
+async fn counter_pttl(redis: &RedisServer, state_key: &str) -> i64 {
+    let (idx, _) = *window_counters(redis, state_key).await.last().expect("a counter");
+    pttl(redis, &format!("{state_key}:{idx}")).await
 }
 
 const IDENTITY_SECRET: &str = "1dentity+Secret/=1dentity+Secret/=12";
@@ -137,10 +188,13 @@ async fn every_algorithm_admits_exactly_the_limit_under_concurrency() {
         let after = command_calls(&redis).await;
         // One EVALSHA per decision and no other command from the component; Redis also
         // counts the commands each script runs: one TIME per decision, writes only for the
-        // 50 admitted ones.
+        // 50 admitted ones. A window reads its current counter (and a sliding one the
+        // previous window's too); the request that creates the counter sets its expiry and
+        // looks at the previous counter's.
         let reads_writes: &[(&str, u64)] = match policy {
             "tb" => &[("get", 200), ("set", 50)],
-            _ => &[("hmget", 200), ("hset", 50), ("pexpire", 50)],
+            "fw" => &[("get", 200), ("incrby", 50), ("pexpire", 1), ("pttl", 1)],
+            _ => &[("get", 400), ("incrby", 50), ("pexpire", 1), ("pttl", 1)],
         };
         let mut expected = HashMap::from([("evalsha".to_owned(), 200), ("time".to_owned(), 200)]);
         expected.extend(reads_writes.iter().map(|(c, n)| (c.to_string(), *n)));
@@ -197,7 +251,7 @@ async fn fixed_window_values_headers_and_rollover() {
         assert_eq!(res.header("retry-after"), None);
         assert_eq!(res.redis_connections, 1);
     }
-    let ttl = pttl(&redis, "srp:rl:a:{fw_short:user:1}:fw").await;
+    let ttl = counter_pttl(&redis, "srp:rl:a:{fw_short:user:1}:fw").await;
     assert!((1..=1000).contains(&ttl), "ttl {ttl}");
 
     let res = check(&app, "fw_short", "user:1", 1, false).await;
@@ -226,7 +280,7 @@ async fn fixed_window_values_headers_and_rollover() {
 async fn sliding_window_weighs_the_previous_window() {
     let redis = RedisServer::plain();
     let app = app(&redis);
-    align_to_second(&redis, 150).await;
+    align_to_second(150).await;
     for expected_remaining in [3, 2, 1, 0] {
         let res = check(&app, "sw_short", "k", 1, false).await;
         assert_eq!(res.status, 200, "{}", res.text());
@@ -235,13 +289,13 @@ async fn sliding_window_weighs_the_previous_window() {
         let reset = res.json()["reset_after_ms"].as_u64().unwrap();
         assert!((1000..=2000).contains(&reset), "reset {reset}");
     }
-    let before = micros_into_second(&redis).await;
+    let before = micros_into_second();
     let res = check(&app, "sw_short", "k", 1, false).await;
-    let after = micros_into_second(&redis).await;
+    let after = micros_into_second();
     assert!(before <= after, "the test crossed a second boundary");
     assert_eq!(res.status, 429);
     // Next window, once 4 * (1 - f) + 1 <= 4: a quarter of the way in, so the wait is
-    // 1000 ms - elapsed + 250 ms, elapsed being read from Redis around the request.
+    // 1000 ms - elapsed + 250 ms, elapsed being read from the wall clock around the request.
     let retry = res.json()["retry_after_ms"].as_u64().unwrap();
     let (low, high) = (1_250_000 - after, 1_250_000 - before);
     assert!(
@@ -253,7 +307,7 @@ async fn sliding_window_weighs_the_previous_window() {
         res.header("ratelimit"),
         Some(format!("\"sw_short\";r=0;t={}", retry.div_ceil(1000)).as_str())
     );
-    let ttl = pttl(&redis, "srp:rl:a:{sw_short:k}:sw").await;
+    let ttl = counter_pttl(&redis, "srp:rl:a:{sw_short:k}:sw").await;
     assert!((1000..=2000).contains(&ttl), "ttl {ttl}");
 
     // Just before the retry time it is still refused; at it, one unit is admitted, with the
@@ -263,10 +317,10 @@ async fn sliding_window_weighs_the_previous_window() {
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["remaining"], 0);
     assert_eq!(check(&app, "sw_short", "k", 1, false).await.status, 429);
-    let mut conn = redis.client().await;
-    let state: HashMap<String, i64> =
-        redis::cmd("HGETALL").arg("srp:rl:a:{sw_short:k}:sw").query_async(&mut conn).await.unwrap();
-    assert_eq!((state["c"], state["p"]), (1, 4));
+    // The previous window's counter and this one's, one window apart.
+    let counters = window_counters(&redis, "srp:rl:a:{sw_short:k}:sw").await;
+    assert_eq!(counters.len(), 2, "{counters:?}");
+    assert_eq!((counters[0].1, counters[1].1, counters[1].0 - counters[0].0), (4, 1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -390,12 +444,13 @@ async fn reset_needs_the_admin_token() {
         .await;
     assert_error(&res, 404, "unknown_policy");
 
+    assert_eq!(window_counters(&redis, "srp:rl:a:{fw_short:victim}:fw").await.len(), 1);
     let res =
         app.delete(path).header("authorization", &format!("Bearer {ADMIN_TOKEN}")).send().await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json(), json!({"policy": "fw_short", "key": "victim", "reset": true}));
     assert_eq!(res.redis_connections, 1);
-    assert_eq!(pttl(&redis, "srp:rl:a:{fw_short:victim}:fw").await, -2);
+    assert_eq!(window_counters(&redis, "srp:rl:a:{fw_short:victim}:fw").await, []);
     assert_eq!(check(&app, "fw_short", "victim", 1, false).await.json()["remaining"], 2);
     assert!(!app.logs().contains(ADMIN_TOKEN));
 
@@ -439,8 +494,8 @@ async fn every_key_expires_by_itself() {
     for policy in ["fw", "sw", "tb", "fw_short", "sw_short", "tb_fast"] {
         assert_eq!(check(&app, policy, "ttl", 1, false).await.status, 200);
     }
-    assert!((1..=3_600_000).contains(&pttl(&redis, "srp:rl:a:{fw:ttl}:fw").await));
-    assert!((3_600_000..=7_200_000).contains(&pttl(&redis, "srp:rl:a:{sw:ttl}:sw").await));
+    assert!((1..=3_600_000).contains(&counter_pttl(&redis, "srp:rl:a:{fw:ttl}:fw").await));
+    assert!((3_600_000..=7_200_000).contains(&counter_pttl(&redis, "srp:rl:a:{sw:ttl}:sw").await));
     // One token of a 0.001/s bucket: 1000 s.
     assert!((999_000..=1_000_000).contains(&pttl(&redis, "srp:rl:a:{tb:ttl}:tb").await));
     let mut conn = redis.client().await;
@@ -452,7 +507,7 @@ async fn every_key_expires_by_itself() {
     // The short ones are gone within their windows.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-    let mut keys = keys;
+    let mut keys: Vec<&str> = keys.iter().map(|k| stem(k)).collect();
     keys.sort();
     assert_eq!(keys, ["srp:rl:a:{fw:ttl}:fw", "srp:rl:a:{sw:ttl}:sw", "srp:rl:a:{tb:ttl}:tb"]);
 }
@@ -665,13 +720,7 @@ async fn gateway_forwards_only_admitted_requests() {
         assert!(!headers.keys().any(|h| h.starts_with("spin-")), "{headers:?}");
         assert!(body.starts_with(b"{\"n\": "));
     }
-    let mut conn = redis.client().await;
-    let count: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg("srp:rl:g:{gw}:gw:ip:198.51.100.7:fw")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(count["c"], 50);
+    assert_eq!(units(&redis, "srp:rl:g:{gw}:gw:ip:198.51.100.7:fw").await, 50);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -720,7 +769,8 @@ async fn gateway_identifies_callers() {
     let mut conn = redis.client().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     assert!(keys.iter().all(|k| !k.contains("secret-key-1") && !k.contains(&digest)), "{keys:?}");
-    assert!(keys.contains(&"srp:rl:g:{gw}:gw_small:ip:203.0.113.1:sw".to_owned()), "{keys:?}");
+    let stems: Vec<&str> = keys.iter().map(|k| stem(k)).collect();
+    assert!(stems.contains(&"srp:rl:g:{gw}:gw_small:ip:203.0.113.1:sw"), "{keys:?}");
     assert!(keys.iter().any(|k| k.starts_with("srp:rl:g:{gw}:gw_small:key:")), "{keys:?}");
 
     // Behind a trusted proxy: the right-most untrusted X-Forwarded-For address.
@@ -740,7 +790,7 @@ async fn gateway_identifies_callers() {
     assert_eq!(via_proxy("192.0.2.11").await.status, 201);
     let keys: Vec<String> =
         redis::cmd("KEYS").arg("*192.0.2.1*").query_async(&mut conn).await.unwrap();
-    let mut keys = keys;
+    let mut keys: Vec<&str> = keys.iter().map(|k| stem(k)).collect();
     keys.sort();
     assert_eq!(
         keys,
@@ -1048,10 +1098,8 @@ async fn ipv6_callers_are_counted_per_prefix() {
     assert_eq!(send("[2001:db8:1:3::1]:1000").await.status, 201, "another /64");
     let mut conn = redis.client().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-    assert!(
-        keys.contains(&"srp:rl:g:{gw}:gw_small:ip:2001:db8:1:2::/64:sw".to_owned()),
-        "{keys:?}"
-    );
+    let stems: Vec<&str> = keys.iter().map(|k| stem(k)).collect();
+    assert!(stems.contains(&"srp:rl:g:{gw}:gw_small:ip:2001:db8:1:2::/64:sw"), "{keys:?}");
 
     // Configurable: per /128.
     let app = gateway_app(&redis, &upstream, "gw_small", &[("ratelimit_ipv6_prefix", "128")]);
@@ -1113,25 +1161,13 @@ async fn several_limits_decide_together() {
         4,
         "one script per decision"
     );
-    let mut conn = redis.client().await;
-    let daily: i64 = redis::cmd("HGET")
-        .arg("srp:rl:a:{combo:u}:daily:fw")
-        .arg("c")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(daily, 3);
+    assert_eq!(units(&redis, "srp:rl:a:{combo:u}:daily:fw").await, 3);
 
     // 200 concurrent checks against limits of 80 and 50: exactly 50 admitted, and the
     // looser limit counted exactly those.
     let (ok, limited) = race(&app, "wide", "race").await;
     assert_eq!((ok, limited), (50, 150));
-    let state: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg("srp:rl:a:{wide:race}:a:sw")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(state["c"], 50);
+    assert_eq!(units(&redis, "srp:rl:a:{wide:race}:a:sw").await, 50);
 }
 
 /// `fail_open` opens for an unreachable Redis only: a wrong password or a script error is a
@@ -1149,20 +1185,20 @@ async fn fail_open_never_hides_a_mistake() {
     assert_error(&gateway.get("/api/limited/a").send().await, 500, "redis_misconfigured");
     assert_eq!(upstream.count(), 0);
 
-    // A script error: the state key holds the wrong type.
+    // A script error: the window counter holds the wrong type (a hash; the windows around
+    // now too, so the test does not depend on where the window boundary falls).
     let mut conn = redis.client().await;
-    redis::cmd("SET")
-        .arg("srp:rl:a:{open:k}:fw")
-        .arg("x")
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
-    redis::cmd("SET")
-        .arg("srp:rl:g:{gw}:open:ip:127.0.0.1:fw")
-        .arg("x")
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
+    for state_key in ["srp:rl:a:{open:k}:fw", "srp:rl:g:{gw}:open:ip:127.0.0.1:fw"] {
+        for at in [now_ms() - 3_600_000, now_ms(), now_ms() + 3_600_000] {
+            redis::cmd("HSET")
+                .arg(window_counter(state_key, 3_600_000, true, at))
+                .arg("x")
+                .arg("1")
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
     let sound = app_with(&redis, &[]);
     assert_error(&check(&sound, "open", "k", 1, false).await, 500, "redis_error");
     assert!(sound.logs().contains("WRONGTYPE"), "{}", sound.logs());
@@ -1350,4 +1386,215 @@ async fn windows_are_decided_on_the_pool_plain() {
 #[tokio::test(flavor = "multi_thread")]
 async fn windows_are_decided_on_the_pool_tls() {
     windows_are_decided_on_the_pool(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+}
+
+/// Issue 14: window limits keep one state and one clock on both paths. A quota spent with the
+/// fast path on carries over when it is switched off (another app over the same Redis, as a
+/// redeploy would be), and the other way round; requests racing through both paths at once
+/// share one quota exactly.
+async fn windows_keep_one_state_across_the_fast_path(redis: &RedisServer) {
+    let policies = policies().to_string();
+    let fast = app_with(redis, &[("ratelimit_policies", &policies), ("redis_fast_path", "true")]);
+    let slow = app(redis);
+    for policy in ["fw", "sw"] {
+        for (on_first, key) in [(true, "on-then-off"), (false, "off-then-on")] {
+            let (first, then) = if on_first { (&fast, &slow) } else { (&slow, &fast) };
+            let mut pooled_connections = 0;
+            for i in 0..30u64 {
+                let res = check(first, policy, key, 1, false).await;
+                assert_eq!((res.status, res.json()["remaining"].as_u64()), (200, Some(49 - i)));
+                if on_first {
+                    pooled_connections += res.redis_connections;
+                }
+            }
+            // Both paths read the same state, with the same windows.
+            let path = format!("/api/ratelimit/{policy}/{key}");
+            let (a, b) = (api_get(first, &path).send().await, api_get(then, &path).send().await);
+            assert_eq!(
+                (a.json()["remaining"].as_u64(), b.json()["remaining"].as_u64()),
+                (Some(20), Some(20))
+            );
+            let reset = |r: &TestResponse| r.json()["reset_after_ms"].as_i64().unwrap();
+            assert!((reset(&a) - reset(&b)).abs() < 500, "{} vs {}", a.text(), b.text());
+            for i in 0..20u64 {
+                let res = check(then, policy, key, 1, false).await;
+                assert_eq!(res.status, 200, "{policy} {key} {i}: {}", res.text());
+                assert_eq!(res.json()["remaining"].as_u64(), Some(19 - i));
+                if !on_first {
+                    pooled_connections += res.redis_connections;
+                }
+            }
+            for app in [then, first] {
+                let res = check(app, policy, key, 1, false).await;
+                assert_eq!((res.status, res.json()["remaining"].as_u64()), (429, Some(0)));
+            }
+            // Only the window's first request on the pooled path sets an expiry: the counter
+            // the script created needed none.
+            assert!(pooled_connections <= 1, "{policy} {key}: {pooled_connections} connections");
+            let state_key = format!("srp:rl:a:{{{policy}:{key}}}:{policy}");
+            assert_eq!(units(redis, &state_key).await, 50, "{policy} {key}");
+            let ttl = counter_pttl(redis, &state_key).await;
+            assert!(ttl > 0, "{policy} {key}: ttl {ttl}");
+        }
+
+        // 200 concurrent checks at 50, alternating between the paths: exactly 50 admitted.
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let app = if i % 2 == 0 { fast.clone() } else { slow.clone() };
+            tasks.push(tokio::spawn(
+                async move { check(&app, policy, "mixed-race", 1, false).await },
+            ));
+        }
+        let mut admitted = 0;
+        for task in tasks {
+            let res = task.await.unwrap();
+            match res.status {
+                200 => admitted += 1,
+                429 => assert_eq!(res.json()["remaining"], 0),
+                s => panic!("status {s}: {}", res.text()),
+            }
+        }
+        assert_eq!(admitted, 50, "{policy}");
+        let state_key = format!("srp:rl:a:{{{policy}:mixed-race}}:{policy}");
+        assert_eq!(
+            units(redis, &state_key).await,
+            50,
+            "{policy}: the counter holds admitted units"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_keep_one_state_across_the_fast_path_plain() {
+    windows_keep_one_state_across_the_fast_path(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_keep_one_state_across_the_fast_path_tls() {
+    windows_keep_one_state_across_the_fast_path(&RedisServer::tls(AZURE_STYLE_KEY)).await;
+}
+
+/// Issue 14: a gateway caller's address limit is decided alone (pooled, fast path on) for an
+/// unknown caller and together with a known key's limit (the script) for a known one; both
+/// count in the same counter, and a refusal by the address limit consumes nothing from the
+/// key's.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_limit_and_multi_limit_decisions_share_the_window() {
+    let redis = RedisServer::plain();
+    let upstream = Upstream::start();
+    let mut p = policies();
+    p["gw10"] = json!({"algorithm": "fixed_window", "limit": 10, "window": "1h"});
+    p["gw10s"] = json!({"algorithm": "sliding_window", "limit": 10, "window": "1h"});
+    let policies = p.to_string();
+    let digest = sha256_hex("shared-key");
+    for (policy, address, tag) in [("gw10", "192.0.2.31", "fw"), ("gw10s", "192.0.2.32", "sw")] {
+        let vars = [
+            ("ratelimit_policies", policies.as_str()),
+            ("redis_fast_path", "true"),
+            ("ratelimit_api_key_digests", digest.as_str()),
+            ("ratelimit_identity_secret", IDENTITY_SECRET),
+        ];
+        let app = gateway_app(&redis, &upstream, policy, &vars);
+        let send = |key: Option<&'static str>| {
+            let mut req = app.get("/api/limited/shared").client_addr(&format!("{address}:1"));
+            if let Some(key) = key {
+                req = req.header("x-api-key", key);
+            }
+            req.send()
+        };
+        // Unknown caller: the address limit alone, on the pool.
+        let mut connections = 0;
+        for _ in 0..6 {
+            let res = send(None).await;
+            assert_eq!(res.status, 201, "{}", res.text());
+            connections += res.redis_connections;
+        }
+        assert!(connections <= 1, "{policy}: {connections} connections for 6 pooled checks");
+        // Known key from the same address: key and address limits together, in the script,
+        // which sees the 6 units the pooled path counted.
+        for left in (0..4).rev() {
+            let res = send(Some("shared-key")).await;
+            assert_eq!((res.status, res.redis_connections), (201, 1), "{}", res.text());
+            let fields = res.header("ratelimit").unwrap();
+            assert!(fields.contains(&format!("\"{policy}.address\";r={left};t=")), "{fields}");
+        }
+        let res = send(Some("shared-key")).await;
+        assert_eq!(res.status, 429, "{}", res.text());
+        assert_eq!(res.json()["violated-policies"], json!([format!("{policy}.address")]));
+        // And the pooled path sees the script's 4.
+        assert_eq!(send(None).await.status, 429);
+        let address_key = format!("srp:rl:g:{{gw}}:{policy}:ip:{address}:{tag}");
+        assert_eq!(units(&redis, &address_key).await, 10, "{policy}");
+        // The refusal took nothing from the key's limit: 6 of its 10 are left elsewhere.
+        let res = app
+            .get("/api/limited/shared")
+            .client_addr("198.51.100.77:1")
+            .header("x-api-key", "shared-key")
+            .send()
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text());
+        assert!(res.header("ratelimit").unwrap().starts_with(&format!("\"{policy}\";r=5;t=")));
+    }
+    assert_eq!(upstream.count(), 2 * 11);
+}
+
+/// Upgrading from the hash-shaped state of earlier versions (`<state key>` holding `w`, `c`,
+/// `p`): the counters have other names, so old state is neither read (the quota starts afresh
+/// once) nor a `WRONGTYPE` error, on either path; it expires by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_of_earlier_versions_is_ignored_without_errors() {
+    let redis = RedisServer::plain();
+    let policies = policies().to_string();
+    let fast = app_with(&redis, &[("ratelimit_policies", &policies), ("redis_fast_path", "true")]);
+    let slow = app(&redis);
+    let mut conn = redis.client().await;
+    for (policy, pooled) in [("fw", false), ("sw", true), ("fw", true), ("sw", false)] {
+        let (app, key) = if pooled { (&fast, "legacy-fast") } else { (&slow, "legacy-slow") };
+        let old = format!("srp:rl:a:{{{policy}:{key}}}:{policy}");
+        redis::cmd("HSET")
+            .arg(&old)
+            .arg(&["w", "1", "c", "50", "p", "50"])
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        redis::cmd("PEXPIRE").arg(&old).arg(60_000).query_async::<()>(&mut conn).await.unwrap();
+        let res = check(app, policy, key, 1, false).await;
+        assert_eq!(
+            (res.status, res.json()["remaining"].as_u64()),
+            (200, Some(49)),
+            "{}",
+            res.text()
+        );
+        let res = api_get(app, &format!("/api/ratelimit/{policy}/{key}")).send().await;
+        assert_eq!(res.json()["remaining"], 49, "{}", res.text());
+        assert!(
+            (1..=60_000).contains(&pttl(&redis, &old).await),
+            "the old state expires by itself"
+        );
+        // A reset deletes it with the counters.
+        let res = app
+            .delete(&format!("/api/ratelimit/{policy}/{key}"))
+            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .send()
+            .await;
+        assert_eq!(res.json()["reset"], true);
+        assert_eq!(pttl(&redis, &old).await, -2);
+        assert_eq!(window_counters(&redis, &old).await, []);
+    }
+
+    // A counter that is not a whole number stops the script before anything is consumed:
+    // a loud 500, and the decision's other limit keeps its units.
+    let mut p = self::policies();
+    p["pair"] = json!({"limits": {
+        "a": {"algorithm": "fixed_window", "limit": 5, "window": "1h"},
+        "b": {"algorithm": "sliding_window", "limit": 5, "window": "1h"}}});
+    let pair = app_with(&redis, &[("ratelimit_policies", &p.to_string())]);
+    let b = "srp:rl:a:{pair:bad}:b:sw";
+    for at in [now_ms(), now_ms() + 3_600_000] {
+        let counter = window_counter(b, 3_600_000, false, at);
+        redis::cmd("SET").arg(counter).arg("1.5").query_async::<()>(&mut conn).await.unwrap();
+    }
+    assert_error(&check(&pair, "pair", "bad", 1, false).await, 500, "redis_error");
+    assert!(pair.logs().contains("not a whole number"), "{}", pair.logs());
+    assert_eq!(window_counters(&redis, "srp:rl:a:{pair:bad}:a:fw").await, []);
 }
