@@ -1,10 +1,12 @@
 //! The one clock of the components, read from WASI directly (`std::time::SystemTime` costs
 //! about 5 KB of `.wasm`).
 //!
-//! Decisions that several instances must agree on (windows, expiries, deadlines) use Redis
-//! `TIME` inside the scripts instead; the wall clock here is for comparing with such stored
-//! deadlines on the pooled path (so it assumes NTP-synced hosts) and the monotonic clock for
-//! timing and waiting within one request.
+//! Most decisions that several instances must agree on (expiries, deadlines, token buckets)
+//! use Redis `TIME` inside the scripts instead. The wall clock here defines rate-limit
+//! windows on every path (the pooled path cannot read Redis `TIME` without a round trip, so
+//! the script takes the same reading: one clock), compares with stored deadlines on the
+//! pooled path, and times the breaker; all of that assumes NTP-synced hosts. The monotonic
+//! clock is for timing and waiting within one request.
 
 /// The host's wall clock in Unix milliseconds.
 pub fn unix_now_ms() -> i64 {
