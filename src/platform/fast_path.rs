@@ -126,14 +126,14 @@ impl FastPath {
 
     /// `GET key` on the pooled connection.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        self.breaker.guard(self.label, || self.bucket.get(key)).map_err(|e| unavailable(&e))
+        self.breaker.guard(self.label, || self.bucket.get(key)).map_err(|e| store_failure(&e))
     }
 
     /// `INCRBY key delta` on the pooled connection. The key gets no expiry if it is new.
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64, RedisError> {
         self.breaker
             .guard(self.label, || atomics::increment(&self.bucket, key, delta))
-            .map_err(|e| unavailable(&e))
+            .map_err(|e| store_failure(&e))
     }
 }
 
@@ -252,6 +252,6 @@ fn describe(e: &store::Error) -> String {
 }
 
 /// Spin's Redis store reports every failure, connection or reply, as `other(Debug text)`.
-fn unavailable(e: &store::Error) -> RedisError {
-    RedisError::Unavailable(format!("key-value store: {}", describe(e)))
+fn store_failure(e: &store::Error) -> RedisError {
+    super::redis::store_failure(describe(e))
 }

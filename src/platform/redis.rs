@@ -118,6 +118,20 @@ fn is_transient_reply(message: &str) -> bool {
     message.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| TRANSIENT.contains(&word))
 }
 
+/// A failure Spin's Redis key-value store reported: it passes every error on as
+/// `other(Debug text)`. An error reply that is not transient (a counter that is not an
+/// integer, a key of another type) is a mistake to report (500); anything else is Redis being
+/// unavailable (503, or the caller's fallback).
+pub(crate) fn store_failure(message: String) -> RedisError {
+    let is_reply = is_error_reply(&message) && !is_transient_reply(&message);
+    let message = format!("key-value store: {message}");
+    if is_reply {
+        RedisError::Reply(message)
+    } else {
+        RedisError::Unavailable(message)
+    }
+}
+
 /// `EVALSHA` of a script Redis does not hold; redis-rs says `NoScriptError`.
 fn is_noscript(message: &str) -> bool {
     message.contains("NoScriptError") || message.contains("NOSCRIPT")
@@ -387,6 +401,21 @@ mod tests {
         assert_eq!(r.string(3).unwrap(), "OK");
         assert!(matches!(r.int(2), Err(RedisError::UnexpectedReply(_))));
         assert!(matches!(r.int(9), Err(RedisError::UnexpectedReply(_))));
+    }
+
+    #[test]
+    fn classifies_key_value_store_failures() {
+        // redis-rs's Debug text, as Spin's key-value store passes it on.
+        let not_integer = "An error was signalled by the server - ResponseError: value is not \
+                           an integer or out of range"
+            .to_string();
+        assert!(matches!(store_failure(not_integer), RedisError::Reply(_)));
+        let wrong_type = "WRONGTYPE: Operation against a key holding the wrong kind of value";
+        assert!(matches!(store_failure(wrong_type.into()), RedisError::Reply(_)));
+        let loading = "An error was signalled by the server - BusyLoadingError: Redis is loading";
+        assert!(matches!(store_failure(loading.into()), RedisError::Unavailable(_)));
+        let refused = "Connection refused (os error 111)";
+        assert!(matches!(store_failure(refused.into()), RedisError::Unavailable(_)));
     }
 
     #[test]

@@ -1202,6 +1202,13 @@ async fn fail_open_never_hides_a_mistake() {
     let sound = app_with(&redis, &[]);
     assert_error(&check(&sound, "open", "k", 1, false).await, 500, "redis_error");
     assert!(sound.logs().contains("WRONGTYPE"), "{}", sound.logs());
+    // The same mistake met on the pooled path (its INCRBY through Spin's store) is as loud:
+    // Spin reports every store failure alike, and an error reply must not open the gate.
+    let pooled = app_with(&redis, &[("redis_fast_path", "true")]);
+    let res = check(&pooled, "open", "k", 1, false).await;
+    assert_error(&res, 500, "redis_error");
+    assert_eq!(res.redis_connections, 0, "decided on the pool");
+    assert!(pooled.logs().contains("WRONGTYPE"), "{}", pooled.logs());
     let gateway = gateway_app(&redis, &upstream, "open", &[]);
     let res = gateway.get("/api/limited/a").client_addr("127.0.0.1:1").send().await;
     assert_error(&res, 500, "redis_error");
