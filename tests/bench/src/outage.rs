@@ -127,6 +127,10 @@ pub struct RouteOutage {
     /// Redis connection (the pooled path).
     pub pooled_again: Option<Duration>,
     pub stuck: usize,
+    /// When the stuck requests started, in ms from the stop (first, last), and how long the
+    /// one that started last had waited when the row gave up on it.
+    pub stuck_started_ms: Option<(i64, i64)>,
+    pub stuck_waited: Duration,
 }
 
 /// One outage row.
@@ -327,6 +331,7 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let gave_up = t0.elapsed();
     done.store(true, Ordering::Relaxed);
     let own = poller.await.unwrap_or_default();
     let samples = samples.lock().unwrap().clone();
@@ -354,6 +359,14 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
             };
             Some(first_good.started.saturating_sub(restart))
         };
+        let stuck: Vec<&Sample> = mine.iter().copied().filter(|s| s.took.is_none()).collect();
+        let from_stop = |s: &Sample| s.started.as_millis() as i64 - stop.as_millis() as i64;
+        let stuck_started_ms = match (stuck.first(), stuck.last()) {
+            (Some(a), Some(b)) => Some((from_stop(a), from_stop(b))),
+            _ => None,
+        };
+        let stuck_waited =
+            stuck.last().map_or(Duration::ZERO, |s| gave_up.saturating_sub(s.started));
         row.routes.push(RouteOutage {
             name,
             before: Window::of(&between(Duration::ZERO, stop)),
@@ -363,7 +376,9 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
             mix,
             right_again: recovered(&ok),
             pooled_again: recovered(&|s: &Sample| ok(s) && s.connections == 0),
-            stuck: mine.iter().filter(|s| s.took.is_none()).count(),
+            stuck: stuck.len(),
+            stuck_started_ms,
+            stuck_waited,
         });
     }
 
@@ -486,7 +501,7 @@ pub fn markdown(rows: &[OutageRow], plan: &Plan) -> String {
                 ms(r.later.max),
                 r.first_second.over_bound,
                 r.later.over_bound,
-                r.stuck,
+                stuck_cell(r),
                 mix.join(", "),
                 ms(r.after_first_second.p99),
                 ms(r.after_first_second.max),
@@ -527,6 +542,17 @@ pub fn markdown(rows: &[OutageRow], plan: &Plan) -> String {
     w
 }
 
+fn stuck_cell(r: &RouteOutage) -> String {
+    match r.stuck_started_ms {
+        None => "0".into(),
+        Some((a, b)) => format!(
+            "{} (started {a:+} to {b:+} ms from the stop; unanswered after {:.0} s and more)",
+            r.stuck,
+            r.stuck_waited.as_secs_f64().floor()
+        ),
+    }
+}
+
 fn on_off(fast_path: bool) -> &'static str {
     if fast_path {
         "on"
@@ -551,7 +577,7 @@ pub fn progress(row: &OutageRow) {
             ms(r.later.max),
             r.first_second.over_bound,
             r.later.over_bound,
-            r.stuck,
+            stuck_cell(r),
             seconds(r.right_again, true, Duration::from_secs(6)),
             seconds(r.pooled_again, row.fast_path, Duration::from_secs(6)),
         );
