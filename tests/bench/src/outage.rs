@@ -93,6 +93,7 @@ impl Window {
         took.sort_by_key(|t| t.unwrap_or(Duration::MAX));
         let pick = |p: f64| -> Option<Duration> {
             if took.is_empty() {
+                // Printed as "–" (no requests).
                 return Some(Duration::ZERO);
             }
             let rank = ((p / 100.0) * took.len() as f64).ceil() as usize;
@@ -145,6 +146,8 @@ pub struct OutageRow {
     pub connections_after: Vec<(u64, usize)>,
     /// How long Redis was actually down (stop to ready again).
     pub down: Duration,
+    /// How long the load ran after the restart: the limit of the recovery times.
+    pub after: Duration,
     pub error: Option<String>,
 }
 
@@ -221,7 +224,8 @@ async fn poll_info(
 
 /// Runs one outage row on `redis` (a fresh server: stopped and restarted here).
 pub async fn run(mut redis: RedisServer, mode: &str, fast_path: bool, plan: Plan) -> OutageRow {
-    let mut row = OutageRow { mode: mode.to_owned(), fast_path, ..OutageRow::default() };
+    let mut row =
+        OutageRow { mode: mode.to_owned(), fast_path, after: plan.after, ..OutageRow::default() };
     if let Err(e) = run_inner(&mut redis, &mut row, plan).await {
         row.error = Some(e);
     }
@@ -385,7 +389,7 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
     // Redis's own count of new connections: the counter at a moment of one server run (the
     // restarted server starts again from 0), less the bench's own connections.
     let counter = |run: &str, at: Duration| -> u64 {
-        readings.iter().filter(|r| r.1 == run && r.0 <= at).map(|r| r.2).last().unwrap_or(0)
+        readings.iter().filter(|r| r.1 == run && r.0 <= at).map(|r| r.2).next_back().unwrap_or(0)
     };
     let own_between =
         |from: Duration, to: Duration| own.iter().filter(|&&t| t > from && t <= to).count() as u64;
@@ -400,7 +404,7 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
     // From the first reading (the load already running) to the last one before the stop.
     let first_at = readings.first().map(|r| r.0).unwrap_or_default();
     let last_before =
-        readings.iter().filter(|r| r.1 == first_run).map(|r| r.0).last().unwrap_or(stop);
+        readings.iter().filter(|r| r.1 == first_run).map(|r| r.0).next_back().unwrap_or(stop);
     row.connections_before = (
         counter(&first_run, last_before).saturating_sub(counter(&first_run, first_at)),
         started_between(first_at, last_before),
@@ -414,6 +418,15 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
             .push((conns.saturating_sub(own_between(from, to)), started_between(from, to)));
     }
     Ok(())
+}
+
+/// A latency of a window, "–" when no request started in it.
+fn lat(w: &Window, d: Option<Duration>) -> String {
+    if w.requests == 0 {
+        "–".into()
+    } else {
+        ms(d)
+    }
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -491,20 +504,20 @@ pub fn markdown(rows: &[OutageRow], plan: &Plan) -> String {
                 row.mode,
                 on_off(row.fast_path),
                 r.name,
-                ms(r.before.p50),
-                ms(r.before.p99),
+                lat(&r.before, r.before.p50),
+                lat(&r.before, r.before.p99),
                 r.first_second.requests,
-                ms(r.first_second.p99),
-                ms(r.first_second.max),
+                lat(&r.first_second, r.first_second.p99),
+                lat(&r.first_second, r.first_second.max),
                 r.later.requests,
-                ms(r.later.p99),
-                ms(r.later.max),
+                lat(&r.later, r.later.p99),
+                lat(&r.later, r.later.max),
                 r.first_second.over_bound,
                 r.later.over_bound,
                 stuck_cell(r),
                 mix.join(", "),
-                ms(r.after_first_second.p99),
-                ms(r.after_first_second.max),
+                lat(&r.after_first_second, r.after_first_second.p99),
+                lat(&r.after_first_second, r.after_first_second.max),
                 seconds(r.right_again, true, plan.after),
                 seconds(r.pooled_again, row.fast_path, plan.after),
             );
@@ -578,8 +591,8 @@ pub fn progress(row: &OutageRow) {
             r.first_second.over_bound,
             r.later.over_bound,
             stuck_cell(r),
-            seconds(r.right_again, true, Duration::from_secs(6)),
-            seconds(r.pooled_again, row.fast_path, Duration::from_secs(6)),
+            seconds(r.right_again, true, row.after),
+            seconds(r.pooled_again, row.fast_path, row.after),
         );
     }
     let after: Vec<String> = row.connections_after.iter().map(|c| per_request(*c)).collect();
