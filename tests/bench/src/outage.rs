@@ -258,9 +258,6 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
             }
         }
     }
-    // Redis's data survives the restart, as it does an Azure failover (the replica has it):
-    // saved here, loaded by the restarted server from its directory. Otherwise the session
-    // would be gone and the cache empty, which measures a data loss, not a recovery.
     let mut client = redis.client().await;
 
     let t0 = Instant::now();
@@ -268,6 +265,14 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
     let readings: Readings = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(AtomicBool::new(false));
     let poller = tokio::spawn(poll_info(redis.url(), t0, readings.clone(), done.clone()));
+    // Stops the poller on every way out, errors included (dropping `stop_tx` stops the load).
+    struct Done(Arc<AtomicBool>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _done = Done(done.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut spawners = Vec::new();
     for route in 0..ROUTES.len() {
@@ -311,6 +316,9 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
     }
 
     tokio::time::sleep_until((t0 + plan.before).into()).await;
+    // Redis's data survives the restart, as it does an Azure failover (the replica has it):
+    // saved here, loaded by the restarted server from its directory. Otherwise the session
+    // would be gone and the cache empty, which measures a data loss, not a recovery.
     redis::cmd("SAVE")
         .query_async::<()>(&mut client)
         .await
@@ -319,7 +327,14 @@ async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> 
     let stop = t0.elapsed();
     tokio::task::block_in_place(|| redis.stop());
     tokio::time::sleep(plan.down).await;
-    tokio::task::block_in_place(|| redis.start());
+    // `start` panics when the server does not come back (its port taken meanwhile, say):
+    // that fails this row, not the whole bench.
+    let started = tokio::task::block_in_place(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| redis.start()))
+    });
+    if started.is_err() {
+        return Err("redis-server did not restart on its port".into());
+    }
     let restart = t0.elapsed();
     row.down = restart - stop;
     tokio::time::sleep_until((t0 + restart + plan.after).into()).await;
