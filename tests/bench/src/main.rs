@@ -9,6 +9,7 @@
 //! ```
 
 mod load;
+mod outage;
 mod redis_stats;
 mod report;
 mod routes;
@@ -59,11 +60,16 @@ struct Opts {
     write: bool,
     /// Internal: run as the system-CA child, print rows as JSON lines.
     child: bool,
+    /// Run the outage rows (`--no-outage` skips them; a filtered run has them only when a
+    /// filter matches "outage").
+    outage: bool,
+    outage_plan: outage::Plan,
     args: Vec<String>,
 }
 
 const USAGE: &str = "usage: cargo run -p bench -- [--seconds S] [--filter TEXT]... \
-[--concurrency 1,16] [--redis plain,tls,system-ca] [--out FILE | --no-write]
+[--concurrency 1,16] [--redis plain,tls,system-ca] [--outage-rate N | --no-outage]
+[--out FILE | --no-write]
 
   --seconds S        length of each timed row (default 1)
   --filter TEXT      only routes whose name or request contains TEXT (repeatable; the
@@ -71,6 +77,9 @@ const USAGE: &str = "usage: cargo run -p bench -- [--seconds S] [--filter TEXT].
   --concurrency LIST concurrent clients per row (default 1,16)
   --redis LIST       plain, tls, system-ca (TLS with the full system CA bundle as
                      SSL_CERT_FILE, for a few routes) (default: all three)
+  --outage-rate N    requests/s of each route in the outage rows (default 50)
+  --no-outage        skip the outage rows (Redis stopped under load, fast path off and on,
+                     plain and TLS: about 15 s each)
   --out FILE         write the Markdown report here (default docs/benchmarks-latest.md)
   --no-write         print only";
 
@@ -84,6 +93,8 @@ fn parse_args() -> Result<Opts, String> {
         out: None,
         write: true,
         child: false,
+        outage: true,
+        outage_plan: outage::Plan::default(),
         args: args.clone(),
     };
     let mut defaults = true;
@@ -122,12 +133,27 @@ fn parse_args() -> Result<Opts, String> {
                     .collect::<Result<_, _>>()?;
                 defaults = false;
             }
+            "--outage-rate" => {
+                opts.outage_plan.rate =
+                    value()?.parse().map_err(|_| "--outage-rate takes a number".to_owned())?;
+                if !(opts.outage_plan.rate >= 1.0 && opts.outage_plan.rate <= 1000.0) {
+                    return Err("--outage-rate must be between 1 and 1000".into());
+                }
+                defaults = false;
+            }
+            "--no-outage" => {
+                opts.outage = false;
+                defaults = false;
+            }
             "--out" => opts.out = Some(PathBuf::from(value()?)),
             "--no-write" => opts.write = false,
             "--child" => opts.child = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    if !opts.filters.is_empty() && !opts.filters.iter().any(|f| "outage".contains(f.as_str())) {
+        opts.outage = false;
     }
     // A partial run must not overwrite the figures the docs quote, unless asked to.
     if !defaults && opts.out.is_none() {
@@ -153,26 +179,31 @@ fn selected(opts: &Opts, route: &Route) -> bool {
         })
 }
 
+/// spin.toml with the bench's settings and `redis_fast_path` as given, on `redis`. The stores
+/// (the fast path's and its breaker's) come from `RedisServer::configure`, as in the tests,
+/// so the bench follows whatever runtime config the app needs.
+pub(crate) fn build_app(redis: &RedisServer, fast: bool) -> Result<TestApp, String> {
+    redis
+        .configure(TestApp::builder(root().join("spin.toml")))
+        .variable("redis_fast_path", fast.to_string())
+        .variable("otp_pepper", routes::OTP_PEPPER)
+        .variable("otp_dev_echo", "true")
+        .variable("sessions_api_token", routes::SESSIONS_TOKEN)
+        .variable("ratelimit_policies", routes::ratelimit_policies())
+        .variable("ratelimit_gateway_policy", "bench_gw")
+        .variable("ratelimit_admin_token", routes::ADMIN_TOKEN)
+        .variable("ratelimit_api_token", routes::RATELIMIT_API_TOKEN)
+        .variable("otp_api_token", routes::OTP_API_TOKEN)
+        .variable("leaderboard_api_token", routes::LEADERBOARD_TOKEN)
+        .variable("locks_api_token", routes::LOCKS_TOKEN)
+        // The demo origin answers at once: a miss then costs what the cache adds.
+        .variable("origin_delay_ms", "0")
+        .load()
+        .map_err(|e| format!("loading spin.toml: {e:#}"))
+}
+
 fn load_group(redis: &RedisServer) -> Result<Group, String> {
-    let app = |fast: bool| {
-        redis
-            .configure(TestApp::builder(root().join("spin.toml")))
-            .variable("redis_fast_path", fast.to_string())
-            .variable("otp_pepper", routes::OTP_PEPPER)
-            .variable("otp_dev_echo", "true")
-            .variable("sessions_api_token", routes::SESSIONS_TOKEN)
-            .variable("ratelimit_policies", routes::ratelimit_policies())
-            .variable("ratelimit_gateway_policy", "bench_gw")
-            .variable("ratelimit_admin_token", routes::ADMIN_TOKEN)
-            .variable("ratelimit_api_token", routes::RATELIMIT_API_TOKEN)
-            .variable("otp_api_token", routes::OTP_API_TOKEN)
-            .variable("leaderboard_api_token", routes::LEADERBOARD_TOKEN)
-            .variable("locks_api_token", routes::LOCKS_TOKEN)
-            // The demo origin answers at once: a miss then costs what the cache adds.
-            .variable("origin_delay_ms", "0")
-            .load()
-            .map_err(|e| format!("loading spin.toml: {e:#}"))
-    };
+    let app = |fast: bool| build_app(redis, fast);
     let probe = redis
         .configure(TestApp::builder(root().join("tests/host/fixtures/probe.toml")))
         .variable("secret_thing", "unused")
@@ -443,6 +474,7 @@ async fn run(opts: Opts) -> Result<(), String> {
     let started = Instant::now();
     let mut machine = report::machine(opts.seconds, root());
     let mut rows = Vec::new();
+    let mut outages = Vec::new();
     let mut notes = Vec::new();
 
     if opts.child {
@@ -466,6 +498,22 @@ async fn run(opts: Opts) -> Result<(), String> {
         }
     }
 
+    if opts.outage {
+        for &mode in opts.modes.iter().filter(|&&m| m != Mode::TlsSystemCa) {
+            for fast_path in [false, true] {
+                // A fresh server and app per row: an earlier outage leaves the fast path's
+                // store connections in whatever state Spin's reconnects put them.
+                let redis = match mode {
+                    Mode::Plain => RedisServer::plain(),
+                    _ => RedisServer::tls(TLS_PASSWORD),
+                };
+                let row = outage::run(redis, mode.label(), fast_path, opts.outage_plan).await;
+                outage::progress(&row);
+                outages.push(row);
+            }
+        }
+    }
+
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     machine.lines.push((
         "Load average at end".into(),
@@ -480,6 +528,8 @@ async fn run(opts: Opts) -> Result<(), String> {
     let total_seconds = started.elapsed().as_secs_f64();
     let markdown = report::Report {
         rows: &rows,
+        outages: &outages,
+        outage_plan: &opts.outage_plan,
         machine: &machine,
         sizes: &sizes,
         command,
@@ -510,7 +560,10 @@ fn main() -> ExitCode {
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(opts)) {
+    let result = runtime.block_on(run(opts));
+    // Requests stuck in an outage row wait on Spin's store for minutes: do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e}");

@@ -23,16 +23,27 @@ pub const OTP_PEPPER: &str = "bench+pepper/0123456789abcdefghijklmnopqrs=";
 pub const LEADERBOARD_TOKEN: &str = "bench-leaderboard-token-0123456789abcdef";
 pub const LOCKS_TOKEN: &str = "bench-locks-token-0123456789abcdefghijkl";
 
-/// Policies that never refuse during a run: the decision's cost is the same either way,
-/// and a refused caller would not show the common case.
+/// Policies that never refuse during a run (the decision's cost is the same either way, and
+/// a refused caller would not show the common case), and one that blocks a caller after its
+/// first request, for the refused-client row.
 pub fn ratelimit_policies() -> String {
     json!({
         "bench_sw": {"algorithm": "sliding_window", "limit": 1_000_000_000u64, "window": "60s"},
+        "bench_fw": {"algorithm": "fixed_window", "limit": 1_000_000_000u64, "window": "1h"},
         "bench_tb": {"algorithm": "token_bucket", "capacity": 1_000_000_000u64, "refill_per_sec": 1_000_000},
+        // One token, one more every 1,000 s: the second request of a key is refused, and so
+        // is every later one during a run.
+        "bench_tb_block": {"algorithm": "token_bucket", "capacity": 1, "refill_per_sec": 0.001},
         "bench_gw": {"algorithm": "fixed_window", "limit": 1_000_000_000u64, "window": "1h"}
     })
     .to_string()
 }
+
+/// Callers of the rate-limit decision rows: a request checks key `user:{n % RATELIMIT_KEYS}`.
+/// Each key is checked once during the set-up, so that the timed run shows the steady state
+/// of an API's callers: on the fast path a window's first check of a key also sets the
+/// counter's expiry over outbound Redis (one connection per key and window), later ones do not.
+pub const RATELIMIT_KEYS: u64 = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteId {
@@ -43,8 +54,10 @@ pub enum RouteId {
     CacheMiss,
     CacheDemo,
     CacheStats,
+    RateLimitFixed,
     RateLimitSliding,
     RateLimitBucket,
+    RateLimitBucketRefused,
     RateLimitState,
     Gateway,
     OtpIssue,
@@ -68,7 +81,9 @@ pub struct Route {
     pub name: &'static str,
     /// The request, as the README names it.
     pub request: &'static str,
-    /// Measured with `redis_fast_path` off and on.
+    /// Measured with `redis_fast_path` off and on: the route's code can use the pooled store.
+    /// The others never open it (no `FastPath` in their code), so the setting cannot change
+    /// them and they run once.
     pub fast_path: bool,
     /// Also measured with the full system CA bundle (the `SSL_CERT_FILE` comparison).
     pub ca_comparison: bool,
@@ -100,14 +115,27 @@ pub const ROUTES: &[Route] = &[
         target_round_trips: Some(1),
         ..route(RouteId::CacheHit, "cache hit", "GET /api/cache/proxy/profiles/42")
     },
-    route(
-        RouteId::CacheMiss,
-        "cache miss (demo origin)",
-        "GET /api/cache/proxy/profiles/N?bench=unique",
-    ),
+    Route {
+        fast_path: true,
+        ..route(
+            RouteId::CacheMiss,
+            "cache miss (demo origin)",
+            "GET /api/cache/proxy/profiles/N?bench=unique",
+        )
+    },
     route(RouteId::CacheDemo, "cache demo counter", "GET /api/cache/demo"),
     route(RouteId::CacheStats, "cache stats (16 buckets)", "GET /api/cache/stats"),
     Route {
+        fast_path: true,
+        target_round_trips: Some(1),
+        ..route(
+            RouteId::RateLimitFixed,
+            "rate-limit decision, fixed window",
+            "POST /api/ratelimit/check",
+        )
+    },
+    Route {
+        fast_path: true,
         target_round_trips: Some(1),
         ..route(
             RouteId::RateLimitSliding,
@@ -116,6 +144,7 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
+        fast_path: true,
         target_round_trips: Some(1),
         ..route(
             RouteId::RateLimitBucket,
@@ -123,8 +152,26 @@ pub const ROUTES: &[Route] = &[
             "POST /api/ratelimit/check",
         )
     },
-    route(RouteId::RateLimitState, "rate-limit state", "GET /api/ratelimit/{policy}/{key}"),
-    route(RouteId::Gateway, "rate-limit gateway (demo origin)", "GET /api/limited/profiles/N"),
+    Route {
+        fast_path: true,
+        target_round_trips: Some(1),
+        ..route(
+            RouteId::RateLimitBucketRefused,
+            "rate-limit decision, token bucket, refused client",
+            "POST /api/ratelimit/check (429)",
+        )
+    },
+    Route {
+        fast_path: true,
+        ..route(RouteId::RateLimitState, "rate-limit state", "GET /api/ratelimit/{policy}/{key}")
+    },
+    // The gateway's decision takes the pooled path when it is one window limit, as here (the
+    // gateway policy `bench_gw`, a fixed window; with no address policy set and no API key, the
+    // address policy is the same limit on the same key, so there is one check).
+    Route {
+        fast_path: true,
+        ..route(RouteId::Gateway, "rate-limit gateway (demo origin)", "GET /api/limited/profiles/N")
+    },
     route(RouteId::OtpIssue, "OTP issue", "POST /api/otp"),
     Route {
         target_round_trips: Some(1),
@@ -198,7 +245,7 @@ impl Group {
     }
 }
 
-async fn create_session(app: &TestApp, user: &str) -> Result<String, String> {
+pub async fn create_session(app: &TestApp, user: &str) -> Result<String, String> {
     let req = Req::new(Method::POST, "/api/sessions")
         .bearer(SESSIONS_TOKEN)
         .json(json!({"user_id": user, "data": {"role": "member", "theme": "dark"}}));
@@ -281,24 +328,59 @@ pub async fn workload(
         RouteId::CacheStats => {
             Workload::new(200, |_, _| Some(Req::new(Method::GET, "/api/cache/stats")))
         }
-        RouteId::RateLimitSliding | RouteId::RateLimitBucket => {
-            let policy =
-                if route.id == RouteId::RateLimitSliding { "bench_sw" } else { "bench_tb" };
-            Workload::new(200, move |_, n| {
-                let key = format!("user:{}", n % 10_000);
-                Some(
-                    Req::new(Method::POST, "/api/ratelimit/check")
-                        .bearer(RATELIMIT_API_TOKEN)
-                        .json(json!({"policy": policy, "key": key})),
-                )
-            })
+        RouteId::RateLimitFixed | RouteId::RateLimitSliding | RouteId::RateLimitBucket => {
+            let policy = match route.id {
+                RouteId::RateLimitFixed => "bench_fw",
+                RouteId::RateLimitSliding => "bench_sw",
+                _ => "bench_tb",
+            };
+            let check = move |n: u64| {
+                Req::new(Method::POST, "/api/ratelimit/check")
+                    .bearer(RATELIMIT_API_TOKEN)
+                    .json(json!({"policy": policy, "key": format!("user:{}", n % RATELIMIT_KEYS)}))
+            };
+            for k in 0..RATELIMIT_KEYS {
+                let res = load::send(app, &check(k)).await;
+                if res.status != 200 {
+                    return Err(format!("first check of a key: {} {}", res.status, res.text()));
+                }
+            }
+            Workload::new(200, move |_, n| Some(check(n)))
         }
-        RouteId::RateLimitState => Workload::new(200, |_, n| {
-            Some(
-                Req::new(Method::GET, format!("/api/ratelimit/bench_sw/user:{}", n % 10_000))
-                    .bearer(RATELIMIT_API_TOKEN),
-            )
-        }),
+        RouteId::RateLimitBucketRefused => {
+            // Keys of this workload only, each emptied during the set-up: its first check is
+            // admitted, its second refused (which writes the blocked marker on the fast path).
+            let check = move |n: u64| {
+                Req::new(Method::POST, "/api/ratelimit/check").bearer(RATELIMIT_API_TOKEN).json(
+                    json!({"policy": "bench_tb_block", "key": format!("blocked:{tag}:{}", n % RATELIMIT_KEYS)}),
+                )
+            };
+            for k in 0..RATELIMIT_KEYS {
+                for expect in [200, 429] {
+                    let res = load::send(app, &check(k)).await;
+                    if res.status != expect {
+                        return Err(format!("emptying a bucket: {} {}", res.status, res.text()));
+                    }
+                }
+            }
+            Workload::new(429, move |_, n| Some(check(n)))
+        }
+        RouteId::RateLimitState => {
+            let state = |n: u64| {
+                Req::new(
+                    Method::GET,
+                    format!("/api/ratelimit/bench_sw/user:{}", n % RATELIMIT_KEYS),
+                )
+                .bearer(RATELIMIT_API_TOKEN)
+            };
+            for k in 0..RATELIMIT_KEYS {
+                let res = load::send(app, &state(k)).await;
+                if res.status != 200 {
+                    return Err(format!("reading a key's state: {} {}", res.status, res.text()));
+                }
+            }
+            Workload::new(200, move |_, n| Some(state(n)))
+        }
         RouteId::Gateway => Workload::new(200, |_, n| {
             Some(Req::new(Method::GET, format!("/api/limited/profiles/{}", n % 1000 + 1)))
         }),
