@@ -1,34 +1,36 @@
--- Issue a one-time code for one subject and purpose in the request's lane: lockout, client
--- cap, cooldown, hourly cap, stored state and (when it is the delivery channel) the outbox
--- entry, atomically. After lanes.lua.
+-- Issue a one-time code or link for one subject and purpose in the request's lane: lockout
+-- (codes only), client budget, cooldown, the lane's issue budget, stored state and (when it is
+-- the delivery channel) the outbox entry, atomically. After lanes.lua.
 --
 -- ARGV: 2 keyed hash of the code (hex), 3 ttl ms, 4 cooldown ms, 5 max issues per hour,
 --       6 max attempts, 7 format, 8 outbox MAXLEN (0: no outbox entry), 9 outbox retention ms,
 --       10 subject, 11 purpose, 12 channel, 13 the plain code (outbox entry only),
 --       14 delivery id, 15 client issues per hour
--- Returns {1, expires_at_ms, lane} or {0, "locked" | "client" | "cooldown" | "hourly" | "outbox_full",
--- retry_after_ms}.
+-- Returns {1, expires_at_ms, lane} or {0, "locked" | "client" | "cooldown" | "hourly" |
+-- "outbox_full", retry_after_ms}.
 local ttl = tonumber(ARGV[3])
 local cooldown = tonumber(ARGV[4])
 local id = ARGV[14]
+use_lane(ARGV[7])
 
 local locked = locked_for()
 if locked > 0 then
   return {0, 'locked', locked}
 end
+local client_budget
 if client ~= '' then
-  local wait = log_full(KEYS[2], tonumber(ARGV[15]))
-  if wait > 0 then
-    return {0, 'client', wait}
+  client_budget = budget(KEYS[2], tonumber(ARGV[15]))
+  if not client_budget[1] then
+    return {0, 'client', client_budget[6]}
   end
 end
 local cooldown_left = redis.call('PTTL', K_COOLDOWN)
 if cooldown_left > 0 then
   return {0, 'cooldown', cooldown_left}
 end
-local wait = log_full(K_HOURLY, tonumber(ARGV[5]))
-if wait > 0 then
-  return {0, 'hourly', wait}
+local lane_budget = budget(K_BUDGET, tonumber(ARGV[5]))
+if not lane_budget[1] then
+  return {0, 'hourly', lane_budget[6]}
 end
 
 local maxlen = tonumber(ARGV[8])
@@ -55,9 +57,9 @@ redis.call('PEXPIRE', K_CODE, ttl)
 if cooldown > 0 then
   redis.call('SET', K_COOLDOWN, id, 'PX', cooldown)
 end
-log_add(K_HOURLY, id)
-if client ~= '' then
-  log_add(KEYS[2], id)
+lane_budget[7]()
+if client_budget then
+  client_budget[7]()
 end
 -- A link token also gets a pointer, found from the token alone (KEYS[13], same slot), so it
 -- verifies without the subject: to this code state, its guard, purpose and subject.
@@ -72,4 +74,4 @@ if maxlen > 0 then
     'channel', ARGV[12], 'format', ARGV[7], 'code', ARGV[13], 'expires_at_ms', expires_at)
   redis.call('PEXPIRE', KEYS[4], retention)
 end
-return {1, expires_at, lane == 9 and 1 or 0}
+return {1, expires_at, lane}

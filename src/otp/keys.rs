@@ -3,10 +3,12 @@
 //! one script on one hash slot, even on clustered Redis; the raw subject and client never
 //! appear in a key name (they are keyed hashes under the pepper).
 //!
-//! A subject and purpose has two lanes with the same four keys (code, cooldown, hourly log,
-//! failure guard): lane `k` serves the subject's known clients (clients that verified one of
-//! its codes recently), lane `o` everyone else, so a flood from strangers never spends the
-//! known clients' budget or locks them out.
+//! A subject and purpose has three lanes (code state, resend cooldown, issue budget and a
+//! failure guard each): lane `k` serves the subject's known clients (clients that verified one
+//! of its codes recently), lane `o` everyone else's digit codes and lane `l` everyone else's
+//! links, which shares lane `o`'s guard but is never locked by it. So a flood from strangers
+//! never spends the known clients' budget or locks them out, and guesses at codes never lock,
+//! burn or replace a link.
 
 use super::settings::Settings;
 use crate::platform::redis::Redis;
@@ -16,8 +18,10 @@ use crate::platform::secrets;
 pub(crate) struct Keys {
     names: Vec<String>,
     shard: u32,
-    tag: String,
 }
+
+/// Index of KEYS[13], the link pointer.
+const LINK_POINTER: usize = 12;
 
 impl Keys {
     /// `client` is the caller-supplied client key (end user's address, device id), if any.
@@ -36,34 +40,33 @@ impl Keys {
         // Without a client key, the per-client keys are never touched (the script checks
         // ARGV); a fixed name keeps KEYS the same shape.
         let client = client.map_or_else(|| "-".to_owned(), |c| client_id(settings, c));
+        // Budgets are the rate limiter's token buckets (strings); the names differ from the
+        // sorted-set logs of earlier versions, which expire by themselves within the hour.
         let mut names = vec![
             format!("{tag}:known:{id}"),
-            format!("{tag}:client-issues:{client}"),
-            format!("{tag}:client-failures:{client}"),
+            format!("{tag}:client-issue-budget:{client}"),
+            format!("{tag}:client-failure-budget:{client}"),
             format!("otp:outbox:{{otp:{shard}}}"),
         ];
-        for lane in ["o", "k"] {
+        let lane = |names: &mut Vec<String>, lane: &str| {
             names.push(format!("{tag}:code:{purpose}:{id}:{lane}"));
             names.push(format!("{tag}:cooldown:{purpose}:{id}:{lane}"));
-            names.push(format!("{tag}:hourly:{id}:{lane}"));
-            names.push(format!("{tag}:guard:{purpose}:{id}:{lane}"));
+            names.push(format!("{tag}:issue-budget:{id}:{lane}"));
+        };
+        for l in ["o", "k"] {
+            lane(&mut names, l);
+            names.push(format!("{tag}:guard:{purpose}:{id}:{l}"));
         }
-        Self { names: names.iter().map(|n| redis.key(n)).collect(), shard, tag }
+        // KEYS[13], the link pointer: an unused name in the same slot until `with_link`.
+        names.push(format!("{tag}:link:-"));
+        lane(&mut names, "l");
+        Self { names: names.iter().map(|n| redis.key(n)).collect(), shard }
     }
 
-    /// Adds KEYS[13]: the link pointer of `token` (a link token issued for this subject, so in
-    /// its shard), or an unused name in the same slot for digit codes.
-    pub(crate) fn with_link(
-        mut self,
-        redis: &Redis,
-        settings: &Settings,
-        token: Option<&str>,
-    ) -> Self {
-        let name = match token {
-            Some(t) => link_key(redis, settings, t).1,
-            None => redis.key(&format!("{}:link:-", self.tag)),
-        };
-        self.names.push(name);
+    /// Sets KEYS[13] to the link pointer of `token`: a link token issued for this subject, so
+    /// in its shard.
+    pub(crate) fn with_link(mut self, redis: &Redis, settings: &Settings, token: &str) -> Self {
+        self.names[LINK_POINTER] = link_key(redis, settings, token).1;
         self
     }
 

@@ -170,9 +170,7 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
 
     let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
     let (code, keys) = match format {
-        Format::Code => {
-            (secrets::random_digits(policy.length), keys.with_link(&redis, settings, None))
-        }
+        Format::Code => (secrets::random_digits(policy.length), keys),
         Format::Link => {
             // Drawn until the token's own shard is the subject's (about `otp_outbox_shards`
             // draws), so the token alone leads to the subject's slot.
@@ -182,7 +180,7 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
                     break t;
                 }
             };
-            let keys = keys.with_link(&redis, settings, Some(&token));
+            let keys = keys.with_link(&redis, settings, &token);
             (token, keys)
         }
     };
@@ -199,8 +197,8 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
         client: &client,
         outbox: settings.webhook.is_none(),
     };
-    let (expires_at_ms, known_lane) = match store::issue(&redis, settings, &keys, &new)? {
-        Issued::Stored { expires_at_ms, known_lane } => (expires_at_ms, known_lane),
+    let (expires_at_ms, lane) = match store::issue(&redis, settings, &keys, &new)? {
+        Issued::Stored { expires_at_ms, lane } => (expires_at_ms, lane),
         Issued::Refused(refused) => return Err(refusal(refused)),
     };
     if let Some(hook) = &settings.webhook {
@@ -209,7 +207,7 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
                 // The message was not sent: withdraw the code (it stays counted in the caps,
                 // so failing deliveries cannot be used to send more). If this fails too, the
                 // code simply expires.
-                if let Err(e) = store::rollback(&redis, &keys, known_lane, &delivery_id) {
+                if let Err(e) = store::rollback(&redis, &keys, lane, &delivery_id) {
                     eprintln!("otp: delivery {delivery_id}: withdrawing the code failed: {e}");
                 }
                 ApiError::new(502, "delivery_failed", "the code could not be sent; try again")

@@ -7,9 +7,12 @@ use crate::args;
 use crate::lua_script;
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::script::{Script, CLOCK};
+use crate::ratelimit::GCRA;
 
-static ISSUE: Script = lua_script!(CLOCK, include_str!("lanes.lua"), include_str!("issue.lua"));
-static VERIFY: Script = lua_script!(CLOCK, include_str!("lanes.lua"), include_str!("verify.lua"));
+static ISSUE: Script =
+    lua_script!(CLOCK, GCRA, include_str!("lanes.lua"), include_str!("issue.lua"));
+static VERIFY: Script =
+    lua_script!(CLOCK, GCRA, include_str!("lanes.lua"), include_str!("verify.lua"));
 static ROLLBACK: Script = lua_script!(include_str!("rollback.lua"));
 static VERIFY_LINK: Script = lua_script!(include_str!("verify_link.lua"));
 
@@ -39,10 +42,10 @@ pub(crate) enum Refused {
 }
 
 pub(crate) enum Issued {
-    /// Stored: when it expires, and whether it went to the known clients' lane.
+    /// Stored: when it expires, and the lane it went to (its first key's index in KEYS).
     Stored {
         expires_at_ms: i64,
-        known_lane: bool,
+        lane: usize,
     },
     Refused(Refused),
 }
@@ -75,7 +78,11 @@ pub(crate) fn issue(
         ],
     )?;
     if reply.int(0)? == 1 {
-        return Ok(Issued::Stored { expires_at_ms: reply.int(1)?, known_lane: reply.int(2)? == 1 });
+        let lane = usize::try_from(reply.int(2)?)
+            .ok()
+            .filter(|&l| l >= 1 && l < keys.all().len())
+            .ok_or_else(|| RedisError::UnexpectedReply(format!("lane {:?}", reply.int(2))))?;
+        return Ok(Issued::Stored { expires_at_ms: reply.int(1)?, lane });
     }
     let wait = reply.int(2)?;
     Ok(Issued::Refused(match reply.string(1)? {
@@ -136,16 +143,16 @@ pub(crate) fn verify(
     })
 }
 
-/// Withdraws the code `delivery_id` stored in the given lane (see rollback.lua).
+/// Withdraws the code `delivery_id` stored in the given lane (see rollback.lua): its code
+/// state and cooldown, KEYS[lane] and KEYS[lane + 1] of the issue script.
 pub(crate) fn rollback(
     redis: &Redis,
     keys: &Keys,
-    known_lane: bool,
+    lane: usize,
     delivery_id: &str,
 ) -> Result<(), RedisError> {
     let all = keys.all();
-    let lane = if known_lane { 8 } else { 4 };
-    redis.eval(&ROLLBACK, &[all[lane], all[lane + 1]], args![delivery_id]).map(|_| ())
+    redis.eval(&ROLLBACK, &[all[lane - 1], all[lane]], args![delivery_id]).map(|_| ())
 }
 
 /// Verifies a link token without its subject; the subject it was issued for, if valid.

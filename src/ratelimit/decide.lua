@@ -96,30 +96,7 @@ local function sliding(key, prev_key, window_ms, limit, elapsed)
     count(key, prev_key, left + window_ms, left)}
 end
 
--- Token bucket as GCRA: a string holding the theoretical arrival time (TAT, microseconds)
--- at which the bucket is full again.
-local function bucket(key, interval, capacity)
-  local burst = capacity * interval
-  local stored = redis.call('GET', key)
-  local tat = stored and tonumber(stored) or now_us
-  if tat < now_us then tat = now_us end
-  local function tokens(at)
-    local n = math.floor((now_us - (at - burst)) / interval)
-    if n < 0 then n = 0 end
-    if n > capacity then n = capacity end
-    return n
-  end
-  local new_tat = tat + cost * interval
-  local allow_at = new_tat - burst
-  local reset = math.ceil((tat - now_us) / 1000)
-  if allow_at > now_us then
-    return {false, tokens(tat), reset, tokens(tat), reset, math.ceil((allow_at - now_us) / 1000)}
-  end
-  local ttl = math.ceil((new_tat - now_us) / 1000)
-  return {true, tokens(tat), reset, tokens(new_tat), ttl, 0, function()
-    redis.call('SET', key, string.format('%d', new_tat), 'PX', ttl)
-  end}
-end
+-- Token buckets: gcra() (gcra.lua, loaded before this script).
 
 local checks, all = {}, true
 -- Window limits so far: the previous-window counter of the w-th one is KEYS[n + w].
@@ -137,7 +114,7 @@ for i = 1, n do
     w = w + 1
     r = sliding(key, KEYS[n + w], param, quota, elapsed)
   else
-    r = bucket(key, param, quota)
+    r = gcra(key, param, quota, cost)
   end
   checks[i] = r
   if not r[1] then all = false end

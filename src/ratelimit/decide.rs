@@ -25,7 +25,7 @@ use crate::platform::ApiError;
 use super::policy::{Algorithm, FailureMode, Limit};
 use super::windows::{self, Window};
 
-static DECIDE: Script = lua_script!(script::CLOCK, include_str!("decide.lua"));
+static DECIDE: Script = lua_script!(script::CLOCK, super::GCRA, include_str!("decide.lua"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {

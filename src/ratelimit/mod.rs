@@ -37,6 +37,9 @@ use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use crate::platform::{serve, ApiError, Request, Response};
 
 pub use api::MAX_KEY_LEN;
+/// The rate limiter's token bucket (GCRA) as a Lua prelude, for services that limit inside
+/// their own script (OTP): one implementation of the algorithm. After `script::CLOCK`.
+pub const GCRA: &str = include_str!("gcra.lua");
 pub use gateway::MAX_GATEWAY_BODY;
 pub use headers::UNCHECKED_HEADER;
 
