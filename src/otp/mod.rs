@@ -199,7 +199,11 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
     };
     let (expires_at_ms, lane) = match store::issue(&redis, settings, &keys, &new)? {
         Issued::Stored { expires_at_ms, lane } => (expires_at_ms, lane),
-        Issued::Refused(refused) => return Err(refusal(refused)),
+        Issued::Refused(refused) => {
+            let link_instead =
+                format == Format::Code && policy.format_for(Some(Format::Link)).is_ok();
+            return Err(refusal(refused, link_instead));
+        }
     };
     if let Some(hook) = &settings.webhook {
         webhook::deliver(hook, &new, expires_at_ms).map_err(|failure| {
@@ -237,8 +241,16 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
     ))
 }
 
-fn refusal(refused: Refused) -> ApiError {
+/// `link_instead`: a digit code was refused for a purpose that also sends links, which no
+/// lockout stops (they cannot be guessed): the message says so.
+fn refusal(refused: Refused, link_instead: bool) -> ApiError {
     match refused {
+        Refused::Locked(ms) if link_instead => too_many(
+            "too_many_failures",
+            "too many wrong codes in a row for this subject: no new code until the lockout ends; \
+             a link (format \"link\") can still be sent",
+            ms,
+        ),
         Refused::Locked(ms) => too_many(
             "too_many_failures",
             "too many wrong codes in a row for this subject: no new code until the lockout ends",

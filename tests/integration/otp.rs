@@ -1077,7 +1077,83 @@ async fn a_flood_from_many_clients_cannot_keep_a_known_client_out(redis: &RedisS
     assert_eq!(res.status, 202, "{}", res.text());
     let code = sent_code(&mut client, victim, "login").await;
     assert_eq!(verify_from(&app, victim, &code, device).await.status, 200);
-    // (From a device it never verified on, the victim shares the strangers' lane: see docs.)
+    // (From a device it never verified on, the victim shares the strangers' lanes: links
+    // still reach them, see a_flood_cannot_keep_a_new_device_from_a_link.)
+}
+
+/// Issue 19's bound for a device that never verified the subject: strangers can spend the
+/// subject's code budget and lock its codes, but every link they make the app send goes to
+/// the subject's inbox, cannot be guessed, burned or locked by them, and outlives the wait
+/// for the next one (link TTL 900 s >= 3600 / 5 s). So the user always holds a valid link or
+/// can ask for one: kept out for 0 s with the defaults (docs/otp.md, "Bound").
+async fn a_flood_cannot_keep_a_new_device_from_a_link(redis: &RedisServer) {
+    let mut client = redis.client().await;
+    let app = app_with(
+        redis,
+        &[
+            ("otp_resend_cooldown_seconds", "1"),
+            ("otp_outbox_shards", "1"),
+            ("otp_purpose_policies", r#"{"login": {"format": "any"}}"#),
+        ],
+    );
+    let victim = "yara@example.com";
+    let ask = |format: &'static str, from: String| {
+        let body = json!({"subject": victim, "purpose": "login", "format": format, "client": from});
+        backend(&app, "/api/otp", body)
+    };
+    // Six rounds, a cooldown apart, of eight attacking clients each asking for a code and a
+    // link and sending a wrong code, a wrong link token with the subject, and one without.
+    let wrong_token = "A".repeat(43);
+    let mut wrong_token_answers = Vec::new();
+    for round in 0..6 {
+        for i in 0..8 {
+            let attacker = format!("203.0.113.{}", round * 8 + i);
+            ask("code", attacker.clone()).await;
+            ask("link", attacker.clone()).await;
+            verify_from(&app, victim, "000000", &attacker).await;
+            let with_subject = json!({"subject": victim, "purpose": "login",
+                                      "code": wrong_token, "client": attacker});
+            wrong_token_answers.push(backend(&app, "/api/otp/verify", with_subject).await.status);
+            let alone = json!({"purpose": "login", "code": wrong_token, "client": attacker});
+            wrong_token_answers.push(backend(&app, "/api/otp/verify", alone).await.status);
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(wrong_token_answers.iter().all(|s| *s == 410), "{wrong_token_answers:?}");
+    // The mailbox stays capped: at most 5 codes (here fewer: the wrong guesses locked codes
+    // early) and 5 links an hour from all strangers together.
+    let sent = outbox(&mut client).await;
+    let count = |format: &str| sent.iter().filter(|e| e["format"] == format).count();
+    assert!((1..=5).contains(&count("code")), "{} codes", count("code"));
+    assert_eq!(count("link"), 5);
+
+    // The user, on a device that never verified: codes are locked by the strangers' wrong
+    // guesses and links are over budget...
+    let device = "198.51.100.99".to_owned();
+    let res = ask("code", device.clone()).await;
+    assert_error(&res, 429, "too_many_failures");
+    assert!(res.json()["error"]["message"].as_str().unwrap().contains("a link"), "{}", res.text());
+    let res = ask("link", device.clone()).await;
+    assert_error(&res, 429, "hourly_limit");
+    // ...yet the newest link in their inbox works, at once, from that device.
+    let link = sent.iter().rev().find(|e| e["format"] == "link").unwrap()["code"].clone();
+    let res = verify_from(&app, victim, &link, &device).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    // It proved the inbox: the lockout is lifted and the device is known from now on.
+    let res = ask("code", device.clone()).await;
+    assert_eq!(res.status, 202, "{}", res.text());
+    let code = sent_code(&mut client, victim, "login").await;
+    assert_eq!(verify_from(&app, victim, &code, &device).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_cannot_keep_a_new_device_from_a_link_over_plain_redis() {
+    a_flood_cannot_keep_a_new_device_from_a_link(&RedisServer::plain()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_cannot_keep_a_new_device_from_a_link_over_tls() {
+    a_flood_cannot_keep_a_new_device_from_a_link(&RedisServer::tls(AZURE_STYLE_KEY)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
