@@ -251,7 +251,9 @@ fn describe(e: &store::Error) -> String {
     }
 }
 
-/// Spin's Redis store reports every failure, connection or reply, as `other(Debug text)`.
+/// Spin's Redis store reports every failure, connection or reply, as `other(Debug text)`:
+/// read the same way as outbound Redis's, so a wrong-type key or a refused key is a mistake
+/// (500), not an outage that a `fail_open` policy would wave through.
 fn store_failure(e: &store::Error) -> RedisError {
-    super::redis::store_failure(describe(e))
+    super::redis::classify_failure(describe(e))
 }

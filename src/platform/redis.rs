@@ -118,14 +118,13 @@ fn is_transient_reply(message: &str) -> bool {
     message.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| TRANSIENT.contains(&word))
 }
 
-/// A failure Spin's Redis key-value store reported: it passes every error on as
-/// `other(Debug text)`. An error reply that is not transient (a counter that is not an
-/// integer, a key of another type) is a mistake to report (500); anything else is Redis being
-/// unavailable (503, or the caller's fallback).
-pub(crate) fn store_failure(message: String) -> RedisError {
-    let is_reply = is_error_reply(&message) && !is_transient_reply(&message);
-    let message = format!("key-value store: {message}");
-    if is_reply {
+/// What a failure Spin passed on as text means, for outbound Redis and the key-value store
+/// alike: credentials refused (500), an error reply that is not transient (a script error, a
+/// key of another type: 500), or Redis being unavailable (503, or the caller's fallback).
+pub(crate) fn classify_failure(message: String) -> RedisError {
+    if is_auth_failure(&message) {
+        RedisError::AuthFailed(message)
+    } else if is_error_reply(&message) && !is_transient_reply(&message) {
         RedisError::Reply(message)
     } else {
         RedisError::Unavailable(message)
@@ -326,16 +325,7 @@ impl Redis {
 
     fn command_error(&self, e: SpinError) -> RedisError {
         match e {
-            SpinError::Other(m) => {
-                let m = self.settings.redact(&m);
-                if is_auth_failure(&m) {
-                    RedisError::AuthFailed(m)
-                } else if is_error_reply(&m) && !is_transient_reply(&m) {
-                    RedisError::Reply(m)
-                } else {
-                    RedisError::Unavailable(m)
-                }
-            }
+            SpinError::Other(m) => classify_failure(self.settings.redact(&m)),
             SpinError::TypeError => RedisError::Reply("WRONGTYPE".into()),
             other => self.open_error(other),
         }
@@ -409,13 +399,16 @@ mod tests {
         let not_integer = "An error was signalled by the server - ResponseError: value is not \
                            an integer or out of range"
             .to_string();
-        assert!(matches!(store_failure(not_integer), RedisError::Reply(_)));
+        assert!(matches!(classify_failure(not_integer), RedisError::Reply(_)));
         let wrong_type = "WRONGTYPE: Operation against a key holding the wrong kind of value";
-        assert!(matches!(store_failure(wrong_type.into()), RedisError::Reply(_)));
+        assert!(matches!(classify_failure(wrong_type.into()), RedisError::Reply(_)));
         let loading = "An error was signalled by the server - BusyLoadingError: Redis is loading";
-        assert!(matches!(store_failure(loading.into()), RedisError::Unavailable(_)));
+        assert!(matches!(classify_failure(loading.into()), RedisError::Unavailable(_)));
         let refused = "Connection refused (os error 111)";
-        assert!(matches!(store_failure(refused.into()), RedisError::Unavailable(_)));
+        assert!(matches!(classify_failure(refused.into()), RedisError::Unavailable(_)));
+        // A store URL with a wrong access key must not read as an outage (fail_open).
+        let wrong_key = "AuthenticationFailed: Password authentication failed";
+        assert!(matches!(classify_failure(wrong_key.into()), RedisError::AuthFailed(_)));
     }
 
     #[test]
