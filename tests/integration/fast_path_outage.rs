@@ -322,7 +322,9 @@ async fn two_outages_in_a_row_keep_the_bound() {
     // Between the outages the fast path was back, on the standby store.
     let between: Vec<_> = samples.iter().filter(|s| s.0 > start1 + 1000 && s.0 < stop2).collect();
     assert!(!between.is_empty() && between.iter().all(|s| s.1 <= BOUND), "{between:?}");
-    assert!(between.iter().filter(|s| s.2.as_deref() == Some("HIT")).all(|s| s.3 == 0));
+    let hits: Vec<_> = between.iter().filter(|s| s.2.as_deref() == Some("HIT")).collect();
+    assert!(hits.len() >= 20, "{} hits between the outages", hits.len());
+    assert!(hits.iter().all(|s| s.3 == 0), "hits between the outages came from the pool");
     // After the second restart: both labels still wait for Spin's reconnect, so hits come
     // over outbound Redis, within the bound and right.
     let after: Vec<_> = samples.iter().filter(|s| s.0 > start2 + 1000).collect();
