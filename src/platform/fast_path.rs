@@ -28,33 +28,30 @@
 //! # Failing fast
 //! Spin 3.6.3's Redis store never times out: while Redis is unreachable, a call waits for the
 //! store's reconnect retries (minutes), and after Redis returns the store reconnects only at
-//! its next retry (up to two minutes later). A WASIp2 guest cannot interrupt a host call, so
-//! the components never make one that is likely to hang. The [`Breaker`] keeps its state in
-//! Spin's in-memory store `breaker`, which every instance of the process shares:
-//! - per store label, `pending_since` (a pooled call started and has not finished) and
-//!   `done_at` (the last call finished). A call still pending after `redis_fast_path_stall_ms`
-//!   means that label's connection is stuck: every request skips the fast path and uses
-//!   outbound Redis, which fails at once when Redis is down (503, bypass or the rate-limit
-//!   policy's failure mode) and works as soon as Redis is back;
-//! - `outbound_ok_at`: when outbound Redis last answered a request the breaker had diverted.
-//!   That is proof Redis is reachable again while the pooled connection still hangs, so the
-//!   next request moves the fast path to the next idle label of [`STORE_LABELS`]: a store
-//!   Spin has not connected yet (or whose connection has recovered), which connects at once.
-//!   The stuck label's calls finish whenever its own reconnect does; it is used again after a
-//!   later failover, once idle. Recovery therefore takes one outbound answer, not Spin's
-//!   backoff. With every label stuck (failovers closer together than the store's reconnect),
-//!   requests stay on outbound Redis until one recovers.
+//! its next retry (up to two minutes later). Every pooled call goes through the
+//! [`super::breaker`], as outbound calls do, under its store label:
+//! - a label with a call pending longer than `redis_stall_ms` is stuck: every request skips
+//!   the fast path and uses outbound Redis, which fails at once when Redis is down (503,
+//!   bypass or the rate-limit policy's failure mode), is refused by the breaker when Redis is
+//!   silent, and works as soon as Redis is back;
+//! - once an outbound call made after the stuck call started has succeeded, Redis is
+//!   reachable again while the pooled connection still hangs, so the next request moves the
+//!   fast path to the next label of [`STORE_LABELS`] that is not stuck: a store Spin has not
+//!   connected yet (or whose connection has recovered), which connects at once. The stuck
+//!   label's calls finish whenever its own reconnect does; it is used again after a later
+//!   failover. Recovery therefore takes one outbound answer, not Spin's backoff. With every
+//!   label stuck (failovers closer together than the store's reconnect), requests stay on
+//!   outbound Redis until one recovers.
 //!
 //! Requests that start a pooled call in the stall window before the breaker opens wait with
-//! the stuck ones: at most the request rate times `redis_fast_path_stall_ms`, per failover.
+//! the stuck ones: at most the request rate times `redis_stall_ms`, per failover.
 //!
 //! Off unless `redis_fast_path` is true. When a store cannot be opened the caller falls back
 //! to outbound Redis, which then reports Redis being down as it always does.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 
+use super::breaker::{self, Breaker};
 use super::clock::unix_now_ms;
 use super::redis::RedisError;
 use super::settings::{ConfigError, Variables};
@@ -65,22 +62,12 @@ use super::settings::{ConfigError, Variables};
 /// module doc) and cost nothing until then.
 pub const STORE_LABELS: [&str; 2] = ["redis", "redis_standby"];
 /// The in-memory store (`type = "spin"`, no `path`) that holds the breaker's state.
-pub const BREAKER_LABEL: &str = "breaker";
+pub const BREAKER_LABEL: &str = breaker::LABEL;
 /// The Spin variable that turns the fast path on.
 pub const VARIABLE: &str = "redis_fast_path";
-/// How long a pooled call may be pending before every request skips the fast path.
-pub const STALL_VARIABLE: &str = "redis_fast_path_stall_ms";
 
-/// Index into [`STORE_LABELS`] of the label in use.
+/// Index into [`STORE_LABELS`] of the label in use, in the breaker's store.
 const ACTIVE: &str = "fast_path:active";
-/// When outbound Redis last answered a request the breaker had diverted.
-const OUTBOUND_OK_AT: &str = "fast_path:outbound_ok_at";
-/// When a diverted request last logged, so an outage logs once a second, not per request.
-const LOGGED_AT: &str = "fast_path:logged_at";
-
-/// Set when the breaker sent this request to outbound Redis. Spin runs every request in a
-/// fresh instance, so this is per request.
-static DIVERTED: AtomicBool = AtomicBool::new(false);
 
 /// An open handle on the pooled store, behind the breaker.
 pub struct FastPath {
@@ -98,26 +85,15 @@ impl FastPath {
         if !variables.flag(VARIABLE)? {
             return Ok(None);
         }
-        let stall_ms = variables.whole(STALL_VARIABLE, 10..=60_000)? as i64;
-        let breaker = match Breaker::open(stall_ms) {
-            Ok(breaker) => breaker,
-            Err(e) => {
-                eprintln!("fast path: breaker store {BREAKER_LABEL:?} unavailable ({e}); using outbound Redis");
-                return Ok(None);
-            }
-        };
-        let Some(label) = breaker.usable_label() else {
-            DIVERTED.store(true, Ordering::Relaxed);
-            return Ok(None);
-        };
+        let Some(breaker) = Breaker::open(&variables)? else { return Ok(None) };
+        let Some(label) = usable_label(&breaker) else { return Ok(None) };
         // Spin's open sends a PING on the pooled connection: it can hang like any call.
-        let opened = breaker.guard(label, || store::open(label));
-        match opened {
+        match breaker.guard(label, || store::open(label)) {
             Ok(bucket) => Ok(Some(Self { bucket, label, breaker })),
             Err(e) => {
                 eprintln!(
                     "fast path: key-value store {label:?} unavailable, using outbound Redis: {}",
-                    describe(&e)
+                    breaker::describe(&e)
                 );
                 Ok(None)
             }
@@ -137,123 +113,40 @@ impl FastPath {
     }
 }
 
-/// Outbound Redis answered this request. When the breaker had diverted it, that is news:
-/// Redis is reachable, so the next request may move the fast path to a fresh label. Called by
-/// [`super::redis`] after every successful command; free unless the request was diverted.
-pub(crate) fn outbound_answered() {
-    if !DIVERTED.swap(false, Ordering::Relaxed) {
-        return;
-    }
-    if let Ok(state) = store::open(BREAKER_LABEL) {
-        let _ = state.set(OUTBOUND_OK_AT, unix_now_ms().to_string().as_bytes());
-    }
-}
-
-/// The circuit breaker's state in the process-wide in-memory store (see the module doc).
-struct Breaker {
-    state: store::Bucket,
-    stall_ms: i64,
-}
-
-impl Breaker {
-    fn open(stall_ms: i64) -> Result<Self, String> {
-        let state = store::open(BREAKER_LABEL).map_err(|e| describe(&e))?;
-        Ok(Self { state, stall_ms })
-    }
-
-    fn read(&self, key: &str) -> i64 {
-        match self.state.get(key) {
-            Ok(Some(v)) => std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok()).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    fn write(&self, key: &str, value: i64) {
-        // The in-memory store fails only if Spin cannot take its lock; then the breaker
-        // simply learns nothing from this call.
-        let _ = self.state.set(key, value.to_string().as_bytes());
-    }
-
-    fn pending_since_key(label: &str) -> String {
-        format!("fast_path:{label}:pending_since")
-    }
-
-    fn done_at_key(label: &str) -> String {
-        format!("fast_path:{label}:done_at")
-    }
-
-    /// When the oldest unfinished call on `label` started, if one is unfinished.
-    fn pending_since(&self, label: &str) -> Option<i64> {
-        let since = self.read(&Self::pending_since_key(label));
-        (since > self.read(&Self::done_at_key(label))).then_some(since)
-    }
-
-    /// The label to use now, or `None` for outbound Redis.
-    fn usable_label(&self) -> Option<&'static str> {
-        let active = usize::try_from(self.read(ACTIVE)).unwrap_or(0) % STORE_LABELS.len();
-        let label = STORE_LABELS[active];
-        let Some(since) = self.pending_since(label) else { return Some(label) };
-        let now = unix_now_ms();
-        if now - since <= self.stall_ms {
-            return Some(label);
-        }
-        // Stuck. Once outbound Redis has answered since, Redis is back (or only this
-        // connection hangs, as a half-open socket after a failover would): move to an idle
-        // label. Instances racing here pick the same one.
-        if self.read(OUTBOUND_OK_AT) > since {
-            let idle = (1..STORE_LABELS.len())
-                .map(|step| (active + step) % STORE_LABELS.len())
-                .find(|&i| self.pending_since(STORE_LABELS[i]).is_none());
-            if let Some(next) = idle {
-                self.write(ACTIVE, next as i64);
-                eprintln!(
-                    "fast path: the pooled connection of store {label:?} has hung for {} ms \
-                     while outbound Redis answers; moving to store {:?}",
-                    now - since,
-                    STORE_LABELS[next]
-                );
-                return Some(STORE_LABELS[next]);
-            }
-        }
-        if now - self.read(LOGGED_AT) >= 1000 {
-            self.write(LOGGED_AT, now);
+/// The label to use now, or `None` for outbound Redis.
+fn usable_label(breaker: &Breaker) -> Option<&'static str> {
+    let active = usize::try_from(breaker.read_value(ACTIVE)).unwrap_or(0) % STORE_LABELS.len();
+    let label = STORE_LABELS[active];
+    let Some(since) = breaker.stuck_since(label, i64::MIN) else { return Some(label) };
+    let waited = unix_now_ms() - since;
+    // Stuck. Once outbound Redis has answered a call made since, Redis is back (or only this
+    // connection hangs, as a half-open socket after a failover would): move to a label that
+    // is not stuck. Instances racing here pick the same one.
+    if breaker.outbound_ok_at() > since {
+        let idle = (1..STORE_LABELS.len())
+            .map(|step| (active + step) % STORE_LABELS.len())
+            .find(|&i| breaker.stuck_since(STORE_LABELS[i], i64::MIN).is_none());
+        if let Some(next) = idle {
+            breaker.write(ACTIVE, next as i64);
             eprintln!(
-                "fast path: a pooled Redis call on store {label:?} has been pending for {} ms; \
-                 using outbound Redis",
-                now - since
+                "fast path: the pooled connection of store {label:?} has hung for {waited} ms \
+                 while outbound Redis answers; moving to store {:?}",
+                STORE_LABELS[next]
             );
+            return Some(STORE_LABELS[next]);
         }
-        None
     }
-
-    /// Runs one pooled call on `label` with its start and end recorded. Only the first of
-    /// overlapping calls marks `pending_since`, so it keeps the age of the oldest unfinished
-    /// one (races between instances can only make it a little younger, which delays tripping
-    /// by as much).
-    fn guard<T>(&self, label: &str, call: impl FnOnce() -> T) -> T {
-        let now = unix_now_ms();
-        if self.pending_since(label).is_none() {
-            self.write(&Self::pending_since_key(label), now);
-        }
-        let result = call();
-        self.write(&Self::done_at_key(label), unix_now_ms().max(now + 1));
-        result
-    }
-}
-
-fn describe(e: &store::Error) -> String {
-    match e {
-        store::Error::NoSuchStore => "no such store (define it in the runtime config)".into(),
-        store::Error::AccessDenied => {
-            "access denied (list the store in the component's key_value_stores)".into()
-        }
-        store::Error::Other(m) => m.clone(),
-    }
+    breaker::pooled_stuck_since(since);
+    breaker.log_once_a_second(&format!(
+        "fast path: a pooled Redis call on store {label:?} has been pending for {waited} ms; \
+         using outbound Redis"
+    ));
+    None
 }
 
 /// Spin's Redis store reports every failure, connection or reply, as `other(Debug text)`:
 /// read the same way as outbound Redis's, so a wrong-type key or a refused key is a mistake
 /// (500), not an outage that a `fail_open` policy would wave through.
 fn store_failure(e: &store::Error) -> RedisError {
-    super::redis::classify_failure(describe(e))
+    super::redis::classify_failure(breaker::describe(e))
 }

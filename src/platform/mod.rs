@@ -10,6 +10,7 @@
 //! - [`settings`]: typed Spin variables with ranges and one `misconfigured` answer;
 //! - [`outbound`]: the one outbound HTTP client, with per-phase timeouts and a deadline;
 //! - [`redis`], [`redis_settings`]: outbound Redis, one lazily opened connection per request;
+//! - [`breaker`]: no Redis call is made while an earlier one hangs (Spin sets no timeouts);
 //! - [`fast_path`]: reads and counters through Spin's pooled Redis key-value store;
 //! - [`script`]: Lua scripts assembled with shared preludes, stripped at compile time;
 //! - [`clock`]: wall and monotonic time, and sleeping;
@@ -17,6 +18,7 @@
 //! - [`secrets`]: CSPRNG tokens, HMAC/SHA-256, constant-time comparison, encodings.
 
 pub mod auth;
+pub mod breaker;
 pub mod clock;
 pub mod fast_path;
 pub mod json;

@@ -13,7 +13,7 @@ use std::fmt;
 
 use spin_sdk::redis::{Connection, Error as SpinError, RedisParameter, RedisResult};
 
-use super::fast_path;
+use super::breaker::{self, Breaker};
 use super::redis_settings::RedisSettings;
 use super::script::Script;
 use super::settings::ConfigError;
@@ -267,15 +267,17 @@ impl Reply {
     }
 }
 
-/// Redis for one request: settings plus a connection opened on first use.
+/// Redis for one request: settings plus a connection opened on first use, every call
+/// behind the [`breaker`] so that a Redis that stopped answering is not called again.
 pub struct Redis {
     settings: RedisSettings,
     connection: OnceCell<Connection>,
+    breaker: OnceCell<Option<Breaker>>,
 }
 
 impl Redis {
     pub fn new(settings: RedisSettings) -> Self {
-        Self { settings, connection: OnceCell::new() }
+        Self { settings, connection: OnceCell::new(), breaker: OnceCell::new() }
     }
 
     /// Reads the settings from the component's Spin variables; connects later, if ever.
@@ -297,7 +299,28 @@ impl Redis {
         self.connection.get().is_some()
     }
 
-    fn connection(&self) -> Result<&Connection, RedisError> {
+    /// The breaker's state, read once per request on the first call.
+    fn breaker(&self) -> Option<&Breaker> {
+        self.breaker.get_or_init(|| Breaker::open_with(self.settings.stall_ms)).as_ref()
+    }
+
+    /// Runs one call on the connection (opened on first use) behind the breaker: refused at
+    /// once while Redis is stuck, registered as pending while it runs.
+    fn call<T>(
+        &self,
+        call: impl FnOnce(&Connection) -> Result<T, RedisError>,
+    ) -> Result<T, RedisError> {
+        let Some(breaker) = self.breaker() else {
+            return call(self.connection_unguarded()?);
+        };
+        let url = self.settings.url();
+        if let Some(refused) = breaker.refuse_outbound(&url) {
+            return Err(refused);
+        }
+        breaker.guard(breaker::OUTBOUND, || call(self.connection_unguarded()?))
+    }
+
+    fn connection_unguarded(&self) -> Result<&Connection, RedisError> {
         if let Some(conn) = self.connection.get() {
             return Ok(conn);
         }
@@ -333,10 +356,7 @@ impl Redis {
 
     /// Runs one command: `execute("SET", args![key, value, "EX", 60_i64])`.
     pub fn execute(&self, command: &str, args: Vec<RedisParameter>) -> Result<Reply, RedisError> {
-        let conn = self.connection()?;
-        let reply = conn.execute(command, &args).map(Reply).map_err(|e| self.command_error(e))?;
-        fast_path::outbound_answered();
-        Ok(reply)
+        self.call(|conn| conn.execute(command, &args).map(Reply).map_err(|e| self.command_error(e)))
     }
 
     /// Runs a script atomically in one round trip (two the first time Redis sees it).
@@ -353,23 +373,19 @@ impl Redis {
         params.extend(keys.iter().map(|k| k.to_arg()));
         params.extend(args);
 
-        let conn = self.connection()?;
-        let reply = match conn.execute("EVALSHA", &params) {
-            Ok(values) => Reply(values),
+        self.call(|conn| match conn.execute("EVALSHA", &params) {
+            Ok(values) => Ok(Reply(values)),
             Err(SpinError::Other(m)) if is_noscript(&m) => {
                 params[0] = RedisParameter::Binary(script.source().as_bytes().to_vec());
-                conn.execute("EVAL", &params).map(Reply).map_err(|e| self.command_error(e))?
+                conn.execute("EVAL", &params).map(Reply).map_err(|e| self.command_error(e))
             }
-            Err(e) => return Err(self.command_error(e)),
-        };
-        fast_path::outbound_answered();
-        Ok(reply)
+            Err(e) => Err(self.command_error(e)),
+        })
     }
 
     /// Publishes a message on a channel.
     pub fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), RedisError> {
-        let conn = self.connection()?;
-        conn.publish(channel, payload).map_err(|e| self.command_error(e))
+        self.call(|conn| conn.publish(channel, payload).map_err(|e| self.command_error(e)))
     }
 }
 

@@ -30,6 +30,8 @@ pub struct RedisSettings {
     pub username: String,
     pub access_key: Secret,
     pub key_prefix: String,
+    /// How long a call may be pending before Redis counts as stuck ([`super::breaker`]).
+    pub stall_ms: i64,
 }
 
 /// The Spin variable names, as the components' `[component.X.variables]` map them.
@@ -41,6 +43,7 @@ pub mod vars {
     pub const USERNAME: &str = "redis_username";
     pub const ALLOW_INSECURE: &str = "redis_allow_insecure";
     pub const KEY_PREFIX: &str = "redis_key_prefix";
+    pub const STALL_MS: &str = super::super::breaker::STALL_VARIABLE;
 }
 
 impl RedisSettings {
@@ -57,6 +60,7 @@ impl RedisSettings {
         let key_prefix = parse_key_prefix(variables.text(vars::KEY_PREFIX)?)?;
         let username = variables.text(vars::USERNAME)?;
         let access_key = Secret::new(variables.text(vars::ACCESS_KEY)?);
+        let stall_ms = variables.whole(vars::STALL_MS, 10..=60_000)? as i64;
 
         if !tls && !allow_insecure && !is_loopback(&host) {
             return Err(invalid(
@@ -68,7 +72,7 @@ impl RedisSettings {
                 ),
             ));
         }
-        Ok(Self { host, port, tls, username, access_key, key_prefix })
+        Ok(Self { host, port, tls, username, access_key, key_prefix, stall_ms })
     }
 
     /// The URL handed to Spin's `redis::Connection::open`: scheme, credentials
@@ -168,6 +172,7 @@ mod tests {
             (vars::USERNAME, ""),
             (vars::ALLOW_INSECURE, "false"),
             (vars::KEY_PREFIX, "srp:"),
+            (vars::STALL_MS, "250"),
         ]);
         vars.extend(overrides.iter().copied());
         let variables = Variables::from_fn(|name| Ok(vars[name].to_owned()));

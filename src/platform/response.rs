@@ -195,6 +195,7 @@ pub fn serve(
     if let Some(work) = after {
         work();
     }
+    super::breaker::probe_after_response();
 }
 
 /// Writes the answer so that Spin's HTTP server sends it in one piece.
