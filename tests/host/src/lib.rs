@@ -22,6 +22,7 @@ mod instance;
 mod key_value;
 pub mod manifest;
 pub mod monitor;
+pub mod real_spin;
 pub mod redis_server;
 pub mod routes;
 mod spin_host;

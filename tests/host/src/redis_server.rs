@@ -211,6 +211,27 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it keeps its socket, the kernel still accepts
+    /// connections, and nothing answers. What a failover that drops packets, or an overloaded
+    /// server, looks like to a client.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server answer again (SIGCONT), with its data.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} redis-server");
+    }
+
     /// Stops the server, for "Redis is down" tests.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,18 @@
+//! The end-to-end suite: the project's own `spin.toml` and `runtime-config.toml` under the
+//! real Spin (`$SPIN`, else `../shared/bin/spin`, else `spin` on `PATH`; without one every
+//! test prints a line and passes), against a TLS-only `redis-server` with an Azure-shaped
+//! password. The test host (tests/host) imitates Spin for fast in-process tests; this suite
+//! is the judge of what Spin does.
+//!
+//! - `contracts`: each service's main contract, with the fast path off and on;
+//! - `keep_alive`: hundreds of requests over one connection, as browsers and ingresses send;
+//! - `outage`: Redis stopped under load and restarted, and Redis silent, with the documented
+//!   bounds, fast path off and on;
+//! - `spin`: the Spin behaviours the test host copies from Spin's sources.
+
+mod support;
+
+mod contracts;
+mod keep_alive;
+mod outage;
+mod spin;
