@@ -94,7 +94,8 @@ impl Breaker {
         Ok(Self::open_with(stall_ms))
     }
 
-    pub(crate) fn open_with(stall_ms: i64) -> Option<Self> {
+    /// Opens the state with this bound (ms).
+    pub fn open_with(stall_ms: i64) -> Option<Self> {
         let opened = store::open(LABEL).and_then(|state| {
             let keys = state.list_keys(None)?.keys;
             Ok((state, keys))

@@ -6,7 +6,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Method;
+use spin_test_host::real_spin::{self, RealSpin};
 use spin_test_host::{TestApp, TestResponse};
+
+/// Where the requests go: the test host in this process, or the real Spin (`spin up`), whose
+/// workers each keep one connection open (keep-alive, as browsers and ingresses do).
+#[derive(Clone)]
+pub enum App {
+    Host(TestApp),
+    Spin(Arc<RealSpin>),
+}
+
+impl App {
+    pub fn is_spin(&self) -> bool {
+        matches!(self, App::Spin(_))
+    }
+}
 
 /// One request to send.
 #[derive(Clone, Debug)]
@@ -120,19 +135,57 @@ impl LoadResult {
     }
 }
 
-pub async fn send(app: &TestApp, req: &Req) -> TestResponse {
-    let mut r = app.request(req.method.clone(), &req.path);
-    for (name, value) in &req.headers {
-        r = r.header(name, value);
+/// One request; to the real Spin on a connection of its own.
+pub async fn send(app: &App, req: &Req) -> TestResponse {
+    match app {
+        App::Host(app) => {
+            let mut r = app.request(req.method.clone(), &req.path);
+            for (name, value) in &req.headers {
+                r = r.header(name, value);
+            }
+            r.body(req.body.clone()).send().await
+        }
+        App::Spin(spin) => match spin.connect().await {
+            Ok(mut conn) => send_on(&mut conn, req).await,
+            Err(e) => failed(&e.to_string()),
+        },
     }
-    r.body(req.body.clone()).send().await
+}
+
+/// A request on a kept connection to the real Spin. Spin reports no per-request Redis
+/// connections: the rows read them from Redis's `INFO` instead.
+async fn send_on(conn: &mut real_spin::Connection, req: &Req) -> TestResponse {
+    let headers: Vec<(&str, &str)> =
+        req.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let request = real_spin::request(req.method.clone(), &req.path, &headers, req.body.clone());
+    match conn.send(request).await {
+        Ok(res) => TestResponse {
+            status: res.status.as_u16(),
+            headers: res.headers,
+            body: res.body,
+            redis_connections: 0,
+            logs: String::new(),
+        },
+        Err(e) => failed(&e.to_string()),
+    }
+}
+
+/// A request that got no answer, as a status-0 response (counted as an error).
+fn failed(why: &str) -> TestResponse {
+    TestResponse {
+        status: 0,
+        headers: Default::default(),
+        body: why.to_owned().into_bytes().into(),
+        redis_connections: 0,
+        logs: String::new(),
+    }
 }
 
 /// `concurrency` workers, each sending its next request as soon as the previous one was
 /// answered, until `duration` has passed (or `max_requests` were sent in all). Requests in
 /// flight at the deadline are waited for and counted; the rate uses the real elapsed time.
 pub async fn run(
-    app: &TestApp,
+    app: &App,
     workload: &Arc<Workload>,
     concurrency: usize,
     duration: Duration,
@@ -155,6 +208,11 @@ pub async fn run(
         );
         tasks.spawn(async move {
             let mut latencies = Vec::new();
+            // The real Spin: one kept connection per worker, made before the clock matters.
+            let mut kept = match &app {
+                App::Spin(spin) => spin.connect().await.ok(),
+                App::Host(_) => None,
+            };
             while start.elapsed() < duration {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
                 if max_requests.is_some_and(|max| n >= max) {
@@ -162,7 +220,16 @@ pub async fn run(
                 }
                 let Some(req) = (workload.next)(worker, n) else { break };
                 let sent = Instant::now();
-                let res = send(&app, &req).await;
+                let res = match kept.as_mut() {
+                    Some(conn) => send_on(conn, &req).await,
+                    None => send(&app, &req).await,
+                };
+                if res.status == 0 && app.is_spin() {
+                    // The connection broke: a new one for the next request.
+                    if let App::Spin(spin) = &app {
+                        kept = spin.connect().await.ok();
+                    }
+                }
                 latencies.push(sent.elapsed());
                 host_connections.fetch_add(res.redis_connections, Ordering::Relaxed);
                 max_host_connections.fetch_max(res.redis_connections, Ordering::Relaxed);

@@ -19,12 +19,14 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use spin_test_host::real_spin::{self, SpinUp};
 use spin_test_host::redis::{self, aio::MultiplexedConnection};
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::TestApp;
 
+use load::App;
 use report::Row;
-use routes::{Group, Route, RouteId, ROUTES};
+use routes::{Group, Route, ROUTES};
 
 /// An access key of the shape Azure gives (base64: `+`, `/`, `=`).
 const TLS_PASSWORD: &str = "Bench+Azure/Key=0123456789abcdefABCDEF==";
@@ -34,6 +36,9 @@ const ROW_PREFIX: &str = "BENCH-ROW ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
+    /// The real Spin (`spin up`, see tests/host/src/real_spin.rs) over TLS with a password,
+    /// keep-alive clients: the figures that count.
+    Spin,
     Plain,
     Tls,
     /// TLS with `SSL_CERT_FILE` naming the whole system CA bundle (plus the test CA), run
@@ -44,9 +49,10 @@ enum Mode {
 impl Mode {
     fn label(self) -> &'static str {
         match self {
-            Mode::Plain => "Plain Redis",
-            Mode::Tls => "TLS",
-            Mode::TlsSystemCa => "TLS, system CA bundle",
+            Mode::Spin => "Real Spin, TLS",
+            Mode::Plain => "Test host, plain Redis",
+            Mode::Tls => "Test host, TLS",
+            Mode::TlsSystemCa => "Test host, TLS, system CA bundle",
         }
     }
 }
@@ -89,7 +95,7 @@ fn parse_args() -> Result<Opts, String> {
         seconds: 1.0,
         filters: Vec::new(),
         concurrency: vec![1, 16],
-        modes: vec![Mode::Plain, Mode::Tls, Mode::TlsSystemCa],
+        modes: vec![Mode::Spin, Mode::Plain, Mode::Tls, Mode::TlsSystemCa],
         out: None,
         write: true,
         child: false,
@@ -125,6 +131,7 @@ fn parse_args() -> Result<Opts, String> {
                 opts.modes = value()?
                     .split(',')
                     .map(|m| match m.trim() {
+                        "spin" => Ok(Mode::Spin),
                         "plain" => Ok(Mode::Plain),
                         "tls" => Ok(Mode::Tls),
                         "system-ca" => Ok(Mode::TlsSystemCa),
@@ -171,7 +178,7 @@ fn root() -> &'static Path {
 }
 
 fn selected(opts: &Opts, route: &Route) -> bool {
-    matches!(route.id, RouteId::Baseline | RouteId::BaselineStore)
+    route.id.is_floor()
         || opts.filters.is_empty()
         || opts.filters.iter().any(|f| {
             route.name.to_ascii_lowercase().contains(f)
@@ -202,6 +209,65 @@ pub(crate) fn build_app(redis: &RedisServer, fast: bool) -> Result<TestApp, Stri
         .map_err(|e| format!("loading spin.toml: {e:#}"))
 }
 
+/// The app (fast path off and on) and the floors app under the real Spin, on `redis`.
+async fn load_spin_group(redis: &RedisServer, spin: &Path) -> Result<Group, String> {
+    let rc = || {
+        // Every Redis store of the file on this server (as the end-to-end suite does).
+        let text = std::fs::read_to_string(root().join("runtime-config.toml"))
+            .map_err(|e| e.to_string())?;
+        let mut config: toml::Table = toml::from_str(&text).map_err(|e| e.to_string())?;
+        if let Some(toml::Value::Table(stores)) = config.get_mut("key_value_store") {
+            for (_, store) in stores.iter_mut() {
+                if store.get("type").and_then(|t| t.as_str()) == Some("redis") {
+                    store["url"] = toml::Value::String(redis.url());
+                }
+            }
+        }
+        toml::to_string(&config).map_err(|e| e.to_string())
+    };
+    let with_redis = |up: SpinUp| {
+        up.variable("redis_host", "127.0.0.1")
+            .variable("redis_port", redis.port().to_string())
+            .variable("redis_tls", "true")
+            .variable("redis_access_key", TLS_PASSWORD)
+    };
+    let app = |fast: bool| {
+        let up = SpinUp::new(spin, root().join("spin.toml"), &rc()?);
+        Ok::<_, String>(
+            bench_variables(with_redis(up)).variable("redis_fast_path", fast.to_string()),
+        )
+    };
+    let start = |up: SpinUp| async move {
+        up.start().await.map(|s| App::Spin(Arc::new(s))).map_err(|e| format!("{e:#}"))
+    };
+    let floors = SpinUp::new(spin, root().join("tests/floors/spin.toml"), &rc()?)
+        .variable("redis_url", redis.url());
+    Ok(Group {
+        app: start(app(false)?).await?,
+        app_fast: start(app(true)?).await?,
+        probe: start(with_redis(floors)).await?,
+        redis_url: redis.url(),
+        tag: routes::next_tag("g"),
+        otp_codes: Arc::new(Mutex::new(Vec::new())),
+        sessions: Arc::new(Mutex::new(Vec::new())),
+    })
+}
+
+/// The bench's settings, as Spin variables (the same as [`build_app`]'s).
+fn bench_variables(up: SpinUp) -> SpinUp {
+    up.variable("otp_pepper", routes::OTP_PEPPER)
+        .variable("otp_dev_echo", "true")
+        .variable("sessions_api_token", routes::SESSIONS_TOKEN)
+        .variable("ratelimit_policies", routes::ratelimit_policies())
+        .variable("ratelimit_gateway_policy", "bench_gw")
+        .variable("ratelimit_admin_token", routes::ADMIN_TOKEN)
+        .variable("ratelimit_api_token", routes::RATELIMIT_API_TOKEN)
+        .variable("otp_api_token", routes::OTP_API_TOKEN)
+        .variable("leaderboard_api_token", routes::LEADERBOARD_TOKEN)
+        .variable("locks_api_token", routes::LOCKS_TOKEN)
+        .variable("origin_delay_ms", "0")
+}
+
 fn load_group(redis: &RedisServer) -> Result<Group, String> {
     let app = |fast: bool| build_app(redis, fast);
     let probe = redis
@@ -210,9 +276,9 @@ fn load_group(redis: &RedisServer) -> Result<Group, String> {
         .load()
         .map_err(|e| format!("loading the probe fixture: {e:#}"))?;
     Ok(Group {
-        app: app(false)?,
-        app_fast: app(true)?,
-        probe,
+        app: App::Host(app(false)?),
+        app_fast: App::Host(app(true)?),
+        probe: App::Host(probe),
         redis_url: redis.url(),
         tag: routes::next_tag("g"),
         otp_codes: Arc::new(Mutex::new(Vec::new())),
@@ -337,7 +403,7 @@ async fn run_mode(
 ) -> Result<(), String> {
     let redis = match mode {
         Mode::Plain => RedisServer::plain(),
-        Mode::Tls | Mode::TlsSystemCa => RedisServer::tls(TLS_PASSWORD),
+        Mode::Spin | Mode::Tls | Mode::TlsSystemCa => RedisServer::tls(TLS_PASSWORD),
     };
     eprintln!(
         "== {}: redis-server on 127.0.0.1:{}; loading the apps (builds the components)",
@@ -345,7 +411,25 @@ async fn run_mode(
         redis.port()
     );
     let loading = Instant::now();
-    let group = load_group(&redis)?;
+    let group = if mode == Mode::Spin {
+        let Some(spin) = real_spin::spin_binary() else {
+            eprintln!(
+                "   skipped: no Spin (set SPIN, or put spin at ../shared/bin/spin or on PATH)"
+            );
+            return Ok(());
+        };
+        eprintln!("   {}", real_spin::spin_version(&spin));
+        let manifest = spin_test_host::manifest::Manifest::load(&root().join("spin.toml"))
+            .map_err(|e| e.to_string())?;
+        spin_test_host::spin_build(&manifest).map_err(|e| e.to_string())?;
+        let floors =
+            spin_test_host::manifest::Manifest::load(&root().join("tests/floors/spin.toml"))
+                .map_err(|e| e.to_string())?;
+        spin_test_host::spin_build(&floors).map_err(|e| e.to_string())?;
+        load_spin_group(&redis, &spin).await?
+    } else {
+        load_group(&redis)?
+    };
     eprintln!("   loaded in {:.1} s", loading.elapsed().as_secs_f64());
     let mut conn = redis.client().await;
     let _: () = redis::cmd("SET")
@@ -356,7 +440,10 @@ async fn run_mode(
         .map_err(|e| e.to_string())?;
     for &c in &opts.concurrency {
         for (index, route) in ROUTES.iter().enumerate() {
-            if !selected(opts, route) || (mode == Mode::TlsSystemCa && !route.ca_comparison) {
+            if !selected(opts, route)
+                || (mode == Mode::TlsSystemCa && !route.ca_comparison)
+                || (mode != Mode::Spin && route.id.spin_only())
+            {
                 continue;
             }
             let variants: &[Option<bool>] =

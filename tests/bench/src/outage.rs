@@ -233,7 +233,7 @@ pub async fn run(mut redis: RedisServer, mode: &str, fast_path: bool, plan: Plan
 }
 
 async fn run_inner(redis: &mut RedisServer, row: &mut OutageRow, plan: Plan) -> Result<(), String> {
-    let app = crate::build_app(redis, row.fast_path)?;
+    let app = crate::load::App::Host(crate::build_app(redis, row.fast_path)?);
     let tag = routes::next_tag("outage");
     let session = routes::create_session(&app, &format!("bench-{tag}")).await?;
     let requests: Arc<Vec<Req>> = Arc::new(vec![

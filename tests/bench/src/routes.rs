@@ -6,9 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use http::Method;
 use serde_json::{json, Value};
-use spin_test_host::TestApp;
 
-use crate::load::{self, Req, Workload};
+use crate::load::{self, App, Req, Workload};
 
 pub const SESSIONS_TOKEN: &str = "bench-sessions-token-0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdefghij";
@@ -49,6 +48,10 @@ pub const RATELIMIT_KEYS: u64 = 100;
 pub enum RouteId {
     Baseline,
     BaselineStore,
+    /// The floors that exist only under the real Spin (tests/floors).
+    Noop,
+    FloorVariables,
+    FloorBreaker,
     Health,
     CacheHit,
     CacheMiss,
@@ -73,6 +76,25 @@ pub enum RouteId {
     LeaderboardMember,
     LockAcquire,
     LockRenew,
+}
+
+impl RouteId {
+    /// A baseline or floor, answered by the probe or floors app.
+    pub fn is_floor(self) -> bool {
+        matches!(
+            self,
+            RouteId::Baseline
+                | RouteId::BaselineStore
+                | RouteId::Noop
+                | RouteId::FloorVariables
+                | RouteId::FloorBreaker
+        )
+    }
+
+    /// Measured only under the real Spin (the floors app).
+    pub fn spin_only(self) -> bool {
+        matches!(self, RouteId::Noop | RouteId::FloorVariables | RouteId::FloorBreaker)
+    }
 }
 
 pub struct Route {
@@ -108,6 +130,17 @@ pub const ROUTES: &[Route] = &[
             "POST /x (tests/host/fixtures/probe)",
         )
     },
+    route(RouteId::Noop, "no-op component (the platform's ceiling)", "GET /noop (tests/floors)"),
+    route(
+        RouteId::FloorVariables,
+        "pooled floor + 32 variable reads",
+        "GET /kv+variables (tests/floors)",
+    ),
+    route(
+        RouteId::FloorBreaker,
+        "pooled floor + the breaker's store operations",
+        "GET /kv+breaker (tests/floors)",
+    ),
     route(RouteId::Health, "health", "GET /health/cache"),
     Route {
         fast_path: true,
@@ -221,10 +254,11 @@ pub const ROUTES: &[Route] = &[
 /// The apps and shared state of one Redis server.
 pub struct Group {
     /// spin.toml with `redis_fast_path` off and on.
-    pub app: TestApp,
-    pub app_fast: TestApp,
-    /// The probe fixture, for the baseline.
-    pub probe: TestApp,
+    pub app: App,
+    pub app_fast: App,
+    /// The baselines' app: the probe fixture on the test host, the floors app
+    /// (tests/floors) under the real Spin.
+    pub probe: App,
     /// The probe's Redis address (the password percent-encoded).
     pub redis_url: String,
     /// Makes keys, subjects and user ids unique to this group.
@@ -236,16 +270,16 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn app_for(&self, route: &Route, fast_path: bool) -> &TestApp {
+    pub fn app_for(&self, route: &Route, fast_path: bool) -> &App {
         match (route.id, fast_path) {
-            (RouteId::Baseline | RouteId::BaselineStore, _) => &self.probe,
+            (id, _) if id.is_floor() => &self.probe,
             (_, true) => &self.app_fast,
             (_, false) => &self.app,
         }
     }
 }
 
-pub async fn create_session(app: &TestApp, user: &str) -> Result<String, String> {
+pub async fn create_session(app: &App, user: &str) -> Result<String, String> {
     let req = Req::new(Method::POST, "/api/sessions")
         .bearer(SESSIONS_TOKEN)
         .json(json!({"user_id": user, "data": {"role": "member", "theme": "dark"}}));
@@ -269,7 +303,7 @@ fn otp_issue_req(subject: &str) -> Req {
 
 /// One session per worker, for the routes that act on the caller's own session.
 async fn worker_sessions(
-    app: &TestApp,
+    app: &App,
     tag: &str,
     workers: usize,
 ) -> Result<Arc<Vec<Mutex<String>>>, String> {
@@ -295,6 +329,20 @@ pub async fn workload(
     let unique = Arc::new(AtomicU64::new(0));
     let next_unique = move || unique.fetch_add(1, Ordering::Relaxed);
     Ok(match route.id {
+        // Under the real Spin, the floors app: the same work, the same response write.
+        RouteId::Baseline if app.is_spin() => {
+            Workload::new(200, |_, _| Some(Req::new(Method::GET, "/outbound")))
+        }
+        RouteId::BaselineStore if app.is_spin() => {
+            Workload::new(200, |_, _| Some(Req::new(Method::GET, "/kv")))
+        }
+        RouteId::Noop => Workload::new(200, |_, _| Some(Req::new(Method::GET, "/noop"))),
+        RouteId::FloorVariables => {
+            Workload::new(200, |_, _| Some(Req::new(Method::GET, "/kv+variables")))
+        }
+        RouteId::FloorBreaker => {
+            Workload::new(200, |_, _| Some(Req::new(Method::GET, "/kv+breaker")))
+        }
         RouteId::Baseline => {
             let body = json!({"op": "redis", "address": group.redis_url, "command": "GET", "args": ["bench:baseline"]});
             Workload::new(200, move |_, _| Some(Req::new(Method::POST, "/x").json(body.clone())))
@@ -534,7 +582,7 @@ pub async fn workload(
 }
 
 /// Scores for members `p0`..`p999` of the default `global` board, so reads have a board.
-async fn fill_leaderboard(app: &TestApp) -> Result<(), String> {
+async fn fill_leaderboard(app: &App) -> Result<(), String> {
     for m in 0..1000u64 {
         let req = Req::new(Method::POST, "/api/leaderboards/global/scores")
             .bearer(LEADERBOARD_TOKEN)
@@ -549,7 +597,7 @@ async fn fill_leaderboard(app: &TestApp) -> Result<(), String> {
 
 /// One long lease per worker, for the renew row: (name, holder token).
 async fn worker_leases(
-    app: &TestApp,
+    app: &App,
     tag: &str,
     workers: usize,
 ) -> Result<Arc<Vec<(String, String)>>, String> {

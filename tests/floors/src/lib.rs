@@ -5,9 +5,13 @@
 //! - `/noop`: nothing (the platform's ceiling: one instance per request);
 //! - `/kv`: one `GET` through Spin's pooled Redis store `redis` (open, whose `PING` Spin
 //!   sends, and the `GET`): the floor of every pooled route;
+//! - `/kv+variables`: the pooled floor after 32 variable reads (what a cache hit reads);
+//! - `/kv+breaker`: the pooled floor with the breaker's store operations around its two
+//!   pooled calls (one `list_keys`, a `set` and a `delete` per call);
 //! - `/outbound`: one outbound Redis open and `GET` at the address in variable `redis_url`:
 //!   the floor of every route on outbound Redis (a TCP, TLS and AUTH handshake per request).
 
+use spin_redis_patterns::platform::breaker::Breaker;
 use spin_redis_patterns::platform::{serve, ApiError, Response};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -25,6 +29,21 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
             "/kv" => {
                 let store = Store::open("redis").map_err(|e| unavailable(e.to_string()))?;
                 store.get(KEY).map_err(|e| unavailable(e.to_string()))?
+            }
+            "/kv+variables" => {
+                for _ in 0..32 {
+                    let _ = spin_sdk::variables::get("redis_url");
+                }
+                let store = Store::open("redis").map_err(|e| unavailable(e.to_string()))?;
+                store.get(KEY).map_err(|e| unavailable(e.to_string()))?
+            }
+            "/kv+breaker" => {
+                let breaker = Breaker::open_with(250)
+                    .ok_or_else(|| ApiError::internal("no breaker store"))?;
+                let store = breaker
+                    .guard("redis", || Store::open("redis"))
+                    .map_err(|e| unavailable(e.to_string()))?;
+                breaker.guard("redis", || store.get(KEY)).map_err(|e| unavailable(e.to_string()))?
             }
             "/outbound" => {
                 let url = spin_sdk::variables::get("redis_url")
