@@ -6,14 +6,22 @@
 # Usage: ACR=contosoacr.azurecr.io bash deploy/scripts/deploy-app.sh
 #        OVERLAY=aks-secrets|aks-keyvault|autoscaling|autoscaling-keda (default aks-keyvault)
 #        VERSION=0.1.0 (the tag pushed; the manifests use the digest it gets)
+#        POD_CIDR=10.244.0.0/16 (required: the cluster's pod CIDR, as create-azure-resources.sh
+#          prints it; it becomes ratelimit_trusted_proxies once the ingress controller's pods
+#          are checked to be inside it)
 #        DRY_RUN=1 prints the az, spin and kubectl calls instead of making them.
-# Needs kubectl 1.31+ (`kubectl wait --for=create`). Re-runnable: it applies the same objects.
+# Needs kubectl 1.31+ (`kubectl wait --for=create`) and curl. Re-runnable: it applies the same
+# objects. Order: namespace, executor and everything else first, the SpinApp last (spin-
+# operator's webhook refuses a SpinApp whose executor does not exist yet), then a smoke test
+# of /health/cache on the new pods.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 : "${ACR:?set ACR, e.g. contosoacr.azurecr.io}"
+: "${POD_CIDR:?set POD_CIDR, the pod CIDR of the cluster (create-azure-resources.sh prints it)}"
+is_ipv4_cidr "$POD_CIDR" || die "POD_CIDR must be an IPv4 CIDR such as 10.244.0.0/16, not '$POD_CIDR'"
 OVERLAY="${OVERLAY:-aks-keyvault}"
 VERSION="${VERSION:-0.1.0}"
 NAMESPACE=spin-redis-patterns
@@ -24,6 +32,20 @@ ZERO_DIGEST="sha256:000000000000000000000000000000000000000000000000000000000000
 APP_PLACEHOLDER="myregistry.azurecr.io/spin-redis-patterns@$ZERO_DIGEST"
 PAUSE_PLACEHOLDER="myregistry.azurecr.io/pause@$ZERO_DIGEST"
 PAUSE_SOURCE="registry.k8s.io/pause:3.10"
+# Where ratelimit_trusted_proxies goes (deploy/base/spinapp.yaml).
+CIDR_PLACEHOLDER="<pod CIDR>"
+
+# The rate limiter will believe X-Forwarded-For from POD_CIDR: the ingress controller's pods
+# must be inside it, or every caller would share the controller's address bucket.
+log "ingress controller pods inside $POD_CIDR"
+controller_ips=$(get "${POD_CIDR%/*}" kubectl get pods --namespace app-routing-system \
+  --selector app.kubernetes.io/component=ingress-controller \
+  --output 'jsonpath={.items[*].status.podIP}')
+[ -n "$controller_ips" ] || die "no ingress controller pods in app-routing-system (az aks approuting enable)"
+for ip in $controller_ips; do
+  cidr_contains "$POD_CIDR" "$ip" ||
+    die "the ingress controller pod $ip is outside POD_CIDR $POD_CIDR: read the cluster's with az aks show --query networkProfile.podCidr"
+done
 
 log "build and push $ACR/spin-redis-patterns:$VERSION"
 run spin build
@@ -61,9 +83,12 @@ if [ "$DRY_RUN" = 1 ]; then
 else
   kubectl kustomize "deploy/overlays/$OVERLAY" |
     sed -e "s|$APP_PLACEHOLDER|$APP_IMAGE|g" -e "s|$PAUSE_PLACEHOLDER|$PAUSE_IMAGE|g" \
-      >"$work/rendered.yaml"
+      -e "s|$CIDR_PLACEHOLDER|$POD_CIDR|g" >"$work/rendered.yaml"
   if grep -q "$ZERO_DIGEST" "$work/rendered.yaml"; then
     die "an image in deploy/overlays/$OVERLAY still has the placeholder digest"
+  fi
+  if grep -qF "$CIDR_PLACEHOLDER" "$work/rendered.yaml"; then
+    die "deploy/overlays/$OVERLAY still has the pod CIDR placeholder"
   fi
 fi
 awk -v apps="$work/spinapps.yaml" -v rest="$work/rest.yaml" '
@@ -99,3 +124,34 @@ run kubectl apply -f "$work/spinapps.yaml"
 # The operator creates the Deployment once it has rendered the runtime config.
 run kubectl wait --namespace "$NAMESPACE" --for=create deployment/spin-redis-patterns --timeout=120s
 run kubectl rollout status --namespace "$NAMESPACE" deployment/spin-redis-patterns --timeout=300s
+
+# Readiness is Spin's own health path, which a wrong key or host does not fail (docs/health.md):
+# check that the new pods can use Redis through /health/cache, which the Ingress does not
+# publish, over a port-forward (it reaches the pod without passing the NetworkPolicy).
+log "smoke test: /health/cache"
+if [ "$DRY_RUN" = 1 ]; then
+  printf '? kubectl port-forward --namespace %s deployment/spin-redis-patterns :80 + curl /health/cache\n' "$NAMESPACE" >&2
+else
+  kubectl port-forward --namespace "$NAMESPACE" deployment/spin-redis-patterns :80 \
+    >"$work/port-forward.log" 2>&1 &
+  forward=$!
+  trap 'kill "$forward" 2>/dev/null || true; rm -rf "$work"' EXIT
+  port=""
+  for _ in $(seq 1 30); do
+    port=$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/port-forward.log" | head -n 1)
+    [ -n "$port" ] && break
+    kill -0 "$forward" 2>/dev/null || break
+    sleep 1
+  done
+  [ -n "$port" ] || die "kubectl port-forward did not start: $(cat "$work/port-forward.log")"
+  answer=""
+  for _ in 1 2 3 4 5; do
+    answer=$(curl --silent --show-error --max-time 10 --write-out ' HTTP %{http_code}' \
+      "http://127.0.0.1:$port/health/cache" 2>&1) || true
+    [[ $answer == *' HTTP 200' ]] && break
+    sleep 3
+  done
+  [[ $answer == *' HTTP 200' ]] ||
+    die "the new pods cannot use Redis: /health/cache answered $answer (docs/deploy-aks.md, section 6 names each reason)"
+  log "/health/cache: $answer"
+fi

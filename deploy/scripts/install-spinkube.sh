@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs SpinKube on the current kubectl context: cert-manager; runtime-class-manager, which
 # installs containerd-shim-spin v0.24.0 (Spin 3.6.3) on every node labelled
-# spinkube.dev/spin=true and creates the RuntimeClass wasmtime-spin-v2 with that node selector
-# (deploy/cluster/shim-spin.yaml); spin-operator v0.6.1 (CRDs and Helm chart); and the app's
+# spinkube.dev/spin=true (deploy/cluster/shim-spin.yaml), after the RuntimeClass
+# wasmtime-spin-v2 that admits Spin pods only on nodes where that install has finished
+# (deploy/cluster/runtimeclass.yaml); spin-operator v0.6.1 (CRDs and Helm chart); and the app's
 # namespace with the Secret holding the executor's CA bundle (build-ca-bundle.sh).
+# The Shim must carry its tarballs' sha256 first: run deploy/scripts/pin-shim.sh once.
 #
 # Usage: bash deploy/scripts/install-spinkube.sh
 #        LABEL_ALL_NODES=1 ...  also labels every node for the shim (laptop clusters; on AKS
@@ -21,6 +23,18 @@ RCM_VERSION="${RCM_VERSION:-v0.2.0}"
 NAMESPACE=spin-redis-patterns
 RAW="https://raw.githubusercontent.com/spinframework/spin-operator/${SPIN_OPERATOR_VERSION}"
 
+# A Shim without real digests would install whatever the URLs serve, or, with the zero
+# placeholder, fail every install Job: stop before changing anything. A dry run only warns.
+if grep -Eq 'sha256: "?0{64}"?' deploy/cluster/shim-spin.yaml ||
+  ! grep -Eq 'sha256: "?[0-9a-f]{64}"?' deploy/cluster/shim-spin.yaml; then
+  msg="deploy/cluster/shim-spin.yaml has no sha256 for its tarballs: run SHIM_VERSION=v0.24.0 bash deploy/scripts/pin-shim.sh and commit the result"
+  if [ "$DRY_RUN" = 1 ]; then
+    printf '! %s\n' "$msg" >&2
+  else
+    die "$msg"
+  fi
+fi
+
 log "cert-manager $CERT_MANAGER_VERSION"
 run kubectl apply -f "https://github.com/cert-manager/cert-manager/releases/download/${CERT_MANAGER_VERSION}/cert-manager.yaml"
 run kubectl wait --namespace cert-manager --for=condition=Available deployment --all --timeout=300s
@@ -37,6 +51,9 @@ run helm upgrade --install runtime-class-manager oci://ghcr.io/spinframework/cha
 if [ "${LABEL_ALL_NODES:-0}" = 1 ]; then
   run kubectl label node --all spinkube.dev/spin=true --overwrite
 fi
+# The RuntimeClass first, on its own: the manager creates one from the Shim (without the
+# installed-label requirement) if none exists when it first sees the Shim.
+run kubectl apply -f deploy/cluster/runtimeclass.yaml
 run kubectl apply -k deploy/cluster
 
 log "spin-operator $SPIN_OPERATOR_VERSION"

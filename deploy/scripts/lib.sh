@@ -64,3 +64,22 @@ init_secrets_dir() {
   # shellcheck disable=SC2064 # expand now: the directory is known and fixed
   trap "rm -rf '$SECRETS_DIR'" EXIT
 }
+
+# Succeeds if IPv4 address $2 is inside IPv4 CIDR $1 (a.b.c.d/n).
+cidr_contains() {
+  local net=${1%/*} bits=${1#*/} ip=$2 a b c d n m
+  IFS=. read -r a b c d <<<"$net"
+  n=$(((a << 24) | (b << 16) | (c << 8) | d))
+  IFS=. read -r a b c d <<<"$ip"
+  m=$(((a << 24) | (b << 16) | (c << 8) | d))
+  [ "$bits" -eq 0 ] && return 0
+  (((n >> (32 - bits)) == (m >> (32 - bits))))
+}
+
+# Succeeds if $1 is an IPv4 CIDR such as 10.244.0.0/16.
+is_ipv4_cidr() {
+  [[ $1 =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})/([0-9]{1,2})$ ]] || return 1
+  local i
+  for i in 1 2 3 4; do [ "${BASH_REMATCH[i]}" -le 255 ] || return 1; done
+  [ "${BASH_REMATCH[5]}" -le 32 ]
+}

@@ -328,7 +328,11 @@ fn validation_errors(validator: &jsonschema::Validator, doc: &Value) -> Vec<Stri
 
 /// The fields of runtime-class-manager v0.2.0's Shim that deploy/cluster uses, as read from its
 /// API types (api/v1alpha1/shim_types.go): required fetchStrategy, runtimeClass (name, handler)
-/// and rolloutStrategy (type rolling or recreate); platform os linux, arch one of four.
+/// and rolloutStrategy; platform os linux, arch one of four. Stricter than the CRD where the
+/// controller is: its enum allows `rolling`, but v0.2.0's controller stops with "rolling
+/// strategy not implemented yet" before creating any install Job (and after creating the
+/// RuntimeClass), so only `recreate` installs anything; and the CRD's optional `sha256` is
+/// required here, so every node verifies the tarball it installs.
 fn shim_errors(shim: &Value) -> Vec<String> {
     let schema = serde_json::json!({
         "type": "object", "additionalProperties": false,
@@ -348,7 +352,7 @@ fn shim_errors(shim: &Value) -> Vec<String> {
                         "type": "object", "additionalProperties": false,
                         "properties": {"platforms": {"type": "array", "items": {
                             "type": "object", "additionalProperties": false,
-                            "required": ["os", "arch", "location"],
+                            "required": ["os", "arch", "location", "sha256"],
                             "properties": {
                                 "os": {"enum": ["linux"]},
                                 "arch": {"enum": ["amd64", "arm64", "x86_64", "aarch64"]},
@@ -364,10 +368,7 @@ fn shim_errors(shim: &Value) -> Vec<String> {
                     "rolloutStrategy": {
                         "type": "object", "additionalProperties": false, "required": ["type"],
                         "properties": {
-                            "type": {"enum": ["rolling", "recreate"]},
-                            "rolling": {"type": "object", "additionalProperties": false,
-                                "required": ["maxUpdate"],
-                                "properties": {"maxUpdate": {"type": "integer"}}}
+                            "type": {"const": "recreate"}
                         }
                     }
                 }
@@ -427,11 +428,23 @@ fn the_schema_check_catches_misspelt_and_mistyped_fields() {
     missing["spec"].as_object_mut().unwrap().remove("image");
     assert!(!validation_errors(&validator, &missing).is_empty(), "missing image accepted");
 
-    let shim = rendered("cluster");
-    let mut bad_shim = shim[0].clone();
+    let cluster = rendered("cluster");
+    let shim = one(&cluster, "Shim", "spin-v2");
+    assert!(shim_errors(shim).is_empty(), "{:#?}", shim_errors(shim));
+    let mut bad_shim = shim.clone();
     bad_shim["spec"]["rolloutStrategy"]["type"] = "gradual".into();
-    assert!(shim_errors(&shim[0]).is_empty());
     assert!(!shim_errors(&bad_shim).is_empty(), "bad rollout strategy accepted");
+    // runtime-class-manager v0.2.0 installs nothing under `rolling`.
+    let mut rolling = shim.clone();
+    rolling["spec"]["rolloutStrategy"] =
+        serde_json::json!({"type": "rolling", "rolling": {"maxUpdate": 1}});
+    assert!(!shim_errors(&rolling).is_empty(), "a rolling Shim accepted: it is never installed");
+    let mut no_digest = shim.clone();
+    no_digest["spec"]["fetchStrategy"]["platforms"][0].as_object_mut().unwrap().remove("sha256");
+    assert!(!shim_errors(&no_digest).is_empty(), "a Shim platform without sha256 accepted");
+    let mut bad_digest = shim.clone();
+    bad_digest["spec"]["fetchStrategy"]["platforms"][1]["sha256"] = "sha256:abc".into();
+    assert!(!shim_errors(&bad_digest).is_empty(), "a malformed sha256 accepted");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,7 +636,10 @@ fn key_vault_secret_keys() -> BTreeMap<String, BTreeSet<String>> {
 
 /// The example Secrets (deploy/examples/*.example): name → (keys, stringData).
 fn example_secrets() -> BTreeMap<String, Value> {
-    let examples: Vec<PathBuf> = files_under(&root().join("deploy/examples"), "example");
+    let examples: Vec<PathBuf> = files_under(&root().join("deploy/examples"), "example")
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().contains("secret"))
+        .collect();
     assert!(examples.len() >= 2);
     examples
         .iter()
@@ -816,10 +832,12 @@ fn key_vault_wiring_is_consistent() {
     let spc = of_kind(&docs, "SecretProviderClass")[0];
     let script = read("deploy/scripts/create-azure-resources.sh");
     let objects = spc["spec"]["parameters"]["objects"].as_str().unwrap();
-    // The script stores the vault's secrets in loops (`for secret in ...; do`).
+    // The script stores the vault's secrets in loops (`for secret in ...; do`), unconditionally
+    // (not indented under an `if`): the CSI driver fails the mount of every pod when an
+    // object the class lists is missing from the vault, optional route tokens included.
     let looped: Vec<&str> = script
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("for secret in "))
+        .filter_map(|l| l.strip_prefix("for secret in "))
         .flat_map(|l| l.trim_end_matches("; do").split_whitespace())
         .collect();
     let mut synced = 0;
@@ -842,6 +860,12 @@ fn key_vault_wiring_is_consistent() {
         }
     }
     assert!(synced >= 9, "only {synced} secrets synced");
+    // Every fetched object is synced (a fetched-only object could go missing unnoticed).
+    let fetched = objects.matches("objectName: ").count();
+    assert_eq!(fetched, synced, "the class fetches objects it does not sync");
+    // tenantID, not the provider's deprecated tenantId.
+    let parameters = spc["spec"]["parameters"].as_object().unwrap();
+    assert!(parameters.contains_key("tenantID") && !parameters.contains_key("tenantId"));
     // The workload identity wiring: the SpinApp runs as the federated service account, in the
     // namespace the federated credential names.
     let account = of_kind(&docs, "ServiceAccount")[0];
@@ -881,7 +905,8 @@ fn key_vault_wiring_is_consistent() {
 
 #[test]
 fn the_executor_has_its_own_name_a_ca_bundle_and_telemetry() {
-    let shim = &rendered("cluster")[0];
+    let cluster = rendered("cluster");
+    let shim = one(&cluster, "Shim", "spin-v2");
     let install = read("deploy/scripts/install-spinkube.sh");
     for overlay in overlays().keys().filter(|o| *o != "cluster") {
         let docs = rendered(overlay);
@@ -957,7 +982,8 @@ fn the_ca_bundle_holds_the_azure_roots_and_only_those() {
 
 #[test]
 fn the_shim_is_pinned_and_follows_the_labelled_node_pool() {
-    let shim = &rendered("cluster")[0];
+    let cluster = rendered("cluster");
+    let shim = one(&cluster, "Shim", "spin-v2");
     let platforms = shim["spec"]["fetchStrategy"]["platforms"].as_array().unwrap();
     let arches: BTreeSet<&str> = platforms.iter().map(|p| p["arch"].as_str().unwrap()).collect();
     assert!(arches.contains("x86_64") && arches.contains("aarch64"));
@@ -1046,12 +1072,11 @@ fn egress_ports(docs: &[Value]) -> BTreeSet<(String, u64)> {
 #[test]
 fn ingress_and_network_policy_admit_only_the_controller_and_keep_client_addresses() {
     let create = read("deploy/scripts/create-azure-resources.sh");
-    let pod_cidr = create
-        .lines()
-        .find_map(|l| l.strip_prefix("POD_CIDR=\""))
-        .map(|l| l.trim_end_matches('"'))
-        .expect("POD_CIDR in create-azure-resources.sh");
     assert!(create.contains("--pod-cidr \"$POD_CIDR\"") && create.contains("--enable-app-routing"));
+    // The trusted range is the cluster's own, filled in by deploy-app.sh: never a fixed CIDR.
+    let deploy = read("deploy/scripts/deploy-app.sh");
+    assert!(deploy.contains("CIDR_PLACEHOLDER=\"<pod CIDR>\""));
+    assert!(deploy.contains("-e \"s|$CIDR_PLACEHOLDER|$POD_CIDR|g\""));
     // A cluster without a policy engine ignores NetworkPolicy.
     assert!(create.contains("--network-dataplane cilium"));
     for (overlay, _) in overlays().into_iter().filter(|(o, _)| o != "cluster") {
@@ -1093,14 +1118,18 @@ fn ingress_and_network_policy_admit_only_the_controller_and_keep_client_addresse
             .map(|b| b["value"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>();
         if AKS_OVERLAYS.contains(&overlay.as_str()) {
-            assert_eq!(proxies, [pod_cidr], "{overlay}: trust exactly the ingress pods' range");
-            let ingress = of_kind(&docs, "Ingress");
-            assert_eq!(ingress.len(), 1, "{overlay}");
-            let spec = &ingress[0]["spec"];
-            assert_eq!(spec["ingressClassName"], "webapprouting.kubernetes.azure.com");
-            let backend = &spec["rules"][0]["http"]["paths"][0]["backend"]["service"];
-            assert_eq!(backend["name"], APP);
-            assert_eq!(backend["port"]["number"], 80);
+            assert_eq!(proxies, ["<pod CIDR>"], "{overlay}: the cluster's range, filled in");
+            let ingresses = of_kind(&docs, "Ingress");
+            assert!(!ingresses.is_empty(), "{overlay}");
+            for ingress in ingresses {
+                let spec = &ingress["spec"];
+                assert_eq!(spec["ingressClassName"], "webapprouting.kubernetes.azure.com");
+                for path in spec["rules"][0]["http"]["paths"].as_array().unwrap() {
+                    let backend = &path["backend"]["service"];
+                    assert_eq!(backend["name"], APP);
+                    assert_eq!(backend["port"]["number"], 80);
+                }
+            }
             assert_eq!(from[0]["podSelector"].as_object().unwrap().len(), 1);
         } else if overlay == "local" {
             assert_eq!(proxies, [""], "local: no proxy to trust");
@@ -1125,6 +1154,12 @@ fn every_spinapp_has_a_disruption_budget_that_lets_drains_proceed() {
             assert!(
                 budget["spec"]["maxUnavailable"].as_u64().is_some_and(|n| n >= 1),
                 "{overlay}: {name}'s budget could block every node drain"
+            );
+            // Under the default IfHealthyBudget an unready pod cannot be evicted while the
+            // budget is spent: a drain during an incident would stall as long as it lasts.
+            assert_eq!(
+                budget["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow",
+                "{overlay}: {name}'s budget blocks drains while pods are unready"
             );
         }
     }
@@ -1255,12 +1290,18 @@ fn every_script_runs_twice_in_a_dry_run_without_calling_anything() {
     let common = [("DRY_RUN", "1"), ("RG", "rg"), ("LOCATION", "westeurope"), ("NAME", "contoso")];
     // (script, its environment beyond `common`, a call its dry run must print)
     type Run<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-    let runs: [Run; 5] = [
+    let cidr = ("POD_CIDR", "10.244.0.0/16");
+    let runs: [Run; 6] = [
         ("create-azure-resources.sh", &[], "+ az redisenterprise create"),
         ("create-azure-resources.sh", &[("REDIS_KIND", "cache")], "+ az redis create"),
         ("install-spinkube.sh", &[], "+ kubectl apply -k deploy/cluster"),
-        ("deploy-app.sh", &[("ACR", "contosoacr.azurecr.io")], "+ az acr import"),
-        ("deploy-app.sh", &[("ACR", "c.azurecr.io"), ("OVERLAY", "aks-secrets")], "+ spin build"),
+        ("deploy-app.sh", &[("ACR", "contosoacr.azurecr.io"), cidr], "+ az acr import"),
+        (
+            "deploy-app.sh",
+            &[("ACR", "c.azurecr.io"), ("OVERLAY", "aks-secrets"), cidr],
+            "+ spin build",
+        ),
+        ("pin-shim.sh", &[("SHIM_VERSION", "v0.25.1")], "+ write deploy/cluster/shim-spin.yaml"),
     ];
     for (script, extra, expected) in runs {
         let envs: Vec<(&str, &str)> = common.iter().chain(extra).copied().collect();
@@ -1410,4 +1451,707 @@ fn the_guide_covers_every_file_and_states_what_the_crd_allows() {
     assert!(crd("SpinApp")["spec"]["versions"][0]["subresources"]["scale"].is_null());
     assert!(!guide.contains("kubectl scale spinapp/"), "the guide tells users to kubectl scale");
     assert!(guide.contains("kubectl patch spinapp"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shim installs, pods wait for it, readiness survives Redis, only user routes are public.
+
+#[test]
+fn the_runtime_class_waits_for_the_installed_shim_and_is_applied_first() {
+    let cluster = rendered("cluster");
+    let shim = one(&cluster, "Shim", "spin-v2");
+    let class_name = shim["spec"]["runtimeClass"]["name"].as_str().unwrap();
+    let class = one(&cluster, "RuntimeClass", class_name);
+    assert_eq!(class["apiVersion"], "node.k8s.io/v1");
+    assert_eq!(class["handler"], shim["spec"]["runtimeClass"]["handler"]);
+    let selector = class["scheduling"]["nodeSelector"].as_object().unwrap();
+    for (key, value) in shim["spec"]["nodeSelector"].as_object().unwrap() {
+        assert_eq!(selector.get(key), Some(value), "the RuntimeClass ignores the pool label {key}");
+    }
+    // runtime-class-manager v0.2.0 labels a node `<Shim name>=provisioned` when its install Job
+    // succeeds; a new node of the pool has the pool label before that.
+    let shim_name = shim["metadata"]["name"].as_str().unwrap();
+    assert_eq!(
+        selector.get(shim_name).and_then(Value::as_str),
+        Some("provisioned"),
+        "Spin pods could land on a node before its shim is installed"
+    );
+    // The manager creates its own RuntimeClass (pool label only) if none exists when it first
+    // reconciles the Shim: ours goes first, in a step of its own.
+    let install = read("deploy/scripts/install-spinkube.sh");
+    let position = |needle: &str| install.find(needle).unwrap_or_else(|| panic!("no {needle}"));
+    assert!(
+        position("run kubectl apply -f deploy/cluster/runtimeclass.yaml")
+            < position("run kubectl apply -k deploy/cluster")
+    );
+    let kinds: Vec<&str> = cluster.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["RuntimeClass", "Shim"]);
+}
+
+/// A fake curl that saves the URL it is asked for as the downloaded file.
+fn fake_curl() -> PathBuf {
+    let file = temp_dir().join("fake-curl");
+    std::fs::write(
+        &file,
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; -*) shift ;; \
+         *) url=$1; shift ;; esac; done\nprintf '%s' \"$url\" >\"$out\"\n",
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&file).status().unwrap();
+    file
+}
+
+#[test]
+fn pin_shim_writes_each_tarballs_digest_and_install_refuses_a_shim_without() {
+    use sha2::{Digest, Sha256};
+    let (_bin, path) = path_with(&fake_curl());
+    let shim_file = temp_dir().join("shim.yaml");
+    std::fs::copy(root().join("deploy/cluster/shim-spin.yaml"), &shim_file).unwrap();
+    let out = run_script(
+        "pin-shim.sh",
+        &path,
+        &[("SHIM_VERSION", "v0.25.1"), ("SHIM_FILE", shim_file.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shim: Value =
+        serde_norway::from_str(&std::fs::read_to_string(&shim_file).unwrap()).unwrap();
+    assert!(shim_errors(&shim).is_empty(), "{:#?}", shim_errors(&shim));
+    let platforms = shim["spec"]["fetchStrategy"]["platforms"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2);
+    for p in platforms {
+        let location = p["location"].as_str().unwrap();
+        assert!(location.contains("/releases/download/v0.25.1/containerd-shim-spin-v2-linux-"));
+        // The fake tarball's content is its URL.
+        let digest: String =
+            Sha256::digest(location.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(p["sha256"], digest, "{location}");
+    }
+    // A version that is not one is refused before anything is downloaded.
+    let bad = run_script("pin-shim.sh", &path, &[("SHIM_VERSION", "latest")]);
+    assert!(!bad.status.success());
+
+    // The committed Shim carries a sha256 per platform; while it is the zero placeholder,
+    // install-spinkube.sh stops before it changes anything.
+    let cluster = rendered("cluster");
+    let committed = one(&cluster, "Shim", "spin-v2");
+    assert!(shim_errors(committed).is_empty());
+    let placeholder = committed["spec"]["fetchStrategy"]["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["sha256"] == "0".repeat(64));
+    if placeholder {
+        let dir = temp_dir();
+        let tripwire = dir.join("tripwire");
+        std::fs::write(&tripwire, "#!/bin/sh\necho \"called: $0 $*\" >&2\nexit 99\n").unwrap();
+        Command::new("chmod").arg("+x").arg(&tripwire).status().unwrap();
+        let (_bin, path) = path_with(&tripwire);
+        let out = run_script("install-spinkube.sh", &path, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "installed a Shim without digests:\n{stderr}");
+        assert!(!stderr.contains("called: "), "changed something first:\n{stderr}");
+        assert!(stderr.contains("pin-shim.sh"), "{stderr}");
+    }
+}
+
+/// Whether a request path reaches something that needs Redis to answer: Spin answers
+/// `/.well-known/spin/...` itself; any other path runs the component whose route matches it.
+fn needs_redis(manifest: &Manifest, path: &str) -> bool {
+    if path.starts_with("/.well-known/spin/") {
+        return false;
+    }
+    let component = route_of(manifest, path)
+        .unwrap_or_else(|| panic!("{path} is not a route of spin.toml"))
+        .component
+        .clone();
+    let c = &manifest.components[&component];
+    c.allowed_outbound_hosts.iter().any(|h| h.starts_with("redis"))
+        || !c.key_value_stores.is_empty()
+}
+
+/// The public route of spin.toml that serves `path`, as Spin picks it: an exact route, else
+/// the longest wildcard (`/a/...` matches `/a` and `/a/...`).
+fn route_of<'a>(
+    manifest: &'a Manifest,
+    path: &str,
+) -> Option<&'a spin_test_host::manifest::HttpTrigger> {
+    let mut best: Option<(&spin_test_host::manifest::HttpTrigger, usize)> = None;
+    for t in &manifest.http_triggers {
+        let RouteConfig::Route(route) = &t.route else { continue };
+        let score = match route.strip_suffix("/...") {
+            Some(prefix) if path == prefix || path.starts_with(&format!("{prefix}/")) => {
+                prefix.len()
+            }
+            None if route == path => usize::MAX,
+            _ => continue,
+        };
+        if best.is_none_or(|(_, s)| score > s) {
+            best = Some((t, score));
+        }
+    }
+    best.map(|(t, _)| t)
+}
+
+#[test]
+fn probes_never_depend_on_redis() {
+    let manifest = spin_toml();
+    // The check can fail: the health route needs Redis.
+    assert!(needs_redis(&manifest, "/health/cache"));
+    let mut probes = 0;
+    for (overlay, app) in all_apps() {
+        for probe in ["readiness", "liveness"] {
+            let path = app["spec"]["checks"][probe]["httpGet"]["path"].as_str().unwrap();
+            // A readiness probe that fails with Redis empties the Service in an outage: every
+            // route answers 503, even those built to serve without Redis. Liveness would
+            // restart every pod, which cannot fix Redis.
+            assert!(
+                !needs_redis(&manifest, path),
+                "{overlay}: SpinApp {}: {probe} probe {path} fails whenever Redis does",
+                id(&app).1
+            );
+            probes += 1;
+        }
+    }
+    assert!(probes >= 12);
+    // /health/cache stays what the rollout smoke test and alerting call.
+    let deploy = read("deploy/scripts/deploy-app.sh");
+    let smoke = deploy.find("/health/cache\"").expect("deploy-app.sh smoke-tests /health/cache");
+    assert!(
+        smoke
+            > deploy
+                .find("rollout status --namespace \"$NAMESPACE\" deployment/spin-redis-patterns ")
+                .unwrap()
+    );
+    let health = read("docs/health.md");
+    assert!(
+        health.contains("/.well-known/spin/health") && !health.contains("Use it as the readiness")
+    );
+}
+
+/// How NGINX matches an Ingress path: Exact, or Prefix element by element.
+fn ingress_matches(path: &Value, request: &str) -> bool {
+    let p = path["path"].as_str().unwrap();
+    match path["pathType"].as_str().unwrap() {
+        "Exact" => request == p,
+        "Prefix" => {
+            let p = p.trim_end_matches('/');
+            p.is_empty() || request == p || request.starts_with(&format!("{p}/"))
+        }
+        other => panic!("pathType {other}: use Exact or Prefix"),
+    }
+}
+
+/// A route's own time budget for one request, in ms: the largest of its component's
+/// `*_timeout_ms`, `*_deadline_ms` and `*_wait_ms` variables, as the SpinApp sets them or
+/// spin.toml defaults. The rate limiter's `*_upstream_*` ones bound the gateway's upstream
+/// call, made under /api/limited only.
+fn longest_wait_ms(manifest: &Manifest, app: &Value, component: &str, path: &str) -> u64 {
+    let set = bindings(app);
+    let gateway = path == "/api/limited" || path.starts_with("/api/limited/");
+    manifest.components[component]
+        .variables
+        .keys()
+        .filter(|v| {
+            v.ends_with("_timeout_ms") || v.ends_with("_deadline_ms") || v.ends_with("_wait_ms")
+        })
+        .filter(|v| gateway || !v.contains("_upstream_"))
+        .map(|v| {
+            let value = set.get(v).and_then(|b| b["value"].as_str().map(str::to_owned));
+            let value = value.or_else(|| manifest.variables[v].default.clone()).unwrap();
+            value.parse::<u64>().unwrap_or_else(|_| panic!("{v} = {value}"))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_ingress_publishes_only_the_user_routes_and_outwaits_them() {
+    let manifest = spin_toml();
+    // Never published: unauthenticated Redis probes and counters, the demo routes, Spin's own.
+    let private = [
+        "/",
+        "/health/cache",
+        "/api/cache/stats",
+        "/api/cache/demo",
+        "/api/cache/profile/1",
+        "/.well-known/spin/health",
+        "/.well-known/spin/info",
+    ];
+    for overlay in AKS_OVERLAYS {
+        let docs = rendered(overlay);
+        let app = one(&docs, "SpinApp", APP);
+        let mut reached = BTreeSet::new();
+        for ingress in of_kind(&docs, "Ingress") {
+            let name = id(ingress).1;
+            let timeout: u64 = ingress["metadata"]["annotations"]
+                ["nginx.ingress.kubernetes.io/proxy-read-timeout"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{overlay}: Ingress {name} has no proxy-read-timeout"))
+                .parse()
+                .unwrap();
+            for rule in ingress["spec"]["rules"].as_array().unwrap() {
+                for path in rule["http"]["paths"].as_array().unwrap() {
+                    let p = path["path"].as_str().unwrap();
+                    assert_ne!(p, "/", "{overlay}: Ingress {name} publishes everything");
+                    for request in private {
+                        assert!(
+                            !ingress_matches(path, request),
+                            "{overlay}: Ingress {name} path {p} publishes {request}"
+                        );
+                    }
+                    let route = route_of(&manifest, p)
+                        .unwrap_or_else(|| panic!("{overlay}: {p} is no public route"));
+                    reached.insert(route.component.clone());
+                    // NGINX must not give up before the route's own timeout answers.
+                    let wait = longest_wait_ms(&manifest, app, &route.component, p);
+                    assert!(
+                        timeout * 1000 > wait,
+                        "{overlay}: Ingress {name} times out after {timeout} s, before {p} \
+                         ({}) answers its own timeout ({wait} ms)",
+                        route.component
+                    );
+                }
+            }
+        }
+        // Every component with a public route is reachable, but the health probe.
+        for t in &manifest.http_triggers {
+            if matches!(t.route, RouteConfig::Route(_)) && t.component != "health" {
+                assert!(reached.contains(&t.component), "{overlay}: {} unreachable", t.component);
+            }
+        }
+    }
+    // The check can fail: a catch-all path publishes the private routes.
+    let all = serde_json::json!({"path": "/", "pathType": "Prefix"});
+    assert!(ingress_matches(&all, "/health/cache"));
+    let cache = serde_json::json!({"path": "/api/cache", "pathType": "Prefix"});
+    assert!(ingress_matches(&cache, "/api/cache/stats"));
+}
+
+/// The comment above a variable in spin.toml's [variables].
+fn variable_comment(spin_toml: &str, name: &str) -> String {
+    let lines: Vec<&str> = spin_toml.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{name} = ")))
+        .unwrap_or_else(|| panic!("no variable {name} in spin.toml"));
+    let mut comment: Vec<&str> = lines[..at]
+        .iter()
+        .rev()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim())
+        .collect();
+    comment.reverse();
+    comment.join(" ")
+}
+
+/// Whether spin.toml says an empty value of the variable makes something public ("Empty makes
+/// reads public"), rather than turning it off ("empty turns them off", "Empty: private").
+fn empty_opens_a_route(spin_toml: &str, name: &str) -> bool {
+    variable_comment(spin_toml, name).split(". ").any(|sentence| {
+        let s = sentence.to_ascii_lowercase();
+        let Some((_, after)) = s.split_once("empty") else { return false };
+        after.contains("public") && !["off", "disable", "private"].iter().any(|w| after.contains(w))
+    })
+}
+
+#[test]
+fn no_optional_secret_opens_a_route_when_missing() {
+    let text = read("spin.toml");
+    // The check can fail: an empty leaderboard_read_token makes reads public.
+    assert!(empty_opens_a_route(&text, "leaderboard_read_token"));
+    assert!(!empty_opens_a_route(&text, "ratelimit_api_token"));
+    assert!(!empty_opens_a_route(&text, "otp_api_token"));
+    let mut optional = 0;
+    for (overlay, app) in all_apps() {
+        for (what, secret, key, is_optional) in secret_refs(&app) {
+            if is_optional {
+                // A key missing from the Secret leaves the variable empty, silently.
+                assert!(
+                    !empty_opens_a_route(&text, &what),
+                    "{overlay}: {what} ({secret}/{key}) is optional, and without it the route \
+                     is public: make it required"
+                );
+                optional += 1;
+            }
+        }
+    }
+    assert!(optional >= 1);
+}
+
+#[test]
+fn the_azure_script_makes_redis_private_and_keeps_the_tls_key_from_the_app() {
+    let key = "Fake+Access/Key==";
+    let (first, _) = create_twice("user", key);
+    let call = |prefix: &str| {
+        first
+            .iter()
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `az {prefix}`"))
+            .clone()
+    };
+    assert!(call("redisenterprise create").contains("--public-network-access Disabled"));
+    let endpoint = call("network private-endpoint create");
+    assert!(
+        endpoint.contains("--group-id redisEnterprise")
+            && endpoint.contains("--subnet private-endpoints")
+    );
+    assert!(call("network private-dns zone create").contains("--name privatelink.redis.azure.net"));
+    assert!(call("network private-dns link vnet create").contains("--registration-enabled false"));
+    assert!(call("network private-endpoint dns-zone-group create")
+        .contains("privatelink.redis.azure.net"));
+    // The cluster's nodes are in the network the endpoint is in.
+    assert!(call("aks create").contains(
+        "--vnet-subnet-id /subscriptions/s/resourceGroups/rg/providers/network-vnet-subnet/aks"
+    ));
+    assert!(!first.iter().any(|c| c.contains("--public-network-access Enabled")));
+
+    // The app's identity reads the app vault only; application routing reads the TLS vault only.
+    let app_principal = "22222222-2222-2222-2222-222222222222";
+    let app_roles: Vec<&String> = first
+        .iter()
+        .filter(|c| c.starts_with("role assignment create") && c.contains(app_principal))
+        .collect();
+    assert_eq!(app_roles.len(), 1, "{app_roles:#?}");
+    assert!(app_roles[0]
+        .contains("--scope /subscriptions/s/resourceGroups/rg/providers/keyvault/contoso-kv "));
+    let routing = call("aks approuting update");
+    assert!(routing.contains(
+        "--attach-kv /subscriptions/s/resourceGroups/rg/providers/keyvault/contoso-tls-kv "
+    ));
+    let docs = rendered("aks-keyvault");
+    let spc = of_kind(&docs, "SecretProviderClass")[0];
+    let app_vault = spc["spec"]["parameters"]["keyvaultName"].as_str().unwrap();
+    for ingress in of_kind(&docs, "Ingress") {
+        let uri = ingress["metadata"]["annotations"]["kubernetes.azure.com/tls-cert-keyvault-uri"]
+            .as_str()
+            .unwrap();
+        assert!(!uri.contains(&format!("//{app_vault}.")), "the certificate is in the app's vault");
+    }
+
+    // Azure Cache for Redis: public access off as well, through its own endpoint group.
+    let (dir, path) = path_with(&root().join("tests/deploy/fake-az"));
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let out = run_script(
+        "create-azure-resources.sh",
+        &path,
+        &[
+            ("RG", "rg"),
+            ("LOCATION", "westeurope"),
+            ("NAME", "contoso"),
+            ("REDIS_KIND", "cache"),
+            ("FAKE_AZ_STATE", state.to_str().unwrap()),
+            ("FAKE_AZ_KEY", key),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = std::fs::read_to_string(state.join("calls")).unwrap();
+    assert!(calls.contains(
+        "redis update --name contoso-redis --resource-group rg --set publicNetworkAccess=Disabled"
+    ));
+    assert!(calls.contains("--group-id redisCache"));
+    assert!(calls.contains("--name privatelink.redis.cache.windows.net"));
+}
+
+/// Runs create-azure-resources.sh once against the fake az, with `extra` describing the cluster.
+fn create_with(extra: &[(&str, &str)]) -> Output {
+    let (dir, path) = path_with(&root().join("tests/deploy/fake-az"));
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let state = state.to_str().unwrap().to_owned();
+    let mut envs = vec![
+        ("RG", "rg"),
+        ("LOCATION", "westeurope"),
+        ("NAME", "contoso"),
+        ("FAKE_AZ_STATE", state.as_str()),
+        ("FAKE_AZ_KEY", "k"),
+    ];
+    envs.extend_from_slice(extra);
+    run_script("create-azure-resources.sh", &path, &envs)
+}
+
+#[test]
+fn the_azure_script_checks_the_cluster_instead_of_trusting_it() {
+    // The real pod CIDR is what the script reports, not the one it would have created.
+    let out = create_with(&[("FAKE_AZ_POD_CIDR", "10.50.0.0/16")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("POD_CIDR=10.50.0.0/16"));
+    for (env, value, expected) in [
+        ("FAKE_AZ_NETWORK_POLICY", "none", "enforces no NetworkPolicy"),
+        ("FAKE_AZ_POD_CIDR", "", "has no pod CIDR"),
+        ("FAKE_AZ_ISSUER", "", "has no OIDC issuer"),
+        ("FAKE_AZ_SPIN_LABEL", "", "lacks the label spinkube.dev/spin=true"),
+        ("FAKE_AZ_POOL_SUBNET", "/subscriptions/s/other/subnets/x", "private endpoint"),
+    ] {
+        let out = create_with(&[(env, value)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env}={value} accepted:\n{stderr}");
+        assert!(stderr.contains(expected), "{env}={value}: {stderr}");
+    }
+    // deploy-app.sh checks the ingress controller's pods against the CIDR it is given.
+    let dir = temp_dir();
+    let fake = dir.join("fake-kubectl");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase \"$*\" in *app-routing-system*) echo 10.9.0.4 ;; *) exit 99 ;; esac\n",
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    let (_bin, path) = path_with(&fake);
+    for (cidr, expected) in [("10.244.0.0/16", "outside POD_CIDR"), ("10.244.0.0", "IPv4 CIDR")] {
+        let out =
+            run_script("deploy-app.sh", &path, &[("ACR", "c.azurecr.io"), ("POD_CIDR", cidr)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(expected), "{cidr}: {stderr}");
+    }
+}
+
+/// Parses a CPU quantity ("500m", "1") into millicores.
+fn millicores(q: &Value) -> u64 {
+    let q = q.as_str().map(str::to_owned).unwrap_or_else(|| q.to_string());
+    match q.strip_suffix('m') {
+        Some(m) => m.parse().unwrap(),
+        None => (q.parse::<f64>().unwrap() * 1000.0) as u64,
+    }
+}
+
+#[test]
+fn cpu_requests_and_autoscaling_follow_the_sizing_rule() {
+    for (overlay, app) in all_apps() {
+        let resources = &app["spec"]["resources"];
+        let (request, limit) =
+            (millicores(&resources["requests"]["cpu"]), millicores(&resources["limits"]["cpu"]));
+        // A request far below what a pod uses makes utilisation meaningless (100m under a 1 CPU
+        // limit read as 300% at a third of the limit) and the scheduler overpacks nodes.
+        assert!(
+            request * 2 >= limit && request <= limit,
+            "{overlay}: {}: request {request}m against limit {limit}m",
+            id(&app).1
+        );
+    }
+    let guide = read("docs/deploy-aks.md");
+    let sizing = guide.split("### Sizing").nth(1).expect("a Sizing section in the guide");
+    let sizing = sizing.split("\n## ").next().unwrap();
+    for word in ["measured", "assumed", "maxReplicas", "connections"] {
+        assert!(sizing.contains(word), "the sizing rule does not say {word}");
+    }
+    let mut max = BTreeSet::new();
+    for (overlay, kind) in
+        [("autoscaling", "HorizontalPodAutoscaler"), ("autoscaling-keda", "ScaledObject")]
+    {
+        let docs = rendered(overlay);
+        let app = one(&docs, "SpinApp", APP);
+        let request = millicores(&app["spec"]["resources"]["requests"]["cpu"]);
+        let limit = millicores(&app["spec"]["resources"]["limits"]["cpu"]);
+        let scaler = of_kind(&docs, kind)[0];
+        let (target, replicas) = if kind == "ScaledObject" {
+            let cpu =
+                scaler["spec"]["triggers"].as_array().unwrap().iter().find(|t| t["type"] == "cpu");
+            let value = cpu.expect("a CPU trigger")["metadata"]["value"].as_str().unwrap();
+            (value.parse::<u64>().unwrap(), scaler["spec"]["maxReplicaCount"].as_u64().unwrap())
+        } else {
+            let target = &scaler["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"];
+            (target.as_u64().unwrap(), scaler["spec"]["maxReplicas"].as_u64().unwrap())
+        };
+        // Scale out before pods reach their limit, and not at a trickle.
+        let at = request * target / 100;
+        assert!(at < limit && at * 4 >= limit, "{overlay}: scales out at {at}m of {limit}m");
+        assert!(
+            sizing.contains(&format!("maxReplicas {replicas}")),
+            "{overlay}: the guide's sizing does not derive maxReplicas {replicas}"
+        );
+        max.insert(replicas);
+    }
+    assert_eq!(max.len(), 1, "the HPA and KEDA overlays differ on the maximum: {max:?}");
+}
+
+/// The shell code blocks of a Markdown text, each as its logical lines (continuations joined,
+/// comment lines dropped).
+fn shell_blocks(markdown: &str) -> Vec<Vec<String>> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            match current.take() {
+                Some(block) => blocks.push(block),
+                None => current = Some(Vec::new()),
+            }
+            continue;
+        }
+        let Some(block) = current.as_mut() else { continue };
+        let code = line.split(" #").next().unwrap().trim();
+        if code.starts_with('#') {
+            continue;
+        }
+        pending.push_str(code.trim_end_matches('\\'));
+        pending.push(' ');
+        if !code.ends_with('\\') {
+            block.push(std::mem::take(&mut pending).trim().to_owned());
+        }
+    }
+    blocks
+}
+
+/// The word after `marker` in `line`.
+fn word_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.split(marker).nth(1)?.split_whitespace().next()
+}
+
+#[test]
+fn every_documented_path_applies_the_executor_before_the_spinapp() {
+    let guide = read("docs/deploy-aks.md");
+    let mut paths = 0;
+    for block in shell_blocks(&guide) {
+        // A fresh namespace: nothing of the app exists yet.
+        let mut existing: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut applied_app = false;
+        for line in &block {
+            // One `kubectl apply` of a stream: kustomize orders SpinApp before SpinAppExecutor,
+            // and the operator's webhook refuses a SpinApp whose executor does not exist yet,
+            // so only what an earlier step created counts.
+            let streams: Vec<Vec<Value>> = if line.contains("deploy/scripts/deploy-app.sh") {
+                let overlay = word_after(line, "OVERLAY=").unwrap_or("aks-keyvault");
+                let docs = rendered(overlay);
+                // deploy-app.sh applies everything but the SpinApps, then the SpinApps.
+                let (apps, rest): (Vec<Value>, Vec<Value>) =
+                    docs.into_iter().partition(|d| d["kind"] == "SpinApp");
+                vec![rest, apps]
+            } else if line.contains("kubectl apply -k deploy/") {
+                vec![render(&root().join(word_after(line, "kubectl apply -k ").unwrap()))]
+            } else if line.contains("kubectl kustomize deploy/") && line.contains("kubectl apply") {
+                vec![render(&root().join(word_after(line, "kubectl kustomize ").unwrap()))]
+            } else {
+                continue;
+            };
+            for stream in streams {
+                for app in of_kind(&stream, "SpinApp") {
+                    let executor = app["spec"]["executor"].as_str().unwrap().to_owned();
+                    assert!(
+                        existing.contains(&("SpinAppExecutor".to_owned(), executor.clone())),
+                        "the guide's step `{line}` applies SpinApp {} before its executor \
+                         {executor} exists: the operator's webhook refuses it",
+                        id(app).1
+                    );
+                    applied_app = true;
+                }
+                existing.extend(stream.iter().map(id));
+            }
+        }
+        paths += usize::from(applied_app);
+    }
+    // deploy-app.sh (twice), local, single-component.
+    assert!(paths >= 4, "only {paths} documented paths apply a SpinApp");
+}
+
+#[test]
+fn the_guide_defines_what_it_uses_and_lists_every_secret() {
+    let guide = read("docs/deploy-aks.md");
+    let script = read("deploy/scripts/create-azure-resources.sh");
+    // Names the setup script prints for the reader to export.
+    let printed: BTreeSet<String> = script
+        .split("cat <<OUT")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter_map(|l| Some(l.trim().split_once('=')?.0.to_owned()))
+        .collect();
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut defined: BTreeSet<String> = printed;
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    let code: Vec<String> = shell_blocks(&guide).into_iter().flatten().collect();
+    let inline: Vec<&str> = guide.split('`').skip(1).step_by(2).collect();
+    for text in code.iter().map(String::as_str).chain(inline) {
+        for (i, _) in text.match_indices('=') {
+            let name: String = text[..i]
+                .chars()
+                .rev()
+                .take_while(|c| is_name(*c))
+                .collect::<String>()
+                .chars()
+                .rev()
+                .collect();
+            if !name.is_empty() {
+                defined.insert(name);
+            }
+        }
+        for word in text.split("for ").skip(1) {
+            defined.extend(word.split(" in ").next().map(|w| w.trim().to_owned()));
+        }
+        for word in text.split("export ").skip(1) {
+            defined.extend(
+                word.split_whitespace().take_while(|w| w.chars().all(is_name)).map(str::to_owned),
+            );
+        }
+        for part in text.split('$').skip(1) {
+            let name: String =
+                part.trim_start_matches('{').chars().take_while(|c| is_name(*c)).collect();
+            if name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+                used.insert(name);
+            }
+        }
+    }
+    let undefined: Vec<&String> = used.difference(&defined).collect();
+    assert!(undefined.is_empty(), "the guide uses undefined variables: {undefined:?}");
+
+    // The key schema paragraph names every key of both Secrets.
+    let schema =
+        guide.split("**One Secret key schema.**").nth(1).unwrap().split("\n\n").next().unwrap();
+    for (secret, keys) in key_vault_secret_keys() {
+        assert!(schema.contains(&format!("`{secret}`")), "{secret}");
+        for key in keys {
+            assert!(
+                schema.contains(&format!("`{key}`")),
+                "the guide's key list lacks {secret}/{key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn telemetry_names_each_app_and_the_test_crd_is_v0_6_1() {
+    for (overlay, app) in all_apps() {
+        let name = id(&app).1;
+        assert_eq!(
+            app["spec"]["podAnnotations"]["resource.opentelemetry.io/service.name"], name,
+            "{overlay}: {name}'s telemetry would be named `spin`"
+        );
+    }
+    let collector = read("deploy/examples/otel-collector.yaml.example");
+    let config: Value = serde_norway::from_str(&collector).unwrap();
+    let tag = &config["processors"]["k8sattributes"]["extract"]["annotations"][0];
+    assert_eq!(tag["key"], "resource.opentelemetry.io/service.name");
+    let tag = tag["tag_name"].as_str().unwrap();
+    for signal in ["trace", "metric", "log"] {
+        let statements = &config["processors"]["transform/spin-service-name"]
+            [format!("{signal}_statements")][0]["statements"][0];
+        assert!(
+            statements
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("set(attributes[\"service.name\"], attributes[\"{tag}\"])")),
+            "{signal}: {statements}"
+        );
+    }
+    // spin-operator v0.6.1's SpinApp CRD: no `fileKeyRef` (later Kubernetes API types on main).
+    let spinapp = read("tests/data/spinkube/core.spinkube.dev_spinapps.yaml");
+    assert!(!spinapp.contains("fileKeyRef") && !spinapp.contains(".status.deploymentName"));
+}
+
+#[test]
+fn the_guide_has_a_shim_upgrade_procedure() {
+    let guide = read("docs/deploy-aks.md");
+    let section = guide.split("### Upgrading the shim").nth(1).expect("an upgrade section");
+    let section = section.split("\n## ").next().unwrap();
+    for needle in [
+        "577",
+        "pin-shim.sh",
+        "SHIM_VERSION=v0.25.1",
+        "Spin 4.0.1",
+        "kubectl drain",
+        "spin-v2-",
+        "spin-v2=provisioned",
+    ] {
+        assert!(section.contains(needle), "the upgrade procedure never mentions {needle}");
+    }
 }
