@@ -84,6 +84,8 @@ pub struct Breaker {
     state: store::Bucket,
     stall_ms: i64,
     pending: Vec<Pending>,
+    /// Every key of the state, as listed when opened.
+    keys: Vec<String>,
 }
 
 impl Breaker {
@@ -103,7 +105,7 @@ impl Breaker {
         match opened {
             Ok((state, keys)) => {
                 let pending = keys.iter().filter_map(|k| Pending::parse(k)).collect();
-                Some(Self { state, stall_ms, pending })
+                Some(Self { state, stall_ms, pending, keys })
             }
             Err(e) => {
                 eprintln!(
@@ -128,8 +130,17 @@ impl Breaker {
         let _ = self.state.set(key, value.to_string().as_bytes());
     }
 
-    pub(crate) fn read_value(&self, key: &str) -> i64 {
-        self.read(key)
+    /// Whether `key` was in the state when it was listed (a flag that costs no `get`).
+    pub(crate) fn listed(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
+    /// Sets a flag key ([`Self::listed`]) and clears the others of `flags`.
+    pub(crate) fn set_flag(&self, key: &str, flags: &[String]) {
+        let _ = self.state.set(key, b"");
+        for other in flags.iter().filter(|f| *f != key) {
+            let _ = self.state.delete(other);
+        }
     }
 
     /// When outbound Redis last answered (the start of that call), 0 if never.

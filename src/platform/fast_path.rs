@@ -66,8 +66,11 @@ pub const BREAKER_LABEL: &str = breaker::LABEL;
 /// The Spin variable that turns the fast path on.
 pub const VARIABLE: &str = "redis_fast_path";
 
-/// Index into [`STORE_LABELS`] of the label in use, in the breaker's store.
-const ACTIVE: &str = "fast_path:active";
+/// The key, in the breaker's store, that says which label is in use (its presence, read
+/// from the listing the breaker makes anyway): `fast_path:active:{index}`; none means 0.
+fn active_key(index: usize) -> String {
+    format!("fast_path:active:{index}")
+}
 
 /// An open handle on the pooled store, behind the breaker.
 pub struct FastPath {
@@ -115,7 +118,7 @@ impl FastPath {
 
 /// The label to use now, or `None` for outbound Redis.
 fn usable_label(breaker: &Breaker) -> Option<&'static str> {
-    let active = usize::try_from(breaker.read_value(ACTIVE)).unwrap_or(0) % STORE_LABELS.len();
+    let active = (1..STORE_LABELS.len()).find(|&i| breaker.listed(&active_key(i))).unwrap_or(0);
     let label = STORE_LABELS[active];
     let Some(since) = breaker.stuck_since(label, i64::MIN) else { return Some(label) };
     let waited = unix_now_ms() - since;
@@ -127,7 +130,8 @@ fn usable_label(breaker: &Breaker) -> Option<&'static str> {
             .map(|step| (active + step) % STORE_LABELS.len())
             .find(|&i| breaker.stuck_since(STORE_LABELS[i], i64::MIN).is_none());
         if let Some(next) = idle {
-            breaker.write(ACTIVE, next as i64);
+            let flags: Vec<String> = (0..STORE_LABELS.len()).map(active_key).collect();
+            breaker.set_flag(&active_key(next), &flags);
             eprintln!(
                 "fast path: the pooled connection of store {label:?} has hung for {waited} ms \
                  while outbound Redis answers; moving to store {:?}",

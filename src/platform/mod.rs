@@ -8,6 +8,7 @@
 //! - [`response`]: the response as a list of field lines, the JSON error shape, [`serve`];
 //! - [`auth`]: bearer-token checks with one constant-time comparison;
 //! - [`settings`]: typed Spin variables with ranges and one `misconfigured` answer;
+//! - [`settings_snapshot`]: non-secret variables kept a few seconds per process;
 //! - [`outbound`]: the one outbound HTTP client, with per-phase timeouts and a deadline;
 //! - [`redis`], [`redis_settings`]: outbound Redis, one lazily opened connection per request;
 //! - [`breaker`]: no Redis call is made while an earlier one hangs (Spin sets no timeouts);
@@ -30,6 +31,7 @@ pub mod response;
 pub mod script;
 pub mod secrets;
 pub mod settings;
+pub mod settings_snapshot;
 
 pub use request::Request;
 pub use response::{serve, ApiError, Response};

@@ -182,11 +182,15 @@ impl From<RedisError> for ApiError {
 
 /// Runs `handler` on the request and writes its answer (or its error) to Spin, then runs the
 /// answer's [`Response::after`] work.
+#[track_caller]
 pub fn serve(
     request: IncomingRequest,
     out: ResponseOutparam,
     handler: impl FnOnce(Request) -> Result<Response, ApiError>,
 ) {
+    // The component's settings snapshot is named after the file that serves it (each
+    // component's handler lives in a file of its own).
+    super::settings_snapshot::set_component(std::panic::Location::caller().file());
     let request = Request::new(request);
     let head = request.is_head();
     let mut response = handler(request).unwrap_or_else(Response::from);
@@ -196,6 +200,7 @@ pub fn serve(
         work();
     }
     super::breaker::probe_after_response();
+    super::settings_snapshot::save();
 }
 
 /// Writes the answer so that Spin's HTTP server sends it in one piece.

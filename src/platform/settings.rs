@@ -59,9 +59,14 @@ pub struct Variables<'a> {
 }
 
 impl Variables<'static> {
-    /// The component's Spin variables.
+    /// The component's Spin variables; the non-secret ones through the process-wide
+    /// [`super::settings_snapshot`].
     pub fn spin() -> Self {
-        Self::from_fn(|name| spin_sdk::variables::get(name).map_err(|e| spin_error(&e)))
+        Self::from_fn(|name| {
+            super::settings_snapshot::lookup(name, |name| {
+                spin_sdk::variables::get(name).map_err(|e| spin_error(&e))
+            })
+        })
     }
 }
 

@@ -404,3 +404,15 @@ fn the_link_check_notices_missing_files_and_anchors() {
     assert!(anchors.contains("check-post-apiratelimitcheck"), "{anchors:?}");
     assert!(anchors.contains("a") && anchors.contains("a-1"), "{anchors:?}");
 }
+
+/// The settings snapshot keeps non-secret variables in the process's in-memory store and
+/// tells secrets by their names: every `secret = true` variable must be one by that rule.
+#[test]
+fn every_secret_variable_is_kept_out_of_the_settings_snapshot() {
+    use spin_redis_patterns::platform::settings_snapshot::is_secret;
+    let secrets: Vec<String> =
+        declared_variables().into_iter().filter(|(_, d)| d.secret).map(|(n, _)| n).collect();
+    assert!(secrets.len() >= 10, "{secrets:?}");
+    let leaked: Vec<&String> = secrets.iter().filter(|n| !is_secret(n)).collect();
+    assert!(leaked.is_empty(), "secret variables the snapshot would keep: {leaked:?}");
+}
