@@ -48,6 +48,8 @@ in_both_modes!(
     a_forged_path_info_never_changes_the_route,
     keys_the_backend_set_are_read_only_to_the_session_holder,
     a_rotated_id_lives_only_for_the_grace_period,
+    a_rotated_away_id_can_read_and_nothing_else,
+    a_session_cannot_hide_from_its_users_list_by_its_data,
 );
 
 fn app_with(redis: &RedisServer, mode: Mode, vars: &[(&str, &str)]) -> TestApp {
@@ -1348,10 +1350,10 @@ async fn a_rotated_id_lives_only_for_the_grace_period(mode: Mode) {
     assert_eq!(res.status, 200);
     assert!(res.json().get("session_id").is_none(), "{}", res.text());
     let new = cookie_id(&res);
-    // A request already in flight with the old cookie still reaches the session ...
-    let res = patch(&app, &old, json!({"n": 1})).await;
+    // A read already in flight with the old cookie still reaches the session ...
+    let res = get(&app, &old).await;
     assert_eq!(res.status, 200, "{}", res.text());
-    assert_eq!(get(&app, &new).await.json()["data"], json!({"n": 1}));
+    assert_eq!(res.json()["data"], json!({"n": 0}));
     // ... and the list shows one session, not two.
     let listed = app.get("/api/sessions").header("cookie", &cookie(&new)).send().await.json();
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
@@ -1419,4 +1421,84 @@ async fn cookie_writes_from_another_origin_are_refused_without_sec_fetch_site() 
         .send()
         .await;
     assert_eq!(res.status, 200, "{}", res.text());
+}
+
+/// Issue 27: rotating through the old id inside its grace used to answer 200 with a fresh id
+/// that took the session over and logged the rightful holder (of the new id) out. A rotated-
+/// away id reads the session during the grace and does nothing else: every other route is
+/// 409 `session_rotated`, changes nothing and leaves the cookie alone (a request in flight
+/// at the rotation must not delete the browser's new cookie).
+async fn a_rotated_away_id_can_read_and_nothing_else(mode: Mode) {
+    let redis = RedisServer::plain();
+    // A grace far longer than the test, so nothing here depends on timing.
+    let app = app_with(&redis, mode, &[("sessions_rotation_grace_seconds", "60")]);
+    let (old, _) = create(&app, "u1", json!({"n": 0})).await;
+    let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&old)).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let new = cookie_id(&res);
+
+    let res = get(&app, &old).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["data"], json!({"n": 0}));
+    assert!(res.header("set-cookie").is_none());
+
+    let attempts = [
+        (http::Method::POST, "/api/sessions/current/rotate", None),
+        (http::Method::PATCH, "/api/sessions/current", Some(json!({"n": 666}))),
+        (http::Method::DELETE, "/api/sessions/current", None),
+        (http::Method::GET, "/api/sessions", None),
+        (http::Method::DELETE, "/api/sessions", None),
+    ];
+    for bearer in [false, true] {
+        for (method, path, body) in &attempts {
+            let mut req = app.request(method.clone(), path);
+            req = if bearer {
+                req.header("authorization", &format!("Bearer {old}"))
+            } else {
+                req.header("cookie", &cookie(&old))
+            };
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let res = req.send().await;
+            assert_error(&res, 409, "session_rotated");
+            assert!(res.header("set-cookie").is_none(), "{method} {path}");
+        }
+    }
+
+    // The rightful holder still has the session, unchanged, and alone in the list.
+    let res = get(&app, &new).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["data"], json!({"n": 0}));
+    let listed = app.get("/api/sessions").header("cookie", &cookie(&new)).send().await;
+    assert_eq!(listed.json()["sessions"].as_array().unwrap().len(), 1, "{}", listed.text());
+    // The old id still only reads.
+    assert_eq!(get(&app, &old).await.status, 200);
+    // The new id can rotate; that ends the old id at once (one generation of forward record).
+    let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&new)).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_unauthorized_and_cleared(&get(&app, &old).await);
+    assert_eq!(get(&app, &cookie_id(&res)).await.json()["data"], json!({"n": 0}));
+}
+
+/// Issue 27: forward records used to be told from sessions by searching the stored text for
+/// `"fwd":`, which a holder can write into its data; such a session vanished from its user's
+/// list and was not counted by log-out-everywhere. Records are now told apart by their
+/// top-level members, which the holder cannot write.
+async fn a_session_cannot_hide_from_its_users_list_by_its_data(mode: Mode) {
+    let redis = RedisServer::plain();
+    let app = app(&redis, mode);
+    let (owner, _) = create(&app, "u1", json!({})).await;
+    let (thief, _) = create(&app, "u1", json!({})).await;
+    let res = patch(&app, &thief, json!({"fwd": "x", "note": {"fwd": "y"}, "t": "\"fwd\":"})).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    // The hiding session still works for its holder ...
+    assert_eq!(get(&app, &thief).await.status, 200);
+    // ... and its user sees it, and ends it.
+    let listed = app.get("/api/sessions").header("cookie", &cookie(&owner)).send().await;
+    assert_eq!(listed.json()["sessions"].as_array().unwrap().len(), 2, "{}", listed.text());
+    let res = app.delete("/api/sessions").header("cookie", &cookie(&owner)).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["revoked"], 2);
+    assert_unauthorized_and_cleared(&get(&app, &thief).await);
 }
