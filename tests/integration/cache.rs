@@ -1154,6 +1154,8 @@ async fn purge_bodies_are_validated() {
         "invalid_tags",
     );
     assert_error(&send(b"{\"tags\": \"a\"}".to_vec(), json_type).await, 400, "invalid_json");
+    // The fields in order as an array, which serde's derived structs take (issue 27).
+    assert_error(&send(b"[[\"a\"], false, false]".to_vec(), json_type).await, 400, "invalid_json");
     assert_error(
         &send(b"{\"tags\": [\"a\"], \"x\": 1}".to_vec(), json_type).await,
         400,

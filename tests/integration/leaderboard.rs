@@ -445,6 +445,8 @@ async fn bad_input_gets_clear_json_errors_without_touching_redis() {
             "invalid_json",
         ),
         (post("best", "[").send().await, 400, "invalid_json"),
+        // The fields in order as an array, which serde's derived structs take (issue 27).
+        (post("best", r#"["a", 5, null]"#).send().await, 400, "invalid_json"),
         (
             post("best", &format!(r#"{{"member": "a", "score": 1, "x": "{}"}}"#, "a".repeat(2000)))
                 .send()

@@ -526,6 +526,8 @@ async fn bad_input_is_rejected_with_clear_errors() {
         (post("").send().await, 400, "invalid_json"),
         (post(r#"{"policy": "fw", "key": "k", "extra": 1}"#).send().await, 400, "invalid_json"),
         (post(r#"{"key": "k"}"#).send().await, 400, "invalid_json"),
+        // The fields in order as an array, which serde's derived structs take (issue 27).
+        (post(r#"["fw", "k", null, null]"#).send().await, 400, "invalid_json"),
         (
             api_post(&app, "/api/ratelimit/check")
                 .header("content-type", "text/plain")

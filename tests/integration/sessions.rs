@@ -727,6 +727,8 @@ async fn bad_bodies_are_refused_clearly(mode: Mode) {
         (b"".to_vec(), json_ct, 400, "invalid_json"),
         (b"{\"user_id\": \"u1\"".to_vec(), json_ct, 400, "invalid_json"),
         (b"[\"u1\"]".to_vec(), json_ct, 400, "invalid_json"),
+        // The fields in order as an array, which serde's derived structs take (issue 27).
+        (b"[\"u1\", null, null, null]".to_vec(), json_ct, 400, "invalid_json"),
         (b"{\"user_id\": \"u1\", \"user_id\": \"u2\"}".to_vec(), json_ct, 400, "invalid_json"),
         (b"{}".to_vec(), json_ct, 422, "invalid_user_id"),
         (b"{\"user_id\": 7}".to_vec(), json_ct, 422, "invalid_user_id"),
