@@ -13,7 +13,9 @@
 //! - [`fast_path`]: reads and counters through Spin's pooled Redis key-value store;
 //! - [`script`]: Lua scripts assembled with shared preludes, stripped at compile time;
 //! - [`clock`]: wall and monotonic time, and sleeping;
-//! - [`json`]: JSON objects in order without duplicate names;
+//! - [`json`]: bodies that must be JSON objects; objects in order without duplicate names;
+//! - [`url`]: the one http(s) URL parser (configured origins, outbound URLs, `Origin`);
+//! - [`percent`]: the one strict percent-decoder;
 //! - [`secrets`]: CSPRNG tokens, HMAC/SHA-256, constant-time comparison, encodings.
 
 pub mod auth;
@@ -28,6 +30,7 @@ pub mod response;
 pub mod script;
 pub mod secrets;
 pub mod settings;
+pub mod url;
 
 pub use request::Request;
 pub use response::{serve, ApiError, Response};
