@@ -23,6 +23,7 @@ pub mod clock;
 pub mod fast_path;
 pub mod json;
 pub mod outbound;
+pub mod percent;
 pub mod redis;
 pub mod redis_settings;
 pub mod request;

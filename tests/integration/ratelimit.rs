@@ -561,6 +561,10 @@ async fn bad_input_is_rejected_with_clear_errors() {
             "invalid_key",
         ),
         (api_get(&app, "/api/ratelimit/fw/%FF").send().await, 400, "invalid_key"),
+        // Malformed escapes, which the lenient decoder kept as text (issue 27).
+        (api_get(&app, "/api/ratelimit/fw/a%+f").send().await, 400, "invalid_key"),
+        (api_get(&app, "/api/ratelimit/fw/a%zz").send().await, 400, "invalid_key"),
+        (api_get(&app, "/api/ratelimit/fw/a%").send().await, 400, "invalid_key"),
         (api_get(&app, "/api/ratelimit/whatever").send().await, 404, "not_found"),
     ];
     for (i, (res, status, code)) in cases.iter().enumerate() {
