@@ -125,7 +125,10 @@ mod tests {
         let q = Query::parse("limit=101", &["limit"]).unwrap();
         assert_eq!(q.whole("limit", 10, 100).unwrap_err().code, "invalid_query");
         for bad in ["limit=%+5", "limit=1%", "period=%zz", "period=%FF"] {
-            assert_eq!(Query::parse(bad, &["limit", "period"]).err().unwrap().code, "invalid_query");
+            assert_eq!(
+                Query::parse(bad, &["limit", "period"]).err().unwrap().code,
+                "invalid_query"
+            );
         }
         let q = Query::parse("period=previous", &["period"]).unwrap();
         assert_eq!(q.period(Period::All).unwrap(), "previous");

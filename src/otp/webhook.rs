@@ -102,8 +102,8 @@ pub(crate) fn parse_url(url: &str, origin: &str) -> Result<Option<String>, Confi
     // The body carries the code: plain http is allowed only to a component of this app or a
     // loopback sidecar.
     let host = parsed.host.to_ascii_lowercase();
-    let inside =
-        host.ends_with(".spin.internal") || matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
+    let inside = host.ends_with(".spin.internal")
+        || matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
     if parsed.scheme == Scheme::Http && !inside {
         return Err(ConfigError::new(
             vars::WEBHOOK_URL,
@@ -111,8 +111,8 @@ pub(crate) fn parse_url(url: &str, origin: &str) -> Result<Option<String>, Confi
              loopback sidecar)",
         ));
     }
-    let same = HttpUrl::parse(origin)
-        .is_ok_and(|o| o.path_and_query == "/" && o.same_origin(&parsed));
+    let same =
+        HttpUrl::parse(origin).is_ok_and(|o| o.path_and_query == "/" && o.same_origin(&parsed));
     if !same {
         return Err(ConfigError::new(
             vars::WEBHOOK_ORIGIN,

@@ -10,8 +10,8 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{DeserializeOwned, Error as _};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
@@ -126,7 +126,9 @@ mod tests {
         assert!(serde_json::from_str::<Two>(r#"["x", 5]"#).is_ok());
         let two = Two { a: "x".into(), b: Some(5) };
         assert_eq!(object::<Two>(b" \n{\"a\": \"x\", \"b\": 5}").unwrap(), two);
-        for bad in [&br#"["x", 5]"#[..], b"  [\"x\"]", b"\"x\"", b"5", b"null", b"", b"\xef\xbb\xbf{}"] {
+        for bad in
+            [&br#"["x", 5]"#[..], b"  [\"x\"]", b"\"x\"", b"5", b"null", b"", b"\xef\xbb\xbf{}"]
+        {
             assert!(object::<Two>(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         let nested: UniqueMap<Object<Two>> = serde_json::from_str(r#"{"k": {"a": "x"}}"#).unwrap();

@@ -225,7 +225,10 @@ impl Request {
             ));
         }
         json::object(&body).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("the body is not a valid JSON object: {e}"))
+            ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not a valid JSON object: {e}"),
+            )
         })
     }
 }

@@ -144,7 +144,9 @@ impl<'a> Variables<'a> {
         let not_origin = |why: &str| {
             ConfigError::new(
                 name,
-                format!("{text:?} is not an origin ({why}): write scheme://host[:port], with no path"),
+                format!(
+                    "{text:?} is not an origin ({why}): write scheme://host[:port], with no path"
+                ),
             )
         };
         let url = HttpUrl::parse(&text).map_err(|e| not_origin(e.0))?;

@@ -138,10 +138,16 @@ mod tests {
         assert_eq!((u.scheme, u.host.as_str(), u.port), (Scheme::Http, "[::1]", None));
         assert_eq!((u.authority(), u.path_and_query.as_str()), ("[::1]".into(), "/hook"));
         let u = HttpUrl::parse("https://H.example:8443/x/y?q=1").unwrap();
-        assert_eq!((u.authority(), u.path_and_query.as_str()), ("H.example:8443".into(), "/x/y?q=1"));
+        assert_eq!(
+            (u.authority(), u.path_and_query.as_str()),
+            ("H.example:8443".into(), "/x/y?q=1")
+        );
         assert_eq!(u.origin(), "https://H.example:8443");
         let u = HttpUrl::parse("http://origin.spin.internal").unwrap();
-        assert_eq!((u.authority(), u.path_and_query.as_str()), ("origin.spin.internal".into(), "/"));
+        assert_eq!(
+            (u.authority(), u.path_and_query.as_str()),
+            ("origin.spin.internal".into(), "/")
+        );
         assert_eq!(HttpUrl::parse("http://h?q").unwrap().path_and_query, "/?q");
         assert_eq!(HttpUrl::parse("HTTPS://h:65535").unwrap().port, Some(65535));
         assert_eq!(HttpUrl::parse("http://[::1]:8080/").unwrap().effective_port(), 8080);

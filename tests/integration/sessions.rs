@@ -1395,7 +1395,13 @@ async fn cookie_writes_from_another_origin_are_refused_without_sec_fetch_site() 
     let redis = RedisServer::plain();
     let app = app(&redis, Mode::Outbound);
     let (id, _) = create(&app, "u1", json!({"a": 1})).await;
-    for origin in ["https://evil.example", "null", "http://127.0.0.1:3000.evil.example"] {
+    // The app's own host and port under the other scheme is another origin (issue 27).
+    for origin in [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1:3000.evil.example",
+        "https://127.0.0.1:3000",
+    ] {
         let res = app
             .request(http::Method::PATCH, "/api/sessions/current")
             .header("cookie", &cookie(&id))
@@ -1503,4 +1509,87 @@ async fn a_session_cannot_hide_from_its_users_list_by_its_data(mode: Mode) {
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["revoked"], 2);
     assert_unauthorized_and_cleared(&get(&app, &thief).await);
+}
+
+/// Issue 27: `Sec-Fetch-Site: same-site` (a sibling subdomain, which `SameSite` does not stop)
+/// passed. It is refused unless `sessions_accept_same_site` says otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn same_site_cookie_writes_are_refused_unless_accepted() {
+    let redis = RedisServer::plain();
+    for (accept, refused) in [(None, true), (Some("false"), true), (Some("true"), false)] {
+        let vars: Vec<(&str, &str)> =
+            accept.map(|a| ("sessions_accept_same_site", a)).into_iter().collect();
+        let app = app_with(&redis, Mode::Outbound, &vars);
+        let (id, _) = create(&app, "u1", json!({"a": 1})).await;
+        let res = app
+            .request(http::Method::PATCH, "/api/sessions/current")
+            .header("cookie", &cookie(&id))
+            .header("sec-fetch-site", "same-site")
+            .json(&json!({"a": 2}))
+            .send()
+            .await;
+        if refused {
+            assert_error(&res, 403, "cross_site_request");
+            assert_eq!(res.redis_connections, 0);
+            for (method, path) in [
+                (http::Method::POST, "/api/sessions/current/rotate"),
+                (http::Method::DELETE, "/api/sessions/current"),
+                (http::Method::DELETE, "/api/sessions"),
+            ] {
+                let res = app
+                    .request(method, path)
+                    .header("cookie", &cookie(&id))
+                    .header("sec-fetch-site", "same-site")
+                    .send()
+                    .await;
+                assert_error(&res, 403, "cross_site_request");
+            }
+            // Reads are not writes; same-origin writes pass.
+            let res = app
+                .get("/api/sessions/current")
+                .header("cookie", &cookie(&id))
+                .header("sec-fetch-site", "same-site")
+                .send()
+                .await;
+            assert_eq!(res.json()["data"], json!({"a": 1}), "{}", res.text());
+            let res = app
+                .request(http::Method::PATCH, "/api/sessions/current")
+                .header("cookie", &cookie(&id))
+                .header("sec-fetch-site", "same-origin")
+                .json(&json!({"a": 3}))
+                .send()
+                .await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        } else {
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+    }
+}
+
+/// Behind a proxy that terminates TLS, Spin reports `http://`; the public origin setting names
+/// the origin browsers really use, and only it passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_origin_setting_names_the_apps_origin() {
+    let redis = RedisServer::plain();
+    let app =
+        app_with(&redis, Mode::Outbound, &[("sessions_public_origin", "https://app.example")]);
+    let (id, _) = create(&app, "u1", json!({"a": 1})).await;
+    for (origin, status) in [
+        ("https://app.example", 200),
+        ("https://app.example:443", 200),
+        ("http://127.0.0.1:3000", 403),
+    ] {
+        let res = app
+            .request(http::Method::PATCH, "/api/sessions/current")
+            .header("cookie", &cookie(&id))
+            .header("origin", origin)
+            .json(&json!({"a": 2}))
+            .send()
+            .await;
+        assert_eq!(res.status, status, "{origin}: {}", res.text());
+    }
+    let bad =
+        app_with(&redis, Mode::Outbound, &[("sessions_public_origin", "https://app.example/x")]);
+    let res = get(&bad, &id).await;
+    assert_error(&res, 500, "misconfigured");
 }
