@@ -32,7 +32,7 @@ local function list()
       out[#out + 1] = o.seen
       out[#out + 1] = tonumber(entries[i + 1])
       out[#out + 1] = o.ua
-      out[#out + 1] = string.sub(m, 1, 16)
+      out[#out + 1] = handle_of(o, m)
       out[2] = out[2] + 1
     end
   end

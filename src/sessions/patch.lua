@@ -56,7 +56,7 @@ end
 local function server_patch()
   local idx = KEYS[1]
   local now = now_ms
-  local member = by_handle(idx, ARGV[1], now)
+  local member = by_handle(idx, ARGV[1], now, ARGV[2])
   if not member then
     return {0}
   end

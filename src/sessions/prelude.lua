@@ -107,13 +107,22 @@ local function load_own(key, member, now)
   return s, k, m
 end
 
--- The member of the user's index whose per-session handle (its first 16 characters) is
--- `handle`, or nil.
-local function by_handle(idx, handle, now)
+-- A session's handle: the first 16 characters of the digest it was created under, kept in
+-- the record (`h`) so rotation does not change it (records from before `h` was kept: their
+-- member's first 16).
+local function handle_of(s, member)
+  return s.h or string.sub(member, 1, 16)
+end
+
+-- The member of the user's index whose live session has handle `handle`, or nil. Forward
+-- records are never matched: a rotated session is found by the handle it always had, so a
+-- holder cannot escape revocation by handle by rotating.
+local function by_handle(idx, handle, now, prefix)
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', int(now))
   local members = redis.call('ZRANGE', idx, 0, -1)
   for i = 1, #members do
-    if string.sub(members[i], 1, 16) == handle then
+    local what, s = kind(redis.pcall('GET', prefix .. members[i]))
+    if what == 'session' and handle_of(s, members[i]) == handle then
       return members[i]
     end
   end

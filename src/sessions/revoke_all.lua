@@ -37,7 +37,7 @@ local function revoke_user()
     return {1, end_all(idx, prefix)}
   end
   local now = now_ms
-  local member = by_handle(idx, handle, now)
+  local member = by_handle(idx, handle, now, prefix)
   if not member then
     return {1, 0}
   end

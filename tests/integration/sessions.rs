@@ -50,6 +50,7 @@ in_both_modes!(
     a_rotated_id_lives_only_for_the_grace_period,
     a_rotated_away_id_can_read_and_nothing_else,
     a_session_cannot_hide_from_its_users_list_by_its_data,
+    a_rotated_session_keeps_its_handle_and_can_still_be_revoked_by_it,
 );
 
 fn app_with(redis: &RedisServer, mode: Mode, vars: &[(&str, &str)]) -> TestApp {
@@ -1592,4 +1593,51 @@ async fn the_public_origin_setting_names_the_apps_origin() {
         app_with(&redis, Mode::Outbound, &[("sessions_public_origin", "https://app.example/x")]);
     let res = get(&bad, &id).await;
     assert_error(&res, 500, "misconfigured");
+}
+
+/// Review of issue 27: a session's handle changed with every rotation, so a thief who rotated
+/// a stolen session escaped the backend's revocation by the handle it was created with (the
+/// old handle named only the forward record, and revoking it ended nothing else). The handle
+/// now stays with the session across rotations.
+async fn a_rotated_session_keeps_its_handle_and_can_still_be_revoked_by_it(mode: Mode) {
+    let redis = RedisServer::plain();
+    let app = app(&redis, mode);
+    let (victim, created) = create(&app, "u1", json!({})).await;
+    let handle = created.json()["handle"].as_str().unwrap().to_owned();
+    let (other, _) = create(&app, "u1", json!({})).await;
+    let res = app
+        .post("/api/sessions/current/rotate")
+        .header("authorization", &format!("Bearer {victim}"))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let stolen = res.json()["session_id"].as_str().unwrap().to_owned();
+    let listed = app.get("/api/sessions").header("cookie", &cookie(&other)).send().await.json();
+    let handles: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["handle"].as_str().unwrap())
+        .collect();
+    assert!(handles.contains(&handle.as_str()), "{listed}");
+
+    let res = backend_call(
+        &app,
+        http::Method::PATCH,
+        "/api/sessions/admin/data",
+        json!({"user_id": "u1", "handle": handle, "data": {"flag": true}}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(get(&app, &stolen).await.json()["data"], json!({"flag": true}));
+    let res = backend_call(
+        &app,
+        http::Method::POST,
+        "/api/sessions/admin/revoke",
+        json!({"user_id": "u1", "handle": handle}),
+    )
+    .await;
+    assert_eq!(res.json(), json!({"revoked": 1}), "{}", res.text());
+    assert_unauthorized_and_cleared(&get(&app, &stolen).await);
+    assert_eq!(get(&app, &other).await.status, 200);
 }
