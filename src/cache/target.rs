@@ -16,6 +16,7 @@
 
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use crate::platform::percent;
 use crate::platform::secrets::{hex, sha256};
 use crate::platform::ApiError;
 
@@ -84,30 +85,11 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_path", message)
 }
 
-/// Decodes `%XX` escapes; a `%` not followed by two hex digits is an error.
+/// Decodes `%XX` escapes through the platform's one strict decoder: a `%` not followed by
+/// two hex digits (`%+f` included) is an error.
 fn percent_decode(text: &str, plus_is_space: bool) -> Result<Vec<u8>, ApiError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let value = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(value.ok_or_else(|| invalid("the URL has a malformed percent-escape"))?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
+    percent::decode(text, plus_is_space)
+        .map_err(|_| invalid("the URL has a malformed percent-escape"))
 }
 
 pub(crate) fn encode(bytes: &[u8]) -> String {

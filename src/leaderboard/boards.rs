@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::platform::json::UniqueMap;
+use crate::platform::json::{Object, UniqueMap};
 
 /// Longest board name.
 pub const MAX_BOARD_NAME_LEN: usize = 64;
@@ -130,7 +130,7 @@ impl Boards {
 
     /// Parses the variable's JSON; the error names the board and the field at fault.
     pub fn parse(json: &str) -> Result<Self, String> {
-        let specs: UniqueMap<BoardSpec> =
+        let specs: UniqueMap<Object<BoardSpec>> =
             serde_json::from_str(json).map_err(|e| format!("not a valid board list: {e}"))?;
         if specs.0.is_empty() {
             return Err("declares no board".into());
@@ -138,7 +138,7 @@ impl Boards {
         specs
             .0
             .into_iter()
-            .map(|(name, spec)| {
+            .map(|(name, Object(spec))| {
                 parse_board(&name, spec).map_err(|e| format!("board {name:?}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()
@@ -243,6 +243,7 @@ mod tests {
             (r#"{"a": {"mode": "best", "cap": 1}}"#, "unknown field"),
             (r#"{"a{b}": {"mode": "best"}}"#, "name"),
             (r#"{"a": {"mode": "best"}, "a": {"mode": "latest"}}"#, "duplicate"),
+            (r#"{"a": ["best"]}"#, "object"),
         ] {
             let err = Boards::parse(json).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");

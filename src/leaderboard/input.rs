@@ -1,9 +1,7 @@
 //! What clients send, checked before Redis is asked: member names, query parameters and
 //! period names.
 
-use percent_encoding::percent_decode_str;
-
-use crate::platform::ApiError;
+use crate::platform::{percent, ApiError};
 
 use super::boards::Period;
 
@@ -47,10 +45,11 @@ impl Query {
             if params.iter().any(|(n, _)| n == name) {
                 return Err(invalid_query(format!("parameter {name:?} is repeated")));
             }
-            let value = percent_decode_str(value)
-                .decode_utf8()
-                .map_err(|_| invalid_query(format!("parameter {name:?} is not UTF-8")))?;
-            params.push((name, value.into_owned()));
+            // The platform's one strict decoder: `%+f` or `%zz` is refused, not read leniently.
+            let value = percent::decode_utf8(value, false).map_err(|e| {
+                invalid_query(format!("parameter {name:?} is not valid percent-encoded UTF-8: {e}"))
+            })?;
+            params.push((name, value));
         }
         Ok(Self(params))
     }
@@ -125,6 +124,12 @@ mod tests {
         assert!(Query::parse("x=1", &["limit"]).is_err());
         let q = Query::parse("limit=101", &["limit"]).unwrap();
         assert_eq!(q.whole("limit", 10, 100).unwrap_err().code, "invalid_query");
+        for bad in ["limit=%+5", "limit=1%", "period=%zz", "period=%FF"] {
+            assert_eq!(
+                Query::parse(bad, &["limit", "period"]).err().unwrap().code,
+                "invalid_query"
+            );
+        }
         let q = Query::parse("period=previous", &["period"]).unwrap();
         assert_eq!(q.period(Period::All).unwrap(), "previous");
     }

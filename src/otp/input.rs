@@ -94,15 +94,22 @@ pub(crate) fn parse_channel(raw: Option<&str>) -> Result<String, &'static str> {
 /// Longest client key (an IPv6 address with zone, a device id).
 pub(crate) const MAX_CLIENT_LEN: usize = 128;
 
-/// The caller's client key: 1-128 printable ASCII characters, kept as is (only its keyed
-/// hash is stored).
-pub(crate) fn parse_client(raw: &str) -> Result<&str, &'static str> {
+/// The caller's client key in its one canonical form, from which every key derived from it
+/// is made (budgets and the known-client mark alike: padding or respelling a key must never
+/// buy a fresh budget). 1-128 printable ASCII characters after trimming; an IP address is
+/// written the standard way (`2001:DB8:0::1` is `2001:db8::1`, `::ffff:192.0.2.1` is
+/// `192.0.2.1`); anything else (a device key) is kept as is. Only its keyed hash is stored.
+pub(crate) fn normalize_client(raw: &str) -> Result<String, &'static str> {
     let c = raw.trim();
-    if (1..=MAX_CLIENT_LEN).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(c)
-    } else {
-        Err("client must be 1-128 printable ASCII characters (the end user's address or device key)")
+    if !(1..=MAX_CLIENT_LEN).contains(&c.len()) || !c.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "client must be 1-128 printable ASCII characters (the end user's address or device key)",
+        );
     }
+    Ok(match c.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => c.to_owned(),
+    })
 }
 
 /// A submitted code, accepted only in one of the two shapes the component issues, so typos
@@ -157,9 +164,12 @@ mod tests {
     fn codes_have_two_shapes() {
         assert_eq!(parse_code(" 012345 ", 6).unwrap(), ("012345", Format::Code));
         assert_eq!(parse_code(&"A".repeat(43), 6).unwrap().1, Format::Link);
-        assert!(parse_client("203.0.113.7").is_ok());
-        assert!(parse_client("").is_err() && parse_client("a b").is_err());
-        assert!(parse_client(&"a".repeat(129)).is_err());
+        assert_eq!(normalize_client(" 203.0.113.7\t").unwrap(), "203.0.113.7");
+        assert_eq!(normalize_client("2001:DB8:0:0::1").unwrap(), "2001:db8::1");
+        assert_eq!(normalize_client("::ffff:192.0.2.1").unwrap(), "192.0.2.1");
+        assert_eq!(normalize_client(" Device-Key ").unwrap(), "Device-Key");
+        assert!(normalize_client("").is_err() && normalize_client("a b").is_err());
+        assert!(normalize_client(&"a".repeat(129)).is_err());
         assert!(parse_code("01234", 6).is_err());
         assert!(parse_code("01234a", 6).is_err());
         assert!(parse_code(&"A".repeat(43), 6).is_ok());

@@ -24,13 +24,13 @@ pub(crate) struct Keys {
 const LINK_POINTER: usize = 12;
 
 impl Keys {
-    /// `client` is the caller-supplied client key (end user's address, device id), if any.
+    /// `client` is the client id ([`client_id`] of the normalised client key), "" if none.
     pub(crate) fn new(
         redis: &Redis,
         settings: &Settings,
         subject: &str,
         purpose: &str,
-        client: Option<&str>,
+        client: &str,
     ) -> Self {
         let digest = keyed(settings, &[b"otp-subject", subject.as_bytes()]);
         let shard = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
@@ -39,7 +39,7 @@ impl Keys {
         let tag = format!("otp:{{otp:{shard}}}");
         // Without a client key, the per-client keys are never touched (the script checks
         // ARGV); a fixed name keeps KEYS the same shape.
-        let client = client.map_or_else(|| "-".to_owned(), |c| client_id(settings, c));
+        let client = if client.is_empty() { "-" } else { client };
         // Budgets are the rate limiter's token buckets (strings); the names differ from the
         // sorted-set logs of earlier versions, which expire by themselves within the hour.
         let mut names = vec![

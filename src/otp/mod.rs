@@ -107,12 +107,13 @@ fn purpose<'a>(settings: &'a Settings, raw: &str) -> Result<&'a Policy, ApiError
     })
 }
 
-/// The caller's client key, as its keyed hash ("" when none was given).
+/// The caller's client key, normalised once and as its keyed hash ("" when none was given):
+/// the one value every client key (budgets, known-client mark) is derived from.
 fn client_id(settings: &Settings, raw: Option<&str>) -> Result<String, ApiError> {
     match raw {
         None => Ok(String::new()),
-        Some(c) => input::parse_client(c)
-            .map(|c| keys::client_id(settings, c))
+        Some(c) => input::normalize_client(c)
+            .map(|c| keys::client_id(settings, &c))
             .map_err(|m| bad("invalid_client", m)),
     }
 }
@@ -168,7 +169,7 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
         .into());
     }
 
-    let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
+    let keys = Keys::new(&redis, settings, &subject, purpose, &client);
     let (code, keys) = match format {
         Format::Code => (secrets::random_digits(policy.length), keys),
         Format::Link => {
@@ -350,7 +351,7 @@ fn verify(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> 
     let subject = input::normalize_subject(subject).map_err(|m| bad("invalid_subject", m))?;
 
     let redis = Redis::from_spin_variables()?;
-    let keys = Keys::new(&redis, settings, &subject, purpose, body.client.as_deref());
+    let keys = Keys::new(&redis, settings, &subject, purpose, &client);
     let verdict =
         store::verify(&redis, settings, &keys, &client, &subject, purpose, code, format.as_str())?;
     Ok(match verdict {

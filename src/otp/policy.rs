@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::input::Format;
+use crate::platform::json::{Object, UniqueMap};
 use crate::platform::settings::ConfigError;
 
 /// What a purpose issues.
@@ -77,11 +78,16 @@ pub(crate) fn parse(
     defaults: &Policy,
 ) -> Result<Vec<Policy>, ConfigError> {
     let bad = |m: String| ConfigError::new(variable, m);
+    // One object, each policy an object, no purpose named twice (a map would keep the last).
     let map: BTreeMap<String, PolicyText> = if text.is_empty() {
         BTreeMap::new()
     } else {
-        serde_json::from_str(text)
+        serde_json::from_str::<UniqueMap<Object<PolicyText>>>(text)
             .map_err(|e| bad(format!("is not a JSON object of policies: {e}")))?
+            .0
+            .into_iter()
+            .map(|(name, Object(policy))| (name, policy))
+            .collect()
     };
     if let Some(name) = map.keys().find(|n| !purposes.contains(n)) {
         return Err(bad(format!("names {name:?}, which is not in otp_purposes")));
@@ -161,6 +167,9 @@ mod tests {
             r#"{"login": {"format": "pdf"}}"#,
             r#"{"login": {"colour": "red"}}"#,
             "[]",
+            // An array of the field values in order; a purpose named twice.
+            r#"{"login": ["code", 8]}"#,
+            r#"{"login": {"length": 8}, "login": {"length": 4}}"#,
         ] {
             assert!(parse("v", bad, &purposes, &defaults()).is_err(), "{bad}");
         }

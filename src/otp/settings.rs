@@ -307,6 +307,16 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ok.webhook.unwrap().url, "https://mail.example.com:8443/hooks/otp");
+        // A loopback sidecar, IPv6 included (the hand splitter refused it), over plain http.
+        for (url, origin) in [
+            ("http://[::1]/hook", "http://[::1]"),
+            ("http://[::1]:8025/hook?x=1", "http://[::1]:8025/"),
+            ("http://127.0.0.1:8025/hook", "http://127.0.0.1:8025"),
+            ("https://Mail.example.com/hook", "https://mail.example.com:443"),
+        ] {
+            let ok = config(&[(vars::WEBHOOK_URL, url), (vars::WEBHOOK_ORIGIN, origin)]);
+            assert_eq!(ok.unwrap().webhook.unwrap().url, url);
+        }
         for (url, origin, var) in [
             (
                 "https://mail.example.com.evil.net/x",
@@ -316,6 +326,13 @@ mod tests {
             ("ftp://x/y", "ftp://x", vars::WEBHOOK_URL),
             ("https://user:pw@x/y", "https://x", vars::WEBHOOK_URL),
             ("https://x/y", "https://otp-webhook.invalid", vars::WEBHOOK_ORIGIN),
+            ("http://x.example/y", "http://x.example", vars::WEBHOOK_URL),
+            // Issue 27: what the hand splitter let through.
+            ("https://x.example:99999/y", "https://x.example:99999", vars::WEBHOOK_URL),
+            ("https://x.example:/y", "https://x.example:", vars::WEBHOOK_URL),
+            ("https://x.example/y#frag", "https://x.example", vars::WEBHOOK_URL),
+            ("https://x.example:8443/y", "https://x.example", vars::WEBHOOK_ORIGIN),
+            ("https://x.example/y", "https://x.example/y", vars::WEBHOOK_ORIGIN),
         ] {
             let e =
                 config(&[(vars::WEBHOOK_URL, url), (vars::WEBHOOK_ORIGIN, origin)]).unwrap_err();

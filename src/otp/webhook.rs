@@ -7,6 +7,7 @@ use super::settings::{vars, Webhook};
 use super::store::NewCode;
 use crate::platform::outbound::{self, OutboundError, OutboundRequest, Timeouts};
 use crate::platform::settings::ConfigError;
+use crate::platform::url::{HttpUrl, Scheme};
 
 /// Longest wait for the connection, for the answer to start, and for the whole exchange.
 const TIMEOUTS: Timeouts = Timeouts {
@@ -84,42 +85,41 @@ fn post(url: &str, bearer: &str, idempotency_key: &str, body: &[u8]) -> Result<(
     }
 }
 
-/// The webhook URL, when one is set. Spin only lets the component reach the origin named in
-/// `otp_webhook_origin` (its `allowed_outbound_hosts` entry), so the URL must be under it.
+/// The webhook URL, when one is set, read by the one URL parser (so an IPv6 loopback such as
+/// `http://[::1]/hook` works, a port is 1-65535, a fragment is refused rather than sent). Spin
+/// only lets the component reach the origin named in `otp_webhook_origin` (its
+/// `allowed_outbound_hosts` entry), so the URL must be under it.
 pub(crate) fn parse_url(url: &str, origin: &str) -> Result<Option<String>, ConfigError> {
     if url.is_empty() {
         return Ok(None);
     }
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| ConfigError::new(vars::WEBHOOK_URL, "must start with https://"))?;
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    // The body carries the code: plain http is allowed only to a component of this app.
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-    let inside =
-        host.ends_with(".spin.internal") || matches!(host, "127.0.0.1" | "localhost" | "[::1]");
-    if url.starts_with("http://") && !inside {
+    let parsed = HttpUrl::parse(url).map_err(|e| {
+        ConfigError::new(
+            vars::WEBHOOK_URL,
+            format!("is not an http(s) URL with a host and no credentials or fragment: {e}"),
+        )
+    })?;
+    // The body carries the code: plain http is allowed only to a component of this app or a
+    // loopback sidecar.
+    let host = parsed.host.to_ascii_lowercase();
+    let inside = host.ends_with(".spin.internal")
+        || matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
+    if parsed.scheme == Scheme::Http && !inside {
         return Err(ConfigError::new(
             vars::WEBHOOK_URL,
             "must start with https:// (plain http only to a *.spin.internal component or a \
              loopback sidecar)",
         ));
     }
-    if authority.is_empty() || authority.contains('@') || url.bytes().any(|b| !b.is_ascii_graphic())
-    {
-        return Err(ConfigError::new(
-            vars::WEBHOOK_URL,
-            "is not an http(s) URL with a host (and no credentials)",
-        ));
-    }
-    let url_origin = &url[..url.len() - rest.len() + authority.len()];
-    if !url_origin.eq_ignore_ascii_case(origin.trim_end_matches('/')) {
+    let same =
+        HttpUrl::parse(origin).is_ok_and(|o| o.path_and_query == "/" && o.same_origin(&parsed));
+    if !same {
         return Err(ConfigError::new(
             vars::WEBHOOK_ORIGIN,
             format!(
-                "must be the webhook URL's origin ({url_origin}), written the same way: it is the \
-                 component's allowed_outbound_hosts entry"
+                "must be the webhook URL's origin ({}): it is the component's \
+                 allowed_outbound_hosts entry",
+                parsed.origin()
             ),
         ));
     }

@@ -15,7 +15,9 @@
 //! - [`fast_path`]: reads and counters through Spin's pooled Redis key-value store;
 //! - [`script`]: Lua scripts assembled with shared preludes, stripped at compile time;
 //! - [`clock`]: wall and monotonic time, and sleeping;
-//! - [`json`]: JSON objects in order without duplicate names;
+//! - [`json`]: bodies that must be JSON objects; objects in order without duplicate names;
+//! - [`url`]: the one http(s) URL parser (configured origins, outbound URLs, `Origin`);
+//! - [`percent`]: the one strict percent-decoder;
 //! - [`secrets`]: CSPRNG tokens, HMAC/SHA-256, constant-time comparison, encodings.
 
 pub mod auth;
@@ -24,6 +26,7 @@ pub mod clock;
 pub mod fast_path;
 pub mod json;
 pub mod outbound;
+pub mod percent;
 pub mod redis;
 pub mod redis_settings;
 pub mod request;
@@ -32,6 +35,7 @@ pub mod script;
 pub mod secrets;
 pub mod settings;
 pub mod settings_snapshot;
+pub mod url;
 
 pub use request::Request;
 pub use response::{serve, ApiError, Response};

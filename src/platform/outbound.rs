@@ -11,6 +11,7 @@ use wasi::io::poll::{poll, Pollable};
 use wasi::io::streams::{InputStream, StreamError};
 
 use super::clock::monotonic_ms;
+use super::url::{HttpUrl, Scheme};
 
 /// How long each phase may take, and the whole exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,21 +106,15 @@ fn method(m: &http::Method) -> wt::Method {
     }
 }
 
-/// Splits `http(s)://authority/path?query`.
-fn split_url(url: &str) -> Result<(wt::Scheme, &str, String), OutboundError> {
-    let (scheme, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-        (Some(rest), _) => (wt::Scheme::Http, rest),
-        (_, Some(rest)) => (wt::Scheme::Https, rest),
-        _ => {
-            return Err(OutboundError::InvalidRequest("the URL is not http:// or https://".into()))
-        }
+/// The URL as wasi-http takes it: scheme, authority, path and query (never a fragment), read
+/// by the one URL parser.
+fn split_url(url: &str) -> Result<(wt::Scheme, String, String), OutboundError> {
+    let url = HttpUrl::parse(url).map_err(|e| OutboundError::InvalidRequest(e.to_string()))?;
+    let scheme = match url.scheme {
+        Scheme::Http => wt::Scheme::Http,
+        Scheme::Https => wt::Scheme::Https,
     };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_owned()),
-    };
-    Ok((scheme, authority, path))
+    Ok((scheme, url.authority(), url.path_and_query))
 }
 
 /// Sends one request and reads the whole answer, at most `max_body` bytes of it.
@@ -140,7 +135,7 @@ pub fn send(
     let invalid = |what: &str| OutboundError::InvalidRequest(format!("invalid {what}"));
     outgoing.set_method(&method(request.method)).map_err(|()| invalid("method"))?;
     outgoing.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
-    outgoing.set_authority(Some(authority)).map_err(|()| invalid("authority"))?;
+    outgoing.set_authority(Some(&authority)).map_err(|()| invalid("authority"))?;
     outgoing.set_path_with_query(Some(&path)).map_err(|()| invalid("path"))?;
 
     let options = wt::RequestOptions::new();
@@ -275,11 +270,15 @@ mod tests {
     #[test]
     fn urls_split_into_authority_and_target() {
         let (_, a, p) = split_url("http://origin.spin.internal").unwrap();
-        assert_eq!((a, p.as_str()), ("origin.spin.internal", "/"));
+        assert_eq!((a.as_str(), p.as_str()), ("origin.spin.internal", "/"));
         let (_, a, p) = split_url("https://h:8443/x/y?q=1").unwrap();
-        assert_eq!((a, p.as_str()), ("h:8443", "/x/y?q=1"));
+        assert_eq!((a.as_str(), p.as_str()), ("h:8443", "/x/y?q=1"));
         let (_, a, p) = split_url("http://h?q").unwrap();
-        assert_eq!((a, p.as_str()), ("h", "/?q"));
-        assert!(split_url("ftp://h").is_err());
+        assert_eq!((a.as_str(), p.as_str()), ("h", "/?q"));
+        let (_, a, p) = split_url("http://[::1]/hook").unwrap();
+        assert_eq!((a.as_str(), p.as_str()), ("[::1]", "/hook"));
+        for bad in ["ftp://h", "https://h:99999/", "https://h:/", "https://h/x#frag"] {
+            assert!(split_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -15,6 +15,7 @@ use spin_sdk::http::IncomingRequest;
 use spin_sdk::wit::wasi::http0_2_0::types::{IncomingBody, Method as WasiMethod};
 use wasi::io::streams::StreamError;
 
+use super::json;
 use super::response::ApiError;
 
 pub struct Request {
@@ -202,9 +203,10 @@ impl Request {
         result
     }
 
-    /// The body as JSON of type `T`, at most `limit` bytes: 415 unless the content type is
+    /// The body as the JSON object `T`, at most `limit` bytes: 415 unless the content type is
     /// JSON (which also keeps a cross-site HTML form from posting it without a CORS
-    /// preflight), 400 `invalid_json` with serde's reason when it does not fit `T`.
+    /// preflight), 400 `invalid_json` when it is not a JSON object (serde would take an
+    /// array of the field values in order, see [`super::json`]) or does not fit `T`.
     pub fn json<T: DeserializeOwned>(&mut self, limit: usize) -> Result<T, ApiError> {
         // The declared size first: an oversized upload is refused whatever its type.
         self.check_declared_length(limit)?;
@@ -222,8 +224,11 @@ impl Request {
                 "the body is empty; send a JSON object",
             ));
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("the body is not valid: {e}"))
+        json::object(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not a valid JSON object: {e}"),
+            )
         })
     }
 }

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
+use super::url::HttpUrl;
+
 /// A configuration problem. Messages name the variable at fault and never contain its value
 /// when that value is secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,21 +141,24 @@ impl<'a> Variables<'a> {
         Ok(Secret::new(value))
     }
 
-    /// An HTTP origin, `http(s)://host[:port]` with no path, query or credentials; returned
-    /// without a trailing slash.
+    /// An HTTP origin, `http(s)://host[:port]` with no path, query or credentials (read by
+    /// the one URL parser, [`super::url`]); returned as `scheme://host[:port]`, without a
+    /// trailing slash.
     pub fn http_origin(&self, name: &'static str) -> Result<String, ConfigError> {
         let text = self.text(name)?;
-        let origin = text.trim_end_matches('/');
-        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-        match authority {
-            Some(a) if !a.is_empty() && !a.contains(['/', '?', '#', '@', ' ']) => {
-                Ok(origin.to_owned())
-            }
-            _ => Err(ConfigError::new(
+        let not_origin = |why: &str| {
+            ConfigError::new(
                 name,
-                format!("{text:?} is not an origin: write scheme://host[:port], with no path"),
-            )),
+                format!(
+                    "{text:?} is not an origin ({why}): write scheme://host[:port], with no path"
+                ),
+            )
+        };
+        let url = HttpUrl::parse(&text).map_err(|e| not_origin(e.0))?;
+        if url.path_and_query != "/" {
+            return Err(not_origin("it has a path or query"));
         }
+        Ok(url.origin())
     }
 }
 
@@ -209,7 +214,18 @@ mod tests {
             vars("https://a.example:8443/").http_origin("o").unwrap(),
             "https://a.example:8443"
         );
-        for bad in ["ftp://a", "https://", "https://a/b", "https://u@a", "a.example"] {
+        assert_eq!(vars("http://[::1]:8080").http_origin("o").unwrap(), "http://[::1]:8080");
+        for bad in [
+            "ftp://a",
+            "https://",
+            "https://a/b",
+            "https://a?q",
+            "https://a#f",
+            "https://u@a",
+            "a.example",
+            "https://a.example:99999",
+            "https://a.example:",
+        ] {
             assert!(vars(bad).http_origin("o").is_err(), "{bad}");
         }
     }

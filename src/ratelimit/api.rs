@@ -53,7 +53,9 @@ pub(crate) fn serve(mut req: Request, path: &str, public: bool) -> Result<Respon
         ));
     };
     req.allow(&[Method::GET, Method::HEAD, Method::DELETE])?;
-    let key = percent_encoding::percent_decode_str(key).decode_utf8().map_err(|_| {
+    // The platform's one strict decoder: a malformed escape (`%+f`, `%zz`) is refused, never
+    // kept as text, so the key in a path means what the same key in a check body means.
+    let key = crate::platform::percent::decode_utf8(key, false).map_err(|_| {
         ApiError::bad_request("invalid_key", "the key is not valid percent-encoded UTF-8")
     })?;
     if *req.method() == Method::DELETE {

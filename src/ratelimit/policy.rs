@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::platform::json::UniqueMap;
+use crate::platform::json::{Object, UniqueMap};
 
 /// Longest policy name; names are `[A-Za-z0-9_.-]`.
 pub const MAX_POLICY_NAME_LEN: usize = 64;
@@ -106,10 +106,10 @@ impl Policies {
 
     /// Parses and validates the JSON. Errors name the policy and field at fault.
     pub fn parse(json: &str) -> Result<Self, String> {
-        let specs: UniqueMap<PolicySpec> = serde_json::from_str(json)
+        let specs: UniqueMap<Object<PolicySpec>> = serde_json::from_str(json)
             .map_err(|e| format!("not a JSON object of valid named policies: {e}"))?;
         let mut out = Vec::with_capacity(specs.0.len());
-        for (name, spec) in specs.0 {
+        for (name, Object(spec)) in specs.0 {
             out.push(parse_policy(&name, spec).map_err(|e| format!("policy {name:?}: {e}"))?);
         }
         Ok(Self(out))
@@ -128,7 +128,7 @@ struct PolicySpec {
     window: Option<Window>,
     capacity: Option<u64>,
     refill_per_sec: Option<Box<RawValue>>,
-    limits: Option<UniqueMap<LimitSpec>>,
+    limits: Option<UniqueMap<Object<LimitSpec>>>,
     failure_mode: Option<String>,
 }
 
@@ -188,7 +188,7 @@ fn parse_policy(name: &str, spec: PolicySpec) -> Result<Policy, String> {
                 return Err(format!("\"limits\" must hold 1 to {MAX_LIMITS} named limits"));
             }
             let mut out = Vec::new();
-            for (part, limit) in specs.0 {
+            for (part, Object(limit)) in specs.0 {
                 if !valid_policy_name(&part) || part.contains('.') {
                     return Err(format!(
                         "limit name {part:?} must be letters, digits, '_' or '-' (at most {MAX_POLICY_NAME_LEN})"
@@ -379,6 +379,9 @@ mod tests {
             r#"{"a b": {"algorithm": "fixed_window", "limit": 5, "window": "1s"}}"#,
             r#"{"a": {"algorithm": "token_bucket", "capacity": 5, "refill_per_sec": 0}}"#,
             r#"{"a": {"algorithm": "token_bucket", "capacity": 5, "refill_per_sec": 1, "failure_mode": "maybe"}}"#,
+            // Arrays of the field values in order, which serde's derived structs accept.
+            r#"{"a": ["fixed_window", 5, "1s"]}"#,
+            r#"{"a": {"limits": {"b": ["fixed_window", 5, "1s"]}}}"#,
         ] {
             assert!(Policies::parse(bad).is_err(), "{bad}");
         }

@@ -33,7 +33,7 @@ local function create()
     end
   end
   local s = {uid = ARGV[6], idx = idx, created = now, abs = now + tonumber(ARGV[2]), ua = ARGV[7],
-    dsize = tonumber(ARGV[8]), data = data, srv = srv}
+    dsize = tonumber(ARGV[8]), data = data, srv = srv, h = string.sub(ARGV[5], 1, 16)}
   save(key, s, ARGV[5], now, tonumber(ARGV[1]))
   return {1, s.exp, now, ended}
 end

@@ -43,6 +43,22 @@ fn session_body(view: &store::SessionView) -> Response {
     )
 }
 
+/// The answer when a script found no session the caller may act on: a rotated-away id
+/// (during the grace it may only read) gets 409 and keeps its cookie, since a request in
+/// flight at the rotation must not delete the new cookie the browser now holds; anything
+/// else is 401 with the cookie cleared.
+fn refused<T>(settings: &Settings, outcome: &Outcome<T>) -> ApiError {
+    match outcome {
+        Outcome::Rotated => ApiError::new(
+            409,
+            "session_rotated",
+            "this session id was replaced by a rotation: it can only read the session, for a \
+             few seconds; send the new id",
+        ),
+        _ => no_session(settings),
+    }
+}
+
 /// `GET /api/sessions/current`. With the fast path on, most reads are one `GET` on the pooled
 /// store; the rest (idle deadline within the slide threshold, or anything unsure) read and
 /// slide through outbound Redis. Either way the body comes from the same stored value, and
@@ -61,7 +77,7 @@ pub(crate) fn get(
     };
     match outcome {
         Outcome::Found(view) => Ok(session_body(&view)),
-        _ => Err(no_session(settings)),
+        other => Err(refused(settings, &other)),
     }
 }
 
@@ -86,7 +102,7 @@ pub(crate) fn patch(
     })?;
     match store.patch(id, &entries)? {
         Outcome::Found(view) => Ok(session_body(&view)),
-        Outcome::NoSession => Err(no_session(settings)),
+        other @ (Outcome::NoSession | Outcome::Rotated) => Err(refused(settings, &other)),
         Outcome::DataTooLarge(size) => Err(data_too_large(settings, size)),
         Outcome::ServerOwned(name) => Err(ApiError::new(
             403,
@@ -118,11 +134,12 @@ pub(crate) fn rotate(
                 Via::Bearer => res,
             })
         }
-        _ => Err(no_session(settings)),
+        other => Err(refused(settings, &other)),
     }
 }
 
-/// Logging out is idempotent: an already ended session is 204 too.
+/// Logging out is idempotent: an already ended session is 204 too. A rotated-away id ends
+/// nothing (409): it must not log the new id out.
 pub(crate) fn logout(
     _: &mut Request,
     settings: &Settings,
@@ -130,7 +147,9 @@ pub(crate) fn logout(
     id: &SessionId,
     _: Via,
 ) -> Result<Response, ApiError> {
-    store.logout(id)?;
+    if let outcome @ Outcome::Rotated = store.logout(id)? {
+        return Err(refused(settings, &outcome));
+    }
     Ok(Response::new(204)
         .with_header("cache-control", "no-store")
         .with_header("set-cookie", settings.cookie.clear()))
@@ -158,8 +177,9 @@ pub(crate) fn list(
     id: &SessionId,
     _: Via,
 ) -> Result<Response, ApiError> {
-    let Outcome::Found((mut sessions, now)) = store.list(id)? else {
-        return Err(no_session(settings));
+    let (mut sessions, now) = match store.list(id)? {
+        Outcome::Found(found) => found,
+        other => return Err(refused(settings, &other)),
     };
     sessions.sort_unstable_by_key(|s| std::cmp::Reverse((s.seen_ms, s.created_ms)));
     let sessions = sessions
@@ -191,6 +211,6 @@ pub(crate) fn revoke_all(
     match store.revoke_all(id)? {
         Outcome::Found(ended) => Ok(Response::json(200, &Revoked { revoked: ended })
             .with_header("set-cookie", settings.cookie.clear())),
-        _ => Err(no_session(settings)),
+        other => Err(refused(settings, &other)),
     }
 }

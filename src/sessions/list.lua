@@ -1,12 +1,13 @@
 -- Lists the caller's user's sessions and slides the caller's idle timeout.
 -- KEYS[1] the caller's session. ARGV: idle_ms, member, session key prefix.
--- Returns {0} when there is no such session, else {1, count, then per session:
--- is_current, created, seen, expiry, user agent, handle}, soonest expiry first.
+-- Returns {0} when there is no such session, {5} for a rotated-away id, else {1, count, then
+-- per session: is_current, created, seen, expiry, user agent, handle}, soonest expiry first.
+-- Forward records of rotated ids are not listed.
 local function list()
   local now = now_ms
-  local s, key, member = load(KEYS[1], ARGV[2], now)
+  local s, key, member = load_own(KEYS[1], ARGV[2], now)
   if not s then
-    return {0}
+    return key
   end
   local prefix = ARGV[3]
   save(key, s, member, now, tonumber(ARGV[1]))
@@ -18,7 +19,7 @@ local function list()
     local o
     if m == member then
       o = s
-    elseif not is_forward(redis.call('GET', prefix .. m)) then
+    elseif kind(redis.pcall('GET', prefix .. m)) ~= 'forward' then
       o = load(prefix .. m, m, now, true)
       if not o then
         -- The session key is gone although its entry is live (evicted under maxmemory).
@@ -31,7 +32,7 @@ local function list()
       out[#out + 1] = o.seen
       out[#out + 1] = tonumber(entries[i + 1])
       out[#out + 1] = o.ua
-      out[#out + 1] = string.sub(m, 1, 16)
+      out[#out + 1] = handle_of(o, m)
       out[2] = out[2] + 1
     end
   end

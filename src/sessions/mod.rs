@@ -29,6 +29,7 @@ use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
 use crate::platform::redis::Redis;
+use crate::platform::url::HttpUrl;
 use crate::platform::{serve, ApiError, Request, Response};
 use id::SessionId;
 use settings::Settings;
@@ -110,22 +111,39 @@ fn credential(req: &Request, settings: &Settings) -> Result<(SessionId, Via), Ap
         .ok_or_else(|| unauthorized(settings, "the session cookie is not a valid session id"))
 }
 
-/// Whether a cookie-carried write comes from another site. Browsers that send
-/// `Sec-Fetch-Site` say so; for the others, an `Origin` that is not this host's is.
-fn cross_site(req: &Request) -> bool {
-    if let Some(site) = req.header("sec-fetch-site") {
-        return site == "cross-site";
+/// Whether a cookie-carried write may not be trusted to come from the app's own pages.
+///
+/// Browsers that send `Sec-Fetch-Site` say where a request comes from: `same-origin` and
+/// `none` (the user's own action) pass; `same-site` (a sibling subdomain, which may be less
+/// trusted than the app) passes only with `sessions_accept_same_site`; `cross-site` and
+/// anything else do not. For browsers without it, an `Origin` must be the app's own origin,
+/// scheme, host and port alike (`sessions_public_origin`, else Spin's own `spin-full-url`),
+/// read by the platform's one URL parser; `null` or anything unparsable is refused. A request
+/// with neither (not from a browser) passes: the cookie's `SameSite` covers browsers.
+fn cross_site(req: &Request, settings: &Settings) -> bool {
+    match req.header_count("sec-fetch-site") {
+        0 => {}
+        1 => {
+            return match req.header("sec-fetch-site") {
+                Some("same-origin" | "none") => false,
+                Some("same-site") => !settings.accept_same_site,
+                _ => true,
+            }
+        }
+        // A browser sends it once; a repeated one is not a browser's word.
+        _ => return true,
     }
-    let Some(origin) = req.header("origin") else { return false };
-    // The host the app was reached at, as Spin reports it (its own, last `spin-full-url`).
-    let ours = req
-        .spin_header("spin-full-url")
-        .and_then(|url| url.split_once("://"))
-        .and_then(|(_, rest)| rest.split('/').next());
-    match (origin.split_once("://").map(|(_, rest)| rest), ours) {
-        (Some(theirs), Some(ours)) => !theirs.eq_ignore_ascii_case(ours),
-        // "null" (a sandboxed or privacy-sensitive context) or no Host: not provably ours.
-        _ => true,
+    if req.header_count("origin") == 0 {
+        return false;
+    }
+    let Some(origin) = req.header("origin").and_then(|o| HttpUrl::parse(o).ok()) else {
+        // "null" (a sandboxed or privacy-sensitive context), repeated, or not an origin.
+        return true;
+    };
+    let spin_url = req.spin_header("spin-full-url").and_then(|u| HttpUrl::parse(u).ok());
+    match settings.public_origin.as_ref().or(spin_url.as_ref()) {
+        Some(ours) => origin.path_and_query != "/" || !origin.same_origin(ours),
+        None => true,
     }
 }
 
@@ -140,7 +158,7 @@ fn with_session(
     let (id, via) = credential(req, settings)?;
     // SameSite=Lax already keeps the cookie off cross-site POSTs; this refuses the rest of
     // cross-site writes outright.
-    if via == Via::Cookie && *req.method() != Method::GET && cross_site(req) {
+    if via == Via::Cookie && *req.method() != Method::GET && cross_site(req, settings) {
         return Err(ApiError::new(
             403,
             "cross_site_request",
@@ -178,4 +196,84 @@ struct Issued<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     handle: Option<&'a str>,
     expires_in: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::settings::Variables;
+
+    fn settings(same_site: &str, public_origin: &str) -> Settings {
+        let (same_site, public_origin) = (same_site.to_owned(), public_origin.to_owned());
+        Settings::from_variables(&Variables::from_fn(move |name| {
+            Ok(match name {
+                settings::vars::IDLE_TIMEOUT => "1800",
+                settings::vars::ABSOLUTE_TIMEOUT => "43200",
+                settings::vars::SLIDE_THRESHOLD_PERCENT => "50",
+                settings::vars::MAX_DATA_BYTES => "8192",
+                settings::vars::MAX_PER_USER => "50",
+                settings::vars::COOKIE_NAME => "__Host-session",
+                settings::vars::COOKIE_SECURE => "true",
+                settings::vars::COOKIE_SAME_SITE => "Lax",
+                settings::vars::COOKIE_PATH => "/",
+                settings::vars::ROTATION_GRACE => "10",
+                settings::vars::ACCEPT_SAME_SITE => &same_site,
+                settings::vars::PUBLIC_ORIGIN => &public_origin,
+                _ => "",
+            }
+            .to_owned())
+        }))
+        .unwrap()
+    }
+
+    fn write(headers: &[(&str, &str)]) -> Request {
+        let mut all = vec![("spin-full-url", "http://app.example:3000/api/sessions/current")];
+        all.extend_from_slice(headers);
+        Request::for_test(Method::PATCH, "/api/sessions/current", &all)
+    }
+
+    #[test]
+    fn sec_fetch_site_decides_and_same_site_is_a_setting() {
+        let (strict, lenient) = (settings("", ""), settings("true", ""));
+        for (site, refused_by_default, refused_if_accepted) in [
+            ("same-origin", false, false),
+            ("none", false, false),
+            ("same-site", true, false),
+            ("cross-site", true, true),
+            ("Same-Origin", true, true),
+            ("", true, true),
+        ] {
+            let req = write(&[("sec-fetch-site", site)]);
+            assert_eq!(cross_site(&req, &strict), refused_by_default, "{site}");
+            assert_eq!(cross_site(&req, &lenient), refused_if_accepted, "{site}");
+        }
+        let twice = write(&[("sec-fetch-site", "same-origin"), ("sec-fetch-site", "same-origin")]);
+        assert!(cross_site(&twice, &strict));
+        // Sec-Fetch-Site wins over Origin.
+        let req = write(&[("sec-fetch-site", "same-origin"), ("origin", "https://evil.example")]);
+        assert!(!cross_site(&req, &strict));
+    }
+
+    #[test]
+    fn origin_compares_scheme_host_and_port() {
+        let s = settings("", "");
+        for (origin, refused) in [
+            ("http://app.example:3000", false),
+            ("http://APP.example:3000", false),
+            ("https://app.example:3000", true),
+            ("http://app.example", true),
+            ("http://app.example:3000.evil.example", true),
+            ("http://evil.example", true),
+            ("http://app.example:3000/path", true),
+            ("null", true),
+            ("", true),
+        ] {
+            assert_eq!(cross_site(&write(&[("origin", origin)]), &s), refused, "{origin}");
+        }
+        assert!(!cross_site(&write(&[]), &s), "no Sec-Fetch-Site, no Origin: not a browser");
+        // Behind a proxy that terminates TLS, the configured public origin is the app's.
+        let s = settings("", "https://app.example");
+        assert!(!cross_site(&write(&[("origin", "https://app.example")]), &s));
+        assert!(cross_site(&write(&[("origin", "http://app.example:3000")]), &s));
+    }
 }

@@ -4,7 +4,7 @@
 -- Names the backend set (s.srv) are read-only here.
 -- Returns {0} when there is no such session, {2, size} when the merged data would exceed
 -- the cap, {4, name} when a name is server-owned (nothing written either way), else
--- {1, JSON, now}.
+-- {1, JSON, now}; {5} for a rotated-away id.
 local function merge(s, first, server)
   local data, size = s.data, s.dsize
   s.srv = s.srv or {}
@@ -32,9 +32,9 @@ end
 local function patch()
   local key, member = KEYS[1], ARGV[2]
   local now = now_ms
-  local s, k, m = load(key, member, now)
+  local s, k, m = load_own(key, member, now)
   if not s then
-    return {0}
+    return k
   end
   for i = 4, #ARGV, 2 do
     if s.srv and s.srv[ARGV[i]] then
@@ -56,7 +56,7 @@ end
 local function server_patch()
   local idx = KEYS[1]
   local now = now_ms
-  local member = by_handle(idx, ARGV[1], now)
+  local member = by_handle(idx, ARGV[1], now, ARGV[2])
   if not member then
     return {0}
   end

@@ -6,7 +6,7 @@ local function end_all(idx, prefix)
   for i = 1, #members do
     -- Same slot as the index: every key of one user carries the user's tag.
     local k = prefix .. members[i]
-    if not is_forward(redis.call('GET', k)) then
+    if kind(redis.pcall('GET', k)) ~= 'forward' then
       ended = ended + redis.call('DEL', k)
     else
       redis.call('DEL', k)
@@ -18,11 +18,12 @@ end
 
 -- Ends every session of the caller's user ("log out everywhere").
 -- KEYS[1] the caller's session. ARGV: member, session key prefix.
--- Returns {0} when there is no such session, else {1, sessions ended}.
+-- Returns {0} when there is no such session, {5} for a rotated-away id, else
+-- {1, sessions ended}.
 local function revoke_all()
-  local s = load(KEYS[1], ARGV[1], now_ms)
+  local s, reply = load_own(KEYS[1], ARGV[1], now_ms)
   if not s then
-    return {0}
+    return reply
   end
   return {1, end_all(s.idx, ARGV[2])}
 end
@@ -36,7 +37,7 @@ local function revoke_user()
     return {1, end_all(idx, prefix)}
   end
   local now = now_ms
-  local member = by_handle(idx, handle, now)
+  local member = by_handle(idx, handle, now, prefix)
   if not member then
     return {1, 0}
   end

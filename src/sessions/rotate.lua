@@ -2,12 +2,14 @@
 -- ARGV: idle_ms, old member, new member, grace ms. The old id's key becomes a forward record
 -- to the new one for the grace period (requests already in flight with the old cookie still
 -- work), listed in the index so revoking ends it too; 0 ends the old id at once.
--- Returns {0} when there is no such session, {3} if the new key exists, else {1, expiry, now}.
+-- Returns {0} when there is no such session, {3} if the new key exists, {5} when KEYS[1] is
+-- itself a rotated-away id (it may only read: rotating through it would hand its holder the
+-- session and log the rightful holder out), else {1, expiry, now}.
 local function rotate()
   local now = now_ms
-  local s, old_key, old_member = load(KEYS[1], ARGV[2], now)
+  local s, old_key, old_member = load_own(KEYS[1], ARGV[2], now)
   if not s then
-    return {0}
+    return old_key
   end
   local prefix = string.sub(old_key, 1, #old_key - #old_member)
   local new_key = prefix .. ARGV[3]

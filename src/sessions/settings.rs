@@ -2,6 +2,7 @@
 
 use crate::platform::auth::MIN_TOKEN_LEN;
 use crate::platform::settings::{ConfigError, Secret, Variables};
+use crate::platform::url::HttpUrl;
 
 use super::cookie::{CookieSettings, SameSite};
 
@@ -19,6 +20,8 @@ pub mod vars {
     pub const COOKIE_DOMAIN: &str = "sessions_cookie_domain";
     pub const COOKIE_PATH: &str = "sessions_cookie_path";
     pub const ROTATION_GRACE: &str = "sessions_rotation_grace_seconds";
+    pub const ACCEPT_SAME_SITE: &str = "sessions_accept_same_site";
+    pub const PUBLIC_ORIGIN: &str = "sessions_public_origin";
 }
 
 /// Longest idle or absolute timeout accepted: 30 days.
@@ -44,6 +47,12 @@ pub struct Settings {
     pub cookie: CookieSettings,
     /// How long a rotated-away id still reaches its session (requests already in flight).
     pub rotation_grace_ms: i64,
+    /// Whether cookie-carried writes that a browser marks `Sec-Fetch-Site: same-site` (from a
+    /// sibling subdomain) are accepted. Off: only same-origin writes are.
+    pub accept_same_site: bool,
+    /// The origin browsers reach the app at, when it differs from what Spin reports (a proxy
+    /// that terminates TLS makes Spin's URL `http://`); `None`: Spin's `spin-full-url`.
+    pub public_origin: Option<HttpUrl>,
 }
 
 impl Settings {
@@ -75,6 +84,13 @@ impl Settings {
             path: variables.text(vars::COOKIE_PATH)?,
         };
         cookie.validate().map_err(|e| ConfigError::new(vars::COOKIE_NAME, e))?;
+        let public_origin = match variables.text(vars::PUBLIC_ORIGIN)?.as_str() {
+            "" => None,
+            _ => Some(
+                HttpUrl::parse(&variables.http_origin(vars::PUBLIC_ORIGIN)?)
+                    .map_err(|e| ConfigError::new(vars::PUBLIC_ORIGIN, e.0))?,
+            ),
+        };
 
         Ok(Self {
             idle_ms: idle as i64 * 1000,
@@ -86,6 +102,8 @@ impl Settings {
             api_token: variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?,
             cookie,
             rotation_grace_ms: variables.whole(vars::ROTATION_GRACE, 0..=60)? as i64 * 1000,
+            accept_same_site: variables.flag(vars::ACCEPT_SAME_SITE)?,
+            public_origin,
         })
     }
 }

@@ -101,6 +101,8 @@ pub enum Outcome<T> {
     DataTooLarge(i64),
     /// The patch names a key the backend set (read-only to the session holder).
     ServerOwned(String),
+    /// The id was rotated away: during the grace it may read the session, nothing else.
+    Rotated,
 }
 
 /// One top-level data entry: name and JSON text; `None` deletes it (a JSON `null` in PATCH).
@@ -246,14 +248,19 @@ impl<'a> Store<'a> {
             0 => Ok(Outcome::NoSession),
             1 => Ok(Outcome::Found((new_id, reply.int(1)?, reply.int(2)?))),
             3 => Err(unexpected("a key collision for a fresh 256-bit id")),
+            5 => Ok(Outcome::Rotated),
             _ => Err(unexpected("an unknown status")),
         }
     }
 
-    /// Ends the session; `false` when there was none.
-    pub fn logout(&self, id: &SessionId) -> Result<bool, RedisError> {
+    /// Ends the session: `Found(false)` when there was none; `Rotated` (nothing ended) for a
+    /// rotated-away id.
+    pub fn logout(&self, id: &SessionId) -> Result<Outcome<bool>, RedisError> {
         let (key, member) = self.session_key(id);
-        Ok(self.redis.eval(&SESSION, &[&key], args!["logout", member])?.int(0)? == 1)
+        match self.redis.eval(&SESSION, &[&key], args!["logout", member])?.int(0)? {
+            5 => Ok(Outcome::Rotated),
+            status => Ok(Outcome::Found(status == 1)),
+        }
     }
 
     /// The caller's user's live sessions, and Redis time (ms).
@@ -264,8 +271,10 @@ impl<'a> Store<'a> {
             &[&key],
             args!["list", self.settings.idle_ms, member, self.prefix_for(id.tag())],
         )?;
-        if reply.int(0)? == 0 {
-            return Ok(Outcome::NoSession);
+        match reply.int(0)? {
+            0 => return Ok(Outcome::NoSession),
+            5 => return Ok(Outcome::Rotated),
+            _ => {}
         }
         let count = usize::try_from(reply.int(1)?).map_err(|_| unexpected("a negative count"))?;
         let mut sessions = Vec::with_capacity(count);
@@ -299,6 +308,7 @@ impl<'a> Store<'a> {
         )?;
         match reply.int(0)? {
             0 => Ok(Outcome::NoSession),
+            5 => Ok(Outcome::Rotated),
             _ => Ok(Outcome::Found(reply.int(1)?)),
         }
     }
@@ -349,6 +359,7 @@ fn view_outcome(reply: &Reply) -> Result<Outcome<SessionView>, RedisError> {
         0 => Ok(Outcome::NoSession),
         2 => Ok(Outcome::DataTooLarge(reply.int(1)?)),
         4 => Ok(Outcome::ServerOwned(reply.string(1)?.to_owned())),
+        5 => Ok(Outcome::Rotated),
         1 => SessionView::parse(reply.bytes(1)?, reply.int(2)?)
             .map(Outcome::Found)
             .ok_or_else(|| unexpected("a session it cannot read")),

@@ -689,6 +689,9 @@ async fn malformed_and_oversized_requests_get_clear_errors_without_touching_redi
     let many_params: Vec<String> = (0..65).map(|i| format!("p{i}=1")).collect();
     let cases = [
         ("/api/cache/proxy/a/%zz".to_owned(), 400, "invalid_path"),
+        // A signed "hex" escape, which a from_str_radix decoder read as 0x0F (issue 27).
+        ("/api/cache/proxy/a/%+f".to_owned(), 400, "invalid_path"),
+        ("/api/cache/proxy/a?q=%+f".to_owned(), 400, "invalid_path"),
         ("/api/cache/proxy/a/../b".to_owned(), 400, "invalid_path"),
         ("/api/cache/proxy/a/%2e%2e/b".to_owned(), 400, "invalid_path"),
         (format!("/api/cache/proxy/{}", "x".repeat(3000)), 414, "uri_too_long"),
@@ -1154,6 +1157,8 @@ async fn purge_bodies_are_validated() {
         "invalid_tags",
     );
     assert_error(&send(b"{\"tags\": \"a\"}".to_vec(), json_type).await, 400, "invalid_json");
+    // The fields in order as an array, which serde's derived structs take (issue 27).
+    assert_error(&send(b"[[\"a\"], false, false]".to_vec(), json_type).await, 400, "invalid_json");
     assert_error(
         &send(b"{\"tags\": [\"a\"], \"x\": 1}".to_vec(), json_type).await,
         400,

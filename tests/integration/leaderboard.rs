@@ -445,6 +445,8 @@ async fn bad_input_gets_clear_json_errors_without_touching_redis() {
             "invalid_json",
         ),
         (post("best", "[").send().await, 400, "invalid_json"),
+        // The fields in order as an array, which serde's derived structs take (issue 27).
+        (post("best", r#"["a", 5, null]"#).send().await, 400, "invalid_json"),
         (
             post("best", &format!(r#"{{"member": "a", "score": 1, "x": "{}"}}"#, "a".repeat(2000)))
                 .send()
@@ -467,6 +469,7 @@ async fn bad_input_gets_clear_json_errors_without_touching_redis() {
         (app.get("/api/leaderboards/best?offset=100001").send().await, 400, "invalid_query"),
         (app.get("/api/leaderboards/best?limit=1&limit=2").send().await, 400, "invalid_query"),
         (app.get("/api/leaderboards/best?sort=asc").send().await, 400, "invalid_query"),
+        (app.get("/api/leaderboards/best?limit=%+5").send().await, 400, "invalid_query"),
         (app.get("/api/leaderboards/best?period=2026-11-28").send().await, 400, "invalid_query"),
         (app.get("/api/leaderboards/daily?period=2026-11-28:z").send().await, 400, "invalid_query"),
         (app.get("/api/leaderboards/daily?period=2026-W48").send().await, 400, "invalid_query"),
@@ -482,6 +485,12 @@ async fn bad_input_gets_clear_json_errors_without_touching_redis() {
         assert_error(&res, status, code);
         assert_eq!(res.redis_connections, 0, "{}", res.text());
     }
+    // The query is read by the platform's one strict decoder (issue 27): a malformed escape is
+    // refused as such, not kept as text for a later check to trip over.
+    let res = app.get("/api/leaderboards/best?period=%+f").send().await;
+    assert_error(&res, 400, "invalid_query");
+    let message = res.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("percent-encoded"), "{message}");
     let res = app.delete("/api/leaderboards/best").send().await;
     assert_error(&res, 405, "method_not_allowed");
     assert_eq!(res.header("allow"), Some("GET"));

@@ -312,6 +312,9 @@ async fn bad_input_gets_clear_json_errors_without_touching_redis() {
         (post("j", r#"{"ttl_ms": 1.5}"#).send().await, 400, "invalid_json"),
         (post("j", r#"{"ttl_ms": -1}"#).send().await, 400, "invalid_json"),
         (post("j", r#"{"ttl_ms": 100, "owner": "me"}"#).send().await, 400, "invalid_json"),
+        // The fields in order as an array, which serde's derived structs take (issue 27).
+        (post("j", "[60000]").send().await, 400, "invalid_json"),
+        (post("j", "[60000, 0]").send().await, 400, "invalid_json"),
         (post("j", r#"{"ttl_ms": 0}"#).send().await, 400, "invalid_ttl"),
         (post("j", r#"{"ttl_ms": 60001}"#).send().await, 400, "invalid_ttl"),
         (post("a!b", r#"{"ttl_ms": 100}"#).send().await, 400, "invalid_name"),

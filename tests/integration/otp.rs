@@ -582,6 +582,9 @@ async fn malformed_requests_are_rejected_clearly_without_touching_redis() {
         ),
         ("/api/otp", json!({"subject": 42, "purpose": "login"}), 400, "invalid_json"),
         ("/api/otp", json!({"purpose": "login"}), 400, "invalid_json"),
+        // The fields in order as an array, which serde's derived structs take (issue 27).
+        ("/api/otp", json!(["a@example.com", "login", null, null, null]), 400, "invalid_json"),
+        ("/api/otp/verify", json!(["a@example.com", "login", "123456", null]), 400, "invalid_json"),
         (
             "/api/otp/verify",
             json!({"subject": "a@example.com", "purpose": "login", "code": "12345"}),
@@ -1185,6 +1188,36 @@ async fn one_client_is_limited_across_subjects() {
     }
     let res = verify_from(&app, "+15550100000", "000000", pump).await;
     assert_error(&res, 429, "client_limit");
+}
+
+/// Issue 27: the client budgets were keyed by the raw `client` while the known-client mark
+/// used the trimmed one, so padding the key (or respelling an address) bought a fresh budget.
+/// Every key derived from the client now comes from one normalised form.
+#[tokio::test(flavor = "multi_thread")]
+async fn respelling_the_client_key_buys_no_fresh_budget() {
+    let redis = RedisServer::plain();
+    let app = app_with(
+        &redis,
+        &[
+            ("otp_outbox_shards", "1"),
+            ("otp_client_issues_per_hour", "2"),
+            ("otp_client_failures_per_hour", "2"),
+        ],
+    );
+    assert_eq!(issue_from(&app, "+15550100000", "2001:db8::66").await.status, 202);
+    assert_eq!(issue_from(&app, "+15550100001", "2001:db8::66").await.status, 202);
+    for spelling in [" 2001:db8::66", "2001:db8::66  ", "2001:DB8:0:0::66", "\t2001:db8::66"] {
+        let res = issue_from(&app, "+15550100002", spelling).await;
+        assert_error(&res, 429, "client_limit");
+    }
+    for (i, spelling) in ["192.0.2.9", " 192.0.2.9 "].iter().enumerate() {
+        let res = verify_from(&app, &format!("+1555010000{i}"), "000000", spelling).await;
+        assert_error(&res, 401, "wrong_code");
+    }
+    for spelling in ["192.0.2.9", "::ffff:192.0.2.9", "192.0.2.9 "] {
+        let res = verify_from(&app, "+15550100000", "000000", spelling).await;
+        assert_error(&res, 429, "client_limit");
+    }
 }
 
 // --- Issue 21 item 4: per-purpose policy ---

@@ -526,6 +526,8 @@ async fn bad_input_is_rejected_with_clear_errors() {
         (post("").send().await, 400, "invalid_json"),
         (post(r#"{"policy": "fw", "key": "k", "extra": 1}"#).send().await, 400, "invalid_json"),
         (post(r#"{"key": "k"}"#).send().await, 400, "invalid_json"),
+        // The fields in order as an array, which serde's derived structs take (issue 27).
+        (post(r#"["fw", "k", null, null]"#).send().await, 400, "invalid_json"),
         (
             api_post(&app, "/api/ratelimit/check")
                 .header("content-type", "text/plain")
@@ -559,6 +561,10 @@ async fn bad_input_is_rejected_with_clear_errors() {
             "invalid_key",
         ),
         (api_get(&app, "/api/ratelimit/fw/%FF").send().await, 400, "invalid_key"),
+        // Malformed escapes, which the lenient decoder kept as text (issue 27).
+        (api_get(&app, "/api/ratelimit/fw/a%+f").send().await, 400, "invalid_key"),
+        (api_get(&app, "/api/ratelimit/fw/a%zz").send().await, 400, "invalid_key"),
+        (api_get(&app, "/api/ratelimit/fw/a%").send().await, 400, "invalid_key"),
         (api_get(&app, "/api/ratelimit/whatever").send().await, 404, "not_found"),
     ];
     for (i, (res, status, code)) in cases.iter().enumerate() {

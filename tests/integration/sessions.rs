@@ -48,6 +48,9 @@ in_both_modes!(
     a_forged_path_info_never_changes_the_route,
     keys_the_backend_set_are_read_only_to_the_session_holder,
     a_rotated_id_lives_only_for_the_grace_period,
+    a_rotated_away_id_can_read_and_nothing_else,
+    a_session_cannot_hide_from_its_users_list_by_its_data,
+    a_rotated_session_keeps_its_handle_and_can_still_be_revoked_by_it,
 );
 
 fn app_with(redis: &RedisServer, mode: Mode, vars: &[(&str, &str)]) -> TestApp {
@@ -725,6 +728,8 @@ async fn bad_bodies_are_refused_clearly(mode: Mode) {
         (b"".to_vec(), json_ct, 400, "invalid_json"),
         (b"{\"user_id\": \"u1\"".to_vec(), json_ct, 400, "invalid_json"),
         (b"[\"u1\"]".to_vec(), json_ct, 400, "invalid_json"),
+        // The fields in order as an array, which serde's derived structs take (issue 27).
+        (b"[\"u1\", null, null, null]".to_vec(), json_ct, 400, "invalid_json"),
         (b"{\"user_id\": \"u1\", \"user_id\": \"u2\"}".to_vec(), json_ct, 400, "invalid_json"),
         (b"{}".to_vec(), json_ct, 422, "invalid_user_id"),
         (b"{\"user_id\": 7}".to_vec(), json_ct, 422, "invalid_user_id"),
@@ -1348,10 +1353,10 @@ async fn a_rotated_id_lives_only_for_the_grace_period(mode: Mode) {
     assert_eq!(res.status, 200);
     assert!(res.json().get("session_id").is_none(), "{}", res.text());
     let new = cookie_id(&res);
-    // A request already in flight with the old cookie still reaches the session ...
-    let res = patch(&app, &old, json!({"n": 1})).await;
+    // A read already in flight with the old cookie still reaches the session ...
+    let res = get(&app, &old).await;
     assert_eq!(res.status, 200, "{}", res.text());
-    assert_eq!(get(&app, &new).await.json()["data"], json!({"n": 1}));
+    assert_eq!(res.json()["data"], json!({"n": 0}));
     // ... and the list shows one session, not two.
     let listed = app.get("/api/sessions").header("cookie", &cookie(&new)).send().await.json();
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
@@ -1391,7 +1396,13 @@ async fn cookie_writes_from_another_origin_are_refused_without_sec_fetch_site() 
     let redis = RedisServer::plain();
     let app = app(&redis, Mode::Outbound);
     let (id, _) = create(&app, "u1", json!({"a": 1})).await;
-    for origin in ["https://evil.example", "null", "http://127.0.0.1:3000.evil.example"] {
+    // The app's own host and port under the other scheme is another origin (issue 27).
+    for origin in [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1:3000.evil.example",
+        "https://127.0.0.1:3000",
+    ] {
         let res = app
             .request(http::Method::PATCH, "/api/sessions/current")
             .header("cookie", &cookie(&id))
@@ -1419,4 +1430,214 @@ async fn cookie_writes_from_another_origin_are_refused_without_sec_fetch_site() 
         .send()
         .await;
     assert_eq!(res.status, 200, "{}", res.text());
+}
+
+/// Issue 27: rotating through the old id inside its grace used to answer 200 with a fresh id
+/// that took the session over and logged the rightful holder (of the new id) out. A rotated-
+/// away id reads the session during the grace and does nothing else: every other route is
+/// 409 `session_rotated`, changes nothing and leaves the cookie alone (a request in flight
+/// at the rotation must not delete the browser's new cookie).
+async fn a_rotated_away_id_can_read_and_nothing_else(mode: Mode) {
+    let redis = RedisServer::plain();
+    // A grace far longer than the test, so nothing here depends on timing.
+    let app = app_with(&redis, mode, &[("sessions_rotation_grace_seconds", "60")]);
+    let (old, _) = create(&app, "u1", json!({"n": 0})).await;
+    let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&old)).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let new = cookie_id(&res);
+
+    let res = get(&app, &old).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["data"], json!({"n": 0}));
+    assert!(res.header("set-cookie").is_none());
+
+    let attempts = [
+        (http::Method::POST, "/api/sessions/current/rotate", None),
+        (http::Method::PATCH, "/api/sessions/current", Some(json!({"n": 666}))),
+        (http::Method::DELETE, "/api/sessions/current", None),
+        (http::Method::GET, "/api/sessions", None),
+        (http::Method::DELETE, "/api/sessions", None),
+    ];
+    for bearer in [false, true] {
+        for (method, path, body) in &attempts {
+            let mut req = app.request(method.clone(), path);
+            req = if bearer {
+                req.header("authorization", &format!("Bearer {old}"))
+            } else {
+                req.header("cookie", &cookie(&old))
+            };
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let res = req.send().await;
+            assert_error(&res, 409, "session_rotated");
+            assert!(res.header("set-cookie").is_none(), "{method} {path}");
+        }
+    }
+
+    // The rightful holder still has the session, unchanged, and alone in the list.
+    let res = get(&app, &new).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["data"], json!({"n": 0}));
+    let listed = app.get("/api/sessions").header("cookie", &cookie(&new)).send().await;
+    assert_eq!(listed.json()["sessions"].as_array().unwrap().len(), 1, "{}", listed.text());
+    // The old id still only reads.
+    assert_eq!(get(&app, &old).await.status, 200);
+    // The new id can rotate; that ends the old id at once (one generation of forward record).
+    let res = app.post("/api/sessions/current/rotate").header("cookie", &cookie(&new)).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_unauthorized_and_cleared(&get(&app, &old).await);
+    assert_eq!(get(&app, &cookie_id(&res)).await.json()["data"], json!({"n": 0}));
+}
+
+/// Issue 27: forward records used to be told from sessions by searching the stored text for
+/// `"fwd":`, which a holder can write into its data; such a session vanished from its user's
+/// list and was not counted by log-out-everywhere. Records are now told apart by their
+/// top-level members, which the holder cannot write.
+async fn a_session_cannot_hide_from_its_users_list_by_its_data(mode: Mode) {
+    let redis = RedisServer::plain();
+    let app = app(&redis, mode);
+    let (owner, _) = create(&app, "u1", json!({})).await;
+    let (thief, _) = create(&app, "u1", json!({})).await;
+    let res = patch(&app, &thief, json!({"fwd": "x", "note": {"fwd": "y"}, "t": "\"fwd\":"})).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    // The hiding session still works for its holder ...
+    assert_eq!(get(&app, &thief).await.status, 200);
+    // ... and its user sees it, and ends it.
+    let listed = app.get("/api/sessions").header("cookie", &cookie(&owner)).send().await;
+    assert_eq!(listed.json()["sessions"].as_array().unwrap().len(), 2, "{}", listed.text());
+    let res = app.delete("/api/sessions").header("cookie", &cookie(&owner)).send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["revoked"], 2);
+    assert_unauthorized_and_cleared(&get(&app, &thief).await);
+}
+
+/// Issue 27: `Sec-Fetch-Site: same-site` (a sibling subdomain, which `SameSite` does not stop)
+/// passed. It is refused unless `sessions_accept_same_site` says otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn same_site_cookie_writes_are_refused_unless_accepted() {
+    let redis = RedisServer::plain();
+    for (accept, refused) in [(None, true), (Some("false"), true), (Some("true"), false)] {
+        let vars: Vec<(&str, &str)> =
+            accept.map(|a| ("sessions_accept_same_site", a)).into_iter().collect();
+        let app = app_with(&redis, Mode::Outbound, &vars);
+        let (id, _) = create(&app, "u1", json!({"a": 1})).await;
+        let res = app
+            .request(http::Method::PATCH, "/api/sessions/current")
+            .header("cookie", &cookie(&id))
+            .header("sec-fetch-site", "same-site")
+            .json(&json!({"a": 2}))
+            .send()
+            .await;
+        if refused {
+            assert_error(&res, 403, "cross_site_request");
+            assert_eq!(res.redis_connections, 0);
+            for (method, path) in [
+                (http::Method::POST, "/api/sessions/current/rotate"),
+                (http::Method::DELETE, "/api/sessions/current"),
+                (http::Method::DELETE, "/api/sessions"),
+            ] {
+                let res = app
+                    .request(method, path)
+                    .header("cookie", &cookie(&id))
+                    .header("sec-fetch-site", "same-site")
+                    .send()
+                    .await;
+                assert_error(&res, 403, "cross_site_request");
+            }
+            // Reads are not writes; same-origin writes pass.
+            let res = app
+                .get("/api/sessions/current")
+                .header("cookie", &cookie(&id))
+                .header("sec-fetch-site", "same-site")
+                .send()
+                .await;
+            assert_eq!(res.json()["data"], json!({"a": 1}), "{}", res.text());
+            let res = app
+                .request(http::Method::PATCH, "/api/sessions/current")
+                .header("cookie", &cookie(&id))
+                .header("sec-fetch-site", "same-origin")
+                .json(&json!({"a": 3}))
+                .send()
+                .await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        } else {
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+    }
+}
+
+/// Behind a proxy that terminates TLS, Spin reports `http://`; the public origin setting names
+/// the origin browsers really use, and only it passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_origin_setting_names_the_apps_origin() {
+    let redis = RedisServer::plain();
+    let app =
+        app_with(&redis, Mode::Outbound, &[("sessions_public_origin", "https://app.example")]);
+    let (id, _) = create(&app, "u1", json!({"a": 1})).await;
+    for (origin, status) in [
+        ("https://app.example", 200),
+        ("https://app.example:443", 200),
+        ("http://127.0.0.1:3000", 403),
+    ] {
+        let res = app
+            .request(http::Method::PATCH, "/api/sessions/current")
+            .header("cookie", &cookie(&id))
+            .header("origin", origin)
+            .json(&json!({"a": 2}))
+            .send()
+            .await;
+        assert_eq!(res.status, status, "{origin}: {}", res.text());
+    }
+    let bad =
+        app_with(&redis, Mode::Outbound, &[("sessions_public_origin", "https://app.example/x")]);
+    let res = get(&bad, &id).await;
+    assert_error(&res, 500, "misconfigured");
+}
+
+/// Review of issue 27: a session's handle changed with every rotation, so a thief who rotated
+/// a stolen session escaped the backend's revocation by the handle it was created with (the
+/// old handle named only the forward record, and revoking it ended nothing else). The handle
+/// now stays with the session across rotations.
+async fn a_rotated_session_keeps_its_handle_and_can_still_be_revoked_by_it(mode: Mode) {
+    let redis = RedisServer::plain();
+    let app = app(&redis, mode);
+    let (victim, created) = create(&app, "u1", json!({})).await;
+    let handle = created.json()["handle"].as_str().unwrap().to_owned();
+    let (other, _) = create(&app, "u1", json!({})).await;
+    let res = app
+        .post("/api/sessions/current/rotate")
+        .header("authorization", &format!("Bearer {victim}"))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let stolen = res.json()["session_id"].as_str().unwrap().to_owned();
+    let listed = app.get("/api/sessions").header("cookie", &cookie(&other)).send().await.json();
+    let handles: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["handle"].as_str().unwrap())
+        .collect();
+    assert!(handles.contains(&handle.as_str()), "{listed}");
+
+    let res = backend_call(
+        &app,
+        http::Method::PATCH,
+        "/api/sessions/admin/data",
+        json!({"user_id": "u1", "handle": handle, "data": {"flag": true}}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(get(&app, &stolen).await.json()["data"], json!({"flag": true}));
+    let res = backend_call(
+        &app,
+        http::Method::POST,
+        "/api/sessions/admin/revoke",
+        json!({"user_id": "u1", "handle": handle}),
+    )
+    .await;
+    assert_eq!(res.json(), json!({"revoked": 1}), "{}", res.text());
+    assert_unauthorized_and_cleared(&get(&app, &stolen).await);
+    assert_eq!(get(&app, &other).await.status, 200);
 }
