@@ -8,6 +8,7 @@
 //! - `keep_alive`: hundreds of requests over one connection, as browsers and ingresses send;
 //! - `outage`: Redis stopped under load and restarted, and Redis silent, with the documented
 //!   bounds, fast path off and on;
+//! - `security`: the attacker's requests of issue 27;
 //! - `spin`: the Spin behaviours the test host copies from Spin's sources.
 
 mod support;
@@ -15,4 +16,5 @@ mod support;
 mod contracts;
 mod keep_alive;
 mod outage;
+mod security;
 mod spin;

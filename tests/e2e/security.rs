@@ -1,0 +1,112 @@
+//! The attacker's requests of issue 27, under the real Spin: a rotated-away session id, a
+//! session hiding in its own data, JSON arrays for objects, a respelled client key, a sloppy
+//! percent-escape and a sibling site's write.
+
+use std::path::Path;
+
+use http::Method;
+use serde_json::json;
+
+use crate::support::{assert_error, bearer, in_both_modes, req, start, Mode, TOKEN};
+
+fn cookie_id(res: &spin_test_host::real_spin::SpinResponse) -> String {
+    res.header("set-cookie")
+        .and_then(|c| c.strip_prefix("__Host-session="))
+        .and_then(|rest| rest.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
+}
+
+in_both_modes!(strangers_cannot_take_over_hide_or_respell);
+
+async fn strangers_cannot_take_over_hide_or_respell(spin: &Path, mode: Mode) {
+    let app = start(
+        spin,
+        mode,
+        &[
+            ("sessions_api_token", TOKEN),
+            ("ratelimit_api_token", TOKEN),
+            ("leaderboard_api_token", TOKEN),
+            ("locks_api_token", TOKEN),
+            ("sessions_rotation_grace_seconds", "60"),
+        ],
+    )
+    .await;
+    let auth = bearer();
+    let create = || {
+        req(
+            Method::POST,
+            "/api/sessions",
+            &[("authorization", &auth)],
+            Some(json!({"user_id": "u1"})),
+        )
+    };
+    let old = app.send(create()).await.json()["session_id"].as_str().unwrap().to_owned();
+    let old_cookie = format!("__Host-session={old}");
+
+    // Rotation: the old id may read during the grace, and do nothing else.
+    let rotated = app
+        .send(req(Method::POST, "/api/sessions/current/rotate", &[("cookie", &old_cookie)], None))
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let new_cookie = format!("__Host-session={}", cookie_id(&rotated));
+    let read =
+        app.send(req(Method::GET, "/api/sessions/current", &[("cookie", &old_cookie)], None)).await;
+    assert_eq!(read.status, 200, "{}", read.text());
+    let takeover = app
+        .send(req(Method::POST, "/api/sessions/current/rotate", &[("cookie", &old_cookie)], None))
+        .await;
+    assert_error(&takeover, 409, "session_rotated");
+    let logout = app
+        .send(req(Method::DELETE, "/api/sessions/current", &[("cookie", &old_cookie)], None))
+        .await;
+    assert_error(&logout, 409, "session_rotated");
+    let still =
+        app.send(req(Method::GET, "/api/sessions/current", &[("cookie", &new_cookie)], None)).await;
+    assert_eq!(still.status, 200, "the rightful holder keeps the session: {}", still.text());
+
+    // A second session that writes a forward record's field into its data still shows.
+    let other = app.send(create()).await.json()["session_id"].as_str().unwrap().to_owned();
+    let other_cookie = format!("__Host-session={other}");
+    let patched = app
+        .send(req(
+            Method::PATCH,
+            "/api/sessions/current",
+            &[("cookie", &other_cookie)],
+            Some(json!({"fwd": "x"})),
+        ))
+        .await;
+    assert!(patched.status.is_success(), "{}", patched.text());
+    let list = app.send(req(Method::GET, "/api/sessions", &[("cookie", &new_cookie)], None)).await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert_eq!(list.json()["sessions"].as_array().map(Vec::len), Some(2), "{}", list.text());
+
+    // Arrays where the docs say object: 400 invalid_json, nothing done.
+    let arrays = [
+        (Method::POST, "/api/sessions", json!(["u1"])),
+        (Method::POST, "/api/ratelimit/check", json!(["e2e", "k"])),
+        (Method::POST, "/api/leaderboards/global/scores", json!(["member", 5, null])),
+        (Method::POST, "/api/locks/a", json!([60000])),
+    ];
+    for (method, path, body) in arrays {
+        let res = app.send(req(method, path, &[("authorization", &auth)], Some(body))).await;
+        assert_error(&res, 400, "invalid_json");
+    }
+
+    // A percent-escape with a sign is no escape.
+    let res = app
+        .send(req(Method::GET, "/api/ratelimit/api/a%+f", &[("authorization", &auth)], None))
+        .await;
+    assert_eq!(res.status, 400, "{}", res.text());
+
+    // A sibling subdomain's write with the cookie: refused by default.
+    let res = app
+        .send(req(
+            Method::PATCH,
+            "/api/sessions/current",
+            &[("cookie", &new_cookie), ("sec-fetch-site", "same-site")],
+            Some(json!({"n": 1})),
+        ))
+        .await;
+    assert_eq!(res.status, 403, "{}", res.text());
+}
