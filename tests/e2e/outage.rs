@@ -246,8 +246,17 @@ async fn scenario(spin: &Path, mode: Mode, outage: Outage) {
             }
         }
     }
-    // And pooled ones come from the pool again: cache hits open no connection.
+    // And pooled ones come from the pool again: cache hits open no connection. After a stop,
+    // on the standby label, which Spin connected on its first open while the first label
+    // still waits for its reconnect backoff.
     if mode == Mode::FastPath {
+        if outage == Outage::Stopped {
+            assert!(
+                logs.contains("moving to store \"redis_standby\""),
+                "the fast path moved to the standby store\n{}",
+                context()
+            );
+        }
         let hit = spin.get("/api/cache/profile/7").await.unwrap();
         assert_eq!(hit.header("x-cache"), Some("HIT"), "{}", context());
         let before = info_stat(&app.redis, "total_connections_received").await;
