@@ -12,7 +12,9 @@
 //!   fails at once can never hide one that hangs (a shared "last finished" time could).
 //! - A target is **stuck** while one of its calls has been pending longer than
 //!   `redis_stall_ms` (default 250 ms), and nothing proved Redis reachable since that call
-//!   started: `ok:outbound` holds the start of the latest outbound call that succeeded.
+//!   started: `ok:outbound` holds the start of the latest outbound call that succeeded. For
+//!   outbound Redis, also no call may have succeeded within the bound (Redis that answers is
+//!   busy, not silent).
 //!
 //! While outbound Redis is stuck, every request gets [`RedisError::Unavailable`] at once and
 //! answers with its documented fallback (the cache serves the origin with `BYPASS`, rate
@@ -48,7 +50,8 @@ pub const MAX_PROBES: usize = 4;
 const PROBE_INTERVAL_MS: i64 = 1000;
 /// The target name of probes: they must not keep outbound Redis stuck themselves.
 const PROBE: &str = "probe";
-/// When outbound Redis last answered: the start of the latest call that succeeded.
+/// When outbound Redis last answered: `{start},{done}`, the start of the latest-started call
+/// that succeeded and when a call last succeeded.
 const OUTBOUND_OK: &str = "ok:outbound";
 /// When the latest probe started.
 const PROBE_AT: &str = "probe_at";
@@ -145,7 +148,15 @@ impl Breaker {
 
     /// When outbound Redis last answered (the start of that call), 0 if never.
     pub(crate) fn outbound_ok_at(&self) -> i64 {
-        self.read(OUTBOUND_OK)
+        self.outbound_ok().0
+    }
+
+    /// (start of the latest-started call that succeeded, when a call last succeeded).
+    fn outbound_ok(&self) -> (i64, i64) {
+        let value = self.state.get(OUTBOUND_OK).ok().flatten().unwrap_or_default();
+        let text = String::from_utf8_lossy(&value);
+        let mut parts = text.split(',').map(|p| p.parse::<i64>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
     }
 
     /// The oldest call on `target` pending since `from` or later.
@@ -174,10 +185,22 @@ impl Breaker {
     /// A request that the fast path sent here because its pooled connection is stuck waits
     /// for no second bound: while outbound Redis has not answered since the pooled connection
     /// got stuck, one outbound call at a time tries, and the others answer at once.
+    ///
+    /// Redis that answered any call within the bound is busy, not silent: a burst of TLS
+    /// handshakes on a loaded machine can keep a call pending longer than the bound while
+    /// others complete.
     pub(crate) fn refuse_outbound(&self, address: &str) -> Option<RedisError> {
-        let since = match POOLED_STUCK_SINCE.get() {
+        let pooled_stuck = POOLED_STUCK_SINCE.get();
+        if pooled_stuck.is_none() {
+            // Cheap first: no call pending too long, no need to read when Redis last answered.
+            self.stuck_since(OUTBOUND, i64::MIN)?;
+        }
+        let (ok_at, ok_done) = self.outbound_ok();
+        if unix_now_ms() - ok_done <= self.stall_ms {
+            return None;
+        }
+        let since = match pooled_stuck {
             Some(pooled_since) => {
-                let ok_at = self.outbound_ok_at();
                 let trying = (ok_at < pooled_since)
                     .then(|| self.oldest_call(OUTBOUND, pooled_since))
                     .flatten();
@@ -186,12 +209,7 @@ impl Breaker {
                     None => self.stuck_since(OUTBOUND, ok_at)?,
                 }
             }
-            None => {
-                // Cheap first: no call pending too long, no need to read when Redis last
-                // answered.
-                self.stuck_since(OUTBOUND, i64::MIN)?;
-                self.stuck_since(OUTBOUND, self.outbound_ok_at())?
-            }
+            None => self.stuck_since(OUTBOUND, ok_at)?,
         };
         PROBE_ADDRESS.with(|a| *a.borrow_mut() = Some(address.to_owned()));
         let waited = unix_now_ms() - since;
@@ -230,9 +248,9 @@ impl Breaker {
 
     /// An outbound call that started at `start_ms` succeeded: Redis answers.
     fn outbound_answered(&self, start_ms: i64) {
-        if self.read(OUTBOUND_OK) < start_ms {
-            self.write(OUTBOUND_OK, start_ms);
-        }
+        let latest_start = self.outbound_ok().0.max(start_ms);
+        let value = format!("{latest_start},{}", unix_now_ms());
+        let _ = self.state.set(OUTBOUND_OK, value.as_bytes());
     }
 
     /// Whether a probe may start now: none started within the last interval, and fewer than

@@ -24,6 +24,8 @@ const BOUND: Duration = Duration::from_secs(1);
 fn app(redis: &RedisServer) -> TestApp {
     builder(redis)
         .variable("redis_fast_path", "true")
+        // The default bound, which these tests measure.
+        .variable("redis_stall_ms", "250")
         .variable("sessions_api_token", API_TOKEN)
         .variable("ratelimit_api_token", API_TOKEN)
         .variable(

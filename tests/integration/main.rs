@@ -15,4 +15,5 @@ mod locks;
 mod otp;
 mod ratelimit;
 mod sessions;
+mod silent_redis;
 mod wasm_size;

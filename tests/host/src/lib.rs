@@ -243,6 +243,7 @@ impl TestAppBuilder {
                 key_value_stores,
                 components,
                 logs: Mutex::new(String::new()),
+                background: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -282,6 +283,8 @@ pub(crate) struct AppInner {
     pub(crate) key_value_stores: key_value::Stores,
     components: HashMap<String, ProxyPre<InstanceState>>,
     logs: Mutex<String>,
+    /// Handlers still running after their response was sent (work after the response).
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A loaded app, ready to serve requests.
@@ -418,6 +421,20 @@ impl TestApp {
     /// Redis restarts are not counted; a failed first connect is, and is tried again).
     pub fn key_value_connections(&self) -> usize {
         self.inner.key_value_stores.values().map(key_value::Store::connections).sum()
+    }
+
+    /// Waits until every handler has finished, work after its response included (Spin
+    /// answers as soon as a response's body is complete; the handler may go on).
+    pub async fn settle(&self) {
+        loop {
+            let pending: Vec<_> = std::mem::take(&mut *self.inner.background.lock().unwrap());
+            if pending.is_empty() {
+                return;
+            }
+            for handle in pending {
+                let _ = handle.await;
+            }
+        }
     }
 
     /// Everything every instance of this app has logged so far.
@@ -592,7 +609,26 @@ impl AppInner {
         let (parts, body) = response.into_parts();
         let collected =
             body.collect().await.map_err(|e| anyhow!("reading response body: {e:?}"))?;
-        task.await??;
+        // As Spin does, the answer goes out once its body is complete; the handler may still
+        // be running (work after the response), and finishes in the background. Its later
+        // output reaches the app's logs; `TestApp::settle` waits for it.
+        let app = self.clone();
+        let answered = logs.contents().len();
+        let handle = tokio::spawn(async move {
+            let outcome = task.await;
+            let contents = logs.contents();
+            let mut text =
+                String::from_utf8_lossy(&contents[answered.min(contents.len())..]).into_owned();
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => text.push_str(&format!("[host] error after the response: {e:#}\n")),
+                Err(e) => text.push_str(&format!("[host] handler task failed: {e}\n")),
+            }
+            app.logs.lock().unwrap().push_str(&text);
+        });
+        let mut background = self.background.lock().unwrap();
+        background.retain(|h| !h.is_finished());
+        background.push(handle);
         Ok(Response::from_parts(parts, collected.to_bytes()))
     }
 }
