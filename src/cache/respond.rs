@@ -3,6 +3,7 @@
 
 use super::entry::{Entry, Headers};
 use super::policy::http_date_ms;
+use crate::platform::fields::split_list;
 use crate::platform::outbound::OutboundResponse;
 use crate::platform::{Request, Response};
 
@@ -63,13 +64,28 @@ impl Served {
     }
 
     /// Straight from the origin. `cookies`: also pass `Set-Cookie` (never for stored answers).
+    /// `standard`: every end-to-end field, the origin's `Age` included (kept as it came when
+    /// the answer is not stored); else the cache-aside list.
     pub fn from_origin(
         outcome: Outcome,
         response: OutboundResponse,
         cookies: bool,
         detail: String,
+        standard: bool,
     ) -> Self {
-        let mut headers = super::entry::end_to_end(&response);
+        let mut headers = if standard {
+            let mut h = super::standard::stored_fields(&response);
+            h.extend(
+                response
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("age"))
+                    .map(|(_, v)| ("age".to_owned(), v.clone())),
+            );
+            h
+        } else {
+            super::entry::end_to_end(&response)
+        };
         if cookies {
             headers.extend(
                 response
@@ -79,7 +95,9 @@ impl Served {
                     .map(|(_, v)| ("set-cookie".to_owned(), v.clone())),
             );
         }
-        Self { outcome, status: response.status, headers, body: response.body, age_ms: 0, detail }
+        // -1: no Age of ours (standards mode passes the origin's, or none).
+        let age_ms = if standard { -1 } else { 0 };
+        Self { outcome, status: response.status, headers, body: response.body, age_ms, detail }
     }
 
     pub fn age_seconds(&self) -> String {
@@ -92,9 +110,10 @@ impl Served {
 }
 
 /// Weak comparison of entity tags (RFC 9110 8.8.3.2): `W/"x"` matches `"x"`.
+/// The list is split on commas outside quoted strings: `"a,b"` is one tag.
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-    if_none_match.trim() == "*" || if_none_match.split(',').any(|t| bare(t) == bare(etag))
+    if_none_match.trim() == "*" || split_list(if_none_match).into_iter().any(|t| bare(t) == bare(etag))
 }
 
 /// Whether a client's conditional GET/HEAD is answered `304` (RFC 9110 13.2.2):
@@ -144,8 +163,11 @@ pub fn to_response(req: &Request, served: Served) -> Response {
     let cache_status = format!("{CACHE_NAME}; {}", served.detail);
     response = response
         .with_header("x-cache", served.outcome.as_str())
-        .with_header("cache-status", cache_status)
-        .with_header("age", served.age_seconds());
+        .with_header("cache-status", cache_status);
+    // An answer passed in standards mode keeps the origin's own Age, or has none.
+    if served.age_ms >= 0 && served.header("age").is_none() {
+        response = response.with_header("age", served.age_seconds());
+    }
     if head || not_modified {
         response
     } else {
@@ -164,5 +186,8 @@ mod tests {
         assert!(etag_matches("\"b\", W/\"a\"", "W/\"a\""));
         assert!(etag_matches("*", "\"z\""));
         assert!(!etag_matches("\"b\"", "\"a\""));
+        // A comma inside a tag is part of it.
+        assert!(etag_matches("\"x\", \"a,b\"", "\"a,b\""));
+        assert!(!etag_matches("\"a,b\"", "\"a\""));
     }
 }

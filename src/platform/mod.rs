@@ -8,6 +8,7 @@
 //! - [`response`]: the response as a list of field lines, the JSON error shape, [`serve`];
 //! - [`auth`]: bearer-token checks with one constant-time comparison;
 //! - [`settings`]: typed Spin variables with ranges and one `misconfigured` answer;
+//! - [`fields`]: hop-by-hop fields (one list for every proxy) and list splitting;
 //! - [`outbound`]: the one outbound HTTP client, with per-phase timeouts and a deadline;
 //! - [`redis`], [`redis_settings`]: outbound Redis, one lazily opened connection per request;
 //! - [`fast_path`]: reads and counters through Spin's pooled Redis key-value store;
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod clock;
 pub mod fast_path;
+pub mod fields;
 pub mod json;
 pub mod outbound;
 pub mod redis;
