@@ -1933,6 +1933,9 @@ async fn writes_go_through_and_purge_on_success(mode: Mode) {
         .header("content-type", "application/json")
         .header("authorization", "Bearer origin-token")
         .header("cookie", "s=1")
+        // Hop-by-hop: named in Connection, so never forwarded (RFC 9110 7.6.1).
+        .header("connection", "x-hop")
+        .header("x-hop", "secret")
         .body(r#"{"name":"new"}"#)
         .send()
         .await;
@@ -1944,6 +1947,7 @@ async fn writes_go_through_and_purge_on_success(mode: Mode) {
     assert_eq!(write.header("content-type"), Some("application/json"));
     assert_eq!(write.header("authorization"), Some("Bearer origin-token"));
     assert_eq!(write.header("cookie"), Some("s=1"));
+    assert_eq!(write.header("x-hop"), None);
     // Every variant was purged.
     let res = get(&app, url).await;
     assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("MISS", Some(4)));
@@ -1959,6 +1963,68 @@ async fn writes_go_through_and_purge_on_success(mode: Mode) {
 }
 
 in_both_modes!(writes_go_through_and_purge_on_success);
+
+// ---------------------------------------------------------------------------------------
+// Standards mode (issue 28)
+
+async fn standards_mode_is_an_rfc_9111_shared_cache(mode: Mode) {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app_with(
+        mode,
+        &redis,
+        &origin,
+        &[("cache_mode", "standard"), ("cache_vary_headers", ""), ("cache_pass_ttl_seconds", "0")],
+    );
+    origin.respond(|target, n| {
+        let reply = Reply::json(200, json!({"target": target, "n": n}));
+        match target {
+            "/s/fresh" => reply.header("cache-control", "max-age=60").header("x-custom", "1"),
+            "/s/vary" => reply.header("cache-control", "max-age=60").header("vary", "X-Lang"),
+            "/s/aged" => reply.header("cache-control", "no-store").header("age", "5"),
+            _ => reply,
+        }
+    });
+    // Every end-to-end field forwarded and stored.
+    let res = app.get("/api/cache/proxy/s/fresh").header("x-trace", "7").send().await;
+    assert_eq!(x_cache(&res), "MISS", "{}", res.logs);
+    assert_eq!(origin.seen()[0].header("x-trace"), Some("7"));
+    let res = get(&app, "/api/cache/proxy/s/fresh").await;
+    assert_eq!((x_cache(&res), res.header("x-custom")), ("HIT", Some("1")));
+    // No heuristic freshness without Last-Modified: not stored.
+    for n in 1..=2 {
+        let res = get(&app, "/api/cache/proxy/s/none").await;
+        assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("BYPASS", Some(n)));
+    }
+    // An answer to a request with Authorization is not stored without public.
+    for _ in 0..2 {
+        let res = app.get("/api/cache/proxy/s/fresh?auth").header("authorization", "Basic x").send().await;
+        assert_eq!(x_cache(&res), "BYPASS");
+    }
+    // Vary on a field nobody configured: one entry per value.
+    for (lang, outcome, n) in [("a", "MISS", 1), ("b", "MISS", 2), ("a", "HIT", 1)] {
+        let res = app.get("/api/cache/proxy/s/vary").header("x-lang", lang).send().await;
+        assert_eq!((x_cache(&res), res.json()["n"].as_u64()), (outcome, Some(n)), "{lang}");
+    }
+    // An answer not stored keeps the origin's Age.
+    assert_eq!(get(&app, "/api/cache/proxy/s/aged").await.header("age"), Some("5"));
+    // DELETE is the origin's, and invalidates the path.
+    let res = app.request(http::Method::DELETE, "/api/cache/proxy/s/fresh").send().await;
+    assert_eq!((res.status, x_cache(&res)), (200, "BYPASS"));
+    assert!(origin.seen().iter().any(|s| s.method == "DELETE" && s.target == "/s/fresh"));
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/s/fresh").await), "MISS");
+    // Purges moved to /api/cache/entries/.
+    let res = app
+        .request(http::Method::DELETE, "/api/cache/entries/s/vary")
+        .header("authorization", &format!("Bearer {PURGE_TOKEN}"))
+        .send()
+        .await;
+    assert_eq!((res.status, res.json()["purged"].as_i64()), (200, Some(2)), "{}", res.logs);
+    let res = app.get("/api/cache/proxy/s/vary").header("x-lang", "a").send().await;
+    assert_eq!(x_cache(&res), "MISS");
+}
+
+in_both_modes!(standards_mode_is_an_rfc_9111_shared_cache);
 
 // ---------------------------------------------------------------------------------------
 // Sampled hit counting (issue 14, deliverable 4)
