@@ -171,7 +171,8 @@ fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
         let keys = entry_keys(&redis, req, &target, &settings);
         let mut response = purge::purge_route(req, &keys, &redis, &target, &settings)?;
         response.set_header("deprecation", "true");
-        let successor = format!("</api/cache/entries{}>; rel=\"successor-version\"", target.as_str());
+        let successor =
+            format!("</api/cache/entries{}>; rel=\"successor-version\"", target.as_str());
         response.set_header("link", successor);
         return Ok(response);
     }
@@ -206,7 +207,8 @@ fn write_through(
     let method = req.method().clone();
     // Unsafe methods invalidate (RFC 9111 4.4); in standards mode also on a 3xx, and the
     // same-origin Location and Content-Location targets too.
-    let unsafe_method = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+    let unsafe_method =
+        !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
     let response = fetch::send(
         &method,
         &settings.origin_url,

@@ -55,7 +55,9 @@ pub fn parse_cache_control(value: &str) -> CacheControl {
     let mut cc = CacheControl::default();
     for directive in split_list(value) {
         let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
-        let arg = delta_seconds(arg.trim().strip_prefix('"').and_then(|a| a.strip_suffix('"')).unwrap_or(arg.trim()));
+        let arg = delta_seconds(
+            arg.trim().strip_prefix('"').and_then(|a| a.strip_suffix('"')).unwrap_or(arg.trim()),
+        );
         let first = |slot: &mut Option<u64>| {
             if slot.is_none() {
                 *slot = Some(arg.unwrap_or(0));

@@ -139,7 +139,9 @@ pub(crate) fn bypass(
     eprintln!("cache: Redis unavailable ({}), serving from the origin: {e}", e.reason());
     let detail = "fwd=bypass; detail=redis-unavailable".to_owned();
     match origin_get(settings, target, forward, &[]) {
-        Ok(r) => Ok((Served::from_origin(Outcome::Bypass, r, true, detail, settings.standard), None)),
+        Ok(r) => {
+            Ok((Served::from_origin(Outcome::Bypass, r, true, detail, settings.standard), None))
+        }
         Err(e) => Err(origin_error(&e)),
     }
 }
@@ -197,11 +199,18 @@ impl Fill {
         let give_up = monotonic_ms() + self.settings.lock_ttl_ms() + 1000;
         let mut first = true;
         loop {
-            let (found, clock) =
-                match lookup(&self.redis, &self.keys, first, &token, &self.settings, factor, self.pairs()) {
-                    Ok(found) => found,
-                    Err(e) => return self.bypass(&e),
-                };
+            let (found, clock) = match lookup(
+                &self.redis,
+                &self.keys,
+                first,
+                &token,
+                &self.settings,
+                factor,
+                self.pairs(),
+            ) {
+                Ok(found) => found,
+                Err(e) => return self.bypass(&e),
+            };
             let (now, start) = (clock.now_ms, clock.now_us);
             first = false;
             return match found {
@@ -346,8 +355,7 @@ impl Fill {
                 };
                 let stored = finish(&self.redis, &self.keys, token, started_us, action, "misses");
                 let outcome = if stored { Outcome::Miss } else { Outcome::Bypass };
-                let mut served =
-                    Served::from_origin(outcome, response, false, detail(stored), std);
+                let mut served = Served::from_origin(outcome, response, false, detail(stored), std);
                 // Our Age, not the origin's: the corrected initial age.
                 served.headers.retain(|(n, _)| n != "age");
                 served.age_ms = freshness.age_ms as i64;
@@ -375,8 +383,11 @@ impl Fill {
     /// A 304 to our conditional request: the stored answer with the 304's fields (RFC 9111
     /// 4.3.4), and its `Age`, decided on again as a fresh answer.
     fn revalidated(&self, entry: Entry, not_modified: OutboundResponse) -> OutboundResponse {
-        let updates =
-            if self.standard() { standard::stored_fields(&not_modified) } else { entry::end_to_end(&not_modified) };
+        let updates = if self.standard() {
+            standard::stored_fields(&not_modified)
+        } else {
+            entry::end_to_end(&not_modified)
+        };
         let mut headers: Headers = entry
             .headers
             .into_iter()

@@ -113,7 +113,8 @@ impl Served {
 /// The list is split on commas outside quoted strings: `"a,b"` is one tag.
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-    if_none_match.trim() == "*" || split_list(if_none_match).into_iter().any(|t| bare(t) == bare(etag))
+    if_none_match.trim() == "*"
+        || split_list(if_none_match).into_iter().any(|t| bare(t) == bare(etag))
 }
 
 /// Whether a client's conditional GET/HEAD is answered `304` (RFC 9110 13.2.2):

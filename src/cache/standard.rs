@@ -109,9 +109,9 @@ fn sf_bare_item(item: &str) -> bool {
         Some(b'"') => item.len() >= 2 && item.ends_with('"'),
         Some(b':') => item.len() >= 2 && item.ends_with(':'),
         Some(b'?') => item == "?0" || item == "?1",
-        Some(c) if c.is_ascii_alphabetic() || *c == b'*' => item.bytes().all(|c| {
-            c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c)
-        }),
+        Some(c) if c.is_ascii_alphabetic() || *c == b'*' => {
+            item.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c))
+        }
         _ => false,
     }
 }
@@ -132,7 +132,8 @@ pub fn parse_targeted(value: &str) -> Option<CacheControl> {
             if !sf_bare_item(item) {
                 return None;
             }
-            let integer = matches!(key, "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error");
+            let integer =
+                matches!(key, "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error");
             if integer && delta_seconds(item.strip_prefix('-').unwrap_or(item)).is_none() {
                 return None;
             }
@@ -180,8 +181,9 @@ pub fn decide(
         .flatten()
         .and_then(|v| parse_targeted(&v));
     let from_targeted = targeted.is_some();
-    let cc = targeted
-        .unwrap_or_else(|| parse_cache_control(&response.header("cache-control").unwrap_or_default()));
+    let cc = targeted.unwrap_or_else(|| {
+        parse_cache_control(&response.header("cache-control").unwrap_or_default())
+    });
     if (cc.no_store && !cc.must_understand) || cc.private {
         return Decision::Pass("origin said no-store or private");
     }
@@ -204,7 +206,8 @@ pub fn decide(
         })
     };
     let explicit = cc.s_maxage.or(cc.max_age).map(|s| s.saturating_mul(1000)).or(expires);
-    let validators = response.header("etag").is_some() || response.header("last-modified").is_some();
+    let validators =
+        response.header("etag").is_some() || response.header("last-modified").is_some();
     let lifetime = match explicit {
         Some(ms) => ms,
         None if heuristically_cacheable(status) || cc.public => {
@@ -241,9 +244,14 @@ pub fn decide(
 
 /// How long past its freshness an entry stays in Redis: long enough for its stale windows,
 /// and, with validators, for revalidation (up to `cache_ttl_seconds` more).
-pub fn keep_ms(freshness: &Freshness, response: &OutboundResponse, settings: &CacheSettings) -> u64 {
+pub fn keep_ms(
+    freshness: &Freshness,
+    response: &OutboundResponse,
+    settings: &CacheSettings,
+) -> u64 {
     let windows = freshness.swr_ms.max(freshness.sie_ms);
-    let validators = response.header("etag").is_some() || response.header("last-modified").is_some();
+    let validators =
+        response.header("etag").is_some() || response.header("last-modified").is_some();
     if validators {
         windows.max(settings.ttl_ms)
     } else {
@@ -308,20 +316,30 @@ mod tests {
         // With a validator: stored stale, for revalidation.
         assert_eq!(ttl(decide(&response(200, &[("etag", "\"a\"")]), false)), Some(0));
         assert_eq!(ttl(decide(&response(201, &[("etag", "\"a\"")]), false)), None);
-        assert_eq!(ttl(decide(&response(503, &[("cache-control", "max-age=5")]), false)), Some(5000));
+        assert_eq!(
+            ttl(decide(&response(503, &[("cache-control", "max-age=5")]), false)),
+            Some(5000)
+        );
         assert_eq!(ttl(decide(&response(599, &[("cache-control", "max-age=5")]), false)), None);
-        assert_eq!(ttl(decide(&response(200, &[("cache-control", "max-age=99999")]), false)), Some(3_600_000));
+        assert_eq!(
+            ttl(decide(&response(200, &[("cache-control", "max-age=99999")]), false)),
+            Some(3_600_000)
+        );
     }
 
     #[test]
     fn authorization_needs_public_must_revalidate_or_s_maxage() {
         assert_eq!(ttl(decide(&response(200, &[("cache-control", "max-age=5")]), true)), None);
-        assert_eq!(ttl(decide(&response(200, &[("cache-control", "public, max-age=5")]), true)), Some(5000));
+        assert_eq!(
+            ttl(decide(&response(200, &[("cache-control", "public, max-age=5")]), true)),
+            Some(5000)
+        );
     }
 
     #[test]
     fn the_targeted_field_wins_when_valid() {
-        let r = response(200, &[("cdn-cache-control", "max-age=10"), ("cache-control", "no-store")]);
+        let r =
+            response(200, &[("cdn-cache-control", "max-age=10"), ("cache-control", "no-store")]);
         assert_eq!(ttl(decide(&r, false)), Some(10_000));
         for bad in ["max-age=10, &&&&&", "max-age=\"10\""] {
             let r = response(200, &[("cdn-cache-control", bad), ("cache-control", "no-store")]);
@@ -333,14 +351,24 @@ mod tests {
     fn vary_star_anywhere_passes() {
         assert!(vary_names(&response(200, &[("vary", ", *")])).is_err());
         assert!(vary_names(&response(200, &[("vary", "foo"), ("vary", "*")])).is_err());
-        assert_eq!(vary_names(&response(200, &[("vary", "B, a"), ("vary", "b")])).unwrap(), ["a", "b"]);
+        assert_eq!(
+            vary_names(&response(200, &[("vary", "B, a"), ("vary", "b")])).unwrap(),
+            ["a", "b"]
+        );
     }
 
     #[test]
     fn only_end_to_end_fields_are_stored() {
         let r = response(
             200,
-            &[("X-Any", "1"), ("Connection", "x-hop"), ("x-hop", "2"), ("Age", "3"), ("Keep-Alive", "4"), ("Date", "d")],
+            &[
+                ("X-Any", "1"),
+                ("Connection", "x-hop"),
+                ("x-hop", "2"),
+                ("Age", "3"),
+                ("Keep-Alive", "4"),
+                ("Date", "d"),
+            ],
         );
         let names: Vec<String> = stored_fields(&r).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["x-any", "date"]);

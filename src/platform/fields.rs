@@ -110,7 +110,10 @@ mod tests {
     #[test]
     fn lists_split_outside_quoted_strings() {
         assert_eq!(split_list("a, b=1 ,,c"), ["a", "b=1", "c"]);
-        assert_eq!(split_list(r#"community="UCI, max-age=999", x"#), [r#"community="UCI, max-age=999""#, "x"]);
+        assert_eq!(
+            split_list(r#"community="UCI, max-age=999", x"#),
+            [r#"community="UCI, max-age=999""#, "x"]
+        );
         assert_eq!(split_list(r#""a,b", W/"c\",d""#), [r#""a,b""#, r#"W/"c\",d""#]);
         assert!(split_list(" , ").is_empty());
     }

@@ -1998,7 +1998,11 @@ async fn standards_mode_is_an_rfc_9111_shared_cache(mode: Mode) {
     }
     // An answer to a request with Authorization is not stored without public.
     for _ in 0..2 {
-        let res = app.get("/api/cache/proxy/s/fresh?auth").header("authorization", "Basic x").send().await;
+        let res = app
+            .get("/api/cache/proxy/s/fresh?auth")
+            .header("authorization", "Basic x")
+            .send()
+            .await;
         assert_eq!(x_cache(&res), "BYPASS");
     }
     // Vary on a field nobody configured: one entry per value.
