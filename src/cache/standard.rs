@@ -280,7 +280,8 @@ mod tests {
                 "cache_ttl_jitter" | "cache_early_refresh_beta" => "0",
                 "cache_stale_seconds" => "60",
                 "cache_negative_ttl_seconds" | "cache_error_ttl_seconds" => "0",
-                "cache_pass_ttl_seconds" | "cache_default_ttl_seconds" => "",
+                "cache_default_ttl_seconds" => "",
+                "cache_pass_ttl_seconds" => "0",
                 "cache_max_entry_bytes" => "1000",
                 "cache_origin_timeout_ms" => "1000",
                 "cache_key_buckets" | "cache_hit_sampling" => "1",
@@ -293,9 +294,7 @@ mod tests {
             }
             .to_owned())
         });
-        let mut s = CacheSettings::from_variables(&vars).unwrap();
-        s.pass_ttl_ms = 0;
-        s
+        CacheSettings::from_variables(&vars).unwrap()
     }
 
     fn decide(r: &OutboundResponse, auth: bool) -> Decision {
