@@ -93,6 +93,10 @@ pub(crate) struct Clock {
     pub now_us: i64,
 }
 
+/// Standards mode, an answer with `Vary`: the field names (sorted, joined by `,`), the most
+/// variants per target, and the request's fields.
+pub(crate) type VaryStore<'a> = (String, u64, &'a [(String, String)]);
+
 /// What a fill leaves behind.
 pub(crate) enum Action<'a> {
     Store {
@@ -109,7 +113,7 @@ pub(crate) enum Action<'a> {
         tag_keys: Vec<String>,
         /// Standards mode, an answer with `Vary`: the field names (sorted, joined by `,`),
         /// the most variants per target, and the request's fields.
-        vary: Option<(String, u64, &'a [(String, String)])>,
+        vary: Option<VaryStore<'a>>,
     },
     /// A pass or failure marker for `ttl_ms`.
     Mark {
