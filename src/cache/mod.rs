@@ -184,11 +184,13 @@ fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
         ));
     }
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
-    // Standards mode passes ranges through: the 206 is the origin's, and nothing is stored.
-    if !reading || (settings.standard && req.header_count("range") > 0) {
+    if !reading {
         return write_through(req, &target, &settings);
     }
+    let standard = settings.standard;
     let (served, after) = read(req, target, settings)?;
+    // Standards mode answers a range from the complete answer (fills never ask for ranges).
+    let served = if standard { respond::ranged(req, served) } else { served };
     Ok(with_after(respond::to_response(req, served), after))
 }
 

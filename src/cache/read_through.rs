@@ -420,8 +420,14 @@ impl Fill {
             Action::Skip
         };
         let now = unix_now_ms();
+        // Standards mode: an origin that cannot be reached leaves the cache "disconnected"
+        // (RFC 9111 4.2.4), and a stale entry may be served unless its origin forbade it.
+        let disconnected = self.standard() && matches!(result, Err(OutboundError::Unreachable(_)));
         if let Some((entry, fresh)) = cached {
-            if fresh || now < entry.sie_until_ms {
+            let disconnected_ok = disconnected
+                && now < entry.soft_ms.saturating_add(self.settings.stale_ms as i64)
+                && standard::servable_disconnected(&entry.headers, &self.settings);
+            if fresh || now < entry.sie_until_ms || disconnected_ok {
                 let (counter, outcome) =
                     if fresh { ("hits", Outcome::Hit) } else { ("stale", Outcome::Stale) };
                 finish(&self.redis, &self.keys, token, started_us, action, counter);

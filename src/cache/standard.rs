@@ -160,6 +160,37 @@ pub fn vary_names(response: &OutboundResponse) -> Result<Vec<String>, ()> {
     Ok(names)
 }
 
+/// The directives that govern an answer with these fields: the targeted field when it is a
+/// valid dictionary (`true`), else `Cache-Control`.
+pub fn directives(headers: &[(String, Vec<u8>)], settings: &CacheSettings) -> (CacheControl, bool) {
+    let field = |name: &str| {
+        let mut lines = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .peekable();
+        lines.peek().is_some().then(|| lines.collect::<Vec<_>>().join(", "))
+    };
+    let targeted = (!settings.targeted_field.is_empty())
+        .then(|| field(&settings.targeted_field))
+        .flatten()
+        .and_then(|v| parse_targeted(&v));
+    match targeted {
+        Some(cc) => (cc, true),
+        None => (parse_cache_control(&field("cache-control").unwrap_or_default()), false),
+    }
+}
+
+/// Whether a stale entry with these fields may be served because the origin cannot be
+/// reached (RFC 9111 4.2.4, "disconnected"): not when the origin asked for revalidation
+/// (`must-revalidate`, `proxy-revalidate`, `no-cache`, or `s-maxage`, which implies
+/// `proxy-revalidate`), and for at most `cache_stale_seconds` past its freshness.
+pub fn servable_disconnected(headers: &[(String, Vec<u8>)], settings: &CacheSettings) -> bool {
+    let (cc, _) = directives(headers, settings);
+    settings.stale_ms > 0
+        && !(cc.no_cache || cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some())
+}
+
 /// Decides for an answer in standards mode; `cost_ms` is how long the fetch took, `now_ms`
 /// the wall clock when it arrived.
 pub fn decide(
@@ -170,20 +201,18 @@ pub fn decide(
     now_ms: i64,
 ) -> Decision {
     let status = response.status;
-    if !understood(status) {
-        return Decision::Pass("status not understood");
+    // 206 and 304 need a cache that combines them (not this one); other statuses may be
+    // stored with explicit freshness even when unknown (RFC 9111 3), unless `must-understand`.
+    if matches!(status, 206 | 304) || !(200..=599).contains(&status) {
+        return Decision::Pass("partial, 304 or non-final answer");
     }
     if response.header_values("set-cookie").next().is_some() {
         return Decision::Pass("the answer sets a cookie");
     }
-    let targeted = (!settings.targeted_field.is_empty())
-        .then(|| response.header(&settings.targeted_field))
-        .flatten()
-        .and_then(|v| parse_targeted(&v));
-    let from_targeted = targeted.is_some();
-    let cc = targeted.unwrap_or_else(|| {
-        parse_cache_control(&response.header("cache-control").unwrap_or_default())
-    });
+    let (cc, from_targeted) = directives(&response.headers, settings);
+    if cc.must_understand && !understood(status) {
+        return Decision::Pass("must-understand with a status this cache does not understand");
+    }
     if (cc.no_store && !cc.must_understand) || cc.private {
         return Decision::Pass("origin said no-store or private");
     }
@@ -252,10 +281,12 @@ pub fn keep_ms(
     let windows = freshness.swr_ms.max(freshness.sie_ms);
     let validators =
         response.header("etag").is_some() || response.header("last-modified").is_some();
-    if validators {
-        windows.max(settings.ttl_ms)
+    let kept = if validators { windows.max(settings.ttl_ms) } else { windows };
+    // Kept for serving while the origin is unreachable, when the origin allows that.
+    if servable_disconnected(&response.headers, settings) {
+        kept.max(settings.stale_ms)
     } else {
-        windows
+        kept
     }
 }
 
@@ -319,7 +350,17 @@ mod tests {
             ttl(decide(&response(503, &[("cache-control", "max-age=5")]), false)),
             Some(5000)
         );
-        assert_eq!(ttl(decide(&response(599, &[("cache-control", "max-age=5")]), false)), None);
+        // An unknown status with explicit freshness may be stored (RFC 9111 3), unless
+        // must-understand asks for a cache that knows it.
+        assert_eq!(
+            ttl(decide(&response(599, &[("cache-control", "max-age=5")]), false)),
+            Some(5000)
+        );
+        let cc = [("cache-control", "max-age=5, no-store, must-understand")];
+        assert_eq!(ttl(decide(&response(599, &cc), false)), None);
+        assert_eq!(ttl(decide(&response(200, &cc), false)), Some(5000));
+        assert_eq!(ttl(decide(&response(599, &[]), false)), None);
+        assert_eq!(ttl(decide(&response(206, &[("cache-control", "max-age=5")]), false)), None);
         assert_eq!(
             ttl(decide(&response(200, &[("cache-control", "max-age=99999")]), false)),
             Some(3_600_000)
@@ -344,6 +385,19 @@ mod tests {
             let r = response(200, &[("cdn-cache-control", bad), ("cache-control", "no-store")]);
             assert_eq!(ttl(decide(&r, false)), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn stale_when_disconnected_unless_the_origin_asked_for_revalidation() {
+        let h = |v: &str| vec![("Cache-Control".to_owned(), v.as_bytes().to_vec())];
+        assert!(servable_disconnected(&h("max-age=2"), &settings()));
+        for strict in ["max-age=2, must-revalidate", "proxy-revalidate", "no-cache", "s-maxage=2"] {
+            assert!(!servable_disconnected(&h(strict), &settings()), "{strict}");
+        }
+        // The targeted field governs when valid.
+        let mut both = h("max-age=2");
+        both.push(("CDN-Cache-Control".to_owned(), b"max-age=2, must-revalidate".to_vec()));
+        assert!(!servable_disconnected(&both, &settings()));
     }
 
     #[test]

@@ -2030,6 +2030,68 @@ async fn standards_mode_is_an_rfc_9111_shared_cache(mode: Mode) {
 
 in_both_modes!(standards_mode_is_an_rfc_9111_shared_cache);
 
+async fn standards_mode_ranges_unknown_statuses_and_a_disconnected_origin(mode: Mode) {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app_with(
+        mode,
+        &redis,
+        &origin,
+        &[("cache_mode", "standard"), ("cache_vary_headers", ""), ("cache_pass_ttl_seconds", "0")],
+    );
+    origin.respond(|target, n| {
+        let reply = Reply::json(200, json!({"target": target, "n": n}));
+        match target {
+            "/r/fresh" => reply.header("cache-control", "max-age=60"),
+            "/r/odd" => Reply { status: 299, ..reply }.header("cache-control", "max-age=60"),
+            "/r/strange" => Reply { status: 499, ..reply }
+                .header("cache-control", "max-age=60, no-store, must-understand"),
+            "/r/short" => reply.header("cache-control", "max-age=1"),
+            "/r/strict" => reply.header("cache-control", "max-age=1, must-revalidate"),
+            _ => reply,
+        }
+    });
+    // A range is answered from the complete answer: the fill asks for all of it.
+    let res = app.get("/api/cache/proxy/r/fresh").header("range", "bytes=0-1").send().await;
+    assert_eq!((res.status, x_cache(&res), res.text()), (206, "MISS", "{\"".to_owned()));
+    assert_eq!(origin.seen()[0].header("range"), None);
+    let full = get(&app, "/api/cache/proxy/r/fresh").await;
+    let len = full.body.len();
+    let res = app.get("/api/cache/proxy/r/fresh").header("range", "bytes=-2").send().await;
+    assert_eq!((res.status, x_cache(&res), res.text()), (206, "HIT", "\"}".to_owned()));
+    let range = format!("bytes {}-{}/{len}", len - 2, len - 1);
+    assert_eq!(res.header("content-range"), Some(range.as_str()));
+    let res =
+        app.get("/api/cache/proxy/r/fresh").header("range", &format!("bytes={len}-")).send().await;
+    assert_eq!(res.status, 416);
+    // A stale If-Range: the whole answer.
+    let res = app
+        .get("/api/cache/proxy/r/fresh")
+        .header("range", "bytes=0-1")
+        .header("if-range", "\"other\"")
+        .send()
+        .await;
+    assert_eq!((res.status, res.body.len()), (200, len));
+    assert_eq!(origin.hits("/r/fresh"), 1);
+    // An unknown status with explicit freshness is stored; with must-understand it is not.
+    for (path, outcome) in
+        [("odd", "MISS"), ("odd", "HIT"), ("strange", "BYPASS"), ("strange", "BYPASS")]
+    {
+        let res = get(&app, &format!("/api/cache/proxy/r/{path}")).await;
+        assert_eq!(x_cache(&res), outcome, "{path} {}", res.logs);
+    }
+    // The origin gone: a stale entry is served unless its origin asked for revalidation.
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/r/short").await), "MISS");
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/r/strict").await), "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.stop().await;
+    let res = get(&app, "/api/cache/proxy/r/short").await;
+    assert_eq!((res.status, x_cache(&res)), (200, "STALE"), "{}", res.logs);
+    assert_error(&get(&app, "/api/cache/proxy/r/strict").await, 502, "origin_unreachable");
+}
+
+in_both_modes!(standards_mode_ranges_unknown_statuses_and_a_disconnected_origin);
+
 // ---------------------------------------------------------------------------------------
 // Sampled hit counting (issue 14, deliverable 4)
 
