@@ -1,7 +1,7 @@
 // Scores a run of the HTTP caching test suite the way cache-tests.fyi does (a test passes
 // only when its result is `true` and every test it depends on passes) and prints them beside
 // the published results of the reverse proxies and CDNs for the same test ids, then the
-// required tests that failed.
+// required tests that failed, and this project's scores by group of tests.
 //   node scores.mjs SUITE_DIR RESULTS_JSON PUBLISHED_RESULTS_DIR
 import fs from 'fs'
 import path from 'path'
@@ -47,6 +47,20 @@ if (fs.existsSync(indexFile)) {
 console.log(`| cache | required (of ${totals.required}) | optional (of ${totals.optimal}) | checks (of ${totals.check}) |`)
 console.log('|---|---|---|---|')
 for (const [name, s] of rows) console.log(`| ${name} | ${s.required} | ${s.optimal} | ${s.check} |`)
+console.log('\nThis project by group (passed / total):\n')
+console.log('| group | required | optional | checks |')
+console.log('|---|---|---|---|')
+for (const suite of suites) {
+  const row = { required: [0, 0], optimal: [0, 0], check: [0, 0] }
+  for (const t of suite.tests) {
+    if (t.browser_only) continue
+    const cell = row[t.kind || 'required']
+    cell[1]++
+    if (passes(ours, t.id)) cell[0]++
+  }
+  const fmt = ([p, n]) => (n ? `${p} / ${n}` : '')
+  console.log(`| ${suite.id} | ${fmt(row.required)} | ${fmt(row.optimal)} | ${fmt(row.check)} |`)
+}
 console.log('\nRequired tests failed:')
 for (const [id, t] of tests) {
   if ((t.kind || 'required') !== 'required' || passes(ours, id)) continue
