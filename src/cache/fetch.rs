@@ -1,5 +1,6 @@
 //! Requests to the origin through the platform's HTTP client.
 
+use crate::platform::fields;
 use crate::platform::outbound::{self, OutboundError, OutboundRequest, OutboundResponse, Timeouts};
 
 /// Largest origin body read at all; bigger answers are a 502 (entries over the configured
@@ -23,23 +24,11 @@ pub fn send(
     outbound::send(&request, Timeouts::uniform(timeout_ms), MAX_ORIGIN_BODY)
 }
 
-/// Request fields never forwarded on a write: hop-by-hop fields, the framing wasi-http
-/// sets itself, `Host` (the origin's own is used) and Spin's `spin-*` fields.
-pub fn forwardable(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    !(name.starts_with("spin-")
-        || matches!(
-            name.as_str(),
-            "host"
-                | "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-                | "content-length"
-                | "proxy-authorization"
-                | "expect"
-        ))
+/// The request fields forwarded to the origin: end-to-end ones (the platform's hop-by-hop
+/// list and the fields `Connection` names dropped, `Content-Length` recomputed, `spin-*`
+/// dropped), less `Expect` (the body is sent whole).
+pub fn forwardable(lines: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    let mut kept = fields::end_to_end(lines);
+    kept.retain(|(n, _)| !n.eq_ignore_ascii_case("expect"));
+    kept
 }

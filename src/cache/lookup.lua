@@ -7,6 +7,7 @@
 -- ARGV[4] early-refresh factor in millionths: 1e6 * beta * -ln(u), u uniform in (0,1];
 --         0 turns XFetch off
 -- ARGV[5] stats TTL seconds
+-- ARGV[6..] standards mode: the request's fields, name/value pairs (see variant.lua)
 -- Reply: {state, value, now_ms, now_us} (now_us: the fill's start, compared with purge
 -- tombstones by the store script). States:
 --   hit     fresh entry; serve it
@@ -34,6 +35,9 @@ end
 -- this script cannot read (another format version) counts as no entry: the store that
 -- follows overwrites it.
 local e = redis.pcall('GET', KEYS[1])
+if type(e) == 'string' and string.sub(e, 1, 3) == 'cv\n' then
+  e = redis.pcall('GET', variant_key(string.sub(e, 4), 6))
+end
 local soft, cost, swr, sie
 if type(e) == 'string' then
   soft, cost, swr, sie = string.match(e, '^c2\n%d+\n%d+\n(%d+)\n(%d+)\n(%d+)\n(%d+)\n')

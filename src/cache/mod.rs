@@ -32,6 +32,7 @@ pub(crate) mod read_through;
 pub(crate) mod respond;
 pub(crate) mod scripts;
 pub(crate) mod settings;
+pub(crate) mod standard;
 pub(crate) mod target;
 
 use http::Method;
@@ -61,8 +62,11 @@ pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
 fn route(req: &mut Request) -> Result<Response, ApiError> {
     let path = req.path_info().to_owned();
     if let Some(rest) = path.strip_prefix("/proxy/") {
-        req.allow(PROXY_METHODS)?;
         return proxy(req, rest);
+    }
+    if let Some(rest) = path.strip_prefix("/entries/") {
+        req.allow(&[Method::DELETE])?;
+        return purge_entries(req, rest);
     }
     if let Some(user_id) = path.strip_prefix("/profile/") {
         req.allow(&[Method::GET, Method::HEAD])?;
@@ -125,26 +129,52 @@ fn read(
     target: Target,
     settings: CacheSettings,
 ) -> Result<(Served, Option<read_through::After>), ApiError> {
-    let forward = forward_headers(&vary_values(req, &settings));
+    let (forward, std) = if settings.standard {
+        let ctx = standard::RequestContext::of(req.field_lines());
+        (standard::fill_headers(req.field_lines()), Some(ctx))
+    } else {
+        (forward_headers(&vary_values(req, &settings)), None)
+    };
     match Redis::from_spin_variables() {
         Ok(redis) => {
             let keys = entry_keys(&redis, req, &target, &settings);
-            Fill { redis, keys, target, settings, forward }.serve()
+            Fill { redis, keys, target, settings, forward, std }.serve()
         }
         Err(e) => read_through::bypass(&settings, &target, &forward, &e),
     }
 }
 
-/// `/api/cache/proxy/{path}`.
-fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
+/// `DELETE /api/cache/entries/{path}`: purge the path, every variant (`Soft-Purge: 1`: mark
+/// stale). The proxy's own `DELETE` is the origin's in standards mode.
+fn purge_entries(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
     let settings = CacheSettings::from_spin_variables()?;
     let rules = QueryRules { allow: &settings.query_allow, ignore: &settings.query_ignore };
     let target = target::normalise(rest, req.query(), rules)?;
-    if *req.method() == Method::DELETE {
+    purge::authorize_purge(req, &settings)?;
+    let redis = Redis::from_spin_variables()?;
+    let keys = entry_keys(&redis, req, &target, &settings);
+    purge::purge_route(req, &keys, &redis, &target, &settings)
+}
+
+/// `/api/cache/proxy/{path}`.
+fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
+    let settings = CacheSettings::from_spin_variables()?;
+    if !settings.standard {
+        req.allow(PROXY_METHODS)?;
+    }
+    let rules = QueryRules { allow: &settings.query_allow, ignore: &settings.query_ignore };
+    let target = target::normalise(rest, req.query(), rules)?;
+    if *req.method() == Method::DELETE && !settings.standard {
+        // Deprecated: purges moved to DELETE /api/cache/entries/{path} (docs/cache.md).
         purge::authorize_purge(req, &settings)?;
         let redis = Redis::from_spin_variables()?;
         let keys = entry_keys(&redis, req, &target, &settings);
-        return purge::purge_route(req, &keys, &redis, &target, &settings);
+        let mut response = purge::purge_route(req, &keys, &redis, &target, &settings)?;
+        response.set_header("deprecation", "true");
+        let successor =
+            format!("</api/cache/entries{}>; rel=\"successor-version\"", target.as_str());
+        response.set_header("link", successor);
+        return Ok(response);
     }
     if !settings.serves_path(target.path()) {
         return Err(ApiError::new(
@@ -153,10 +183,14 @@ fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
             "this path is not served by the cache (cache_path_prefixes)",
         ));
     }
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !reading {
         return write_through(req, &target, &settings);
     }
+    let standard = settings.standard;
     let (served, after) = read(req, target, settings)?;
+    // Standards mode answers a range from the complete answer (fills never ask for ranges).
+    let served = if standard { respond::ranged(req, served) } else { served };
     Ok(with_after(respond::to_response(req, served), after))
 }
 
@@ -169,11 +203,14 @@ fn write_through(
     settings: &CacheSettings,
 ) -> Result<Response, ApiError> {
     let body = req.body(MAX_WRITE_BODY)?;
-    let mut headers: Headers =
-        req.field_lines().iter().filter(|(n, _)| fetch::forwardable(n)).cloned().collect();
+    let mut headers: Headers = fetch::forwardable(req.field_lines());
     // Framed by length, as the client sent it (not chunked: some origins refuse that).
     headers.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
     let method = req.method().clone();
+    // Unsafe methods invalidate (RFC 9111 4.4); in standards mode also on a 3xx, and the
+    // same-origin Location and Content-Location targets too.
+    let unsafe_method =
+        !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
     let response = fetch::send(
         &method,
         &settings.origin_url,
@@ -184,16 +221,51 @@ fn write_through(
     )
     .map_err(|e| origin_error(&e))?;
     let mut detail = format!("fwd=method; fwd-status={}", response.status);
-    if (200..300).contains(&response.status) {
+    let invalidating = if settings.standard { 200..400 } else { 200..300 };
+    if unsafe_method && invalidating.contains(&response.status) {
+        let mut targets = vec![target.clone()];
+        if settings.standard {
+            targets.extend(related_targets(&response, settings));
+        }
         let purged = Redis::from_spin_variables().and_then(|redis| {
-            let keys = entry_keys(&redis, req, target, settings);
-            purge::purge_target(&redis, &keys, target, settings, false, false)
+            for t in &targets {
+                let keys = entry_keys(&redis, req, t, settings);
+                purge::purge_target(&redis, &keys, t, settings, false, false)?;
+            }
+            Ok(())
         });
         if let Err(e) = purged {
             eprintln!("cache: write to {} not followed by a purge: {e}", target.as_str());
             detail.push_str("; detail=purge-failed");
         }
     }
-    let served = Served::from_origin(Outcome::Bypass, response, true, detail);
+    let served = Served::from_origin(Outcome::Bypass, response, true, detail, settings.standard);
     Ok(respond::to_response(req, served))
+}
+
+/// The targets a write's `Location` and `Content-Location` name on this cache's origin:
+/// origin-relative, on `origin_url`, or on the proxy's own route.
+fn related_targets(
+    response: &crate::platform::outbound::OutboundResponse,
+    settings: &CacheSettings,
+) -> Vec<Target> {
+    let rules = QueryRules { allow: &settings.query_allow, ignore: &settings.query_ignore };
+    ["location", "content-location"]
+        .iter()
+        .filter_map(|name| response.header(name))
+        .filter_map(|value| {
+            let value = value.trim();
+            let path = if let Some(rest) = value.strip_prefix(settings.origin_url.as_str()) {
+                rest.to_owned()
+            } else if value.starts_with('/') {
+                value.to_owned()
+            } else {
+                let after_scheme = value.split_once("://")?.1;
+                after_scheme[after_scheme.find('/')?..].to_owned()
+            };
+            let path = path.strip_prefix("/api/cache/proxy").unwrap_or(&path).to_owned();
+            let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+            target::normalise(path, query, rules).ok()
+        })
+        .collect()
 }

@@ -4,6 +4,7 @@
 use std::time::UNIX_EPOCH;
 
 use super::settings::CacheSettings;
+use crate::platform::fields::split_list;
 use crate::platform::outbound::OutboundResponse as OriginResponse;
 
 /// Most tags kept per entry; more are ignored (and logged).
@@ -37,35 +38,67 @@ pub struct CacheControl {
     pub no_store: bool,
     pub private: bool,
     pub no_cache: bool,
+    pub public: bool,
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
+    pub must_understand: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
 }
 
+/// Parses `Cache-Control` (RFC 9111 5.2): directives split on commas outside quoted strings
+/// (`community="UCI, max-age=999"` holds no max-age), names case-insensitive, and a repeated
+/// directive read as its first occurrence (4.2.1). An unparsable delta-seconds is 0: stale.
 pub fn parse_cache_control(value: &str) -> CacheControl {
     let mut cc = CacheControl::default();
-    for directive in value.split(',') {
+    for directive in split_list(value) {
         let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
-        let arg = arg.trim().trim_matches('"').parse::<u64>().ok();
+        let arg = delta_seconds(
+            arg.trim().strip_prefix('"').and_then(|a| a.strip_suffix('"')).unwrap_or(arg.trim()),
+        );
+        let first = |slot: &mut Option<u64>| {
+            if slot.is_none() {
+                *slot = Some(arg.unwrap_or(0));
+            }
+        };
         match name.trim().to_ascii_lowercase().as_str() {
             "no-store" => cc.no_store = true,
             // The qualified forms (`private="set-cookie"`) are read as the plain ones: safer.
             "private" => cc.private = true,
             "no-cache" => cc.no_cache = true,
+            "public" => cc.public = true,
             "must-revalidate" => cc.must_revalidate = true,
             "proxy-revalidate" => cc.proxy_revalidate = true,
-            // An unparsable max-age means "stale at once" (RFC 9111, 4.2.1).
-            "max-age" => cc.max_age = Some(arg.unwrap_or(0)),
-            "s-maxage" => cc.s_maxage = Some(arg.unwrap_or(0)),
-            "stale-while-revalidate" => cc.stale_while_revalidate = Some(arg.unwrap_or(0)),
-            "stale-if-error" => cc.stale_if_error = Some(arg.unwrap_or(0)),
+            "must-understand" => cc.must_understand = true,
+            "max-age" => first(&mut cc.max_age),
+            "s-maxage" => first(&mut cc.s_maxage),
+            "stale-while-revalidate" => first(&mut cc.stale_while_revalidate),
+            "stale-if-error" => first(&mut cc.stale_if_error),
             _ => {}
         }
     }
     cc
+}
+
+/// delta-seconds (RFC 9111 1.2.2): digits only; values past 2^31 read as 2^31.
+pub fn delta_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse::<u64>().unwrap_or(u64::MAX).min(1 << 31))
+}
+
+/// The `Age` of an answer in seconds: the first member of its first line (RFC 9111 5.1);
+/// anything but delta-seconds there is ignored (0).
+pub fn age_seconds(response: &OriginResponse) -> u64 {
+    response
+        .header_values("age")
+        .next()
+        .and_then(|line| split_list(line).first().copied())
+        .and_then(delta_seconds)
+        .unwrap_or(0)
 }
 
 /// An HTTP date as Unix ms; `None` when it is not one.
@@ -134,12 +167,7 @@ pub fn decide(
         None if heuristic(status) => cap,
         None => return Decision::Pass("status is not cacheable without explicit freshness"),
     };
-    let age_ms = response
-        .header("age")
-        .and_then(|a| a.trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        .saturating_mul(1000)
-        .saturating_add(cost_ms);
+    let age_ms = age_seconds(response).saturating_mul(1000).saturating_add(cost_ms);
     let ttl_ms = lifetime.saturating_sub(age_ms);
     if ttl_ms == 0 {
         return Decision::Pass("the answer is not fresh (max-age=0, expired or too old)");
@@ -208,6 +236,10 @@ mod tests {
             query_ignore: vec![],
             vary: vec!["accept-language".into()],
             hit_sampling: 1,
+            standard: false,
+            default_ttl_ms: 300_000,
+            targeted_field: String::new(),
+            max_variants: 8,
         }
     }
 
@@ -300,6 +332,32 @@ mod tests {
         for status in [403, 410, 451] {
             assert_eq!(decide(&response(status, &[], "x"), &s), Decision::Evict);
         }
+    }
+
+    #[test]
+    fn directives_split_outside_quotes_and_the_first_duplicate_wins() {
+        let cc = parse_cache_control(r#"community="UCI, max-age=999", max-age=5"#);
+        assert_eq!(cc.max_age, Some(5));
+        let cc = parse_cache_control("max-age=5, MAX-AGE=999, s-maxage=1, s-maxage=100");
+        assert_eq!((cc.max_age, cc.s_maxage), (Some(5), Some(1)));
+        assert_eq!(parse_cache_control(r#"max-age="7""#).max_age, Some(7));
+        assert_eq!(parse_cache_control("max-age=-1").max_age, Some(0));
+        assert_eq!(parse_cache_control("max-age='7'").max_age, Some(0));
+        assert_eq!(parse_cache_control("max-age=003600").max_age, Some(3600));
+        assert_eq!(parse_cache_control("max-age=99999999999").max_age, Some(1 << 31));
+    }
+
+    #[test]
+    fn age_is_the_first_member_of_the_first_line() {
+        let r = |lines: &[&str]| {
+            let h: Vec<(&str, &str)> = lines.iter().map(|v| ("Age", *v)).collect();
+            age_seconds(&response(200, &h, ""))
+        };
+        assert_eq!(r(&["10, 0"]), 10);
+        assert_eq!(r(&["0", "10"]), 0);
+        assert_eq!(r(&["-1"]), 0);
+        assert_eq!(r(&["1.5"]), 0);
+        assert_eq!(r(&["2147483649"]), 1 << 31);
     }
 
     #[test]

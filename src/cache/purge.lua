@@ -30,7 +30,11 @@ for _, key in ipairs(entries) do
   if not seen[key] and string.sub(key, 1, #base) == base then
     seen[key] = true
     if ARGV[1] == 'hard' then
-      n = n + redis.call('DEL', key)
+      -- A Vary stub (standards mode) goes too, but is no entry of its own.
+      local v = redis.pcall('GET', key)
+      local stub = type(v) == 'string' and string.sub(v, 1, 3) == 'cv\n'
+      local deleted = redis.call('DEL', key)
+      if not stub then n = n + deleted end
       -- A remembered failure or pass marker goes with the entry.
       redis.call('DEL', ARGV[6] .. ':m:' .. string.sub(key, #base + 1))
     else

@@ -18,6 +18,7 @@ use super::policy::{self, Decision};
 use super::respond::{Outcome, Served};
 use super::scripts::{finish, lookup, Action, Lookup};
 use super::settings::CacheSettings;
+use super::standard::{self, RequestContext};
 use super::target::Target;
 use crate::platform::clock::{monotonic_ms, sleep_ms, unix_now_ms};
 use crate::platform::fast_path::FastPath;
@@ -57,8 +58,11 @@ pub(crate) struct Fill {
     pub keys: EntryKeys,
     pub target: Target,
     pub settings: CacheSettings,
-    /// The configured `Vary` request headers the client sent, forwarded to the origin.
+    /// The configured `Vary` request headers the client sent, forwarded to the origin
+    /// (standards mode: every end-to-end field but conditionals and ranges).
     pub forward: Headers,
+    /// Standards mode: what the request brings to the decisions; `None` in cache-aside mode.
+    pub std: Option<RequestContext>,
 }
 
 pub(crate) fn origin_error(e: &OutboundError) -> ApiError {
@@ -135,7 +139,9 @@ pub(crate) fn bypass(
     eprintln!("cache: Redis unavailable ({}), serving from the origin: {e}", e.reason());
     let detail = "fwd=bypass; detail=redis-unavailable".to_owned();
     match origin_get(settings, target, forward, &[]) {
-        Ok(r) => Ok((Served::from_origin(Outcome::Bypass, r, true, detail), None)),
+        Ok(r) => {
+            Ok((Served::from_origin(Outcome::Bypass, r, true, detail, settings.standard), None))
+        }
         Err(e) => Err(origin_error(&e)),
     }
 }
@@ -193,11 +199,18 @@ impl Fill {
         let give_up = monotonic_ms() + self.settings.lock_ttl_ms() + 1000;
         let mut first = true;
         loop {
-            let (found, clock) =
-                match lookup(&self.redis, &self.keys, first, &token, &self.settings, factor) {
-                    Ok(found) => found,
-                    Err(e) => return self.bypass(&e),
-                };
+            let (found, clock) = match lookup(
+                &self.redis,
+                &self.keys,
+                first,
+                &token,
+                &self.settings,
+                factor,
+                self.pairs(),
+            ) {
+                Ok(found) => found,
+                Err(e) => return self.bypass(&e),
+            };
             let (now, start) = (clock.now_ms, clock.now_us);
             first = false;
             return match found {
@@ -226,6 +239,22 @@ impl Fill {
         }
     }
 
+    /// The request's fields for `Vary` (standards mode; none otherwise).
+    fn pairs(&self) -> &[(String, String)] {
+        self.std.as_ref().map_or(&[], |c| c.vary_pairs.as_slice())
+    }
+
+    fn standard(&self) -> bool {
+        self.std.is_some()
+    }
+
+    fn decide(&self, response: &OutboundResponse, cost_ms: u64) -> Decision {
+        match &self.std {
+            Some(ctx) => standard::decide(response, &self.settings, ctx, cost_ms, unix_now_ms()),
+            None => policy::decide(response, &self.settings, cost_ms, unix_now_ms()),
+        }
+    }
+
     fn get(&self, extra: &[(String, Vec<u8>)]) -> Result<OutboundResponse, OutboundError> {
         origin_get(&self.settings, &self.target, &self.forward, extra)
     }
@@ -241,7 +270,7 @@ impl Fill {
         match result {
             Ok(r) => {
                 let detail = format!("fwd=uri-miss; fwd-status={}; detail=pass", r.status);
-                Ok((Served::from_origin(Outcome::Bypass, r, true, detail), None))
+                Ok((Served::from_origin(Outcome::Bypass, r, true, detail, self.standard()), None))
             }
             Err(e) => Err(origin_error(&e)),
         }
@@ -277,16 +306,29 @@ impl Fill {
                 self.revalidated(entry, r)
             }
             Ok(r) if r.status < 500 => r,
+            // Standards mode: a 5xx with explicit freshness is stored like any answer.
+            Ok(r) if self.standard() && matches!(self.decide(&r, cost_ms), Decision::Store(_)) => r,
             failed => return self.failed(token, started_us, cached, failed),
         };
         let detail = |stored: bool| {
             format!("fwd={fwd}; fwd-status={origin_status}{}", if stored { "; stored" } else { "" })
         };
-        match policy::decide(&response, &self.settings, cost_ms, unix_now_ms()) {
+        let std = self.standard();
+        match self.decide(&response, cost_ms) {
             Decision::Store(freshness) => {
                 let ttl_ms =
                     policy::jittered(freshness.ttl_ms, self.settings.jitter, unit_random());
-                let headers = entry::end_to_end(&response);
+                let (headers, keep_ms, vary) = match &self.std {
+                    Some(ctx) => {
+                        let names = standard::vary_names(&response).unwrap_or_default();
+                        let vary = (!names.is_empty()).then(|| {
+                            (names.join(","), self.settings.max_variants, ctx.vary_pairs.as_slice())
+                        });
+                        let keep = standard::keep_ms(&freshness, &response, &self.settings);
+                        (standard::stored_fields(&response), keep, vary)
+                    }
+                    None => (entry::end_to_end(&response), self.settings.stale_ms, None),
+                };
                 let tag_keys = policy::tags(&response)
                     .iter()
                     .filter_map(|t| {
@@ -304,15 +346,18 @@ impl Fill {
                     body: &response.body,
                     age_ms: freshness.age_ms,
                     ttl_ms,
-                    hard_ms: ttl_ms + self.settings.stale_ms,
+                    hard_ms: ttl_ms + keep_ms,
                     swr_ms: freshness.swr_ms,
                     sie_ms: freshness.sie_ms,
                     cost_ms,
                     tag_keys,
+                    vary,
                 };
                 let stored = finish(&self.redis, &self.keys, token, started_us, action, "misses");
                 let outcome = if stored { Outcome::Miss } else { Outcome::Bypass };
-                let mut served = Served::from_origin(outcome, response, false, detail(stored));
+                let mut served = Served::from_origin(outcome, response, false, detail(stored), std);
+                // Our Age, not the origin's: the corrected initial age.
+                served.headers.retain(|(n, _)| n != "age");
                 served.age_ms = freshness.age_ms as i64;
                 Ok(served)
             }
@@ -325,12 +370,12 @@ impl Fill {
                 };
                 finish(&self.redis, &self.keys, token, started_us, action, "bypasses");
                 let detail = detail(false);
-                Ok(Served::from_origin(Outcome::Bypass, response, true, detail))
+                Ok(Served::from_origin(Outcome::Bypass, response, true, detail, std))
             }
             Decision::Evict => {
                 finish(&self.redis, &self.keys, token, started_us, Action::Evict, "bypasses");
                 let detail = detail(false);
-                Ok(Served::from_origin(Outcome::Bypass, response, true, detail))
+                Ok(Served::from_origin(Outcome::Bypass, response, true, detail, std))
             }
         }
     }
@@ -338,13 +383,21 @@ impl Fill {
     /// A 304 to our conditional request: the stored answer with the 304's fields (RFC 9111
     /// 4.3.4), and its `Age`, decided on again as a fresh answer.
     fn revalidated(&self, entry: Entry, not_modified: OutboundResponse) -> OutboundResponse {
+        let updates = if self.standard() {
+            standard::stored_fields(&not_modified)
+        } else {
+            entry::end_to_end(&not_modified)
+        };
         let mut headers: Headers = entry
             .headers
             .into_iter()
-            .filter(|(name, _)| not_modified.header_values(name).next().is_none())
+            .filter(|(name, _)| !updates.iter().any(|(n, _)| n == name))
             .collect();
-        headers.extend(entry::end_to_end(&not_modified));
+        headers.extend(updates);
         for name in ["age", "date", "cache-tag", "surrogate-key"] {
+            if self.standard() && name != "age" {
+                continue;
+            }
             headers.extend(
                 not_modified.header_values(name).map(|v| (name.to_owned(), v.as_bytes().to_vec())),
             );
@@ -367,8 +420,14 @@ impl Fill {
             Action::Skip
         };
         let now = unix_now_ms();
+        // Standards mode: an origin that cannot be reached leaves the cache "disconnected"
+        // (RFC 9111 4.2.4), and a stale entry may be served unless its origin forbade it.
+        let disconnected = self.standard() && matches!(result, Err(OutboundError::Unreachable(_)));
         if let Some((entry, fresh)) = cached {
-            if fresh || now < entry.sie_until_ms {
+            let disconnected_ok = disconnected
+                && now < entry.soft_ms.saturating_add(self.settings.stale_ms as i64)
+                && standard::servable_disconnected(&entry.headers, &self.settings);
+            if fresh || now < entry.sie_until_ms || disconnected_ok {
                 let (counter, outcome) =
                     if fresh { ("hits", Outcome::Hit) } else { ("stale", Outcome::Stale) };
                 finish(&self.redis, &self.keys, token, started_us, action, counter);
@@ -381,7 +440,7 @@ impl Fill {
         match result {
             Ok(r) => {
                 let detail = format!("fwd=uri-miss; fwd-status={}", r.status);
-                Ok(Served::from_origin(Outcome::Bypass, r, true, detail))
+                Ok(Served::from_origin(Outcome::Bypass, r, true, detail, self.standard()))
             }
             Err(e) => Err(origin_error(&e)),
         }

@@ -9,8 +9,10 @@ use crate::platform::redis::{Redis, RedisError, Reply};
 use crate::platform::script::{Script, CLOCK};
 use spin_sdk::redis::RedisParameter;
 
-pub(crate) static LOOKUP: Script = lua_script!(CLOCK, include_str!("lookup.lua"));
-pub(crate) static STORE: Script = lua_script!(CLOCK, include_str!("store.lua"));
+pub(crate) static LOOKUP: Script =
+    lua_script!(CLOCK, include_str!("variant.lua"), include_str!("lookup.lua"));
+pub(crate) static STORE: Script =
+    lua_script!(CLOCK, include_str!("variant.lua"), include_str!("store.lua"));
 pub(crate) static PURGE: Script = lua_script!(CLOCK, include_str!("purge.lua"));
 
 /// Counters expire this long after a script last updated them.
@@ -47,17 +49,20 @@ pub(crate) fn lookup(
     token: &str,
     settings: &CacheSettings,
     factor_micros: i64,
+    vary_pairs: &[(String, String)],
 ) -> Result<(Lookup, Clock), RedisError> {
+    let mut argv = args![
+        if first { "first" } else { "poll" },
+        token,
+        settings.lock_ttl_ms(),
+        factor_micros,
+        STATS_TTL_SECONDS
+    ];
+    push_pairs(&mut argv, vary_pairs);
     let reply = redis.eval(
         &LOOKUP,
         &[&keys.entry, &keys.lock, &keys.marker, &keys.counter("hits"), &keys.counter("stale")],
-        args![
-            if first { "first" } else { "poll" },
-            token,
-            settings.lock_ttl_ms(),
-            factor_micros,
-            STATS_TTL_SECONDS
-        ],
+        argv,
     )?;
     let found = match reply.string(0)? {
         "hit" => Lookup::Hit(entry(&reply)?),
@@ -74,12 +79,23 @@ pub(crate) fn lookup(
     Ok((found, Clock { now_ms: reply.int(2)?, now_us: reply.int(3)? }))
 }
 
+/// The request's fields as name/value arguments (variant.lua).
+fn push_pairs(argv: &mut Vec<RedisParameter>, pairs: &[(String, String)]) {
+    for (name, value) in pairs {
+        argv.extend(args![name.as_str(), value.as_str()]);
+    }
+}
+
 /// Redis's clock at a lookup: ms for entry times, µs for the fill's start (purge order).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     pub now_ms: i64,
     pub now_us: i64,
 }
+
+/// Standards mode, an answer with `Vary`: the field names (sorted, joined by `,`), the most
+/// variants per target, and the request's fields.
+pub(crate) type VaryStore<'a> = (String, u64, &'a [(String, String)]);
 
 /// What a fill leaves behind.
 pub(crate) enum Action<'a> {
@@ -95,6 +111,9 @@ pub(crate) enum Action<'a> {
         cost_ms: u64,
         /// The tag sets and tag tombstones of the entry's bucket, in pairs.
         tag_keys: Vec<String>,
+        /// Standards mode, an answer with `Vary`: the field names (sorted, joined by `,`),
+        /// the most variants per target, and the request's fields.
+        vary: Option<VaryStore<'a>>,
     },
     /// A pass or failure marker for `ttl_ms`.
     Mark {
@@ -144,6 +163,7 @@ pub(crate) fn finish(
             sie_ms,
             cost_ms,
             tag_keys,
+            vary,
         } => {
             key_list.extend(tag_keys);
             argv.extend(args![
@@ -157,6 +177,10 @@ pub(crate) fn finish(
                 sie_ms,
                 cost_ms
             ]);
+            if let Some((names, max, pairs)) = vary {
+                argv.extend(args![names.as_str(), max]);
+                push_pairs(&mut argv, pairs);
+            }
         }
         Action::Mark { value, ttl_ms } => argv.extend(args![value.as_slice(), ttl_ms]),
         Action::Evict | Action::Skip => {}
@@ -178,6 +202,7 @@ mod tests {
     #[test]
     fn lua_is_shipped_without_comments_or_indentation() {
         assert!(LOOKUP.source().starts_with("local t = redis.call('TIME')\n"));
+        assert!(LOOKUP.source().contains("local function variant_key"));
         for script in [&LOOKUP, &STORE, &PURGE] {
             assert!(!script.source().contains("--") && !script.source().contains("\n "));
         }

@@ -23,6 +23,10 @@ pub mod vars {
     pub const QUERY_IGNORE: &str = "cache_query_ignore";
     pub const VARY: &str = "cache_vary_headers";
     pub const HIT_SAMPLING: &str = "cache_hit_sampling";
+    pub const MODE: &str = "cache_mode";
+    pub const DEFAULT_TTL: &str = "cache_default_ttl_seconds";
+    pub const TARGETED_FIELD: &str = "cache_targeted_field";
+    pub const MAX_VARIANTS: &str = "cache_max_variants";
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +63,17 @@ pub struct CacheSettings {
     /// A fast-path hit is counted once in this many, by this many (1: every hit, at the cost
     /// of a second round trip).
     pub hit_sampling: u64,
+    /// `cache_mode = "standard"`: the proxy is an RFC 9111 shared cache (see
+    /// [`super::standard`]); otherwise the seed's cache-aside rules.
+    pub standard: bool,
+    /// Lifetime of an answer without explicit freshness and without `Last-Modified` (a
+    /// heuristic, RFC 9111 4.2.2). Cache-aside default: `ttl_ms`; standard default: 0.
+    pub default_ttl_ms: u64,
+    /// The targeted cache-control field this cache obeys before `Cache-Control` (RFC 9213),
+    /// lower case; empty: none. Standard mode only.
+    pub targeted_field: String,
+    /// Most `Vary` variants kept per target (standard mode); past it a random one is evicted.
+    pub max_variants: u64,
 }
 
 /// A comma-separated list, trimmed, empty items dropped.
@@ -95,9 +110,28 @@ impl CacheSettings {
         {
             return Err(ConfigError::new(vars::VARY, "must list at most 8 header names"));
         }
+        let standard = match variables.text(vars::MODE)?.trim() {
+            "" | "cache-aside" => false,
+            "standard" => true,
+            _ => return Err(ConfigError::new(vars::MODE, "must be cache-aside or standard")),
+        };
+        let ttl_ms = variables.whole(vars::TTL, 1..=31_536_000)? * 1000;
+        let default_ttl_ms = match variables.text(vars::DEFAULT_TTL)?.trim() {
+            "" if standard => 0,
+            "" => ttl_ms,
+            _ => variables.whole(vars::DEFAULT_TTL, 0..=31_536_000)? * 1000,
+        };
+        let targeted_field = variables.text(vars::TARGETED_FIELD)?.trim().to_ascii_lowercase();
+        if !targeted_field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(ConfigError::new(vars::TARGETED_FIELD, "must be a header name or empty"));
+        }
         Ok(Self {
+            standard,
+            default_ttl_ms,
+            targeted_field,
+            max_variants: variables.whole(vars::MAX_VARIANTS, 1..=1024)?,
             origin_url: variables.http_origin(vars::ORIGIN_URL)?,
-            ttl_ms: variables.whole(vars::TTL, 1..=31_536_000)? * 1000,
+            ttl_ms,
             jitter: variables.decimal(vars::JITTER, 0.0..=0.5)?,
             stale_ms: variables.whole(vars::STALE, 0..=31_536_000)? * 1000,
             negative_ttl_ms: variables.whole(vars::NEGATIVE_TTL, 0..=86_400)? * 1000,
@@ -162,6 +196,10 @@ mod tests {
             (vars::QUERY_IGNORE, "utm_source, fbclid"),
             (vars::VARY, "Accept-Encoding"),
             (vars::HIT_SAMPLING, "10"),
+            (vars::MODE, ""),
+            (vars::DEFAULT_TTL, ""),
+            (vars::TARGETED_FIELD, "cdn-cache-control"),
+            (vars::MAX_VARIANTS, "32"),
         ]);
         map.extend(overrides.iter().copied());
         let variables = Variables::from_fn(|n| Ok(map[n].to_owned()));
@@ -182,6 +220,16 @@ mod tests {
             settings(&[(vars::ORIGIN_URL, "https://api.example.com:8443/")]).unwrap().origin_url,
             "https://api.example.com:8443"
         );
+    }
+
+    #[test]
+    fn the_default_ttl_follows_the_mode_unless_set() {
+        let s = settings(&[]).unwrap();
+        assert_eq!((s.standard, s.default_ttl_ms), (false, 300_000));
+        let s = settings(&[(vars::MODE, "standard")]).unwrap();
+        assert_eq!((s.standard, s.default_ttl_ms, s.ttl_ms), (true, 0, 300_000));
+        let s = settings(&[(vars::MODE, "standard"), (vars::DEFAULT_TTL, "60")]).unwrap();
+        assert_eq!((s.default_ttl_ms, s.targeted_field.as_str()), (60_000, "cdn-cache-control"));
     }
 
     #[test]
@@ -226,6 +274,10 @@ mod tests {
             (vars::VARY, "spin-path-info"),
             (vars::HIT_SAMPLING, "0"),
             (vars::ERROR_TTL, "7200"),
+            (vars::MODE, "rfc"),
+            (vars::DEFAULT_TTL, "x"),
+            (vars::TARGETED_FIELD, "cdn cache control"),
+            (vars::MAX_VARIANTS, "0"),
         ] {
             assert_eq!(settings(&[(name, value)]).unwrap_err().variable, name, "{name}={value}");
         }

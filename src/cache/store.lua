@@ -11,6 +11,8 @@
 -- store: ARGV[5] status, ARGV[6] header lines (see entry.rs), ARGV[7] body,
 --        ARGV[8] age on arrival ms, ARGV[9] fresh ms, ARGV[10] key TTL ms,
 --        ARGV[11] stale-while-revalidate ms, ARGV[12] stale-if-error ms, ARGV[13] cost ms
+--        ARGV[14] standards mode: the Vary field names ('' none; see variant.lua),
+--        ARGV[15] most variants per target, ARGV[16..] the request's fields in pairs
 -- Reply: 1 if stored, 0 if not (no lock, or a purge since the fill started).
 -- Only the current lock holder may write, and only when no purge of the target, of one of
 -- its tags, or of everything happened since its fill started: a purge is never undone by
@@ -45,13 +47,23 @@ elseif allowed and action == 'store' then
   local header = string.format('c2\n%d\n%d\n%d\n%d\n%d\n%d\n', tonumber(ARGV[5]),
     now - tonumber(ARGV[8]), soft, tonumber(ARGV[13]), soft + tonumber(ARGV[11]),
     soft + tonumber(ARGV[12]))
-  redis.call('SET', KEYS[1], header .. ARGV[6] .. ARGV[7], 'PX', hard)
+  local key = KEYS[1]
+  if ARGV[14] and ARGV[14] ~= '' then
+    key = variant_key(ARGV[14], 16)
+    redis.call('SET', KEYS[1], 'cv\n' .. ARGV[14], 'PX', hard)
+    -- At most ARGV[15] variants: past it, evict one at random.
+    if redis.call('SISMEMBER', KEYS[4], key) == 0 and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[15]) then
+      local victim = redis.call('SPOP', KEYS[4])
+      if victim then redis.call('DEL', victim) end
+    end
+  end
+  redis.call('SET', key, header .. ARGV[6] .. ARGV[7], 'PX', hard)
   redis.call('DEL', KEYS[3])
   stored = 1
   local sets = {KEYS[4]}
   for i = 9, #KEYS, 2 do sets[#sets + 1] = KEYS[i] end
   for _, set in ipairs(sets) do
-    redis.call('SADD', set, KEYS[1])
+    redis.call('SADD', set, key)
     -- A set lives as long as its longest-lived entry.
     if redis.call('PTTL', set) < hard then redis.call('PEXPIRE', set, hard) end
     -- Keep sets from collecting expired entries: check two members at random.

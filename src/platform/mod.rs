@@ -9,6 +9,7 @@
 //! - [`auth`]: bearer-token checks with one constant-time comparison;
 //! - [`settings`]: typed Spin variables with ranges and one `misconfigured` answer;
 //! - [`settings_snapshot`]: non-secret variables kept a few seconds per process;
+//! - [`fields`]: hop-by-hop fields (one list for every proxy) and list splitting;
 //! - [`outbound`]: the one outbound HTTP client, with per-phase timeouts and a deadline;
 //! - [`redis`], [`redis_settings`]: outbound Redis, one lazily opened connection per request;
 //! - [`breaker`]: no Redis call is made while an earlier one hangs (Spin sets no timeouts);
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod breaker;
 pub mod clock;
 pub mod fast_path;
+pub mod fields;
 pub mod json;
 pub mod outbound;
 pub mod percent;

@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use crate::platform::fields;
 use crate::platform::outbound::{self, OutboundError, OutboundRequest};
 use crate::platform::settings::Variables;
 use crate::platform::{ApiError, Request, Response};
@@ -24,44 +25,10 @@ use super::settings::GatewaySettings;
 /// Largest request or upstream response body the gateway buffers.
 pub const MAX_GATEWAY_BODY: usize = 8 * 1024 * 1024;
 
-/// Hop-by-hop fields (RFC 9110 7.6.1 and the usual extras), and those wasi-http refuses to
-/// send (`host`, `http2-settings`): never forwarded in either direction.
-const NOT_FORWARDED: [&str; 11] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "http2-settings",
-];
-
-/// The field lines to forward: end-to-end ones only, without those the `Connection` field
-/// names, the body framing (recomputed) or Spin's own `spin-*` fields.
+/// The field lines to forward: end-to-end ones only (the platform's one hop-by-hop list and
+/// the fields `Connection` names; body framing and `spin-*` fields recomputed or dropped).
 fn forwardable(lines: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
-    let named: Vec<String> = lines
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    lines
-        .iter()
-        .filter(|(n, _)| {
-            let n = n.to_ascii_lowercase();
-            !(NOT_FORWARDED.contains(&n.as_str())
-                || named.contains(&n)
-                || n == "content-length"
-                || n.starts_with("spin-"))
-        })
-        .cloned()
-        .collect()
+    fields::end_to_end(lines)
 }
 
 /// The limits of one caller: the gateway policy on its identity (a known key, else its

@@ -1942,6 +1942,9 @@ async fn writes_go_through_and_purge_on_success(mode: Mode) {
         .header("content-type", "application/json")
         .header("authorization", "Bearer origin-token")
         .header("cookie", "s=1")
+        // Hop-by-hop (RFC 9110 7.6.1): never forwarded. (A `Connection` field never reaches
+        // the component: the host consumes it.)
+        .header("proxy-authenticate", "Basic realm=x")
         .body(r#"{"name":"new"}"#)
         .send()
         .await;
@@ -1953,6 +1956,7 @@ async fn writes_go_through_and_purge_on_success(mode: Mode) {
     assert_eq!(write.header("content-type"), Some("application/json"));
     assert_eq!(write.header("authorization"), Some("Bearer origin-token"));
     assert_eq!(write.header("cookie"), Some("s=1"));
+    assert_eq!(write.header("proxy-authenticate"), None);
     // Every variant was purged.
     let res = get(&app, url).await;
     assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("MISS", Some(4)));
@@ -1968,6 +1972,134 @@ async fn writes_go_through_and_purge_on_success(mode: Mode) {
 }
 
 in_both_modes!(writes_go_through_and_purge_on_success);
+
+// ---------------------------------------------------------------------------------------
+// Standards mode (issue 28)
+
+async fn standards_mode_is_an_rfc_9111_shared_cache(mode: Mode) {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app_with(
+        mode,
+        &redis,
+        &origin,
+        &[("cache_mode", "standard"), ("cache_vary_headers", ""), ("cache_pass_ttl_seconds", "0")],
+    );
+    origin.respond(|target, n| {
+        let reply = Reply::json(200, json!({"target": target, "n": n}));
+        match target {
+            "/s/fresh" => reply.header("cache-control", "max-age=60").header("x-custom", "1"),
+            "/s/vary" => reply.header("cache-control", "max-age=60").header("vary", "X-Lang"),
+            "/s/aged" => reply.header("cache-control", "no-store").header("age", "5"),
+            _ => reply,
+        }
+    });
+    // Every end-to-end field forwarded and stored.
+    let res = app.get("/api/cache/proxy/s/fresh").header("x-trace", "7").send().await;
+    assert_eq!(x_cache(&res), "MISS", "{}", res.logs);
+    assert_eq!(origin.seen()[0].header("x-trace"), Some("7"));
+    let res = get(&app, "/api/cache/proxy/s/fresh").await;
+    assert_eq!((x_cache(&res), res.header("x-custom")), ("HIT", Some("1")));
+    // No heuristic freshness without Last-Modified: not stored.
+    for n in 1..=2 {
+        let res = get(&app, "/api/cache/proxy/s/none").await;
+        assert_eq!((x_cache(&res), res.json()["n"].as_u64()), ("BYPASS", Some(n)));
+    }
+    // An answer to a request with Authorization is not stored without public.
+    for _ in 0..2 {
+        let res = app
+            .get("/api/cache/proxy/s/fresh?auth")
+            .header("authorization", "Basic x")
+            .send()
+            .await;
+        assert_eq!(x_cache(&res), "BYPASS");
+    }
+    // Vary on a field nobody configured: one entry per value.
+    for (lang, outcome, n) in [("a", "MISS", 1), ("b", "MISS", 2), ("a", "HIT", 1)] {
+        let res = app.get("/api/cache/proxy/s/vary").header("x-lang", lang).send().await;
+        assert_eq!((x_cache(&res), res.json()["n"].as_u64()), (outcome, Some(n)), "{lang}");
+    }
+    // An answer not stored keeps the origin's Age.
+    assert_eq!(get(&app, "/api/cache/proxy/s/aged").await.header("age"), Some("5"));
+    // DELETE is the origin's, and invalidates the path.
+    let res = app.request(http::Method::DELETE, "/api/cache/proxy/s/fresh").send().await;
+    assert_eq!((res.status, x_cache(&res)), (200, "BYPASS"));
+    assert!(origin.seen().iter().any(|s| s.method == "DELETE" && s.target == "/s/fresh"));
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/s/fresh").await), "MISS");
+    // Purges moved to /api/cache/entries/.
+    let res = app
+        .request(http::Method::DELETE, "/api/cache/entries/s/vary")
+        .header("authorization", &format!("Bearer {PURGE_TOKEN}"))
+        .send()
+        .await;
+    assert_eq!((res.status, res.json()["purged"].as_i64()), (200, Some(2)), "{}", res.logs);
+    let res = app.get("/api/cache/proxy/s/vary").header("x-lang", "a").send().await;
+    assert_eq!(x_cache(&res), "MISS");
+}
+
+in_both_modes!(standards_mode_is_an_rfc_9111_shared_cache);
+
+async fn standards_mode_ranges_unknown_statuses_and_a_disconnected_origin(mode: Mode) {
+    let redis = RedisServer::plain();
+    let origin = Origin::start().await;
+    let app = app_with(
+        mode,
+        &redis,
+        &origin,
+        &[("cache_mode", "standard"), ("cache_vary_headers", ""), ("cache_pass_ttl_seconds", "0")],
+    );
+    origin.respond(|target, n| {
+        let reply = Reply::json(200, json!({"target": target, "n": n}));
+        match target {
+            "/r/fresh" => reply.header("cache-control", "max-age=60"),
+            "/r/odd" => Reply { status: 299, ..reply }.header("cache-control", "max-age=60"),
+            "/r/strange" => Reply { status: 499, ..reply }
+                .header("cache-control", "max-age=60, no-store, must-understand"),
+            "/r/short" => reply.header("cache-control", "max-age=1"),
+            "/r/strict" => reply.header("cache-control", "max-age=1, must-revalidate"),
+            _ => reply,
+        }
+    });
+    // A range is answered from the complete answer: the fill asks for all of it.
+    let res = app.get("/api/cache/proxy/r/fresh").header("range", "bytes=0-1").send().await;
+    assert_eq!((res.status, x_cache(&res), res.text()), (206, "MISS", "{\"".to_owned()));
+    assert_eq!(origin.seen()[0].header("range"), None);
+    let full = get(&app, "/api/cache/proxy/r/fresh").await;
+    let len = full.body.len();
+    let res = app.get("/api/cache/proxy/r/fresh").header("range", "bytes=-2").send().await;
+    assert_eq!((res.status, x_cache(&res), res.text()), (206, "HIT", "\"}".to_owned()));
+    let range = format!("bytes {}-{}/{len}", len - 2, len - 1);
+    assert_eq!(res.header("content-range"), Some(range.as_str()));
+    let res =
+        app.get("/api/cache/proxy/r/fresh").header("range", &format!("bytes={len}-")).send().await;
+    assert_eq!(res.status, 416);
+    // A stale If-Range: the whole answer.
+    let res = app
+        .get("/api/cache/proxy/r/fresh")
+        .header("range", "bytes=0-1")
+        .header("if-range", "\"other\"")
+        .send()
+        .await;
+    assert_eq!((res.status, res.body.len()), (200, len));
+    assert_eq!(origin.hits("/r/fresh"), 1);
+    // An unknown status with explicit freshness is stored; with must-understand it is not.
+    for (path, outcome) in
+        [("odd", "MISS"), ("odd", "HIT"), ("strange", "BYPASS"), ("strange", "BYPASS")]
+    {
+        let res = get(&app, &format!("/api/cache/proxy/r/{path}")).await;
+        assert_eq!(x_cache(&res), outcome, "{path} {}", res.logs);
+    }
+    // The origin gone: a stale entry is served unless its origin asked for revalidation.
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/r/short").await), "MISS");
+    assert_eq!(x_cache(&get(&app, "/api/cache/proxy/r/strict").await), "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.stop().await;
+    let res = get(&app, "/api/cache/proxy/r/short").await;
+    assert_eq!((res.status, x_cache(&res)), (200, "STALE"), "{}", res.logs);
+    assert_error(&get(&app, "/api/cache/proxy/r/strict").await, 502, "origin_unreachable");
+}
+
+in_both_modes!(standards_mode_ranges_unknown_statuses_and_a_disconnected_origin);
 
 // ---------------------------------------------------------------------------------------
 // Sampled hit counting (issue 14, deliverable 4)
