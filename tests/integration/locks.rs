@@ -271,8 +271,7 @@ async fn fencing_tokens_still_grow_when_the_counter_expired_between_holders() {
     let mut client = redis.client().await;
     let mut issued = Vec::new();
     for _ in 0..3 {
-        let (token, fence) =
-            acquired(&acquire(&app, "exp", json!({"ttl_ms": 60000})).await, 60000);
+        let (token, fence) = acquired(&acquire(&app, "exp", json!({"ttl_ms": 60000})).await, 60000);
         issued.push(fence);
         assert_eq!(release(&app, "exp", &token).await.status, 200);
         // The counter's expiry, as Redis would carry it out (no waiting a day).

@@ -145,22 +145,31 @@ impl Monitor {
     /// Top-level commands sent since the last call (upper case), in order. An `ECHO` on the
     /// monitor's own connection marks the end, so nothing sent before it is missed.
     pub async fn take(&mut self) -> Vec<String> {
+        self.take_raw()
+            .await
+            .iter()
+            .filter_map(|l| parse_line(l))
+            .filter(|(in_script, name)| !in_script && !SET_UP.contains(&name.as_str()))
+            .map(|(_, name)| name.to_ascii_uppercase())
+            .collect()
+    }
+
+    /// Every `MONITOR` line since the last call, as Redis printed it (arguments included,
+    /// commands scripts ran too), but for the monitor's own markers.
+    pub async fn take_raw(&mut self) -> Vec<String> {
         let marker = format!("monitor-mark-{}", rand_suffix());
         let _: String = redis::cmd("ECHO").arg(&marker).query_async(&mut self.probe).await.unwrap();
-        for _ in 0..500 {
-            if self.lines.lock().unwrap().iter().any(|l| l.contains(&marker)) {
-                break;
-            }
+        // A generous deadline: on a busy machine the stream may lag by seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.lines.lock().unwrap().iter().any(|l| l.contains(&marker)) {
+            assert!(std::time::Instant::now() < deadline, "MONITOR never showed {marker}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let lines = std::mem::take(&mut *self.lines.lock().unwrap());
         lines
-            .iter()
+            .into_iter()
             .take_while(|l| !l.contains(&marker))
             .filter(|l| !l.contains("\"ECHO\"") && !l.contains("\"echo\""))
-            .filter_map(|l| parse_line(l))
-            .filter(|(in_script, name)| !in_script && !SET_UP.contains(&name.as_str()))
-            .map(|(_, name)| name.to_ascii_uppercase())
             .collect()
     }
 }
