@@ -79,7 +79,8 @@ pub fn acquire(
     ttl_ms: u64,
 ) -> Result<Result<Lease, NotHeld>, RedisError> {
     let (lock, fence) = lock_keys(redis, name);
-    let reply = redis.eval(&ACQUIRE, &[&lock, &fence], args![token_hash(token), ttl_ms, FENCE_KEPT_MS])?;
+    let reply =
+        redis.eval(&ACQUIRE, &[&lock, &fence], args![token_hash(token), ttl_ms, FENCE_KEPT_MS])?;
     lease(&reply)
 }
 
@@ -90,7 +91,8 @@ pub fn renew(
     ttl_ms: u64,
 ) -> Result<Result<Lease, NotHeld>, RedisError> {
     let (lock, fence) = lock_keys(redis, name);
-    let reply = redis.eval(&RENEW, &[&lock, &fence], args![token_hash(token), ttl_ms, FENCE_KEPT_MS])?;
+    let reply =
+        redis.eval(&RENEW, &[&lock, &fence], args![token_hash(token), ttl_ms, FENCE_KEPT_MS])?;
     lease(&reply)
 }
 
