@@ -17,7 +17,9 @@ use spin_test_host::{TestApp, TestResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::{assert_error, builder, in_both_modes, Mode, Monitor, AZURE_STYLE_KEY};
+use crate::support::{
+    assert_error, builder, in_both_modes, Mode, Monitor, AZURE_STYLE_KEY, PATIENT_STALL_MS,
+};
 
 const PURGE_TOKEN: &str = "purge-s3cret-token-0123456789abcdef";
 
@@ -233,7 +235,8 @@ fn app_with(mode: Mode, redis: &RedisServer, origin: &Origin, vars: &[(&str, &st
         // Every path, and every fast-path hit counted: most tests count exactly.
         .variable("cache_path_prefixes", "/")
         .variable("cache_hit_sampling", "1")
-        .variable("redis_fast_path", mode.variable());
+        .variable("redis_fast_path", mode.variable())
+        .variable("redis_fast_path_stall_ms", PATIENT_STALL_MS);
     for (name, value) in vars {
         builder = builder.variable(name, *value);
     }
@@ -1237,6 +1240,7 @@ async fn the_demo_origin_component_is_reached_by_service_chaining(mode: Mode) {
     let app = builder(&redis)
         .variable("origin_delay_ms", "5")
         .variable("redis_fast_path", mode.variable())
+        .variable("redis_fast_path_stall_ms", PATIENT_STALL_MS)
         .load()
         .unwrap();
     let res = get(&app, "/api/cache/profile/42").await;

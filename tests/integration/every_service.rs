@@ -13,7 +13,7 @@ use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestResponse};
 
-use crate::support::{builder, Mode, Monitor, AZURE_STYLE_KEY};
+use crate::support::{builder, Mode, Monitor, AZURE_STYLE_KEY, PATIENT_STALL_MS};
 
 const LOCKS_TOKEN: &str = "locks+T0ken/=locks+T0ken/=locks+T0ken/=";
 const SESSIONS_TOKEN: &str = "backend-token-7f3a9c-0123456789abcdef";
@@ -48,6 +48,7 @@ fn boards() -> Value {
 fn app(redis: &RedisServer, mode: Mode, extra: &[(&str, &str)]) -> TestApp {
     let mut b = builder(redis)
         .variable("redis_fast_path", mode.variable())
+        .variable("redis_fast_path_stall_ms", PATIENT_STALL_MS)
         .variable("locks_api_token", LOCKS_TOKEN)
         .variable("sessions_api_token", SESSIONS_TOKEN)
         .variable("leaderboard_api_token", LEADERBOARD_TOKEN)

@@ -17,7 +17,7 @@ use spin_test_host::{TestApp, TestResponse};
 
 use crate::support::{
     assert_error, builder, command_calls, commands_between, in_both_modes, until_fast_enough, Mode,
-    AZURE_STYLE_KEY, CONNECTION_SET_UP,
+    AZURE_STYLE_KEY, CONNECTION_SET_UP, PATIENT_STALL_MS,
 };
 
 const API_TOKEN: &str = "backend-token-7f3a9c-0123456789abcdef";
@@ -53,7 +53,8 @@ in_both_modes!(
 fn app_with(redis: &RedisServer, mode: Mode, vars: &[(&str, &str)]) -> TestApp {
     let mut b = builder(redis)
         .variable("sessions_api_token", API_TOKEN)
-        .variable("redis_fast_path", (mode == Mode::FastPath).to_string());
+        .variable("redis_fast_path", (mode == Mode::FastPath).to_string())
+        .variable("redis_fast_path_stall_ms", PATIENT_STALL_MS);
     for (name, value) in vars {
         b = b.variable(name, *value);
     }

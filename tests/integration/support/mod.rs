@@ -55,6 +55,12 @@ where
     panic!("{what}: the machine never ran the scenario in time");
 }
 
+/// The fast path's stall bound (`redis_fast_path_stall_ms`, 250 ms by default) is for a Redis
+/// that stopped answering; here it is set far above anything a busy test machine makes a
+/// healthy pooled call take, so a slow moment cannot send a read the outbound way (the
+/// breaker has its own tests, in fast_path_outage.rs).
+pub const PATIENT_STALL_MS: &str = "60000";
+
 /// Which Redis path serves hot reads: a connection per request, or Spin's pooled store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
