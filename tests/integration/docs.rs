@@ -486,3 +486,57 @@ fn the_range_check_notices_drift() {
     assert!(!states("11-1000", "1-1000") && states("(1-1000)", "1-1000"));
     assert!(states("up to 1-1000.", "1-1000") && !states("0 to 0.55", "0 to 0.5"));
 }
+
+/// Error codes named in `text`'s comment lines as `NNN code` (a status, then a snake_case
+/// code), which no string literal of `sources` holds.
+fn unknown_codes_in_comments(text: &str, sources: &str) -> Vec<String> {
+    let mut unknown = Vec::new();
+    for line in text.lines().filter(|l| l.trim_start().starts_with('#')) {
+        let words: Vec<&str> = line
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            let status = pair[0].len() == 3 && pair[0].bytes().all(|b| b.is_ascii_digit());
+            let code = pair[1].contains('_')
+                && pair[1]
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if status && code && !sources.contains(&format!("\"{}\"", pair[1])) {
+                unknown.push(format!("{} {}", pair[0], pair[1]));
+            }
+        }
+    }
+    unknown
+}
+
+fn library_sources() -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&read(&path));
+            }
+        }
+    }
+    let mut all = String::new();
+    walk(&root().join("src"), &mut all);
+    all
+}
+
+/// Issue 33: spin.toml's comments named `500 otp_misconfigured`, a code that no longer existed.
+#[test]
+fn every_error_code_named_in_spin_toml_comments_exists() {
+    let sources = library_sources();
+    let unknown = unknown_codes_in_comments(&read(&root().join("spin.toml")), &sources);
+    assert!(
+        unknown.is_empty(),
+        "spin.toml comments name codes the code never answers: {unknown:?}"
+    );
+    assert_eq!(
+        unknown_codes_in_comments("# answers 500 otp_misconfigured\n# 503 outbox_full", &sources),
+        ["500 otp_misconfigured"]
+    );
+}
