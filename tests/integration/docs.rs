@@ -425,7 +425,8 @@ fn states(text: &str, range: &str) -> bool {
         let (next, then) = (after.next(), after.next());
         let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
         // A full stop ends a sentence, unless a digit follows (`0.5`).
-        !digit(before) && before != Some('.') && !digit(next) && !(next == Some('.') && digit(then))
+        let decimal_follows = next == Some('.') && digit(then);
+        !digit(before) && before != Some('.') && !digit(next) && !decimal_follows
     })
 }
 
