@@ -56,10 +56,12 @@ fn check() -> Response {
         Err(e) => {
             eprintln!("health check failed ({}): {e}", e.reason());
             let error = Detail { code: "redis_unavailable", message: public_message(&e) };
+            // Like every other `redis_unavailable` 503: clients may retry in a second.
             Response::json(
                 503,
                 &Report { redis: "down", reason: Some(e.reason()), error: Some(error), latency_ms },
             )
+            .with_header("retry-after", "1")
         }
     }
 }

@@ -220,6 +220,11 @@ pub fn not_modified(req: &Request, served: &Served) -> bool {
     let inm = req.header_values("if-none-match");
     if !inm.is_empty() {
         let inm = inm.join(",");
+        // `*` matches any current representation, with or without an ETag (RFC 9110
+        // 13.1.2): a stored 200 is one.
+        if inm.trim() == "*" {
+            return true;
+        }
         return served.header("etag").is_some_and(|etag| etag_matches(&inm, etag));
     }
     match (req.header("if-modified-since"), served.header("last-modified")) {
@@ -287,6 +292,25 @@ mod tests {
         for whole in ["bytes=0-1,3-4", "items=0-1", "bytes=3-1", "bytes=a-b", "bytes", "bytes=-"] {
             assert_eq!(byte_range(whole, 11), Whole, "{whole}");
         }
+    }
+
+    #[test]
+    fn if_none_match_star_matches_an_entry_without_an_etag() {
+        let served = Served {
+            outcome: Outcome::Hit,
+            status: 200,
+            headers: vec![("content-type".to_owned(), b"text/plain".to_vec())],
+            body: b"hi".to_vec(),
+            age_ms: 0,
+            detail: String::new(),
+        };
+        let req = |inm: &str| {
+            Request::for_test(http::Method::GET, "/api/cache/proxy/x", &[("if-none-match", inm)])
+        };
+        assert!(not_modified(&req("*"), &served));
+        assert!(!not_modified(&req("\"a\""), &served));
+        let missing = Served { status: 404, ..served };
+        assert!(!not_modified(&req("*"), &missing));
     }
 
     #[test]

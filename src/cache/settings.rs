@@ -115,11 +115,11 @@ impl CacheSettings {
             "standard" => true,
             _ => return Err(ConfigError::new(vars::MODE, "must be cache-aside or standard")),
         };
-        let ttl_ms = variables.whole(vars::TTL, 1..=31_536_000)? * 1000;
+        let ttl_ms = variables.whole_setting(vars::TTL)? * 1000;
         let default_ttl_ms = match variables.text(vars::DEFAULT_TTL)?.trim() {
             "" if standard => 0,
             "" => ttl_ms,
-            _ => variables.whole(vars::DEFAULT_TTL, 0..=31_536_000)? * 1000,
+            _ => variables.whole_setting(vars::DEFAULT_TTL)? * 1000,
         };
         let targeted_field = variables.text(vars::TARGETED_FIELD)?.trim().to_ascii_lowercase();
         if !targeted_field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -129,25 +129,25 @@ impl CacheSettings {
             standard,
             default_ttl_ms,
             targeted_field,
-            max_variants: variables.whole(vars::MAX_VARIANTS, 1..=1024)?,
+            max_variants: variables.whole_setting(vars::MAX_VARIANTS)?,
             origin_url: variables.http_origin(vars::ORIGIN_URL)?,
             ttl_ms,
-            jitter: variables.decimal(vars::JITTER, 0.0..=0.5)?,
-            stale_ms: variables.whole(vars::STALE, 0..=31_536_000)? * 1000,
-            negative_ttl_ms: variables.whole(vars::NEGATIVE_TTL, 0..=86_400)? * 1000,
-            error_ttl_ms: variables.whole(vars::ERROR_TTL, 0..=3_600)? * 1000,
-            pass_ttl_ms: variables.whole(vars::PASS_TTL, 0..=3_600)? * 1000,
-            max_entry_bytes: variables.whole(vars::MAX_ENTRY, 0..=64 * 1024 * 1024)? as usize,
-            origin_timeout_ms: variables.whole(vars::ORIGIN_TIMEOUT, 1..=120_000)?,
-            early_refresh_beta: variables.decimal(vars::EARLY_REFRESH, 0.0..=100.0)?,
-            buckets: variables.whole(vars::BUCKETS, 1..=1024)? as u32,
+            jitter: variables.decimal_setting(vars::JITTER)?,
+            stale_ms: variables.whole_setting(vars::STALE)? * 1000,
+            negative_ttl_ms: variables.whole_setting(vars::NEGATIVE_TTL)? * 1000,
+            error_ttl_ms: variables.whole_setting(vars::ERROR_TTL)? * 1000,
+            pass_ttl_ms: variables.whole_setting(vars::PASS_TTL)? * 1000,
+            max_entry_bytes: variables.whole_setting(vars::MAX_ENTRY)? as usize,
+            origin_timeout_ms: variables.whole_setting(vars::ORIGIN_TIMEOUT)?,
+            early_refresh_beta: variables.decimal_setting(vars::EARLY_REFRESH)?,
+            buckets: variables.whole_setting(vars::BUCKETS)? as u32,
             purge_channel,
             purge_token: variables.secret(vars::PURGE_TOKEN, MIN_TOKEN_LEN)?,
             path_prefixes,
             query_allow: list(&variables.text(vars::QUERY_ALLOW)?, false),
             query_ignore: list(&variables.text(vars::QUERY_IGNORE)?, false),
             vary,
-            hit_sampling: variables.whole(vars::HIT_SAMPLING, 1..=1000)?,
+            hit_sampling: variables.whole_setting(vars::HIT_SAMPLING)?,
         })
     }
 

@@ -151,6 +151,7 @@ struct Submitted<'a> {
     board: &'a str,
     period: &'a str,
     member: &'a str,
+    #[serde(serialize_with = "score_json")]
     score: f64,
     /// 1-based; null when the member cap removed the member at once.
     rank: Option<u64>,
@@ -211,10 +212,22 @@ fn submit(req: &mut Request, board: &Board) -> Result<Response, ApiError> {
     ))
 }
 
+/// Scores are doubles, but an integral one goes out as `10`, not `10.0`: what the client sent.
+/// Only up to 2^53, where every integer is exact; larger or fractional ones stay doubles.
+fn score_json<S: serde::Serializer>(score: &f64, out: S) -> Result<S::Ok, S::Error> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if score.fract() == 0.0 && score.abs() <= EXACT {
+        out.serialize_i64(*score as i64)
+    } else {
+        out.serialize_f64(*score)
+    }
+}
+
 #[derive(Serialize)]
 struct RankedEntry<'a> {
     rank: u64,
     member: &'a str,
+    #[serde(serialize_with = "score_json")]
     score: f64,
 }
 
@@ -261,6 +274,7 @@ struct StandingBody<'a> {
     total: u64,
     member: &'a str,
     rank: u64,
+    #[serde(serialize_with = "score_json")]
     score: f64,
     /// Better ranked neighbours, best first.
     above: Vec<RankedEntry<'a>>,

@@ -36,7 +36,7 @@ impl Settings {
             boards,
             api_token: variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?,
             read_token: variables.secret(vars::READ_TOKEN, MIN_TOKEN_LEN)?,
-            max_page_size: variables.whole(vars::MAX_PAGE_SIZE, 1..=1000)?,
+            max_page_size: variables.whole_setting(vars::MAX_PAGE_SIZE)?,
         })
     }
 }

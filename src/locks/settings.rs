@@ -28,8 +28,8 @@ impl Settings {
     pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
         Ok(Self {
             api_token: variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?,
-            max_ttl_ms: variables.whole(vars::MAX_TTL_MS, 1..=86_400_000)?,
-            max_wait_ms: variables.whole(vars::MAX_WAIT_MS, 0..=60_000)?,
+            max_ttl_ms: variables.whole_setting(vars::MAX_TTL_MS)?,
+            max_wait_ms: variables.whole_setting(vars::MAX_WAIT_MS)?,
         })
     }
 }

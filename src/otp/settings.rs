@@ -107,9 +107,9 @@ impl Settings {
 
         let purposes = parse_purposes(&variables.text(vars::PURPOSES)?)?;
         // Under 6 digits, a code is too easy to guess within any sane lockout schedule.
-        let code_length = variables.whole(vars::CODE_LENGTH, 6..=10)? as usize;
-        let code_ttl_ms = variables.whole(vars::CODE_TTL, 1..=86_400)? * 1000;
-        let link_ttl_ms = variables.whole(vars::LINK_TTL, 1..=86_400)? * 1000;
+        let code_length = variables.whole_setting(vars::CODE_LENGTH)? as usize;
+        let code_ttl_ms = variables.whole_setting(vars::CODE_TTL)? * 1000;
+        let link_ttl_ms = variables.whole_setting(vars::LINK_TTL)? * 1000;
         let defaults = Policy {
             name: String::new(),
             format: FormatRule::Fixed(Format::Code),
@@ -120,11 +120,11 @@ impl Settings {
         };
         let policies =
             policy::parse(vars::POLICIES, &variables.text(vars::POLICIES)?, &purposes, &defaults)?;
-        let max_attempts = variables.whole(vars::MAX_ATTEMPTS, 1..=20)? as u32;
-        let cooldown_ms = variables.whole(vars::COOLDOWN, 0..=3600)? * 1000;
-        let max_per_hour = variables.whole(vars::MAX_PER_HOUR, 1..=1000)? as u32;
-        let outbox_maxlen = variables.whole(vars::OUTBOX_MAXLEN, 100..=10_000_000)?;
-        let outbox_shards = variables.whole(vars::OUTBOX_SHARDS, 1..=1024)? as u32;
+        let max_attempts = variables.whole_setting(vars::MAX_ATTEMPTS)? as u32;
+        let cooldown_ms = variables.whole_setting(vars::COOLDOWN)? * 1000;
+        let max_per_hour = variables.whole_setting(vars::MAX_PER_HOUR)? as u32;
+        let outbox_maxlen = variables.whole_setting(vars::OUTBOX_MAXLEN)?;
+        let outbox_shards = variables.whole_setting(vars::OUTBOX_SHARDS)? as u32;
 
         let webhook = super::webhook::parse_url(
             &variables.text(vars::WEBHOOK_URL)?,
@@ -137,11 +137,11 @@ impl Settings {
         let dev_echo = variables.flag(vars::DEV_ECHO)?;
         let api_token = variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?;
         // NIST SP 800-63B: at most 100 consecutive failures per account.
-        let max_failures = variables.whole(vars::MAX_FAILURES, 1..=100)? as u32;
-        let lockout_ms = variables.whole(vars::LOCKOUT, 1..=86_400)? * 1000;
-        let client_issues_per_hour = variables.whole(vars::CLIENT_ISSUES, 1..=10_000)? as u32;
-        let client_failures_per_hour = variables.whole(vars::CLIENT_FAILURES, 1..=10_000)? as u32;
-        let known_client_ms = variables.whole(vars::KNOWN_CLIENT_DAYS, 0..=365)? * 86_400_000;
+        let max_failures = variables.whole_setting(vars::MAX_FAILURES)? as u32;
+        let lockout_ms = variables.whole_setting(vars::LOCKOUT)? * 1000;
+        let client_issues_per_hour = variables.whole_setting(vars::CLIENT_ISSUES)? as u32;
+        let client_failures_per_hour = variables.whole_setting(vars::CLIENT_FAILURES)? as u32;
+        let known_client_ms = variables.whole_setting(vars::KNOWN_CLIENT_DAYS)? * 86_400_000;
 
         let settings = Self {
             pepper,

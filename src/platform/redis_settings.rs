@@ -54,13 +54,13 @@ impl RedisSettings {
 
     pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
         let host = parse_host(&variables.text(vars::HOST)?)?;
-        let port = variables.whole(vars::PORT, 1..=65535)? as u16;
+        let port = variables.whole_setting(vars::PORT)? as u16;
         let tls = variables.flag(vars::TLS)?;
         let allow_insecure = variables.flag(vars::ALLOW_INSECURE)?;
         let key_prefix = parse_key_prefix(variables.text(vars::KEY_PREFIX)?)?;
         let username = variables.text(vars::USERNAME)?;
         let access_key = Secret::new(variables.text(vars::ACCESS_KEY)?);
-        let stall_ms = variables.whole(vars::STALL_MS, 10..=60_000)? as i64;
+        let stall_ms = variables.whole_setting(vars::STALL_MS)? as i64;
 
         if !tls && !allow_insecure && !is_loopback(&host) {
             return Err(invalid(

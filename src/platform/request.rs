@@ -81,7 +81,10 @@ impl Request {
         if allowed.contains(&self.method) {
             Ok(())
         } else {
-            Err(ApiError::method_not_allowed(allowed))
+            let mut error = ApiError::method_not_allowed(allowed);
+            let names: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+            error.message = format!("use {}", readable_list(&names));
+            Err(error)
         }
     }
 
@@ -242,6 +245,27 @@ pub fn is_json_media_type(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// `A`, `A or B`, `A, B or C`: a list people read, not "A or B or C or D".
+fn readable_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [only] => (*only).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod readable_list_tests {
+    use super::readable_list;
+
+    #[test]
+    fn lists_read_as_english() {
+        assert_eq!(readable_list(&["GET"]), "GET");
+        assert_eq!(readable_list(&["GET", "HEAD"]), "GET or HEAD");
+        assert_eq!(readable_list(&["GET", "HEAD", "POST"]), "GET, HEAD or POST");
+    }
 }
 
 #[cfg(test)]

@@ -125,6 +125,22 @@ impl<'a> Variables<'a> {
         }
     }
 
+    /// A whole-number setting, within its range in [`RANGES`].
+    pub fn whole_setting(&self, name: &'static str) -> Result<u64, ConfigError> {
+        match range_of(name) {
+            Some(Range::Whole(low, high)) => self.whole(name, low..=high),
+            _ => Err(ConfigError::new(name, "has no whole-number range in settings::RANGES")),
+        }
+    }
+
+    /// A decimal setting, within its range in [`RANGES`].
+    pub fn decimal_setting(&self, name: &'static str) -> Result<f64, ConfigError> {
+        match range_of(name) {
+            Some(Range::Decimal(low, high)) => self.decimal(name, low..=high),
+            _ => Err(ConfigError::new(name, "has no decimal range in settings::RANGES")),
+        }
+    }
+
     /// A secret that is either empty (the feature it guards is off) or at least `min_len`
     /// characters, so a placeholder such as `<random>` or `changeme` is refused.
     pub fn secret(&self, name: &'static str, min_len: usize) -> Result<Secret, ConfigError> {
@@ -173,6 +189,67 @@ pub(crate) fn spin_error(e: &spin_sdk::variables::Error) -> String {
     }
 }
 
+/// The values a numeric setting accepts, bounds included.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Range {
+    Whole(u64, u64),
+    Decimal(f64, f64),
+}
+
+/// Every numeric setting's range, in one place: the settings readers take their bounds from
+/// here ([`Variables::whole_setting`], [`Variables::decimal_setting`]), and
+/// `tests/integration/docs.rs` checks that docs/configuration.md states each one, so the code
+/// and the docs cannot disagree on a range (issue 33).
+pub const RANGES: &[(&str, Range)] = &[
+    ("cache_ttl_seconds", Range::Whole(1, 31_536_000)),
+    ("cache_default_ttl_seconds", Range::Whole(0, 31_536_000)),
+    ("cache_max_variants", Range::Whole(1, 1024)),
+    ("cache_ttl_jitter", Range::Decimal(0.0, 0.5)),
+    ("cache_stale_seconds", Range::Whole(0, 31_536_000)),
+    ("cache_negative_ttl_seconds", Range::Whole(0, 86_400)),
+    ("cache_error_ttl_seconds", Range::Whole(0, 3_600)),
+    ("cache_pass_ttl_seconds", Range::Whole(0, 3_600)),
+    ("cache_max_entry_bytes", Range::Whole(0, 64 * 1024 * 1024)),
+    ("cache_origin_timeout_ms", Range::Whole(1, 120_000)),
+    ("cache_early_refresh_beta", Range::Decimal(0.0, 100.0)),
+    ("cache_key_buckets", Range::Whole(1, 1024)),
+    ("cache_hit_sampling", Range::Whole(1, 1000)),
+    ("leaderboard_max_page_size", Range::Whole(1, 1000)),
+    ("locks_max_ttl_ms", Range::Whole(1, 86_400_000)),
+    ("locks_max_wait_ms", Range::Whole(0, 60_000)),
+    ("otp_code_length", Range::Whole(6, 10)),
+    ("otp_code_ttl_seconds", Range::Whole(1, 86_400)),
+    ("otp_link_ttl_seconds", Range::Whole(1, 86_400)),
+    ("otp_max_attempts", Range::Whole(1, 20)),
+    ("otp_resend_cooldown_seconds", Range::Whole(0, 3600)),
+    ("otp_max_per_hour", Range::Whole(1, 1000)),
+    ("otp_outbox_maxlen", Range::Whole(100, 10_000_000)),
+    ("otp_outbox_shards", Range::Whole(1, 1024)),
+    ("otp_max_failures", Range::Whole(1, 100)),
+    ("otp_lockout_seconds", Range::Whole(1, 86_400)),
+    ("otp_client_issues_per_hour", Range::Whole(1, 10_000)),
+    ("otp_client_failures_per_hour", Range::Whole(1, 10_000)),
+    ("otp_known_client_days", Range::Whole(0, 365)),
+    ("redis_stall_ms", Range::Whole(10, 60_000)),
+    ("redis_port", Range::Whole(1, 65535)),
+    ("ratelimit_upstream_connect_timeout_ms", Range::Whole(1, 600_000)),
+    ("ratelimit_upstream_first_byte_timeout_ms", Range::Whole(1, 600_000)),
+    ("ratelimit_upstream_between_bytes_timeout_ms", Range::Whole(1, 600_000)),
+    ("ratelimit_upstream_deadline_ms", Range::Whole(1, 600_000)),
+    ("ratelimit_ipv6_prefix", Range::Whole(1, 128)),
+    ("sessions_idle_timeout", Range::Whole(1, 30 * 24 * 3600)),
+    ("sessions_absolute_timeout", Range::Whole(1, 30 * 24 * 3600)),
+    ("sessions_slide_threshold_percent", Range::Whole(1, 100)),
+    ("sessions_max_data_bytes", Range::Whole(0, 1024 * 1024)),
+    ("sessions_max_per_user", Range::Whole(1, 1000)),
+    ("sessions_rotation_grace_seconds", Range::Whole(0, 60)),
+];
+
+/// A setting's range from [`RANGES`].
+pub fn range_of(name: &str) -> Option<Range> {
+    RANGES.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +263,21 @@ mod tests {
         assert!(vars(" TRUE ").flag("x").unwrap());
         assert!(!vars("").flag("x").unwrap());
         assert_eq!(vars("maybe").flag("x").unwrap_err().variable, "x");
+    }
+
+    #[test]
+    fn settings_take_their_range_from_the_table() {
+        assert_eq!(vars("6").whole_setting("otp_code_length").unwrap(), 6);
+        assert!(vars("5").whole_setting("otp_code_length").is_err());
+        assert_eq!(vars("0.5").decimal_setting("cache_ttl_jitter").unwrap(), 0.5);
+        assert!(vars("0.6").decimal_setting("cache_ttl_jitter").is_err());
+        // A name without a range, or with the other kind, is refused rather than unbounded.
+        assert!(vars("1").whole_setting("no_such_setting").is_err());
+        assert!(vars("1").whole_setting("cache_ttl_jitter").is_err());
+        let mut names: Vec<&str> = RANGES.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RANGES.len(), "a setting listed twice");
     }
 
     #[test]

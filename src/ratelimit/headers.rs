@@ -29,12 +29,20 @@ pub(crate) fn fields(decision: &Decision) -> Vec<(&'static str, String)> {
     let mut fields = vec![("ratelimit-policy", policy.join(", "))];
     match &decision.states {
         Some(states) => {
-            // `t`: the seconds within which no more than `r` units can be used.
+            // `t`: the seconds within which no more than `r` units can be used. An admitting
+            // limit's reset is at most its window `w`: a sliding window's full restoration
+            // (`reset_after_ms`) lies up to two windows away, because its units come back
+            // gradually over the next window, and `t=118` beside `w=60` reads as a bug (issue
+            // 33). A refusing limit's `t` is its wait, however long.
             let members: Vec<String> = states
                 .iter()
                 .zip(&decision.members)
                 .map(|(s, m)| {
-                    let t = secs_ceil(if s.allowed { s.reset_after_ms } else { s.retry_after_ms });
+                    let t = if s.allowed {
+                        secs_ceil(s.reset_after_ms).min(m.window_secs)
+                    } else {
+                        secs_ceil(s.retry_after_ms)
+                    };
                     format!("\"{}\";r={};t={t}", m.name, s.remaining)
                 })
                 .collect();

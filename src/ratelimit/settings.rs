@@ -96,7 +96,7 @@ impl GatewaySettings {
         }
         let trusted_proxies = client::parse_trusted(&v.text(vars::TRUSTED_PROXIES)?)
             .map_err(|e| ConfigError::new(vars::TRUSTED_PROXIES, e))?;
-        let ms = |name| v.whole(name, 1..=600_000);
+        let ms = |name| v.whole_setting(name);
         Ok(Self {
             policy,
             address_policy,
@@ -105,7 +105,7 @@ impl GatewaySettings {
             api_key_digests,
             identity_secret,
             trusted_proxies,
-            ipv6_prefix: v.whole(vars::IPV6_PREFIX, 1..=128)? as u8,
+            ipv6_prefix: v.whole_setting(vars::IPV6_PREFIX)? as u8,
             timeouts: Timeouts {
                 connect_ms: ms(vars::CONNECT_TIMEOUT)?,
                 first_byte_ms: ms(vars::FIRST_BYTE_TIMEOUT)?,

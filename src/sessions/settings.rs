@@ -24,9 +24,6 @@ pub mod vars {
     pub const PUBLIC_ORIGIN: &str = "sessions_public_origin";
 }
 
-/// Longest idle or absolute timeout accepted: 30 days.
-const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
-
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub idle_ms: i64,
@@ -61,12 +58,12 @@ impl Settings {
     }
 
     pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
-        let idle = variables.whole(vars::IDLE_TIMEOUT, 1..=MAX_TIMEOUT_SECS)?;
-        let absolute = variables.whole(vars::ABSOLUTE_TIMEOUT, 1..=MAX_TIMEOUT_SECS)?;
+        let idle = variables.whole_setting(vars::IDLE_TIMEOUT)?;
+        let absolute = variables.whole_setting(vars::ABSOLUTE_TIMEOUT)?;
         // 0 would mean reads never slide: an active reader would be logged out.
-        let slide_percent = variables.whole(vars::SLIDE_THRESHOLD_PERCENT, 1..=100)? as i64;
-        let max_data_bytes = variables.whole(vars::MAX_DATA_BYTES, 0..=1024 * 1024)? as usize;
-        let max_per_user = variables.whole(vars::MAX_PER_USER, 1..=1000)? as u32;
+        let slide_percent = variables.whole_setting(vars::SLIDE_THRESHOLD_PERCENT)? as i64;
+        let max_data_bytes = variables.whole_setting(vars::MAX_DATA_BYTES)? as usize;
+        let max_per_user = variables.whole_setting(vars::MAX_PER_USER)? as u32;
 
         let same_site_text = variables.text(vars::COOKIE_SAME_SITE)?;
         let same_site = SameSite::parse(&same_site_text).ok_or_else(|| {
@@ -101,7 +98,7 @@ impl Settings {
             max_per_user,
             api_token: variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?,
             cookie,
-            rotation_grace_ms: variables.whole(vars::ROTATION_GRACE, 0..=60)? as i64 * 1000,
+            rotation_grace_ms: variables.whole_setting(vars::ROTATION_GRACE)? as i64 * 1000,
             accept_same_site: variables.flag(vars::ACCEPT_SAME_SITE)?,
             public_origin,
         })

@@ -416,3 +416,128 @@ fn every_secret_variable_is_kept_out_of_the_settings_snapshot() {
     let leaked: Vec<&String> = secrets.iter().filter(|n| !is_secret(n)).collect();
     assert!(leaked.is_empty(), "secret variables the snapshot would keep: {leaked:?}");
 }
+
+/// Whether `text` states `range` ("6-10") as a whole, not inside a longer number ("16-100").
+fn states(text: &str, range: &str) -> bool {
+    text.match_indices(range).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let mut after = text[at + range.len()..].chars();
+        let (next, then) = (after.next(), after.next());
+        let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
+        // A full stop ends a sentence, unless a digit follows (`0.5`).
+        let decimal_follows = next == Some('.') && digit(then);
+        !digit(before) && before != Some('.') && !digit(next) && !decimal_follows
+    })
+}
+
+/// Issue 33: each numeric setting's range in configuration.md, against the table the settings
+/// readers take their bounds from (`platform::settings::RANGES`).
+fn range_problems(text: &str) -> Vec<String> {
+    use spin_redis_patterns::platform::settings::{Range, RANGES};
+    let meanings: BTreeMap<String, String> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with('|'))
+        .filter_map(|l| {
+            let row = cells(l);
+            Some((variable_name(row.first()?)?.to_owned(), row.last()?.clone()))
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (name, range) in RANGES {
+        let (low, high) = match range {
+            Range::Whole(l, h) => (l.to_string(), h.to_string()),
+            Range::Decimal(l, h) => (l.to_string(), h.to_string()),
+        };
+        match meanings.get(*name) {
+            None => problems.push(format!("{name}: no row, but the code reads it ({low}-{high})")),
+            Some(meaning)
+                if !states(meaning, &format!("{low}-{high}"))
+                    && !states(meaning, &format!("{low} to {high}")) =>
+            {
+                problems.push(format!(
+                    "{name}: the row does not state the range the code reads, {low}-{high} \
+                     (or \"{low} to {high}\")"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+#[test]
+fn configuration_md_states_every_range_the_code_reads() {
+    use spin_redis_patterns::platform::settings::RANGES;
+    assert!(RANGES.len() >= 40, "{}", RANGES.len());
+    let text = read(&root().join("docs/configuration.md"));
+    assert_no_problems("docs/configuration.md against settings::RANGES", &range_problems(&text));
+}
+
+#[test]
+fn the_range_check_notices_drift() {
+    let good = read(&root().join("docs/configuration.md"));
+    assert!(range_problems(&good).is_empty());
+    // The drift of issue 33: the docs said 4-10 where the code refuses anything under 6.
+    let drifted = good.replace("Digits per code, 6-10", "Digits per code, 4-10");
+    assert_ne!(drifted, good);
+    let problems = range_problems(&drifted);
+    assert!(problems.len() == 1 && problems[0].starts_with("otp_code_length:"), "{problems:?}");
+    // A range inside a longer number does not count.
+    assert!(states("1-1000", "1-1000") && !states("1-10000", "1-1000"));
+    assert!(!states("11-1000", "1-1000") && states("(1-1000)", "1-1000"));
+    assert!(states("up to 1-1000.", "1-1000") && !states("0 to 0.55", "0 to 0.5"));
+}
+
+/// Error codes named in `text`'s comment lines as `NNN code` (a status, then a snake_case
+/// code), which no string literal of `sources` holds.
+fn unknown_codes_in_comments(text: &str, sources: &str) -> Vec<String> {
+    let mut unknown = Vec::new();
+    for line in text.lines().filter(|l| l.trim_start().starts_with('#')) {
+        let words: Vec<&str> = line
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            let status = pair[0].len() == 3 && pair[0].bytes().all(|b| b.is_ascii_digit());
+            let code = pair[1].contains('_')
+                && pair[1]
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if status && code && !sources.contains(&format!("\"{}\"", pair[1])) {
+                unknown.push(format!("{} {}", pair[0], pair[1]));
+            }
+        }
+    }
+    unknown
+}
+
+fn library_sources() -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&read(&path));
+            }
+        }
+    }
+    let mut all = String::new();
+    walk(&root().join("src"), &mut all);
+    all
+}
+
+/// Issue 33: spin.toml's comments named `500 otp_misconfigured`, a code that no longer existed.
+#[test]
+fn every_error_code_named_in_spin_toml_comments_exists() {
+    let sources = library_sources();
+    let unknown = unknown_codes_in_comments(&read(&root().join("spin.toml")), &sources);
+    assert!(
+        unknown.is_empty(),
+        "spin.toml comments name codes the code never answers: {unknown:?}"
+    );
+    assert_eq!(
+        unknown_codes_in_comments("# answers 500 otp_misconfigured\n# 503 outbox_full", &sources),
+        ["500 otp_misconfigured"]
+    );
+}

@@ -25,6 +25,8 @@ fn assert_down(res: &spin_test_host::TestResponse, reason: &str) {
     assert_eq!(body["redis"], "down", "{body}");
     assert_eq!(body["reason"], reason, "{body}");
     assert_eq!(body["error"]["code"], "redis_unavailable", "{body}");
+    // The README promises it on every redis_unavailable 503.
+    assert_eq!(res.header("retry-after"), Some("1"), "{body}");
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
 }
 
@@ -100,6 +102,7 @@ async fn plain_client_against_a_tls_only_server_is_unreachable() {
     let res = app.get("/health/cache").send().await;
     assert_eq!(res.status, 503, "{}", res.text());
     assert_eq!(res.json()["redis"], "down");
+    assert_eq!(res.header("retry-after"), Some("1"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -110,13 +110,13 @@ async fn board_operations(redis: &RedisServer) {
     let body = score(&app, "best", "carol", 100.0).await;
     assert_eq!(
         body,
-        json!({"board": "best", "period": "all", "member": "carol", "score": 100.0, "rank": 3, "total": 5, "changed": true})
+        json!({"board": "best", "period": "all", "member": "carol", "score": 100, "rank": 3, "total": 5, "changed": true})
     );
     // best: a lower or equal score changes nothing, and keeps carol's time.
     let body = score(&app, "best", "alice", 99.0).await;
     assert_eq!(
         (body["score"].clone(), body["rank"].clone(), body["changed"].clone()),
-        (json!(100.0), json!(1), json!(false))
+        (json!(100), json!(1), json!(false))
     );
     let body = score(&app, "best", "carol", 100.0).await;
     assert_eq!((body["rank"].clone(), body["changed"].clone()), (json!(3), json!(false)));
@@ -125,11 +125,13 @@ async fn board_operations(redis: &RedisServer) {
     // The top, ties in order of arrival, scores exactly as sent.
     let res = app.get("/api/leaderboards/best?limit=5").send().await;
     assert_eq!(res.redis_connections, 1);
+    // Integral scores go out as integers, as sent (issue 33: `100.0` surprised clients).
+    assert!(res.text().contains(r#""score":100}"#), "{}", res.text());
     let top = res.json();
     assert_eq!(top["total"], 5);
     assert_eq!(top["period"], "all");
     assert_eq!(members(&top["entries"]), ["alice", "bob", "carol", "dave", "erin"]);
-    assert_eq!(top["entries"][0], json!({"rank": 1, "member": "alice", "score": 100.0}));
+    assert_eq!(top["entries"][0], json!({"rank": 1, "member": "alice", "score": 100}));
     assert_eq!(top["entries"][3]["score"], 0.1);
     assert_eq!(top["entries"][4], json!({"rank": 5, "member": "erin", "score": -5.5}));
     let page = get(&app, "/api/leaderboards/best?offset=1&limit=2").await;
@@ -145,9 +147,9 @@ async fn board_operations(redis: &RedisServer) {
     let s = res.json();
     assert_eq!(
         (s["rank"].clone(), s["score"].clone(), s["total"].clone()),
-        (json!(3), json!(100.0), json!(5))
+        (json!(3), json!(100), json!(5))
     );
-    assert_eq!(s["above"], json!([{"rank": 2, "member": "bob", "score": 100.0}]));
+    assert_eq!(s["above"], json!([{"rank": 2, "member": "bob", "score": 100}]));
     assert_eq!(s["below"], json!([{"rank": 4, "member": "dave", "score": 0.1}]));
     let s = get(&app, "/api/leaderboards/best/members/alice?neighbours=5").await;
     assert_eq!(
@@ -195,7 +197,7 @@ async fn latest_replaces_and_increment_adds() {
     let app = app(&redis);
     score(&app, "latest", "a", 10.0).await;
     let body = score(&app, "latest", "a", 3.0).await;
-    assert_eq!((body["score"].clone(), body["changed"].clone()), (json!(3.0), json!(true)));
+    assert_eq!((body["score"].clone(), body["changed"].clone()), (json!(3), json!(true)));
     // The same score again keeps its time: b, who sent 3 later, stays behind.
     score(&app, "latest", "b", 3.0).await;
     assert_eq!(score(&app, "latest", "a", 3.0).await["changed"], false);

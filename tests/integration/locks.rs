@@ -431,6 +431,8 @@ async fn bad_input_gets_clear_json_errors_without_touching_redis() {
         app.request(Method::PATCH, "/api/locks/j").header("authorization", &auth).send().await;
     assert_error(&res, 405, "method_not_allowed");
     assert_eq!(res.header("allow"), Some("POST, PUT, DELETE, GET"));
+    // A list people read (issue 33), whatever the error body's shape.
+    assert!(res.text().contains("use POST, PUT, DELETE or GET"), "{}", res.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]

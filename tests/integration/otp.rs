@@ -2,7 +2,7 @@
 //! issuing and verifying codes and link tokens, expiry, lockout, races, replacement,
 //! cooldown and hourly caps, the outbox and the webhook, bad input and Redis failures.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -461,6 +461,64 @@ async fn the_outbox_entry_carries_what_a_worker_needs() {
     let state = keys(&mut client, "srp:otp:{otp:0}:code:login:*").await;
     let delivery: String = client.hget(&state[0], "delivery").await.unwrap();
     assert_eq!(delivery, e["id"]);
+}
+
+/// A mailer written from otp.md's delivery contract (issue 33): a consumer group, the fields
+/// the doc lists (`id` is the delivery id, not the entry id), `XACK` + `XDEL`; a full stream
+/// refuses codes instead of trimming, and the worker's `XDEL` makes room again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_written_from_the_delivery_contract() {
+    let redis = RedisServer::plain();
+    let mut client = redis.client().await;
+    let app = app_with(&redis, &[("otp_outbox_shards", "1"), ("otp_outbox_maxlen", "100")]);
+    let stream = "srp:otp:outbox:{otp:0}";
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", stream, "mailer", "0", "MKSTREAM"])
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        let res = issue(&app, &format!("u{i}@example.com"), "verify_email").await;
+        assert_eq!(res.status, 202, "{i}: {}", res.text());
+    }
+    // Full: refused, nothing dropped (no MAXLEN trim).
+    let res = issue(&app, "late@example.com", "verify_email").await;
+    assert_eq!((res.status, res.header("retry-after")), (503, Some("1")), "{}", res.text());
+    assert!(res.text().contains("outbox_full"), "{}", res.text());
+    let len: usize = redis::cmd("XLEN").arg(stream).query_async(&mut client).await.unwrap();
+    assert_eq!(len, 100);
+
+    type Delivered = Vec<(String, Vec<(String, HashMap<String, String>)>)>;
+    let read: Delivered = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", "mailer", "worker-1", "COUNT", "50", "STREAMS", stream, ">"])
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    let (name, entries) = &read[0];
+    assert_eq!((name.as_str(), entries.len()), (stream, 50));
+    let (entry_id, fields) = &entries[0];
+    let names: BTreeSet<&str> = fields.keys().map(String::as_str).collect();
+    let documented = ["id", "subject", "purpose", "channel", "format", "code", "expires_at_ms"];
+    assert_eq!(names, BTreeSet::from(documented));
+    assert_eq!(fields["subject"], "u0@example.com");
+    assert_eq!(fields["id"].len(), 16, "{fields:?}");
+    assert_ne!(&fields["id"], entry_id);
+    let state = keys(&mut client, "srp:otp:{otp:0}:code:verify_email:*").await;
+    let deliveries: BTreeSet<String> = {
+        let mut all = BTreeSet::new();
+        for key in &state {
+            all.insert(client.hget::<_, _, String>(key, "delivery").await.unwrap());
+        }
+        all
+    };
+    assert!(deliveries.contains(&fields["id"]), "the id field is the code state's delivery id");
+    // Sent: acknowledge and delete, which makes room for a new code.
+    let cmd = |name: &str| redis::cmd(name).arg(stream).clone();
+    let acked: i64 =
+        cmd("XACK").arg("mailer").arg(entry_id).query_async(&mut client).await.unwrap();
+    let deleted: i64 = cmd("XDEL").arg(entry_id).query_async(&mut client).await.unwrap();
+    assert_eq!((acked, deleted), (1, 1));
+    assert_eq!(issue(&app, "late@example.com", "verify_email").await.status, 202);
 }
 
 #[tokio::test(flavor = "multi_thread")]
