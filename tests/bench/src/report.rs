@@ -294,6 +294,16 @@ impl Report<'_> {
         Some((rps, p50, runs))
     }
 
+    /// Req/s of a floor row of a group (the pooled `GET`, the no-op component), if measured.
+    fn floor_rps(&self, mode: &str, concurrency: usize, id: RouteId) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| {
+                r.mode == mode && r.concurrency == concurrency && r.route().id == id && !r.failed()
+            })
+            .map(|r| r.rps)
+    }
+
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let w = &mut out;
@@ -329,12 +339,14 @@ impl Report<'_> {
 
     fn group_table(&self, w: &mut String, mode: &str, c: usize) {
         let base = self.baseline(mode, c);
+        let pooled = self.floor_rps(mode, c, RouteId::BaselineStore);
+        let noop = self.floor_rps(mode, c, RouteId::Noop);
         let _ = writeln!(w, "## {mode}, concurrency {c}\n");
         let _ = writeln!(
             w,
-            "| Route | Fast path | req/s | ÷ baseline | p50 ms | ÷ baseline | p99 ms | max ms | Round trips/req | Commands/req (all) | Connections/req |"
+            "| Route | Fast path | req/s | ÷ baseline | ÷ pooled floor | ÷ no-op | p50 ms | ÷ baseline | p99 ms | max ms | Round trips/req | Commands/req (all) | Connections/req |"
         );
-        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         let mut errors = Vec::new();
         for r in self.rows.iter().filter(|r| r.mode == mode && r.concurrency == c) {
             let (rps_ratio, p50_ratio) = match &base {
@@ -348,11 +360,14 @@ impl Report<'_> {
             if r.failed() {
                 name.push_str(" **(errors)**");
             }
+            let of = |floor: Option<f64>| floor.map_or("–".to_owned(), |f| ratio(r.rps, f));
             let _ = writeln!(
                 w,
-                "| {name} | {} | {:.0} | {rps_ratio} | {} | {p50_ratio} | {} | {} | {} | {} | {} |",
+                "| {name} | {} | {:.0} | {rps_ratio} | {} | {} | {} | {p50_ratio} | {} | {} | {} | {} | {} |",
                 fast_path_cell(r),
                 r.rps,
+                of(pooled),
+                of(noop),
                 ms(r.p50),
                 ms(r.p99),
                 ms(r.max),

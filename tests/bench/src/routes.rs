@@ -120,13 +120,17 @@ const fn route(id: RouteId, name: &'static str, request: &'static str) -> Route 
 pub const ROUTES: &[Route] = &[
     Route {
         ca_comparison: true,
-        ..route(RouteId::Baseline, "baseline (probe: 1 GET)", "POST /x (tests/host/fixtures/probe)")
+        ..route(
+            RouteId::Baseline,
+            "outbound floor (baseline): 1 open + GET",
+            "probe fixture; GET /outbound of tests/floors under Spin",
+        )
     },
     Route {
         ca_comparison: true,
         ..route(
             RouteId::BaselineStore,
-            "pooled baseline (probe: 1 GET via key-value store)",
+            "pooled floor: 1 GET via the key-value store",
             "POST /x (tests/host/fixtures/probe)",
         )
     },
