@@ -1186,7 +1186,7 @@ async fn fail_open_never_hides_a_mistake() {
     let app = app_with(&redis, &wrong);
     let res = check(&app, "open", "k", 1, false).await;
     assert_error(&res, 500, "redis_misconfigured");
-    assert!(app.logs().contains("redis error"), "{}", app.logs());
+    assert!(app.logs().contains(r#""event":"redis_error""#), "{}", app.logs());
     let gateway = gateway_app(&redis, &upstream, "open", &[wrong[0]]);
     assert_error(&gateway.get("/api/limited/a").send().await, 500, "redis_misconfigured");
     assert_eq!(upstream.count(), 0);
