@@ -21,3 +21,32 @@ pub mod otp;
 pub mod platform;
 pub mod ratelimit;
 pub mod sessions;
+
+/// A kind of key that services leave in Redis without an expiry, and what bounds it.
+pub struct KeyWithoutExpiry {
+    /// The key without the `redis_key_prefix`; `*` stands for any run of characters.
+    pub pattern: &'static str,
+    pub bound: &'static str,
+}
+
+/// Every kind of key written without an expiry: the one list docs/architecture.md cites and
+/// `tests/integration/every_service.rs` checks a full run of every service against. Every
+/// other key expires by itself.
+pub const KEYS_WITHOUT_EXPIRY: &[KeyWithoutExpiry] = &[
+    KeyWithoutExpiry {
+        pattern: "lb:{*}:all:z",
+        bound: "an all-time leaderboard: kept by design, one per configured board, trimmed to \
+                its max_members",
+    },
+    KeyWithoutExpiry {
+        pattern: "lb:{*}:all:h",
+        bound: "the member index of an all-time leaderboard: as its sorted set",
+    },
+    KeyWithoutExpiry {
+        pattern: "cache:{b*}:stats:hits",
+        bound: "a cache bucket's hit counter when the pooled fast path creates it (Spin's \
+                key-value store has no TTL): one per bucket, at most cache_key_buckets; the \
+                first outbound hit counted in its bucket gives it the 30-day expiry of the \
+                other counters",
+    },
+];

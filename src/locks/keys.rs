@@ -1,10 +1,15 @@
 //! Redis key layout. A lock named `n` is `<prefix>lock:{n}`, a string `<fencing token>
 //! <SHA-256 hex of the holder's token>` that expires with the lease; its fencing counter is
-//! `<prefix>lock:{n}:fence`, which never expires (it must outlive every lease: see
-//! acquire.lua). Both share the hash tag `{n}`, so each script touches one slot; lock names
-//! cannot contain braces (see `valid_name`).
+//! `<prefix>lock:{n}:fence`, which outlives the lease by [`FENCE_KEPT_MS`] (and by as far as
+//! it runs ahead of Redis TIME: see acquire.lua). Both share the hash tag `{n}`, so each script
+//! touches one slot; lock names cannot contain braces (see `valid_name`).
 
 use crate::platform::redis::Redis;
+
+/// How long a name's fencing counter is kept after its last lease ends: a day. Tokens keep
+/// growing after it expires (the TIME floor, see acquire.lua); keeping it a while only keeps
+/// `last_fencing_token` visible and spares names in steady use a restart from TIME.
+pub const FENCE_KEPT_MS: u64 = 86_400_000;
 
 /// The lock's key and its fencing counter's key.
 pub fn lock_keys(redis: &Redis, name: &str) -> (String, String) {

@@ -127,7 +127,8 @@ struct StatusBody<'a> {
     expires_in_ms: Option<u64>,
     /// The current holder's.
     fencing_token: Option<u64>,
-    /// The last one issued for this name (the current holder's, or its last holder's).
+    /// The last one issued for this name (the current holder's, or its last holder's; none
+    /// once the counter expired, a day after the last lease).
     last_fencing_token: Option<u64>,
 }
 

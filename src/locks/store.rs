@@ -6,7 +6,7 @@ use crate::platform::redis::{Redis, RedisError, Reply};
 use crate::platform::script::{Script, CLOCK};
 use crate::platform::secrets::{hex, sha256};
 
-use super::keys::lock_keys;
+use super::keys::{lock_keys, FENCE_KEPT_MS};
 
 static ACQUIRE: Script = lua_script!(CLOCK, include_str!("acquire.lua"));
 static RENEW: Script = lua_script!(include_str!("holder.lua"), include_str!("renew.lua"));
@@ -79,7 +79,8 @@ pub fn acquire(
     ttl_ms: u64,
 ) -> Result<Result<Lease, NotHeld>, RedisError> {
     let (lock, fence) = lock_keys(redis, name);
-    let reply = redis.eval(&ACQUIRE, &[&lock, &fence], args![token_hash(token), ttl_ms])?;
+    let reply =
+        redis.eval(&ACQUIRE, &[&lock, &fence], args![token_hash(token), ttl_ms, FENCE_KEPT_MS])?;
     lease(&reply)
 }
 
@@ -89,8 +90,9 @@ pub fn renew(
     token: &str,
     ttl_ms: u64,
 ) -> Result<Result<Lease, NotHeld>, RedisError> {
-    let (lock, _) = lock_keys(redis, name);
-    let reply = redis.eval(&RENEW, &[&lock], args![token_hash(token), ttl_ms])?;
+    let (lock, fence) = lock_keys(redis, name);
+    let reply =
+        redis.eval(&RENEW, &[&lock, &fence], args![token_hash(token), ttl_ms, FENCE_KEPT_MS])?;
     lease(&reply)
 }
 

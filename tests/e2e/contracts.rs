@@ -6,30 +6,22 @@ use std::path::Path;
 use http::Method;
 use serde_json::json;
 
-use crate::support::{assert_error, bearer, in_both_modes, req, start, Mode, TOKEN};
+use crate::support::{assert_error, bearer, in_both_modes, req, start, Mode, ALL_TOKENS};
 
 in_both_modes!(every_service_answers_its_contract);
 
 async fn every_service_answers_its_contract(spin: &Path, mode: Mode) {
-    let app = start(
-        spin,
-        mode,
-        &[
-            ("sessions_api_token", TOKEN),
-            ("ratelimit_api_token", TOKEN),
-            ("leaderboard_api_token", TOKEN),
-            ("locks_api_token", TOKEN),
-            ("otp_api_token", TOKEN),
-            ("otp_pepper", "e2e-pepper-0123456789abcdef0123456789abcdef"),
-            ("otp_dev_echo", "true"),
-            (
-                "ratelimit_policies",
-                r#"{"e2e": {"algorithm": "fixed_window", "limit": 3, "window": "1h"},
-                    "api": {"algorithm": "sliding_window", "limit": 100, "window": "60s"}}"#,
-            ),
-        ],
-    )
-    .await;
+    let mut variables = ALL_TOKENS.to_vec();
+    variables.extend([
+        ("otp_pepper", "e2e-pepper-0123456789abcdef0123456789abcdef"),
+        ("otp_dev_echo", "true"),
+        (
+            "ratelimit_policies",
+            r#"{"e2e": {"algorithm": "fixed_window", "limit": 3, "window": "1h"},
+                "api": {"algorithm": "sliding_window", "limit": 100, "window": "60s"}}"#,
+        ),
+    ]);
+    let app = start(spin, mode, &variables).await;
     let auth = bearer();
     let auth = [("authorization", auth.as_str())];
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use http::Method;
 use serde_json::json;
 
-use crate::support::{assert_error, bearer, in_both_modes, req, start, Mode, TOKEN};
+use crate::support::{assert_error, bearer, in_both_modes, req, start, Mode, ALL_TOKENS};
 
 fn cookie_id(res: &spin_test_host::real_spin::SpinResponse) -> String {
     res.header("set-cookie")
@@ -20,18 +20,9 @@ fn cookie_id(res: &spin_test_host::real_spin::SpinResponse) -> String {
 in_both_modes!(strangers_cannot_take_over_hide_or_respell);
 
 async fn strangers_cannot_take_over_hide_or_respell(spin: &Path, mode: Mode) {
-    let app = start(
-        spin,
-        mode,
-        &[
-            ("sessions_api_token", TOKEN),
-            ("ratelimit_api_token", TOKEN),
-            ("leaderboard_api_token", TOKEN),
-            ("locks_api_token", TOKEN),
-            ("sessions_rotation_grace_seconds", "60"),
-        ],
-    )
-    .await;
+    let mut variables = ALL_TOKENS.to_vec();
+    variables.push(("sessions_rotation_grace_seconds", "60"));
+    let app = start(spin, mode, &variables).await;
     let auth = bearer();
     let create = || {
         req(

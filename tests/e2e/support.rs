@@ -18,6 +18,15 @@ pub const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 /// The bearer token of every token-guarded route in these tests (32+ characters).
 pub const TOKEN: &str = "e2e-backend-token-7f3a9c-0123456789abcdef";
 
+/// Every bearer-token route opened with [`TOKEN`].
+pub const ALL_TOKENS: [(&str, &str); 5] = [
+    ("sessions_api_token", TOKEN),
+    ("ratelimit_api_token", TOKEN),
+    ("leaderboard_api_token", TOKEN),
+    ("locks_api_token", TOKEN),
+    ("otp_api_token", TOKEN),
+];
+
 /// The Spin binary, or `None` after printing why `test` is skipped.
 pub fn spin_or_skip(test: &str) -> Option<std::path::PathBuf> {
     let found = real_spin::spin_binary();

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use spin_test_host::redis::{self, AsyncCommands};
@@ -199,6 +199,16 @@ impl Origin {
         self.hits.lock().unwrap().get(target).copied().unwrap_or(0)
     }
 
+    /// Until the origin has received a request for `target`: polled, with a deadline
+    /// generous enough for a busy machine, instead of a fixed sleep that may be too short.
+    async fn wait_for(&self, target: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.hits(target) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the origin never saw {target}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn total_hits(&self) -> usize {
         self.hits.lock().unwrap().values().sum()
     }
@@ -305,6 +315,16 @@ async fn get(app: &TestApp, path: &str) -> TestResponse {
     app.get(path).send().await
 }
 
+/// `Age` of an answer from an entry stored after `since` (and `base` seconds old then): at
+/// least `at_least`, and no more than the whole seconds since `since` allow, however long a
+/// busy machine took between the steps.
+#[track_caller]
+fn assert_age(res: &TestResponse, at_least: u64, base: u64, since: Instant) {
+    let age: u64 = res.header("age").expect("an Age header").parse().unwrap();
+    let most = base + since.elapsed().as_secs();
+    assert!((at_least..=most).contains(&age), "Age {age}, not in {at_least}..={most}");
+}
+
 fn x_cache(res: &TestResponse) -> &str {
     res.header("x-cache").unwrap_or("(none)")
 }
@@ -331,6 +351,7 @@ async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
     let app = app(mode, redis, &origin);
     let mut client = redis.client().await;
 
+    let stored = Instant::now();
     let res = get(&app, "/api/cache/proxy/items/1?b=2&a=1").await;
     assert_eq!(res.status, 200, "{} {}", res.text(), res.logs);
     assert_eq!(x_cache(&res), "MISS");
@@ -346,7 +367,7 @@ async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
     assert_eq!(x_cache(&res), "HIT");
     assert_eq!(res.json(), json!({"target": "/items/1?a=1&b=2", "n": 1}));
     assert_eq!(res.header("content-type"), Some("application/json"));
-    assert_eq!(res.header("age"), Some("0"));
+    assert_age(&res, 0, 0, stored);
     assert_eq!(res.redis_connections, mode.read_connections());
     assert_eq!(origin.hits("/items/1?a=1&b=2"), 1);
 
@@ -356,7 +377,8 @@ async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
     let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut client).await.unwrap();
     assert_eq!(kind, "string");
     let pttl: i64 = client.pttl(&key).await.unwrap();
-    assert!((595_000..=600_000).contains(&pttl), "{pttl}");
+    // (Slack for a busy machine between the store and this read.)
+    assert!((570_000..=600_000).contains(&pttl), "{pttl}");
     let entry = stored_entry(&mut client, &key).await;
     assert_eq!(entry.soft - entry.stored, 300_000);
     assert_eq!((entry.status, entry.content_type.as_str()), (200, "application/json"));
@@ -366,7 +388,8 @@ async fn miss_then_hit(mode: Mode, redis: &RedisServer) {
     // Age grows with the entry.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let res = get(&app, "/api/cache/proxy/items/1?a=1&b=2").await;
-    assert_eq!((x_cache(&res), res.header("age")), ("HIT", Some("1")));
+    assert_eq!(x_cache(&res), "HIT");
+    assert_age(&res, 1, 0, stored);
     assert_eq!(res.redis_connections, mode.read_connections());
 
     // HEAD is served from the same entry, without a body.
@@ -469,6 +492,7 @@ async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_sta
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     let app = app_with(mode, &redis, &origin, &[("cache_ttl_seconds", "1")]);
+    let stored = Instant::now();
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/swr").await), "MISS");
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -485,7 +509,10 @@ async fn stale_entries_are_refreshed_by_one_request_while_the_others_get_the_sta
         // Every request, the refreshing one included, is answered from the stale copy: the
         // refresh runs after its answer (stale-while-revalidate, Response::after).
         match x_cache(&res) {
-            "STALE" => assert_eq!((n, res.header("age")), (1, Some("1"))),
+            "STALE" => {
+                assert_eq!(n, 1);
+                assert_age(&res, 1, 0, stored);
+            }
             other => panic!("{other}"),
         }
         assert!(res.header("cache-status").unwrap().contains("hit; ttl=-"), "{:?}", res.headers);
@@ -566,7 +593,7 @@ async fn not_found_is_cached_briefly(mode: Mode) {
     assert_eq!(origin.total_hits(), 1);
     let key = entry_key(&mut client, "/nothing/here").await;
     let pttl: i64 = client.pttl(&key).await.unwrap();
-    assert!((29_000..=30_000).contains(&pttl), "{pttl}");
+    assert!((20_000..=30_000).contains(&pttl), "{pttl}");
 }
 
 in_both_modes!(not_found_is_cached_briefly);
@@ -654,6 +681,7 @@ async fn origin_down_serves_the_stale_copy_else_502(mode: Mode) {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
     let app = app_with(mode, &redis, &origin, &[("cache_ttl_seconds", "1")]);
+    let stored = Instant::now();
     assert_eq!(x_cache(&get(&app, "/api/cache/proxy/keep").await), "MISS");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     origin.stop().await;
@@ -661,7 +689,7 @@ async fn origin_down_serves_the_stale_copy_else_502(mode: Mode) {
     let res = get(&app, "/api/cache/proxy/keep").await;
     assert_eq!((res.status, x_cache(&res)), (200, "STALE"), "{} {}", res.text(), res.logs);
     assert_eq!(res.json(), json!({"target": "/keep", "n": 1}));
-    assert_eq!(res.header("age"), Some("1"));
+    assert_age(&res, 1, 0, stored);
     assert_eq!(res.redis_connections, 1);
 
     let res = get(&app, "/api/cache/proxy/never-cached").await;
@@ -867,6 +895,7 @@ async fn a_fast_path_hit_answers_like_an_outbound_hit_without_connecting() {
 
     for path in paths {
         for method in [http::Method::GET, http::Method::HEAD] {
+            let sent = Instant::now();
             let a = outbound.request(method.clone(), path).send().await;
             let b = fast.request(method.clone(), path).send().await;
             assert_eq!((a.redis_connections, b.redis_connections), (1, 0), "{path}");
@@ -880,9 +909,10 @@ async fn a_fast_path_hit_answers_like_an_outbound_hit_without_connecting() {
                 )
             };
             assert_eq!(seen(&b), seen(&a), "{path} {method}");
-            // Both count whole seconds since the store: equal unless a second ticked between.
+            // Both count whole seconds since the store: equal unless seconds ticked between.
             let age = |r: &TestResponse| r.header("age").unwrap().parse::<u64>().unwrap();
-            assert!(age(&a) >= 1 && (age(&a)..=age(&a) + 1).contains(&age(&b)), "{path}");
+            let most = age(&a) + sent.elapsed().as_secs() + 1;
+            assert!(age(&a) >= 1 && (age(&a)..=most).contains(&age(&b)), "{path}");
         }
     }
     assert_eq!(origin.total_hits(), paths.len());
@@ -1387,6 +1417,8 @@ async fn waiters_wait_while_the_lock_is_held() {
     let app = app_with(Mode::Outbound, &redis, &origin, &[("cache_key_buckets", "1")]);
     let mut client = redis.client().await;
     let lock = "srp:cache:{b0}:lock:/held";
+    // Before the SET: the lock ends 1500 ms after it, so at least that after this.
+    let started = std::time::Instant::now();
     let _: () = redis::cmd("SET")
         .arg(lock)
         .arg("a-dead-holder")
@@ -1395,7 +1427,6 @@ async fn waiters_wait_while_the_lock_is_held() {
         .query_async(&mut client)
         .await
         .unwrap();
-    let started = std::time::Instant::now();
     let res = get(&app, "/api/cache/proxy/held").await;
     assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
     assert_eq!((res.status, x_cache(&res)), (200, "MISS"), "{}", res.logs);
@@ -1408,13 +1439,14 @@ async fn waiters_wait_while_the_lock_is_held() {
 async fn only_the_current_lock_holder_stores() {
     let redis = RedisServer::plain();
     let origin = Origin::start().await;
-    origin.respond(|target, n| default_reply(target, n).delay_ms(800));
+    origin.respond(|target, n| default_reply(target, n).delay_ms(2000));
     let app = app_with(Mode::Outbound, &redis, &origin, &[("cache_key_buckets", "1")]);
     let fill = {
         let app = app.clone();
         tokio::spawn(async move { app.get("/api/cache/proxy/owned").send().await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The fill holds the lock once the origin has its request (then 2 s to answer).
+    origin.wait_for("/owned").await;
     let mut client = redis.client().await;
     let lock = "srp:cache:{b0}:lock:/owned";
     let _: () = client.set(lock, "newer-holder").await.unwrap();
@@ -1451,7 +1483,7 @@ async fn purge_path(app: &TestApp, path: &str, soft: bool) -> TestResponse {
 /// does not store, so the purge is never undone.
 async fn a_purge_during_a_fill_is_never_undone(mode: Mode, redis: &RedisServer) {
     let origin = Origin::start().await;
-    origin.respond(|target, n| default_reply(target, n).header("cache-tag", "grp").delay_ms(800));
+    origin.respond(|target, n| default_reply(target, n).header("cache-tag", "grp").delay_ms(2000));
     let app = app(mode, redis, &origin);
     let mut client = redis.client().await;
     for (path, how) in [("/pf/key", "path"), ("/pf/tag", "tag"), ("/pf/all", "all")] {
@@ -1459,7 +1491,8 @@ async fn a_purge_during_a_fill_is_never_undone(mode: Mode, redis: &RedisServer) 
             let (app, url) = (app.clone(), format!("/api/cache/proxy{path}"));
             tokio::spawn(async move { app.get(&url).send().await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Mid-fill: the origin has the request (and takes 2 s to answer).
+        origin.wait_for(path).await;
         let res = match how {
             "path" => purge_path(&app, path, false).await,
             "tag" => purge_request(&app, json!({"tags": ["grp"]})).await,
@@ -1711,6 +1744,12 @@ async fn freshness_follows_the_origin(mode: Mode) {
     });
     let app = app(mode, &redis, &origin);
     let client = redis.client().await;
+    let wall_ms = || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64
+    };
+    // The fetches happen between these two readings, however long a busy machine takes.
+    let (before, fetched) = (wall_ms(), Instant::now());
     for path in ["/mr", "/pr", "/sm", "/swr", "/aged", "/expires"] {
         assert_eq!(x_cache(&get(&app, &format!("/api/cache/proxy{path}")).await), "MISS");
     }
@@ -1729,15 +1768,15 @@ async fn freshness_follows_the_origin(mode: Mode) {
     // The origin's windows, within the configured 300 s.
     assert_eq!((e.swr_until - e.soft, e.sie_until - e.soft), (1000, 7000));
     let e = entry("/expires").await;
-    assert!((18_000..=20_000).contains(&(e.soft - e.stored)), "{e:?}");
+    // (Less the response's apparent age: seconds on a busy machine.)
+    assert!((10_000..=20_000).contains(&(e.soft - e.stored)), "{e:?}");
     // An upstream Age of 50 s: stored 50 s in the past, fresh for the 10 s left.
     let e = entry("/aged").await;
-    let now: i64 =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
-            as i64;
-    assert!((9_000..=10_500).contains(&(e.soft - now)), "{e:?}");
+    let after = wall_ms();
+    assert!((before + 9_000..=after + 10_500).contains(&e.soft), "{e:?} {before}..{after}");
     let res = get(&app, "/api/cache/proxy/aged").await;
-    assert_eq!((x_cache(&res), res.header("age")), ("HIT", Some("50")));
+    assert_eq!(x_cache(&res), "HIT");
+    assert_age(&res, 50, 50, fetched);
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // must-revalidate and the like: never served stale; the request that finds the entry

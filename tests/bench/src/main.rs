@@ -190,23 +190,31 @@ fn selected(opts: &Opts, route: &Route) -> bool {
 /// (the fast path's and its breaker's) come from `RedisServer::configure`, as in the tests,
 /// so the bench follows whatever runtime config the app needs.
 pub(crate) fn build_app(redis: &RedisServer, fast: bool) -> Result<TestApp, String> {
-    redis
+    let mut builder = redis
         .configure(TestApp::builder(root().join("spin.toml")))
-        .variable("redis_fast_path", fast.to_string())
-        .variable("otp_pepper", routes::OTP_PEPPER)
-        .variable("otp_dev_echo", "true")
-        .variable("sessions_api_token", routes::SESSIONS_TOKEN)
-        .variable("ratelimit_policies", routes::ratelimit_policies())
-        .variable("ratelimit_gateway_policy", "bench_gw")
-        .variable("ratelimit_admin_token", routes::ADMIN_TOKEN)
-        .variable("ratelimit_api_token", routes::RATELIMIT_API_TOKEN)
-        .variable("otp_api_token", routes::OTP_API_TOKEN)
-        .variable("leaderboard_api_token", routes::LEADERBOARD_TOKEN)
-        .variable("locks_api_token", routes::LOCKS_TOKEN)
+        .variable("redis_fast_path", fast.to_string());
+    for (name, value) in bench_settings() {
+        builder = builder.variable(name, value);
+    }
+    builder.load().map_err(|e| format!("loading spin.toml: {e:#}"))
+}
+
+/// The bench's settings of spin.toml's variables, on the test host and under Spin alike.
+fn bench_settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("otp_pepper", routes::OTP_PEPPER.into()),
+        ("otp_dev_echo", "true".into()),
+        ("sessions_api_token", routes::SESSIONS_TOKEN.into()),
+        ("ratelimit_policies", routes::ratelimit_policies()),
+        ("ratelimit_gateway_policy", "bench_gw".into()),
+        ("ratelimit_admin_token", routes::ADMIN_TOKEN.into()),
+        ("ratelimit_api_token", routes::RATELIMIT_API_TOKEN.into()),
+        ("otp_api_token", routes::OTP_API_TOKEN.into()),
+        ("leaderboard_api_token", routes::LEADERBOARD_TOKEN.into()),
+        ("locks_api_token", routes::LOCKS_TOKEN.into()),
         // The demo origin answers at once: a miss then costs what the cache adds.
-        .variable("origin_delay_ms", "0")
-        .load()
-        .map_err(|e| format!("loading spin.toml: {e:#}"))
+        ("origin_delay_ms", "0".into()),
+    ]
 }
 
 /// The app (fast path off and on) and the floors app under the real Spin, on `redis`.
@@ -253,19 +261,9 @@ async fn load_spin_group(redis: &RedisServer, spin: &Path) -> Result<Group, Stri
     })
 }
 
-/// The bench's settings, as Spin variables (the same as [`build_app`]'s).
+/// The bench's settings, as Spin variables.
 fn bench_variables(up: SpinUp) -> SpinUp {
-    up.variable("otp_pepper", routes::OTP_PEPPER)
-        .variable("otp_dev_echo", "true")
-        .variable("sessions_api_token", routes::SESSIONS_TOKEN)
-        .variable("ratelimit_policies", routes::ratelimit_policies())
-        .variable("ratelimit_gateway_policy", "bench_gw")
-        .variable("ratelimit_admin_token", routes::ADMIN_TOKEN)
-        .variable("ratelimit_api_token", routes::RATELIMIT_API_TOKEN)
-        .variable("otp_api_token", routes::OTP_API_TOKEN)
-        .variable("leaderboard_api_token", routes::LEADERBOARD_TOKEN)
-        .variable("locks_api_token", routes::LOCKS_TOKEN)
-        .variable("origin_delay_ms", "0")
+    bench_settings().into_iter().fold(up, |up, (name, value)| up.variable(name, value))
 }
 
 fn load_group(redis: &RedisServer) -> Result<Group, String> {

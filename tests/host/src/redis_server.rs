@@ -1,6 +1,8 @@
 //! Real `redis-server` processes for tests: one per test, on a free loopback port, stopped
 //! when dropped. Either plain, or TLS-only with `requirepass`, the way Azure Cache for Redis
-//! serves port 6380.
+//! serves port 6380, or that as a one-node cluster holding all 16384 slots, where a command
+//! or script whose keys are in two hash slots fails with `CROSSSLOT` (as behind Azure Managed
+//! Redis's Enterprise policy, or any sharded Redis).
 //!
 //! TLS trust works as under Spin: the client (native-tls, i.e. OpenSSL) trusts what
 //! `SSL_CERT_FILE` names. `.cargo/config.toml` points that at `target/test-tls/ca.pem`; the
@@ -88,6 +90,8 @@ pub struct RedisServer {
     port: u16,
     password: Option<String>,
     tls: bool,
+    /// Cluster mode, with its bus on this port.
+    cluster_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -102,9 +106,20 @@ impl RedisServer {
         Self::start_new(true, Some(password.to_owned()))
     }
 
+    /// A TLS-only server requiring `password`, in cluster mode: one node with every slot. A
+    /// client that does not speak the cluster protocol (Spin's) works as against one server,
+    /// except that a command or script touching keys of two hash slots fails (`CROSSSLOT`).
+    pub fn cluster_tls(password: &str) -> Self {
+        Self::start_with(true, Some(password.to_owned()), Some(free_port()))
+    }
+
     fn start_new(tls: bool, password: Option<String>) -> Self {
+        Self::start_with(tls, password, None)
+    }
+
+    fn start_with(tls: bool, password: Option<String>, cluster_port: Option<u16>) -> Self {
         let dir = tempfile::Builder::new().prefix("srp-redis-").tempdir().unwrap();
-        let mut server = Self { child: None, port: free_port(), password, tls, dir };
+        let mut server = Self { child: None, port: free_port(), password, tls, cluster_port, dir };
         server.start();
         server
     }
@@ -119,6 +134,10 @@ impl RedisServer {
 
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster_port.is_some()
     }
 
     /// Points an app at this server through its Spin variables, and defines the key-value
@@ -194,20 +213,60 @@ impl RedisServer {
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
+        if let Some(bus) = self.cluster_port {
+            // The bus port is explicit: the default (port + 10000) may be taken or past 65535.
+            cmd.args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
+        }
         let child = cmd.spawn().expect("redis-server is installed (apt-get install redis-server)");
         self.child = Some(child);
 
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Milliseconds when idle; generous for a machine busy with other work.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("Ready to accept connections") {
-                return;
+                break;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("redis-server exited ({status}) on port {}:\n{text}", self.port);
             }
             assert!(Instant::now() < deadline, "redis-server did not start:\n{text}");
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.is_cluster() {
+            self.serve_every_slot();
+        }
+    }
+
+    /// Gives this node all 16384 slots (once: a restart keeps them in nodes.conf) and waits
+    /// until the cluster says it is ok.
+    fn serve_every_slot(&self) {
+        let mut conn = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .expect("test client connects to the cluster node");
+        let info = |conn: &mut redis::Connection| -> String {
+            redis::cmd("CLUSTER").arg("INFO").query(conn).expect("CLUSTER INFO")
+        };
+        if info(&mut conn).contains("cluster_slots_assigned:0\r") {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(0)
+                .arg(16383)
+                .query(&mut conn)
+                .expect("CLUSTER ADDSLOTSRANGE 0 16383");
+        }
+        // Generous: a busy machine must not fail this; it takes milliseconds when idle.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = info(&mut conn);
+            if text.contains("cluster_state:ok") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster never became ok:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

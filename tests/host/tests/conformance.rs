@@ -366,6 +366,10 @@ async fn key_value_store_waits_for_redis_to_return_instead_of_failing() {
     let mut redis = RedisServer::plain();
     let app = redis.configure(probe_builder()).load().unwrap();
     assert_eq!(ask(&app, "/x", kv("wasi", "get", "k")).await.1["ok"], Value::Null);
+    // A value only the first server has: the restarted one starts empty (no persistence).
+    let mut client = redis.client().await;
+    let () = redis::AsyncCommands::set(&mut client, "k", "before").await.unwrap();
+    assert_eq!(ask(&app, "/x", kv("wasi", "get", "k")).await.1["ok"], "before");
 
     redis.stop();
     let request = tokio::spawn({
@@ -376,10 +380,12 @@ async fn key_value_store_waits_for_redis_to_return_instead_of_failing() {
     redis.start();
     let mut client = redis.client().await;
     let () = redis::AsyncCommands::set(&mut client, "k", "after").await.unwrap();
-    assert_eq!(
-        request.await.unwrap(),
-        json!({"ok": "after"}),
-        "the call waited and then succeeded"
+    // Answered by the restarted server: "after", or nothing if a busy machine let the
+    // manager reconnect and read before the test's SET. Never an error, never "before".
+    let answer = request.await.unwrap();
+    assert!(
+        answer == json!({"ok": "after"}) || answer == json!({"ok": null}),
+        "the call waited and then succeeded: {answer}"
     );
     assert_eq!(app.key_value_connections(), 1, "the manager reconnected by itself");
 }
