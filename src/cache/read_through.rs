@@ -77,7 +77,7 @@ pub(crate) fn origin_error(e: &OutboundError) -> ApiError {
             format!("the origin's answer is larger than {MAX_ORIGIN_BODY} bytes"),
         ),
         e => {
-            log::error("origin_unreachable", &e);
+            log::error("origin_unreachable", e);
             ApiError::new(502, "origin_unreachable", "the origin could not be reached")
         }
     }
