@@ -9,7 +9,9 @@ use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
 use crate::platform::clock::monotonic_ns;
+use crate::platform::log;
 use crate::platform::redis::{Redis, RedisError};
+use crate::platform::response::problem;
 use crate::platform::{serve, ApiError, Request, Response};
 
 /// The component's entry point.
@@ -22,21 +24,14 @@ fn route(req: Request) -> Result<Response, ApiError> {
     Ok(check())
 }
 
+/// The answer, or (with `reason`) the extension members of the 503 problem.
 #[derive(Serialize)]
 struct Report<'a> {
     redis: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<Detail>,
     /// Milliseconds, to the microsecond.
     latency_ms: f64,
-}
-
-#[derive(Serialize)]
-struct Detail {
-    code: &'static str,
-    message: String,
 }
 
 fn check() -> Response {
@@ -50,18 +45,13 @@ fn check() -> Response {
     });
     let latency_ms = ((monotonic_ns() - started) / 1000) as f64 / 1000.0;
     match result {
-        Ok(()) => {
-            Response::json(200, &Report { redis: "ok", reason: None, error: None, latency_ms })
-        }
+        Ok(()) => Response::json(200, &Report { redis: "ok", reason: None, latency_ms }),
         Err(e) => {
-            eprintln!("health check failed ({}): {e}", e.reason());
-            let error = Detail { code: "redis_unavailable", message: public_message(&e) };
+            log::error("health_check_failed", format_args!("{}: {e}", e.reason()));
+            let report = Report { redis: "down", reason: Some(e.reason()), latency_ms };
             // Like every other `redis_unavailable` 503: clients may retry in a second.
-            Response::json(
-                503,
-                &Report { redis: "down", reason: Some(e.reason()), error: Some(error), latency_ms },
-            )
-            .with_header("retry-after", "1")
+            problem(503, "redis_unavailable", &public_message(&e), report)
+                .with_header("retry-after", "1")
         }
     }
 }

@@ -235,7 +235,10 @@ fn write_through(
             Ok(())
         });
         if let Err(e) = purged {
-            eprintln!("cache: write to {} not followed by a purge: {e}", target.as_str());
+            crate::platform::log::warn(
+                "purge_failed",
+                format_args!("write not followed by a purge: {e}"),
+            );
             detail.push_str("; detail=purge-failed");
         }
     }

@@ -205,7 +205,10 @@ pub fn tags(response: &OriginResponse) -> Vec<String> {
         }
     }
     if tags.len() > MAX_TAGS_PER_ENTRY {
-        eprintln!("cache: origin sent {} tags; keeping the first {MAX_TAGS_PER_ENTRY}", tags.len());
+        crate::platform::log::warn(
+            "tags_truncated",
+            format_args!("origin sent {} tags; keeping the first {MAX_TAGS_PER_ENTRY}", tags.len()),
+        );
         tags.truncate(MAX_TAGS_PER_ENTRY);
     }
     tags

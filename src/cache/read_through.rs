@@ -22,6 +22,7 @@ use super::standard::{self, RequestContext};
 use super::target::Target;
 use crate::platform::clock::{monotonic_ms, sleep_ms, unix_now_ms};
 use crate::platform::fast_path::FastPath;
+use crate::platform::log;
 use crate::platform::outbound::{OutboundError, OutboundResponse};
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::secrets::{random_bytes, random_token};
@@ -76,7 +77,7 @@ pub(crate) fn origin_error(e: &OutboundError) -> ApiError {
             format!("the origin's answer is larger than {MAX_ORIGIN_BODY} bytes"),
         ),
         e => {
-            eprintln!("cache: origin unreachable: {e}");
+            log::error("origin_unreachable", e);
             ApiError::new(502, "origin_unreachable", "the origin could not be reached")
         }
     }
@@ -136,7 +137,10 @@ pub(crate) fn bypass(
     forward: &Headers,
     e: &RedisError,
 ) -> Result<(Served, Option<After>), ApiError> {
-    eprintln!("cache: Redis unavailable ({}), serving from the origin: {e}", e.reason());
+    log::warn(
+        "redis_bypassed",
+        format_args!("Redis unavailable ({}), serving from the origin: {e}", e.reason()),
+    );
     let detail = "fwd=bypass; detail=redis-unavailable".to_owned();
     match origin_get(settings, target, forward, &[]) {
         Ok(r) => {
@@ -155,7 +159,10 @@ impl Fill {
         let value = match store.get(&self.keys.entry) {
             Ok(value) => value?,
             Err(e) => {
-                eprintln!("cache: fast path failed, using outbound Redis: {e}");
+                log::warn(
+                    "fast_path_failed",
+                    format_args!("fast path failed, using outbound Redis: {e}"),
+                );
                 return None;
             }
         };
@@ -172,7 +179,7 @@ impl Fill {
                 let counter = self.keys.counter("hits");
                 Box::new(move || {
                     if let Err(e) = store.increment(&counter, sampling as i64) {
-                        eprintln!("cache: fast-path hit not counted: {e}");
+                        log::warn("hit_not_counted", &e);
                     }
                 }) as After
             });
@@ -362,7 +369,7 @@ impl Fill {
                 Ok(served)
             }
             Decision::Pass(reason) => {
-                eprintln!("cache: not storing {}: {reason}", self.target.as_str());
+                log::info("not_stored", reason);
                 let action = if self.settings.pass_ttl_ms > 0 {
                     Action::Mark { value: b"pass".to_vec(), ttl_ms: self.settings.pass_ttl_ms }
                 } else {

@@ -189,7 +189,10 @@ pub(crate) fn finish(
     match redis.eval(&STORE, &key_refs, argv) {
         Ok(reply) => reply.int(0).unwrap_or(0) == 1,
         Err(e) => {
-            eprintln!("cache: could not store ({}): {e}", e.reason());
+            crate::platform::log::warn(
+                "not_stored",
+                format_args!("could not store ({}): {e}", e.reason()),
+            );
             false
         }
     }

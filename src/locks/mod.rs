@@ -31,6 +31,7 @@ use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use crate::platform::auth::require_bearer;
 use crate::platform::clock::{monotonic_ms, sleep_ms};
 use crate::platform::redis::Redis;
+use crate::platform::response::problem;
 use crate::platform::secrets::{from_base64url, random_bytes, random_token};
 use crate::platform::{serve, ApiError, Request, Response};
 use settings::{vars, Settings};
@@ -131,18 +132,11 @@ struct StatusBody<'a> {
     last_fencing_token: Option<u64>,
 }
 
-/// The error shape, plus how long the current lease has left.
+/// The problem's extension: how long the current lease has left.
 #[derive(Serialize)]
-struct Conflict<'a> {
-    error: ErrorDetail<'a>,
+struct Conflict {
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_in_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
 }
 
 fn ttl(ttl_ms: u64, settings: &Settings) -> Result<u64, ApiError> {
@@ -162,8 +156,7 @@ fn conflict(code: &str, message: &str, not_held: NotHeld) -> Response {
         NotHeld::HeldByOther(left) => left,
         NotHeld::Free => None,
     };
-    let response =
-        Response::json(409, &Conflict { error: ErrorDetail { code, message }, expires_in_ms });
+    let response = problem(409, code, message, Conflict { expires_in_ms });
     match expires_in_ms {
         Some(ms) => response.with_header("retry-after", ms.div_ceil(1000).max(1).to_string()),
         None => response,

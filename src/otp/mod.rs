@@ -35,6 +35,7 @@ use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use crate::platform::auth::require_bearer;
 use crate::platform::redis::Redis;
 use crate::platform::redis_settings::is_loopback;
+use crate::platform::response::problem;
 use crate::platform::settings::ConfigError;
 use crate::platform::{secrets, serve, ApiError, Request, Response};
 use input::Format;
@@ -213,7 +214,10 @@ fn issue(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
                 // so failing deliveries cannot be used to send more). If this fails too, the
                 // code simply expires.
                 if let Err(e) = store::rollback(&redis, &keys, lane, &delivery_id) {
-                    eprintln!("otp: delivery {delivery_id}: withdrawing the code failed: {e}");
+                    crate::platform::log::error(
+                        "rollback_failed",
+                        format_args!("delivery {delivery_id}: withdrawing the code failed: {e}"),
+                    );
                 }
                 ApiError::new(502, "delivery_failed", "the code could not be sent; try again")
                     .with_header("retry-after", "1")
@@ -286,24 +290,14 @@ struct Verified<'a> {
 }
 
 #[derive(Serialize)]
-struct NotVerified<'a> {
+struct NotVerified {
     verified: bool,
     attempts_remaining: i64,
-    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
-/// A failed verification: the usual error object plus `verified` and `attempts_remaining`.
+/// A failed verification: the usual problem plus `verified` and `attempts_remaining`.
 fn not_verified(status: u16, code: &str, message: &str, attempts_remaining: i64) -> Response {
-    Response::json(
-        status,
-        &NotVerified { verified: false, attempts_remaining, error: ErrorDetail { code, message } },
-    )
+    problem(status, code, message, NotVerified { verified: false, attempts_remaining })
 }
 
 fn with_retry(mut res: Response, retry_ms: i64) -> Response {

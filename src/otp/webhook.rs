@@ -53,7 +53,7 @@ pub(crate) fn deliver(hook: &Webhook, new: &NewCode, expires_at_ms: i64) -> Resu
     let id = new.delivery_id;
     // Logged without the body (it holds the code) or the token.
     post(&hook.url, hook.token.expose(), id, &body).map_err(|(definite, e)| {
-        eprintln!("otp: delivery {id}: {e}");
+        crate::platform::log::error("delivery_failed", format_args!("delivery {id}: {e}"));
         Failure { definite }
     })
 }

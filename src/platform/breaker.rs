@@ -111,9 +111,12 @@ impl Breaker {
                 Some(Self { state, stall_ms, pending, keys })
             }
             Err(e) => {
-                eprintln!(
-                    "redis breaker: store {LABEL:?} unavailable ({}); calls are unguarded",
-                    describe(&e)
+                super::log::warn(
+                    "breaker_unguarded",
+                    format_args!(
+                        "store {LABEL:?} unavailable ({}); calls are unguarded",
+                        describe(&e)
+                    ),
                 );
                 None
             }
@@ -226,7 +229,7 @@ impl Breaker {
         let now = unix_now_ms();
         if now - self.read(LOGGED_AT) >= 1000 {
             self.write(LOGGED_AT, now);
-            eprintln!("{message}");
+            super::log::warn("breaker", message);
         }
     }
 
@@ -284,7 +287,7 @@ pub fn probe_after_response() {
     });
     if answered.is_ok() {
         breaker.outbound_answered(start);
-        eprintln!("redis breaker: a probe got an answer; calling Redis again");
+        super::log::info("breaker_closed", "a probe got an answer; calling Redis again");
     }
 }
 

@@ -94,9 +94,12 @@ impl FastPath {
         match breaker.guard(label, || store::open(label)) {
             Ok(bucket) => Ok(Some(Self { bucket, label, breaker })),
             Err(e) => {
-                eprintln!(
-                    "fast path: key-value store {label:?} unavailable, using outbound Redis: {}",
-                    breaker::describe(&e)
+                super::log::warn(
+                    "fast_path_unavailable",
+                    format_args!(
+                        "key-value store {label:?} unavailable, using outbound Redis: {}",
+                        breaker::describe(&e)
+                    ),
                 );
                 Ok(None)
             }
@@ -132,10 +135,13 @@ fn usable_label(breaker: &Breaker) -> Option<&'static str> {
         if let Some(next) = idle {
             let flags: Vec<String> = (0..STORE_LABELS.len()).map(active_key).collect();
             breaker.set_flag(&active_key(next), &flags);
-            eprintln!(
-                "fast path: the pooled connection of store {label:?} has hung for {waited} ms \
-                 while outbound Redis answers; moving to store {:?}",
-                STORE_LABELS[next]
+            super::log::warn(
+                "fast_path_moved",
+                format_args!(
+                    "the pooled connection of store {label:?} has hung for {waited} ms while \
+                     outbound Redis answers; moving to store {:?}",
+                    STORE_LABELS[next]
+                ),
             );
             return Some(STORE_LABELS[next]);
         }

@@ -5,7 +5,9 @@
 //!
 //! - [`request`]: the incoming request (methods, `spin-*` headers as Spin defines them,
 //!   singleton headers, bearer tokens, a body read with a limit, JSON bodies through serde);
-//! - [`response`]: the response as a list of field lines, the JSON error shape, [`serve`];
+//! - [`response`]: the response as a list of field lines, the problem+json error shape,
+//!   [`serve`];
+//! - [`log`]: structured logs, one JSON line per event, with the request id;
 //! - [`auth`]: bearer-token checks with one constant-time comparison;
 //! - [`settings`]: typed Spin variables with ranges and one `misconfigured` answer;
 //! - [`settings_snapshot`]: non-secret variables kept a few seconds per process;
@@ -27,6 +29,7 @@ pub mod clock;
 pub mod fast_path;
 pub mod fields;
 pub mod json;
+pub mod log;
 pub mod outbound;
 pub mod percent;
 pub mod redis;

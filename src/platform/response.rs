@@ -1,6 +1,7 @@
-//! Responses: the [`Response`] every handler returns, the JSON error shape
-//! `{"error": {"code": "...", "message": "..."}}` ([`ApiError`]), and [`serve`], which runs a
-//! handler and writes its answer to Spin.
+//! Responses: the [`Response`] every handler returns, the error shape ([`ApiError`], RFC 9457
+//! problem details as `application/problem+json`: `type`, `title`, `status`, `detail` and the
+//! stable snake_case `code`), and [`serve`], which runs a handler and writes its answer to
+//! Spin, with an `x-request-id` and one access log line.
 //!
 //! A response is a list of field lines, not a map: repeated names (`Set-Cookie`, `Link`,
 //! `Vary`) survive, in order. `serve` writes the body and then runs the response's
@@ -84,15 +85,51 @@ pub struct ApiError {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// Where problem types live: `type` is this prefix and the `code`. An identifier (RFC 9457
+/// §3.1.1 allows one that does not resolve); README.md lists the codes.
+pub const PROBLEM_TYPE_PREFIX: &str = "https://spin-redis-patterns.dev/problems/";
+
+/// An RFC 9457 problem: the standard members, the `code` extension, and any extension
+/// members of `extra` (flattened).
 #[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+struct Problem<'a, E: Serialize> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    #[serde(flatten)]
+    extra: E,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The problem type's title: the code in words (`redis_unavailable` is "Redis unavailable"),
+/// the same for every occurrence, as RFC 9457 asks.
+fn title(code: &str) -> String {
+    let words = code.replace('_', " ");
+    let mut chars = words.chars();
+    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+}
+
+/// An `application/problem+json` answer of `status` with this code and detail, and the
+/// extension members of `extra` (a struct, or `()` for none).
+pub fn problem<E: Serialize>(status: u16, code: &str, detail: &str, extra: E) -> Response {
+    let body = Problem {
+        kind: format!("{PROBLEM_TYPE_PREFIX}{code}"),
+        title: title(code),
+        status,
+        detail,
+        code,
+        extra,
+    };
+    problem_json(status, &body)
+}
+
+/// `body`, already a problem object, as `application/problem+json`.
+pub fn problem_json<T: Serialize + ?Sized>(status: u16, body: &T) -> Response {
+    let mut response = Response::json(status, body);
+    response.set_header("content-type", "application/problem+json");
+    response
 }
 
 impl ApiError {
@@ -128,8 +165,7 @@ impl ApiError {
     }
 
     pub fn to_response(&self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: &self.message } };
-        let mut response = Response::json(self.status, &body);
+        let mut response = problem(self.status, self.code, &self.message, ());
         for (name, value) in &self.headers {
             response = response.with_header(name, value.as_str());
         }
@@ -147,7 +183,7 @@ impl From<ApiError> for Response {
 /// never its value.
 impl From<ConfigError> for ApiError {
     fn from(e: ConfigError) -> Self {
-        eprintln!("misconfigured: {e}");
+        super::log::error("misconfigured", &e);
         Self::new(
             500,
             "misconfigured",
@@ -161,7 +197,7 @@ impl From<ConfigError> for ApiError {
 /// the operator's: 500, loudly. Details go to the log, not to the client.
 impl From<RedisError> for ApiError {
     fn from(e: RedisError) -> Self {
-        eprintln!("redis error ({}): {e}", e.reason());
+        super::log::error("redis_error", format_args!("{}: {e}", e.reason()));
         match e {
             RedisError::Config(c) => c.into(),
             RedisError::UnexpectedReply(_) | RedisError::Reply(_) => {
@@ -190,12 +226,26 @@ pub fn serve(
 ) {
     // The component's settings snapshot is named after the file that serves it (each
     // component's handler lives in a file of its own).
-    super::settings_snapshot::set_component(std::panic::Location::caller().file());
+    let file = std::panic::Location::caller().file();
+    super::settings_snapshot::set_component(file);
+    let started = super::clock::monotonic_ms();
     let request = Request::new(request);
+    let request_id =
+        super::log::request_id(request.header("x-request-id"), request.header("traceparent"));
+    let method = request.method().as_str().to_owned();
+    super::log::begin(
+        super::log::component_of(file),
+        request.component_route(),
+        &method,
+        request_id.clone(),
+    );
     let head = request.is_head();
     let mut response = handler(request).unwrap_or_else(Response::from);
+    response.set_header("x-request-id", request_id);
     let after = response.after.take();
+    let status = response.status;
     write(out, response, head);
+    super::log::access(status, super::clock::monotonic_ms().saturating_sub(started));
     if let Some(work) = after {
         work();
     }
@@ -224,7 +274,10 @@ fn write(out: ResponseOutparam, mut response: Response, head: bool) {
     for (name, value) in &response.headers {
         // wasi-http refuses some names (hop-by-hop, `Host`...): skip them, keep the rest.
         if fields.append(name, value).is_err() {
-            eprintln!("response header {name:?} dropped: not permitted by wasi-http");
+            super::log::warn(
+                "header_dropped",
+                format_args!("response header {name:?} dropped: not permitted by wasi-http"),
+            );
         }
     }
     let outgoing = OutgoingResponse::new(fields);
@@ -262,4 +315,28 @@ fn write(out: ResponseOutparam, mut response: Response, head: bool) {
     }
     drop(stream);
     let _ = OutgoingBody::finish(body, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_problem_details_with_their_code() {
+        let r = ApiError::method_not_allowed(&[http::Method::GET]).to_response();
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.header("allow"), Some("GET"));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "https://spin-redis-patterns.dev/problems/method_not_allowed",
+                "title": "Method not allowed",
+                "status": 405,
+                "detail": "use GET",
+                "code": "method_not_allowed",
+            })
+        );
+    }
 }

@@ -17,6 +17,7 @@ use crate::args;
 use crate::lua_script;
 use crate::platform::clock::unix_now_ms;
 use crate::platform::fast_path::{self, FastPath};
+use crate::platform::log;
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::script::{self, Script};
 use crate::platform::settings::Variables;
@@ -107,7 +108,10 @@ fn pooled_refusal(marker: &str, cost: u64) -> Result<Option<State>, ApiError> {
         Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
         Ok(None) => return Ok(None),
         Err(e) => {
-            eprintln!("ratelimit: pooled marker read failed, using the script: {e}");
+            log::warn(
+                "fast_path_failed",
+                format_args!("pooled marker read failed, using the script: {e}"),
+            );
             return Ok(None);
         }
     };
@@ -229,7 +233,10 @@ pub(crate) fn evaluate(
         Ok(states) => Ok(Decision { members, states: Some(states) }),
         Err(e @ RedisError::Unavailable(_)) if failure_mode == FailureMode::Open => {
             let names: Vec<&str> = checks.iter().map(|c| c.member.as_str()).collect();
-            eprintln!("ratelimit: {names:?} not checked, failing open ({}): {e}", e.reason());
+            log::warn(
+                "failed_open",
+                format_args!("{names:?} not checked, failing open ({}): {e}", e.reason()),
+            );
             Ok(Decision { members, states: None })
         }
         Err(e) => Err(e.into()),

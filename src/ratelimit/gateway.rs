@@ -8,9 +8,8 @@
 //! and a 502; then the decision; then the body (a declared excess is 413 before any upstream
 //! call); then the upstream call with the configured timeouts (504 on expiry).
 
-use serde::Serialize;
-
 use crate::platform::fields;
+use crate::platform::log;
 use crate::platform::outbound::{self, OutboundError, OutboundRequest};
 use crate::platform::settings::Variables;
 use crate::platform::{ApiError, Request, Response};
@@ -54,19 +53,6 @@ fn checks<'a>(s: &'a GatewaySettings, caller: &Caller) -> Vec<Check<'a>> {
     out
 }
 
-#[derive(Serialize)]
-struct Refusal<'a> {
-    #[serde(flatten)]
-    problem: QuotaExceeded<'a>,
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
 pub(crate) fn forward(mut req: Request) -> Result<Response, ApiError> {
     let s = GatewaySettings::from_variables(&Variables::spin())?;
     let peer =
@@ -88,10 +74,7 @@ pub(crate) fn forward(mut req: Request) -> Result<Response, ApiError> {
     let decision = evaluate(&checks(&s, &caller), 1, Mode::Consume, failure_mode)?;
     if !decision.allowed() {
         let problem = QuotaExceeded::of(&decision);
-        let message = problem.detail.clone();
-        let body =
-            Refusal { problem, error: ErrorDetail { code: "rate_limited", message: &message } };
-        return Ok(headers::with_fields(headers::problem_response(&body), &decision));
+        return Ok(headers::with_fields(headers::problem_response(&problem), &decision));
     }
     let with_limits = |error: ApiError| with_decision(error, &decision);
     let body = req.body(MAX_GATEWAY_BODY).map_err(with_limits)?;
@@ -115,7 +98,7 @@ pub(crate) fn forward(mut req: Request) -> Result<Response, ApiError> {
     let request =
         OutboundRequest { method: req.method(), url: &url, headers: &out_headers, body: &body };
     let answer = outbound::send(&request, s.timeouts, MAX_GATEWAY_BODY).map_err(|e| {
-        eprintln!("ratelimit gateway: upstream request failed: {e}");
+        log::error("upstream_failed", format_args!("upstream request failed: {e}"));
         with_limits(match e {
             OutboundError::Timeout => {
                 ApiError::new(504, "upstream_timeout", "the upstream did not answer in time")

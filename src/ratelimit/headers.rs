@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::platform::response::problem_json;
 use crate::platform::Response;
 
 use super::decide::Decision;
@@ -64,7 +65,8 @@ pub(crate) fn with_fields(mut response: Response, decision: &Decision) -> Respon
     response
 }
 
-/// The members of a `quota-exceeded` problem (RFC 9457 with the draft's extension).
+/// The members of a `quota-exceeded` problem (RFC 9457 with the draft's extension), and the
+/// `code` every error of the app carries.
 #[derive(Serialize)]
 pub(crate) struct QuotaExceeded<'a> {
     #[serde(rename = "type")]
@@ -72,6 +74,7 @@ pub(crate) struct QuotaExceeded<'a> {
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    pub code: &'static str,
     #[serde(rename = "violated-policies")]
     pub violated_policies: Vec<&'a str>,
 }
@@ -83,6 +86,7 @@ impl<'a> QuotaExceeded<'a> {
             title: "Request cannot be satisfied as assigned quota has been exceeded",
             status: 429,
             detail: format!("too many requests; retry in {} ms", decision.retry_after_ms()),
+            code: "rate_limited",
             violated_policies: decision.violated(),
         }
     }
@@ -90,7 +94,5 @@ impl<'a> QuotaExceeded<'a> {
 
 /// A JSON 429 answered as `application/problem+json`.
 pub(crate) fn problem_response(body: &impl Serialize) -> Response {
-    let mut response = Response::json(429, body);
-    response.set_header("content-type", "application/problem+json");
-    response
+    problem_json(429, body)
 }

@@ -17,6 +17,7 @@
 use crate::args;
 use crate::lua_script;
 use crate::platform::fast_path::FastPath;
+use crate::platform::log;
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::script::Script;
 
@@ -102,7 +103,10 @@ pub(crate) fn decide(
         // repair (windows.rs). One outbound round trip per window.
         let (ttl, prev_ttl) = w.expiries();
         if let Err(e) = redis.eval(&EXPIRE_TWO, &[&current, &previous], args![ttl, prev_ttl]) {
-            eprintln!("ratelimit: pooled window expiry not set (the next window repairs it): {e}");
+            log::warn(
+                "window_expiry_not_set",
+                format_args!("pooled window expiry not set (the next window repairs it): {e}"),
+            );
         }
     }
     if fits(total) {

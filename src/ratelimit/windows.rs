@@ -22,6 +22,7 @@
 //!   which still weighs it) and gives the previous window's counter one if it has none
 //!   (`PTTL` -1), so a counter whose expiry failed once is repaired by the next window.
 
+use crate::platform::log;
 use crate::platform::ApiError;
 
 use super::keys;
@@ -42,7 +43,10 @@ fn plausible(now: i64) -> Result<i64, ApiError> {
     if (EARLIEST_PLAUSIBLE_MS..LATEST_PLAUSIBLE_MS).contains(&now) {
         return Ok(now);
     }
-    eprintln!("ratelimit: the wall clock reads {now} ms since 1970; windows need a set clock");
+    log::error(
+        "clock_unset",
+        format_args!("the wall clock reads {now} ms since 1970; windows need a set clock"),
+    );
     Err(ApiError::new(
         500,
         "clock_unset",

@@ -193,7 +193,10 @@ impl<'a> Store<'a> {
             Ok(Some(value)) => value,
             Ok(None) => return Some(Outcome::NoSession),
             Err(e) => {
-                eprintln!("sessions: fast path read failed, using outbound Redis: {e}");
+                crate::platform::log::warn(
+                    "fast_path_failed",
+                    format_args!("fast path failed, using outbound Redis: {e}"),
+                );
                 return None;
             }
         };

@@ -252,7 +252,8 @@ async fn scenario(spin: &Path, mode: Mode, outage: Outage) {
     if mode == Mode::FastPath {
         if outage == Outage::Stopped {
             assert!(
-                logs.contains("moving to store \"redis_standby\""),
+                // The log line is JSON: the message's quotes are escaped.
+                logs.contains(r#"moving to store \"redis_standby\""#),
                 "the fast path moved to the standby store\n{}",
                 context()
             );

@@ -164,10 +164,14 @@ impl App {
         request: http::Request<http_body_util::Full<bytes::Bytes>>,
     ) -> SpinResponse {
         // Generous: a busy machine; the outage tests measure their own bounds.
-        self.spin
+        let path = request.uri().path().to_owned();
+        let res = self
+            .spin
             .send_within(Duration::from_secs(30), request)
             .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.spin.output()))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.spin.output()));
+        check_response(&path, &res);
+        res
     }
 
     pub async fn get(&self, path: &str) -> SpinResponse {
@@ -175,10 +179,45 @@ impl App {
     }
 }
 
-/// An error answer: status and code.
+/// An error answer: status and an RFC 9457 problem with this code.
 pub fn assert_error(res: &SpinResponse, status: u16, code: &str) {
     assert_eq!(res.status.as_u16(), status, "{}", res.text());
-    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
+    assert_problem(res);
+    assert_eq!(res.json()["code"], code, "{}", res.text());
+}
+
+/// `application/problem+json` with `type` (the app's for its `code`, or the rate limits'
+/// `quota-exceeded`), non-empty `title` and `detail`, `status` equal to the HTTP status, and a
+/// snake_case `code` (README "Errors").
+pub fn assert_problem(res: &SpinResponse) {
+    let text = res.text();
+    assert_eq!(res.header("content-type"), Some("application/problem+json"), "{text}");
+    let body = res.json();
+    let non_empty = |name: &str| body[name].as_str().is_some_and(|s| !s.is_empty());
+    assert!(non_empty("title") && non_empty("detail"), "{text}");
+    assert_eq!(body["status"], res.status.as_u16(), "{text}");
+    let code = body["code"].as_str().unwrap_or_default();
+    assert!(!code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    let expected = match code {
+        "rate_limited" => "https://iana.org/assignments/http-problem-types#quota-exceeded".into(),
+        _ => format!("https://spin-redis-patterns.dev/problems/{code}"),
+    };
+    assert_eq!(body["type"], expected, "{text}");
+}
+
+/// Run on every answer [`App::send`] gets: the components' answers carry an `x-request-id`
+/// and their errors are problems. Spin's own answers (`/.well-known/spin/`, empty 404 and
+/// 500) and what the cache passes on from an origin (`X-Cache` set) are left out.
+pub fn check_response(path: &str, res: &SpinResponse) {
+    let status = res.status.as_u16();
+    let spins_own = res.body.is_empty() && res.header("content-type").is_none();
+    if path.starts_with("/.well-known/spin/") || spins_own && matches!(status, 404 | 500) {
+        return;
+    }
+    assert!(res.header("x-request-id").is_some_and(|id| !id.is_empty()), "{:?}", res.headers);
+    if status >= 400 && res.header("x-cache").is_none() {
+        assert_problem(res);
+    }
 }
 
 /// `INFO stats` counter of the test's Redis.

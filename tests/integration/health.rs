@@ -4,11 +4,12 @@
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestAppBuilder};
 
-use crate::support::{AZURE_STYLE_KEY, SPIN_TOML};
+use crate::support::{assert_error, check_response, AZURE_STYLE_KEY, SPIN_TOML};
 
 fn builder() -> TestAppBuilder {
     // spin.toml's cache and sessions list the fast path's stores: Spin needs them defined.
     TestApp::builder(SPIN_TOML)
+        .check_responses(check_response)
         .key_value_store("redis", "redis://127.0.0.1:6379")
         .key_value_store("redis_standby", "redis://127.0.0.1:6379")
         .in_memory_key_value_store("breaker")
@@ -19,15 +20,12 @@ fn app(redis: &RedisServer) -> TestApp {
 }
 
 fn assert_down(res: &spin_test_host::TestResponse, reason: &str) {
-    assert_eq!(res.status, 503, "{}", res.text());
-    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_error(res, 503, "redis_unavailable");
     let body = res.json();
     assert_eq!(body["redis"], "down", "{body}");
     assert_eq!(body["reason"], reason, "{body}");
-    assert_eq!(body["error"]["code"], "redis_unavailable", "{body}");
     // The README promises it on every redis_unavailable 503.
     assert_eq!(res.header("retry-after"), Some("1"), "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,11 +107,14 @@ async fn plain_client_against_a_tls_only_server_is_unreachable() {
 async fn address_outside_allowed_outbound_hosts_is_refused_before_connecting() {
     let redis = RedisServer::plain();
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/host/fixtures/denied.toml");
-    let app =
-        TestApp::builder(manifest).variable("redis_port", redis.port().to_string()).load().unwrap();
+    let app = TestApp::builder(manifest)
+        .check_responses(check_response)
+        .variable("redis_port", redis.port().to_string())
+        .load()
+        .unwrap();
     let res = app.get("/health/cache").send().await;
     assert_down(&res, "not_allowed");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("allowed_outbound_hosts"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("allowed_outbound_hosts"));
     assert_eq!(res.redis_connections, 0);
 }
 
@@ -127,7 +128,7 @@ async fn remote_host_without_tls_is_refused_without_any_connection() {
         .unwrap();
     let res = app.get("/health/cache").send().await;
     assert_down(&res, "misconfigured");
-    let message = res.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = res.json()["detail"].as_str().unwrap().to_owned();
     assert!(message.contains("redis_tls"), "{message}");
     assert_eq!(res.redis_connections, 0);
 }
@@ -140,7 +141,7 @@ async fn invalid_settings_are_reported_by_variable_name() {
         let app = builder().variable(name, value).load().unwrap();
         let res = app.get("/health/cache").send().await;
         assert_down(&res, "misconfigured");
-        let message = res.json()["error"]["message"].as_str().unwrap().to_owned();
+        let message = res.json()["detail"].as_str().unwrap().to_owned();
         assert!(message.contains(name), "{name}: {message}");
         assert_eq!(res.redis_connections, 0);
     }
@@ -152,7 +153,7 @@ async fn other_methods_get_405_with_allow() {
     let res = app(&redis).post("/health/cache").send().await;
     assert_eq!(res.status, 405);
     assert_eq!(res.header("allow"), Some("GET, HEAD"));
-    assert_eq!(res.json()["error"]["code"], "method_not_allowed");
+    assert_eq!(res.json()["code"], "method_not_allowed");
     assert_eq!(res.redis_connections, 0);
 }
 

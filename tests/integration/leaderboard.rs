@@ -320,7 +320,7 @@ async fn periodic_boards_are_keyed_by_utc_period_and_expire_after_retention() {
     );
     let res = app.get("/api/leaderboards/weekly/members/m?period=2020-W53").send().await;
     assert_error(&res, 404, "member_not_ranked");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("2020-W53"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("2020-W53"));
 }
 
 /// The period arithmetic of period.lua, run in Redis for chosen instants and compared with
@@ -491,7 +491,7 @@ async fn bad_input_gets_clear_json_errors_without_touching_redis() {
     // refused as such, not kept as text for a later check to trip over.
     let res = app.get("/api/leaderboards/best?period=%+f").send().await;
     assert_error(&res, 400, "invalid_query");
-    let message = res.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = res.json()["detail"].as_str().unwrap().to_owned();
     assert!(message.contains("percent-encoded"), "{message}");
     let res = app.delete("/api/leaderboards/best").send().await;
     assert_error(&res, 405, "method_not_allowed");
@@ -528,7 +528,7 @@ async fn writes_need_the_api_token_and_reads_the_read_token_when_set() {
     let off = app_with(&redis, &[("leaderboard_api_token", "")]);
     let res = submit(&off, "best", json!({"member": "a", "score": 1})).await;
     assert_error(&res, 403, "writes_disabled");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("leaderboard_api_token"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("leaderboard_api_token"));
 
     let private = app_with(&redis, &[("leaderboard_read_token", READ_TOKEN)]);
     for path in ["/api/leaderboards", "/api/leaderboards/best", "/api/leaderboards/best/members/a"]
@@ -550,7 +550,7 @@ async fn writes_need_the_api_token_and_reads_the_read_token_when_set() {
     let bad = app_with(&redis, &[("leaderboard_boards", r#"{"a": {"mode": "max"}}"#)]);
     let res = bad.get("/api/leaderboards/a").send().await;
     assert_error(&res, 500, "misconfigured");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("leaderboard_boards"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("leaderboard_boards"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -196,7 +196,7 @@ async fn race(redis: &RedisServer) {
         assert_eq!(res.redis_connections, 1);
         match res.status {
             201 => holders.push(res.json()["fencing_token"].as_u64().unwrap()),
-            409 => assert_eq!(res.json()["error"]["code"], "lock_held"),
+            409 => assert_eq!(res.json()["code"], "lock_held"),
             s => panic!("status {s}: {}", res.text()),
         }
     }
@@ -229,7 +229,7 @@ async fn an_expired_lease_passes_on_and_its_old_holder_cannot_touch_the_new_one(
     // The paused worker wakes up: it can neither extend nor delete its successor's lease.
     let res = renew(&app, "batch", &old, 60000).await;
     assert_error(&res, 409, "not_holder");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("another holder"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("another holder"));
     assert_error(&release(&app, "batch", &old).await, 409, "not_holder");
     // Nor can the holder of another lock, with its own valid token.
     let (other, _) = acquired(&acquire(&app, "other", json!({"ttl_ms": 60000})).await, 60000);
@@ -463,7 +463,7 @@ async fn every_route_needs_the_bearer_token() {
     let off = app_with(&redis, &[("locks_api_token", "")]);
     let res = acquire(&off, "guarded", json!({"ttl_ms": 1000})).await;
     assert_error(&res, 403, "locks_disabled");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("locks_api_token"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("locks_api_token"));
 
     let short = app_with(&redis, &[("locks_api_token", "changeme")]);
     let res = acquire(&short, "guarded", json!({"ttl_ms": 1000})).await;

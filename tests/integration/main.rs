@@ -13,6 +13,7 @@ mod fast_path_outage;
 mod health;
 mod leaderboard;
 mod locks;
+mod logs;
 mod otp;
 mod ratelimit;
 mod sessions;

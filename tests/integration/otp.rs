@@ -688,7 +688,7 @@ async fn malformed_requests_are_rejected_clearly_without_touching_redis() {
     for (path, body, status, code) in cases {
         let res = backend(&app, path, body.clone()).await;
         assert_error(&res, status, code);
-        assert!(!res.json()["error"]["message"].as_str().unwrap().is_empty());
+        assert!(!res.json()["detail"].as_str().unwrap().is_empty());
         assert_eq!(res.redis_connections, 0, "{path} {body}");
     }
     let bearer = format!("Bearer {TOKEN}");
@@ -725,7 +725,7 @@ async fn an_unset_pepper_is_a_clear_500_and_nothing_is_issued() {
         verify(&app, "a@example.com", "login", "123456").await,
     ] {
         assert_error(&res, 500, "misconfigured");
-        assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_pepper"));
+        assert!(res.json()["detail"].as_str().unwrap().contains("otp_pepper"));
         assert_eq!(res.redis_connections, 0);
     }
     let all: Vec<String> = client.keys("*").await.unwrap();
@@ -750,6 +750,7 @@ async fn dev_echo_works_on_loopback_only() {
 
     // Refused (never echoing) when Redis is remote; no connection is attempted.
     let remote = TestApp::builder(SPIN_TOML)
+        .check_responses(crate::support::check_response)
         .key_value_store("redis", "redis://127.0.0.1:6379")
         .key_value_store("redis_standby", "redis://127.0.0.1:6379")
         .in_memory_key_value_store("breaker")
@@ -763,7 +764,7 @@ async fn dev_echo_works_on_loopback_only() {
         .unwrap();
     let res = issue(&remote, "olga@example.com", "login").await;
     assert_error(&res, 500, "misconfigured");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_dev_echo"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("otp_dev_echo"));
     assert_eq!(res.redis_connections, 0);
 
     // Refused too when a real delivery channel (a webhook) is set, even on a loopback Redis.
@@ -777,7 +778,7 @@ async fn dev_echo_works_on_loopback_only() {
     );
     let res = issue(&with_hook, "olga@example.com", "login").await;
     assert_error(&res, 500, "misconfigured");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_dev_echo"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("otp_dev_echo"));
     assert!(!res.text().contains("mail.example.com"), "no configuration text: {}", res.text());
 }
 
@@ -955,7 +956,7 @@ async fn a_webhook_url_outside_its_origin_is_misconfigured() {
     );
     let res = issue(&app, "uma@example.com", "login").await;
     assert_error(&res, 500, "misconfigured");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("otp_webhook_origin"));
+    assert!(res.json()["detail"].as_str().unwrap().contains("otp_webhook_origin"));
     assert_eq!(res.redis_connections, 0);
 }
 
@@ -1216,7 +1217,7 @@ async fn a_flood_cannot_keep_a_new_device_from_a_link(redis: &RedisServer) {
     let device = "198.51.100.99".to_owned();
     let res = ask("code", device.clone()).await;
     assert_error(&res, 429, "too_many_failures");
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("a link"), "{}", res.text());
+    assert!(res.json()["detail"].as_str().unwrap().contains("a link"), "{}", res.text());
     let res = ask("link", device.clone()).await;
     assert_error(&res, 429, "hourly_limit");
     // ...yet the newest link in their inbox works, at once, from that device.

@@ -810,7 +810,7 @@ async fn bad_bodies_are_refused_clearly(mode: Mode) {
         let text = String::from_utf8_lossy(&body).chars().take(60).collect::<String>();
         let res = post(body, ct).send().await;
         assert_eq!(
-            (res.status, res.json()["error"]["code"].as_str()),
+            (res.status, res.json()["code"].as_str()),
             (status, Some(code)),
             "{text}: {}",
             res.text()
@@ -1273,7 +1273,7 @@ async fn a_placeholder_api_token_is_refused_naming_only_the_variable() {
         .send()
         .await;
     assert_error(&res, 500, "misconfigured");
-    let message = res.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = res.json()["detail"].as_str().unwrap().to_owned();
     assert!(message.contains("sessions_api_token"), "{message}");
     assert!(!res.text().contains("<random>"), "the value is never shown: {}", res.text());
     assert_eq!(res.redis_connections, 0);

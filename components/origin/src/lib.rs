@@ -27,14 +27,38 @@ fn json_response(status: u16, body: serde_json::Value) -> Response {
         .build()
 }
 
+/// The app's error shape (README "Errors"), written out here: this demo component does not
+/// link the platform layer.
+fn problem(status: u16, code: &str, detail: &str) -> serde_json::Value {
+    let title = match code {
+        "not_found" => "Not found",
+        _ => "Method not allowed",
+    };
+    json!({
+        "type": format!("https://spin-redis-patterns.dev/problems/{code}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    })
+}
+
+fn problem_response(status: u16, body: serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/problem+json")
+        .body(body.to_string())
+        .build()
+}
+
 #[http_component]
 fn handle(req: Request) -> Response {
     if !matches!(req.method(), Method::Get | Method::Head) {
         return Response::builder()
             .status(405)
             .header("allow", "GET, HEAD")
-            .header("content-type", "application/json")
-            .body(r#"{"error":{"code":"method_not_allowed","message":"use GET"}}"#)
+            .header("content-type", "application/problem+json")
+            .body(problem(405, "method_not_allowed", "use GET").to_string())
             .build();
     }
     // The slow part the cache exists to hide.
@@ -47,10 +71,7 @@ fn handle(req: Request) -> Response {
         .strip_prefix("/profiles/")
         .and_then(|text| text.parse::<u32>().ok().filter(|id| id.to_string() == text));
     let Some(id) = id.filter(|id| KNOWN_IDS.contains(id)) else {
-        return json_response(
-            404,
-            json!({"error": {"code": "not_found", "message": "no such profile"}}),
-        );
+        return problem_response(404, problem(404, "not_found", "no such profile"));
     };
     let profile = json!({
         "id": id.to_string(),

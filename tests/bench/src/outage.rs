@@ -160,7 +160,7 @@ fn classify(route: usize, res: &TestResponse) -> (String, bool) {
     if res.status >= 400 {
         let code = serde_json::from_slice::<Value>(&res.body)
             .ok()
-            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+            .and_then(|v| v["code"].as_str().map(str::to_owned));
         if let Some(code) = code {
             let _ = write!(label, " {code}");
         }

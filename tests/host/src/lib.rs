@@ -128,7 +128,13 @@ pub struct TestAppBuilder {
     env: HashMap<String, String>,
     working_dir: Option<PathBuf>,
     build: bool,
+    response_check: Option<ResponseCheck>,
 }
+
+/// A check run on every response a test receives from [`TestApp::send`] (or a request
+/// builder's `send`), with the request's path: it panics, failing the test that received
+/// the response.
+pub type ResponseCheck = fn(&str, &TestResponse);
 
 impl TestAppBuilder {
     /// A runtime config file, as `spin up --runtime-config-file`.
@@ -148,6 +154,13 @@ impl TestAppBuilder {
     /// defines it: one map for the app's life, shared by every instance.
     pub fn in_memory_key_value_store(mut self, label: &str) -> Self {
         self.in_memory_stores.push(label.to_owned());
+        self
+    }
+
+    /// Runs `check` on every response the app answers a test with (not on service-chained
+    /// calls between its components).
+    pub fn check_responses(mut self, check: ResponseCheck) -> Self {
+        self.response_check = Some(check);
         self
     }
 
@@ -244,6 +257,7 @@ impl TestAppBuilder {
                 components,
                 logs: Mutex::new(String::new()),
                 background: Mutex::new(Vec::new()),
+                response_check: self.response_check,
             }),
         })
     }
@@ -285,6 +299,7 @@ pub(crate) struct AppInner {
     logs: Mutex<String>,
     /// Handlers still running after their response was sent (work after the response).
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    response_check: Option<ResponseCheck>,
 }
 
 /// A loaded app, ready to serve requests.
@@ -386,6 +401,7 @@ impl TestApp {
             env: HashMap::new(),
             working_dir: None,
             build: true,
+            response_check: None,
         }
     }
 
@@ -450,19 +466,24 @@ impl TestApp {
     /// Serves one request as `spin up` would.
     pub async fn send(&self, request: Request<Bytes>, client_addr: SocketAddr) -> TestResponse {
         let stats = Arc::new(RequestStats::default());
+        let path = request.uri().path().to_owned();
         let (parts, body) = request.into_parts();
         let body: HyperIncomingBody =
             Full::new(body).map_err(|never| match never {}).boxed_unsync();
         let request = Request::from_parts(parts, body);
         let (response, logs) = self.inner.serve(request, client_addr, &stats).await;
         let (parts, body) = response.into_parts();
-        TestResponse {
+        let response = TestResponse {
             status: parts.status.as_u16(),
             headers: parts.headers,
             body,
             redis_connections: stats.redis_connections.load(Ordering::SeqCst),
             logs,
+        };
+        if let Some(check) = self.inner.response_check {
+            check(&path, &response);
         }
+        response
     }
 }
 

@@ -26,20 +26,65 @@ pub const AZURE_STYLE_KEY: &str = "Az+ure/Key==0123456789abcdefghij";
 /// services answer, not the bound. The breaker's own tests (`fast_path_outage`,
 /// `silent_redis`) and the end-to-end suite run with the default.
 pub fn builder(redis: &RedisServer) -> TestAppBuilder {
-    redis.configure(TestApp::builder(SPIN_TOML)).variable("redis_stall_ms", PATIENT_STALL_MS)
+    redis
+        .configure(TestApp::builder(SPIN_TOML).check_responses(check_response))
+        .variable("redis_stall_ms", PATIENT_STALL_MS)
 }
 
-/// The JSON error every route answers with: this status, `Content-Type: application/json`,
-/// this code and a message for people.
+/// Where the app's problem types live (README "Errors").
+pub const PROBLEM_TYPE_PREFIX: &str = "https://spin-redis-patterns.dev/problems/";
+/// The problem type of a refused request (draft-ietf-httpapi-ratelimit-headers).
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+
+/// The error every route answers with: this status and an RFC 9457 problem with this `code`.
 pub fn assert_error(res: &TestResponse, status: u16, code: &str) {
     assert_eq!(res.status, status, "{} {}", res.text(), res.logs);
-    assert_eq!(res.header("content-type"), Some("application/json"));
-    assert_eq!(res.json()["error"]["code"], code, "{}", res.text());
+    assert_problem(res);
+    assert_eq!(res.json()["code"], code, "{}", res.text());
+}
+
+/// An `application/problem+json` body with `type` (the app's for its `code`, or the
+/// rate limits' `quota-exceeded`), a non-empty `title`, `status` equal to the HTTP status, a
+/// non-empty `detail` and a snake_case `code`.
+pub fn assert_problem(res: &TestResponse) {
+    let text = res.text();
+    assert_eq!(res.header("content-type"), Some("application/problem+json"), "{text}");
+    let body = res.json();
+    let non_empty = |name: &str| body[name].as_str().is_some_and(|s| !s.is_empty());
+    assert!(non_empty("title") && non_empty("detail"), "{text}");
+    assert_eq!(body["status"], res.status, "{text}");
+    let code = body["code"].as_str().unwrap_or_default();
     assert!(
-        res.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{}",
-        res.text()
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "{text}"
     );
+    let kind = body["type"].as_str().unwrap_or_default();
+    if code == "rate_limited" {
+        assert_eq!(kind, QUOTA_EXCEEDED, "{text}");
+    } else {
+        assert_eq!(kind, format!("{PROBLEM_TYPE_PREFIX}{code}"), "{text}");
+    }
+}
+
+/// Run on every response an app built here answers a test with ([`builder`]): every answer
+/// of the app's components carries an `x-request-id`, and every error of theirs is a problem
+/// (see [`assert_problem`]). Left out: Spin's own answers (`/.well-known/spin/`, an empty
+/// 404 for an unrouted path, an empty 500 when a component fails), and what the cache passes
+/// on from an origin (`X-Cache` set: the body is the origin's).
+pub fn check_response(path: &str, res: &TestResponse) {
+    let spins_own = res.body.is_empty() && res.header("content-type").is_none();
+    if path.starts_with("/.well-known/spin/") || spins_own && matches!(res.status, 404 | 500) {
+        return;
+    }
+    assert!(
+        res.header("x-request-id").is_some_and(|id| !id.is_empty()),
+        "no x-request-id: {} {:?}",
+        res.status,
+        res.headers
+    );
+    if res.status >= 400 && res.header("x-cache").is_none() {
+        assert_problem(res);
+    }
 }
 
 /// Runs a timed scenario until one attempt ran fast enough to mean something: `attempt(n)`
