@@ -101,3 +101,37 @@ async fn strangers_cannot_take_over_hide_or_respell(spin: &Path, mode: Mode) {
         .await;
     assert_eq!(res.status, 403, "{}", res.text());
 }
+
+/// One normalisation of the OTP `client` key: a respelled address buys no fresh budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_respelled_client_key_buys_no_fresh_otp_budget() {
+    let Some(spin) =
+        crate::support::spin_or_skip("security::a_respelled_client_key_buys_no_fresh_otp_budget")
+    else {
+        return;
+    };
+    let mut variables = ALL_TOKENS.to_vec();
+    variables.extend([
+        ("otp_pepper", "e2e-pepper-0123456789abcdef0123456789abcdef"),
+        ("otp_client_issues_per_hour", "2"),
+        // Client budgets count per outbox shard (docs/otp.md): one shard, one budget.
+        ("otp_outbox_shards", "1"),
+    ]);
+    let app = start(&spin, Mode::Outbound, &variables).await;
+    let auth = bearer();
+    let issue = |subject: &str, client: &str| {
+        req(
+            Method::POST,
+            "/api/otp",
+            &[("authorization", &auth)],
+            Some(json!({"subject": subject, "purpose": "login", "client": client})),
+        )
+    };
+    for subject in ["+15550100000", "+15550100001"] {
+        let res = app.send(issue(subject, "2001:db8::66")).await;
+        assert_eq!(res.status, 202, "{}", res.text());
+    }
+    for spelling in [" 2001:db8::66", "2001:DB8:0:0::66"] {
+        assert_error(&app.send(issue("+15550100002", spelling)).await, 429, "client_limit");
+    }
+}
