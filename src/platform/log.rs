@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::fmt::Display;
+use std::io::Write;
 
 use serde::Serialize;
 
@@ -69,8 +70,11 @@ fn emit(level: Level, event: &str, message: &str, access: Option<(u16, u64)>) {
             status: access.map(|(status, _)| status),
             duration_ms: access.map(|(_, ms)| ms),
         };
-        if let Ok(text) = serde_json::to_string(&line) {
-            eprintln!("{text}");
+        if let Ok(mut text) = serde_json::to_string(&line) {
+            // One write per line: `eprintln!` writes the newline separately, and concurrent
+            // instances share the component's log, so a line could be split by another's.
+            text.push('\n');
+            let _ = std::io::stderr().write_all(text.as_bytes());
         }
     });
 }

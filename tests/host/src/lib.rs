@@ -557,13 +557,13 @@ impl AppInner {
     ) -> (Response<Bytes>, String) {
         let logs = MemoryOutputPipe::new(1 << 20);
         let result = self.run_inner(request, &route, client_addr, stats, logs.clone()).await;
-        let mut text = String::from_utf8_lossy(&logs.contents()).into_owned();
-        let response = match result {
-            Ok(response) => response,
+        let (response, text) = match result {
+            Ok((response, answered_logs)) => (response, answered_logs),
             Err(e) => {
+                let mut text = String::from_utf8_lossy(&logs.contents()).into_owned();
                 // Spin logs the error and answers an empty 500.
                 text.push_str(&format!("[host] error processing request: {e:#}\n"));
-                empty(StatusCode::INTERNAL_SERVER_ERROR)
+                (empty(StatusCode::INTERNAL_SERVER_ERROR), text)
             }
         };
         self.logs.lock().unwrap().push_str(&text);
@@ -577,7 +577,7 @@ impl AppInner {
         client_addr: SocketAddr,
         stats: &Arc<RequestStats>,
         logs: MemoryOutputPipe,
-    ) -> Result<Response<Bytes>> {
+    ) -> Result<(Response<Bytes>, String)> {
         let component = &self.manifest.components[&route.component];
         let mut wasi = WasiCtx::builder();
         wasi.stdout(logs.clone()).stderr(logs.clone());
@@ -633,8 +633,13 @@ impl AppInner {
         // As Spin does, the answer goes out once its body is complete; the handler may still
         // be running (work after the response), and finishes in the background. Its later
         // output reaches the app's logs; `TestApp::settle` waits for it.
+        // One snapshot splits the output at its last whole line: the lines written by the
+        // answer go with it, the rest follows from the background task (a second read here
+        // would log a line twice, a split line would interleave with other requests' lines).
         let app = self.clone();
-        let answered = logs.contents().len();
+        let contents = logs.contents();
+        let answered = contents.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let answered_logs = contents.slice(..answered);
         let handle = tokio::spawn(async move {
             let outcome = task.await;
             let contents = logs.contents();
@@ -650,7 +655,8 @@ impl AppInner {
         let mut background = self.background.lock().unwrap();
         background.retain(|h| !h.is_finished());
         background.push(handle);
-        Ok(Response::from_parts(parts, collected.to_bytes()))
+        let answered_logs = String::from_utf8_lossy(&answered_logs).into_owned();
+        Ok((Response::from_parts(parts, collected.to_bytes()), answered_logs))
     }
 }
 
