@@ -5,6 +5,7 @@
 //! is the judge of what Spin does.
 //!
 //! - `contracts`: each service's main contract, with the fast path off and on;
+//! - `docs_examples`: every `curl` line of README.md and docs/*.md, as written;
 //! - `keep_alive`: hundreds of requests over one connection, as browsers and ingresses send;
 //! - `outage`: Redis stopped under load and restarted, and Redis silent, with the documented
 //!   bounds, fast path off and on;
@@ -14,6 +15,7 @@
 mod support;
 
 mod contracts;
+mod docs_examples;
 mod keep_alive;
 mod outage;
 mod security;
