@@ -6,6 +6,7 @@
 //! typed. Also: the library's built-in defaults are spin.toml's.
 
 use serde_json::{json, Value};
+use spin_test_host::redis::AsyncCommands;
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestResponse};
 
@@ -72,6 +73,12 @@ async fn a_limit_spent_through_the_library_is_spent_for_the_http_api() {
         let d = ok(&lib_app, json!({"op": "limit", "policy": "login", "key": "ann"})).await;
         assert_eq!((d["allowed"].as_bool(), d["remaining"].as_u64()), (Some(true), Some(left)));
     }
+    // In the decision API's documented key (docs/ratelimit.md), which the gateway's and
+    // earlier versions' state sit beside: the HTTP route going through the library too, this
+    // is what would catch a changed layout.
+    let mut client = redis.client().await;
+    let keys: Vec<String> = client.keys("srp:rl:*").await.unwrap();
+    assert_eq!(keys, ["srp:rl:a:{login:ann}:tb"]);
     let check = json!({"policy": "login", "key": "ann"});
     let res = backend(&http, "/api/ratelimit/check", check.clone()).await;
     assert_eq!(res.status, 429, "{}", res.text());
