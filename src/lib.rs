@@ -21,6 +21,7 @@ pub mod otp;
 pub mod platform;
 pub mod ratelimit;
 pub mod sessions;
+pub mod subscriber;
 
 /// A kind of key that services leave in Redis without an expiry, and what bounds it.
 pub struct KeyWithoutExpiry {
