@@ -8,6 +8,7 @@
 //! - `keep_alive`: hundreds of requests over one connection, as browsers and ingresses send;
 //! - `outage`: Redis stopped under load and restarted, and Redis silent, with the documented
 //!   bounds, fast path off and on;
+//! - `pubsub`: the Redis-triggered subscriber (spin-subscriber.toml) beside the app;
 //! - `security`: the attacker's requests of issue 27;
 //! - `spin`: the Spin behaviours the test host copies from Spin's sources.
 
@@ -16,5 +17,6 @@ mod support;
 mod contracts;
 mod keep_alive;
 mod outage;
+mod pubsub;
 mod security;
 mod spin;
