@@ -42,8 +42,12 @@ pub const RESOURCE: &str = "https://redis.azure.com";
 /// Refresh this long before expiry at most (half the lifetime for shorter-lived tokens).
 const REFRESH_MARGIN_MS: i64 = 5 * 60 * 1000;
 /// IMDS answers from the node: a slow answer is a sick node, not worth waiting on.
-const TIMEOUTS: Timeouts =
-    Timeouts { connect_ms: 1_000, first_byte_ms: 3_000, between_bytes_ms: 3_000, deadline_ms: 4_000 };
+const TIMEOUTS: Timeouts = Timeouts {
+    connect_ms: 1_000,
+    first_byte_ms: 3_000,
+    between_bytes_ms: 3_000,
+    deadline_ms: 4_000,
+};
 const MAX_ANSWER: usize = 64 * 1024;
 /// The cache's key in the in-memory store.
 const CACHE_KEY: &str = "entra:token";
@@ -100,10 +104,8 @@ impl EntraSettings {
             if value.is_empty() || token_url.contains(&format!("{name}=")) {
                 continue;
             }
-            let value = percent_encoding::utf8_percent_encode(
-                value,
-                percent_encoding::NON_ALPHANUMERIC,
-            );
+            let value =
+                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
             token_url.push_str(&format!("{sep}{name}={value}"));
             sep = '&';
         }
@@ -155,7 +157,10 @@ fn read_cache(cache: &store::Bucket) -> Option<Credentials> {
     })
 }
 
-fn fresh(settings: &EntraSettings, cache: Option<&store::Bucket>) -> Result<Credentials, RedisError> {
+fn fresh(
+    settings: &EntraSettings,
+    cache: Option<&store::Bucket>,
+) -> Result<Credentials, RedisError> {
     let fetched_ms = unix_now_ms();
     let token = fetch(&settings.token_url)?;
     let user = if settings.object_id.is_empty() {
@@ -212,7 +217,9 @@ fn fetch(url: &str) -> Result<TokenAnswer, RedisError> {
                     .ok()
                     .filter(|t| !t.access_token.is_empty())
                     .ok_or_else(|| {
-                        RedisError::AuthFailed("the token endpoint's answer has no access_token".into())
+                        RedisError::AuthFailed(
+                            "the token endpoint's answer has no access_token".into(),
+                        )
                     });
             }
             // Throttled or failing: worth one more try. Anything else is the identity's setup.
@@ -255,7 +262,9 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(overrides: &[(&'static str, &'static str)]) -> Result<Option<EntraSettings>, ConfigError> {
+    fn settings(
+        overrides: &[(&'static str, &'static str)],
+    ) -> Result<Option<EntraSettings>, ConfigError> {
         let mut map: HashMap<&str, &str> = HashMap::from([
             (vars::AUTH, "entra"),
             (vars::TOKEN_URL, "http://169.254.169.254/metadata/identity/oauth2/token"),

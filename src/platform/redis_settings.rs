@@ -66,7 +66,10 @@ impl RedisSettings {
         let stall_ms = variables.whole_setting(vars::STALL_MS)? as i64;
         let entra = EntraSettings::from_variables(variables)?;
         if entra.is_some() && !tls && !is_loopback(&host) {
-            return Err(invalid(vars::TLS, "Entra ID tokens are sent only over TLS: set redis_tls=true"));
+            return Err(invalid(
+                vars::TLS,
+                "Entra ID tokens are sent only over TLS: set redis_tls=true",
+            ));
         }
 
         if !tls && !allow_insecure && !is_loopback(&host) {
@@ -119,7 +122,6 @@ pub(crate) fn redact_secret(text: &str, secret: &str) -> String {
     let encoded = utf8_percent_encode(secret, USERINFO).to_string();
     text.replace(&encoded, "***").replace(secret, "***")
 }
-
 
 fn parse_host(host: &str) -> Result<String, ConfigError> {
     if host.is_empty() {

@@ -41,8 +41,12 @@ pub mod vars {
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// Each webhook attempt: the trigger handles one message at a time, so this bounds the delay
 /// a dead webhook adds to every later message.
-const TIMEOUTS: Timeouts =
-    Timeouts { connect_ms: 2_000, first_byte_ms: 5_000, between_bytes_ms: 5_000, deadline_ms: 5_000 };
+const TIMEOUTS: Timeouts = Timeouts {
+    connect_ms: 2_000,
+    first_byte_ms: 5_000,
+    between_bytes_ms: 5_000,
+    deadline_ms: 5_000,
+};
 /// Backoff before the second attempt; doubled for each later one.
 const FIRST_BACKOFF_MS: u64 = 250;
 
@@ -98,9 +102,8 @@ impl Settings {
 /// The webhook URL, under its origin (the component's `allowed_outbound_hosts` entry); https
 /// unless it is a component of this app or a loopback sidecar.
 fn parse_webhook_url(url: &str, origin: &str) -> Result<String, ConfigError> {
-    let parsed = HttpUrl::parse(url).map_err(|e| {
-        ConfigError::new(vars::WEBHOOK_URL, format!("is not an http(s) URL: {e}"))
-    })?;
+    let parsed = HttpUrl::parse(url)
+        .map_err(|e| ConfigError::new(vars::WEBHOOK_URL, format!("is not an http(s) URL: {e}")))?;
     let host = parsed.host.to_ascii_lowercase();
     let inside = host.ends_with(".spin.internal")
         || matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
@@ -285,16 +288,17 @@ mod tests {
 
     #[test]
     fn refuses_what_would_do_nothing_or_leak() {
-        assert_eq!(settings(&[(vars::AUDIT_MAXLEN, "0")]).unwrap_err().variable, vars::AUDIT_MAXLEN);
+        assert_eq!(
+            settings(&[(vars::AUDIT_MAXLEN, "0")]).unwrap_err().variable,
+            vars::AUDIT_MAXLEN
+        );
         assert_eq!(settings(&[(vars::SOURCE, "a{b}")]).unwrap_err().variable, vars::SOURCE);
         let plain = [(vars::WEBHOOK_URL, "http://example.com/hook")];
         assert_eq!(settings(&plain).unwrap_err().variable, vars::WEBHOOK_URL);
         let elsewhere = [(vars::WEBHOOK_URL, "https://other.example/hook")];
         assert_eq!(settings(&elsewhere).unwrap_err().variable, vars::WEBHOOK_ORIGIN);
-        let attempts = [
-            (vars::WEBHOOK_URL, "https://webhook.invalid/hook"),
-            (vars::WEBHOOK_ATTEMPTS, "0"),
-        ];
+        let attempts =
+            [(vars::WEBHOOK_URL, "https://webhook.invalid/hook"), (vars::WEBHOOK_ATTEMPTS, "0")];
         assert_eq!(settings(&attempts).unwrap_err().variable, vars::WEBHOOK_ATTEMPTS);
         let ok = settings(&[(vars::WEBHOOK_URL, "https://webhook.invalid/hook")]).unwrap();
         assert_eq!(ok.webhook.unwrap().attempts, 3);

@@ -51,7 +51,10 @@ fn webhook() -> (u16, Received) {
             let mut log = log.lock().unwrap();
             let status = if log.is_empty() { 503 } else { 204 };
             log.push((headers, body));
-            let _ = write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
         }
     });
     (port, received)
@@ -111,8 +114,7 @@ async fn a_purge_reaches_the_subscriber_over_tls_and_a_dropped_connection_ends_i
     let stream = format!("srp:events:{{{CHANNEL}}}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let entries: Vec<HashMap<String, String>> = loop {
-        let reply: redis::streams::StreamRangeReply =
-            client.xrange_all(&stream).await.unwrap();
+        let reply: redis::streams::StreamRangeReply = client.xrange_all(&stream).await.unwrap();
         if !reply.ids.is_empty() {
             break reply
                 .ids
@@ -133,7 +135,10 @@ async fn a_purge_reaches_the_subscriber_over_tls_and_a_dropped_connection_ends_i
     let payload: serde_json::Value = serde_json::from_str(&entry["payload"]).unwrap();
     assert_eq!(payload["type"], "purge");
     assert_eq!(payload["path"], "/profiles/42");
-    assert_eq!((entry["delivery"].as_str(), entry["attempts"].as_str()), (Some("delivered"), Some("2")));
+    assert_eq!(
+        (entry["delivery"].as_str(), entry["attempts"].as_str()),
+        (Some("delivered"), Some("2"))
+    );
 
     // The webhook got it twice (503, then 204), the same id each time for deduplication.
     let received = received.lock().unwrap().clone();

@@ -2196,7 +2196,9 @@ fn the_subscriber_is_its_own_spinapp_of_spin_subscriber_toml() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     for (_, component) in manifest["component"].as_table().unwrap() {
-        for label in component.get("key_value_stores").and_then(|l| l.as_array()).into_iter().flatten() {
+        for label in
+            component.get("key_value_stores").and_then(|l| l.as_array()).into_iter().flatten()
+        {
             assert!(stores.contains(&label.as_str().unwrap()), "store {label} undefined");
         }
     }

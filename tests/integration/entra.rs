@@ -122,7 +122,10 @@ fn app(redis: &RedisServer, endpoint: &TokenEndpoint, object_id: &str) -> TestAp
     builder(redis)
         .variable("redis_access_key", "")
         .variable("redis_auth", "entra")
-        .variable("redis_entra_token_url", format!("{}/metadata/identity/oauth2/token", endpoint.origin()))
+        .variable(
+            "redis_entra_token_url",
+            format!("{}/metadata/identity/oauth2/token", endpoint.origin()),
+        )
         .variable("redis_entra_token_origin", endpoint.origin())
         .variable("redis_entra_client_id", "6a0e1c3b-0000-4000-8000-00000000beef")
         .variable("redis_entra_object_id", object_id)

@@ -118,11 +118,7 @@ impl SpinUp {
         let config = dir.path().join("runtime-config.toml");
         std::fs::write(&config, &self.runtime_config)?;
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("up")
-            .arg("--from")
-            .arg(&self.manifest)
-            .arg("--runtime-config-file")
-            .arg(&config);
+        cmd.arg("up").arg("--from").arg(&self.manifest).arg("--runtime-config-file").arg(&config);
         if let Some(addr) = listen {
             cmd.arg("--listen").arg(addr.to_string());
         }
