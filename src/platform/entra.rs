@@ -49,6 +49,9 @@ const TIMEOUTS: Timeouts = Timeouts {
     deadline_ms: 4_000,
 };
 const MAX_ANSWER: usize = 64 * 1024;
+/// Left as they are in a query value: RFC 3986 "unreserved".
+const QUERY_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 /// The cache's key in the in-memory store.
 const CACHE_KEY: &str = "entra:token";
 
@@ -282,7 +285,7 @@ mod tests {
         assert_eq!(
             s.token_url,
             "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01\
-             &resource=https%3A%2F%2Fredis%2Eazure%2Ecom&client_id=0b1c%2D2d"
+             &resource=https%3A%2F%2Fredis.azure.com&client_id=0b1c-2d"
         );
         assert!(settings(&[(vars::AUTH, "key")]).unwrap().is_none());
         assert_eq!(settings(&[(vars::AUTH, "aad")]).unwrap_err().variable, vars::AUTH);

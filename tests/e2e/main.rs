@@ -5,6 +5,7 @@
 //! is the judge of what Spin does.
 //!
 //! - `contracts`: each service's main contract, with the fast path off and on;
+//! - `entra`: outbound Redis with Entra ID only, a stand-in identity endpoint;
 //! - `keep_alive`: hundreds of requests over one connection, as browsers and ingresses send;
 //! - `outage`: Redis stopped under load and restarted, and Redis silent, with the documented
 //!   bounds, fast path off and on;
@@ -15,6 +16,7 @@
 mod support;
 
 mod contracts;
+mod entra;
 mod keep_alive;
 mod outage;
 mod pubsub;

@@ -169,7 +169,7 @@ async fn with_entra_only_outbound_routes_work_on_one_cached_token() {
     // One token for the whole process: fetched once, kept in memory, never logged.
     assert_eq!(endpoint.fetches(), 1);
     let (line, metadata) = endpoint.requests.lock().unwrap()[0].clone();
-    assert!(line.starts_with("GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fredis%2Eazure%2Ecom&client_id=6a0e1c3b"), "{line}");
+    assert!(line.starts_with("GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fredis.azure.com&client_id=6a0e1c3b"), "{line}");
     assert_eq!(metadata.as_deref(), Some("true"));
     assert!(!app.logs().contains(&first));
     let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut admin).await.unwrap();
