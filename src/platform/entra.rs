@@ -107,8 +107,7 @@ impl EntraSettings {
             if value.is_empty() || token_url.contains(&format!("{name}=")) {
                 continue;
             }
-            let value =
-                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+            let value = percent_encoding::utf8_percent_encode(value, QUERY_VALUE);
             token_url.push_str(&format!("{sep}{name}={value}"));
             sep = '&';
         }
