@@ -135,10 +135,7 @@ async fn a_purge_reaches_the_subscriber_over_tls_and_a_dropped_connection_ends_i
     let payload: serde_json::Value = serde_json::from_str(&entry["payload"]).unwrap();
     assert_eq!(payload["type"], "purge");
     assert_eq!(payload["path"], "/profiles/42");
-    assert_eq!(
-        (entry["delivery"].as_str(), entry["attempts"].as_str()),
-        ("delivered", "2")
-    );
+    assert_eq!((entry["delivery"].as_str(), entry["attempts"].as_str()), ("delivered", "2"));
 
     // The webhook got it twice (503, then 204), the same id each time for deduplication.
     let received = received.lock().unwrap().clone();
