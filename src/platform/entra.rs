@@ -275,7 +275,8 @@ mod tests {
             (vars::OBJECT_ID, ""),
         ]);
         map.extend(overrides.iter().copied());
-        EntraSettings::from_variables(&Variables::from_fn(|n| Ok(map[n].to_owned())))
+        let variables = Variables::from_fn(|n| Ok(map[n].to_owned()));
+        EntraSettings::from_variables(&variables)
     }
 
     #[test]

@@ -276,7 +276,8 @@ mod tests {
             (vars::WEBHOOK_ATTEMPTS, "3"),
         ]);
         map.extend(overrides.iter().copied());
-        Settings::from_variables(&Variables::from_fn(|n| Ok(map[n].to_owned())))
+        let variables = Variables::from_fn(|n| Ok(map[n].to_owned()));
+        Settings::from_variables(&variables)
     }
 
     #[test]

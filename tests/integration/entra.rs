@@ -32,12 +32,15 @@ fn token(n: u32) -> String {
     )
 }
 
+/// Each request's line and `Metadata` header.
+type Requests = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// The stand-in managed identity endpoint: answers every GET with the current token and
 /// counts the requests, recording each request line and `Metadata` header.
 struct TokenEndpoint {
     port: u16,
     current: Arc<Mutex<String>>,
-    requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    requests: Requests,
 }
 
 impl TokenEndpoint {
