@@ -151,12 +151,18 @@ fn read_cache(cache: &store::Bucket) -> Option<Credentials> {
     let fetched_ms: i64 = parts.next()?.parse().ok()?;
     let user = parts.next()?.to_owned();
     let token = parts.next()?.to_owned();
-    let margin = REFRESH_MARGIN_MS.min((expires_ms - fetched_ms) / 2);
-    (unix_now_ms() < expires_ms - margin).then(|| Credentials {
+    (!refresh_due(expires_ms, fetched_ms, unix_now_ms())).then(|| Credentials {
         user,
         token: Secret::new(token),
         cached: true,
     })
+}
+
+/// Whether a token fetched at `fetched_ms` that expires at `expires_ms` is to be replaced at
+/// `now_ms`: from 5 minutes before it expires, or half its lifetime for shorter-lived ones.
+fn refresh_due(expires_ms: i64, fetched_ms: i64, now_ms: i64) -> bool {
+    let margin = REFRESH_MARGIN_MS.min((expires_ms - fetched_ms) / 2);
+    now_ms >= expires_ms - margin
 }
 
 fn fresh(
@@ -292,6 +298,20 @@ mod tests {
         let elsewhere = [(vars::TOKEN_ORIGIN, "http://127.0.0.1:9")];
         assert_eq!(settings(&elsewhere).unwrap_err().variable, vars::TOKEN_ORIGIN);
         assert_eq!(settings(&[(vars::OBJECT_ID, "x y")]).unwrap_err().variable, vars::OBJECT_ID);
+    }
+
+    #[test]
+    fn refreshed_shortly_before_expiry() {
+        let hour = 3_600_000;
+        // An hour's token: kept until 5 minutes before it expires.
+        assert!(!refresh_due(hour, 0, hour - 300_001));
+        assert!(refresh_due(hour, 0, hour - 300_000));
+        // A 4-second token: kept for half its life.
+        assert!(!refresh_due(4_000, 0, 1_999));
+        assert!(refresh_due(4_000, 0, 2_000));
+        // Already expired, or issued expired.
+        assert!(refresh_due(1_000, 0, 5_000));
+        assert!(refresh_due(0, 0, 0));
     }
 
     #[test]
