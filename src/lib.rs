@@ -64,6 +64,7 @@ pub mod otp;
 pub mod platform;
 pub mod ratelimit;
 pub mod sessions;
+pub mod subscriber;
 
 pub use config::Config;
 pub use error::Error;

@@ -14,6 +14,7 @@
 //! - `fields`: hop-by-hop fields (one list for every proxy) and list splitting;
 //! - `outbound`: the one outbound HTTP client, with per-phase timeouts and a deadline;
 //! - `redis`, `redis_settings`: outbound Redis, one lazily opened connection per request;
+//! - `entra`: Entra ID tokens from the managed identity endpoint for outbound Redis;
 //! - `breaker`: no Redis call is made while an earlier one hangs (Spin sets no timeouts);
 //! - `fast_path`: reads and counters through Spin's pooled Redis key-value store;
 //! - `script`: Lua scripts assembled with shared preludes, stripped at compile time;
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod clock;
+pub mod entra;
 pub mod fast_path;
 pub mod fields;
 pub mod json;

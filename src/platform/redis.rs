@@ -8,13 +8,14 @@
 //! Spin flattens every reply into a list of `nil | status | int64 | binary` (nested arrays
 //! included): [`Reply`] gives typed, bounds-checked access to that list.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 
 use spin_sdk::redis::{Connection, Error as SpinError, RedisParameter, RedisResult};
 
 use super::breaker::{self, Breaker};
-use super::redis_settings::RedisSettings;
+use super::entra::{self, Credentials};
+use super::redis_settings::{redact_secret, RedisSettings};
 use super::script::Script;
 use super::settings::ConfigError;
 
@@ -274,12 +275,19 @@ pub struct Redis {
     settings: RedisSettings,
     connection: OnceCell<Connection>,
     breaker: OnceCell<Option<Breaker>>,
+    /// With Entra ID: the credentials this request connects with.
+    entra: RefCell<Option<Credentials>>,
 }
 
 impl Redis {
     /// Redis at these settings (given in code); connects later, if ever.
     pub fn new(settings: RedisSettings) -> Self {
-        Self { settings, connection: OnceCell::new(), breaker: OnceCell::new() }
+        Self {
+            settings,
+            connection: OnceCell::new(),
+            breaker: OnceCell::new(),
+            entra: RefCell::new(None),
+        }
     }
 
     /// Reads the settings from the component's Spin variables; connects later, if ever.
@@ -322,7 +330,7 @@ impl Redis {
         let Some(breaker) = self.breaker() else {
             return call(self.connection_unguarded()?);
         };
-        let url = self.settings.url();
+        let url = self.address()?;
         if let Some(refused) = breaker.refuse_outbound(&url) {
             return Err(refused);
         }
@@ -333,8 +341,44 @@ impl Redis {
         if let Some(conn) = self.connection.get() {
             return Ok(conn);
         }
-        let conn = Connection::open(&self.settings.url()).map_err(|e| self.open_error(e))?;
+        let conn = match Connection::open(&self.address()?) {
+            Ok(conn) => conn,
+            Err(e) => match (self.open_error(e), &self.settings.entra) {
+                // A cached token Redis no longer takes (expired or revoked early): once more
+                // with a fresh one.
+                (RedisError::AuthFailed(_), Some(settings)) if self.cached_token() => {
+                    *self.entra.borrow_mut() = Some(entra::refresh(settings)?);
+                    Connection::open(&self.address()?).map_err(|e| self.open_error(e))?
+                }
+                (e, _) => return Err(e),
+            },
+        };
         Ok(self.connection.get_or_init(|| conn))
+    }
+
+    /// The URL to open: with the access key, or with Entra ID credentials (the cached token,
+    /// or a fresh one).
+    fn address(&self) -> Result<String, RedisError> {
+        let Some(settings) = &self.settings.entra else { return Ok(self.settings.url()) };
+        let mut current = self.entra.borrow_mut();
+        if current.is_none() {
+            *current = Some(entra::credentials(settings)?);
+        }
+        let credentials = current.as_ref().expect("set above");
+        Ok(self.settings.url_with(&credentials.user, credentials.token.expose()))
+    }
+
+    fn cached_token(&self) -> bool {
+        self.entra.borrow().as_ref().is_some_and(|c| c.cached)
+    }
+
+    /// Removes the access key and any Entra token from text bound for a log line.
+    fn redact(&self, text: &str) -> String {
+        let text = self.settings.redact(text);
+        match self.entra.borrow().as_ref() {
+            Some(credentials) => redact_secret(&text, credentials.token.expose()),
+            None => text,
+        }
     }
 
     fn open_error(&self, e: SpinError) -> RedisError {
@@ -345,7 +389,7 @@ impl Redis {
             }
             SpinError::TypeError => RedisError::Unavailable("type error on connect".into()),
             SpinError::Other(m) => {
-                let m = self.settings.redact(&m);
+                let m = self.redact(&m);
                 if is_auth_failure(&m) {
                     RedisError::AuthFailed(m)
                 } else {
@@ -357,7 +401,7 @@ impl Redis {
 
     fn command_error(&self, e: SpinError) -> RedisError {
         match e {
-            SpinError::Other(m) => classify_failure(self.settings.redact(&m)),
+            SpinError::Other(m) => classify_failure(self.redact(&m)),
             SpinError::TypeError => RedisError::Reply("WRONGTYPE".into()),
             other => self.open_error(other),
         }

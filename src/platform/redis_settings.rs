@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::entra::EntraSettings;
 use super::settings::{ConfigError, Secret, Variables};
 
 fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
@@ -39,6 +40,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// How long a call may be pending before Redis counts as stuck ([`super::breaker`]).
     pub stall_ms: i64,
+    /// Entra ID instead of the access key (`redis_auth = "entra"`): outbound Redis only.
+    pub entra: Option<EntraSettings>,
 }
 
 /// The Spin variable names, as the components' `[component.X.variables]` map them.
@@ -69,6 +72,13 @@ impl RedisSettings {
         let username = variables.text(vars::USERNAME)?;
         let access_key = Secret::new(variables.text(vars::ACCESS_KEY)?);
         let stall_ms = variables.whole_setting(vars::STALL_MS)? as i64;
+        let entra = EntraSettings::from_variables(variables)?;
+        if entra.is_some() && !tls && !is_loopback(&host) {
+            return Err(invalid(
+                vars::TLS,
+                "Entra ID tokens are sent only over TLS: set redis_tls=true",
+            ));
+        }
 
         if !tls && !allow_insecure && !is_loopback(&host) {
             return Err(invalid(
@@ -80,20 +90,25 @@ impl RedisSettings {
                 ),
             ));
         }
-        Ok(Self { host, port, tls, username, access_key, key_prefix, stall_ms })
+        Ok(Self { host, port, tls, username, access_key, key_prefix, stall_ms, entra })
     }
 
     /// The URL handed to Spin's `redis::Connection::open`: scheme, credentials
     /// (percent-encoded), host and an explicit port (Spin refuses `rediss` without one).
     pub fn url(&self) -> String {
+        self.url_with(&self.username, self.access_key.expose())
+    }
+
+    /// The URL with this user and password (an Entra ID object id and token).
+    pub fn url_with(&self, username: &str, password: &str) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let mut userinfo = String::new();
-        if !self.username.is_empty() {
-            userinfo.extend(utf8_percent_encode(&self.username, USERINFO));
+        if !username.is_empty() {
+            userinfo.extend(utf8_percent_encode(username, USERINFO));
         }
-        if !self.access_key.is_empty() {
+        if !password.is_empty() {
             userinfo.push(':');
-            userinfo.extend(utf8_percent_encode(self.access_key.expose(), USERINFO));
+            userinfo.extend(utf8_percent_encode(password, USERINFO));
         }
         if !userinfo.is_empty() {
             userinfo.push('@');
@@ -103,13 +118,17 @@ impl RedisSettings {
 
     /// Removes the access key, raw or percent-encoded, from text bound for a log line.
     pub fn redact(&self, text: &str) -> String {
-        let key = self.access_key.expose();
-        if key.is_empty() {
-            return text.to_owned();
-        }
-        let encoded = utf8_percent_encode(key, USERINFO).to_string();
-        text.replace(&encoded, "***").replace(key, "***")
+        redact_secret(text, self.access_key.expose())
     }
+}
+
+/// `text` without `secret`, raw or percent-encoded.
+pub(crate) fn redact_secret(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let encoded = utf8_percent_encode(secret, USERINFO).to_string();
+    text.replace(&encoded, "***").replace(secret, "***")
 }
 
 fn parse_host(host: &str) -> Result<String, ConfigError> {
@@ -181,6 +200,7 @@ mod tests {
             (vars::ALLOW_INSECURE, "false"),
             (vars::KEY_PREFIX, "srp:"),
             (vars::STALL_MS, "250"),
+            (crate::platform::entra::vars::AUTH, "key"),
         ]);
         vars.extend(overrides.iter().copied());
         let variables = Variables::from_fn(|name| Ok(vars[name].to_owned()));

@@ -2155,3 +2155,51 @@ fn the_guide_has_a_shim_upgrade_procedure() {
         assert!(section.contains(needle), "the upgrade procedure never mentions {needle}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The pub/sub subscriber: deploy/subscriber, its own SpinApp from spin-subscriber.toml.
+
+#[test]
+fn the_subscriber_is_its_own_spinapp_of_spin_subscriber_toml() {
+    let docs = render(&root().join("deploy/subscriber"));
+    let validator = crd_validator("SpinApp");
+    let apps = of_kind(&docs, "SpinApp");
+    assert_eq!(apps.len(), 1);
+    let app = apps[0];
+    let errors = validation_errors(&validator, app);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(app["metadata"]["namespace"], NAMESPACE);
+    assert_ne!(id(app).1, APP, "it must not replace the whole app");
+    // Its variables are spin-subscriber.toml's, secrets from a Secret.
+    let manifest: toml::Table = toml::from_str(&read("spin-subscriber.toml")).unwrap();
+    let declared = manifest["variables"].as_table().unwrap();
+    for (name, binding) in bindings(app) {
+        let variable = declared
+            .get(&name)
+            .unwrap_or_else(|| panic!("variable {name} is not in spin-subscriber.toml"));
+        if variable.get("secret").and_then(|s| s.as_bool()) == Some(true) {
+            assert!(
+                binding.get("value").is_none() && !binding["valueFrom"]["secretKeyRef"].is_null(),
+                "secret variable {name} must come from a secretKeyRef"
+            );
+        }
+    }
+    assert!(bindings(app).contains_key("subscriber_redis_url"));
+    // HTTP probes would fail: the app has no HTTP trigger.
+    assert!(app["spec"]["checks"].is_null());
+    assert!(manifest.get("trigger").and_then(|t| t.get("http")).is_none());
+    // Every key-value store its components list is defined.
+    let stores: Vec<&str> = app["spec"]["runtimeConfig"]["keyValueStores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for (_, component) in manifest["component"].as_table().unwrap() {
+        for label in
+            component.get("key_value_stores").and_then(|l| l.as_array()).into_iter().flatten()
+        {
+            assert!(stores.contains(&label.as_str().unwrap()), "store {label} undefined");
+        }
+    }
+}

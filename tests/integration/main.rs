@@ -8,6 +8,7 @@ mod support;
 mod cache;
 mod deploy;
 mod docs;
+mod entra;
 mod every_service;
 mod fast_path_outage;
 mod health;

@@ -74,19 +74,55 @@ impl SpinUp {
 
     /// Starts Spin and waits until it answers `/.well-known/spin/health`.
     pub async fn start(self) -> Result<RealSpin> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut spin = self.spawn(Some(addr))?;
+        // A cold start compiles every component (seconds on a busy 2-core machine).
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Ok(res) = spin.get("/.well-known/spin/health").await {
+                if res.status == StatusCode::OK {
+                    return Ok(spin);
+                }
+            }
+            if let Some(status) = spin.child.as_mut().unwrap().try_wait()? {
+                bail!("spin up exited ({status}):\n{}", spin.output());
+            }
+            if Instant::now() > deadline {
+                bail!("spin up did not answer within 180 s:\n{}", spin.output());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts an app with no HTTP trigger (Spin refuses `--listen` for it) and waits until
+    /// its output holds `ready` (the Redis trigger prints `Active Channels` once subscribed).
+    pub async fn start_without_http(self, ready: &str) -> Result<RealSpin> {
+        let mut spin = self.spawn(None)?;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if spin.output().contains(ready) {
+                return Ok(spin);
+            }
+            if let Some(status) = spin.child.as_mut().unwrap().try_wait()? {
+                bail!("spin up exited ({status}):\n{}", spin.output());
+            }
+            if Instant::now() > deadline {
+                bail!("spin up did not print {ready:?} within 180 s:\n{}", spin.output());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn(self, listen: Option<SocketAddr>) -> Result<RealSpin> {
         let dir = tempfile::Builder::new().prefix("srp-spin-").tempdir()?;
         let config = dir.path().join("runtime-config.toml");
         std::fs::write(&config, &self.runtime_config)?;
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("up")
-            .arg("--from")
-            .arg(&self.manifest)
-            .arg("--runtime-config-file")
-            .arg(&config)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--log-dir")
+        cmd.arg("up").arg("--from").arg(&self.manifest).arg("--runtime-config-file").arg(&config);
+        if let Some(addr) = listen {
+            cmd.arg("--listen").arg(addr.to_string());
+        }
+        cmd.arg("--log-dir")
             .arg(dir.path().join("logs"))
             .arg("--state-dir")
             .arg(dir.path().join("state"))
@@ -109,23 +145,8 @@ impl SpinUp {
             cmd.process_group(0);
         }
         let child = cmd.spawn().with_context(|| format!("starting {}", self.binary.display()))?;
-        let mut spin = RealSpin { child: Some(child), addr, dir };
-        // A cold start compiles every component (seconds on a busy 2-core machine).
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Ok(res) = spin.get("/.well-known/spin/health").await {
-                if res.status == StatusCode::OK {
-                    return Ok(spin);
-                }
-            }
-            if let Some(status) = spin.child.as_mut().unwrap().try_wait()? {
-                bail!("spin up exited ({status}):\n{}", spin.output());
-            }
-            if Instant::now() > deadline {
-                bail!("spin up did not answer within 180 s:\n{}", spin.output());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        Ok(RealSpin { child: Some(child), addr, dir })
     }
 }
 
@@ -285,6 +306,11 @@ impl RealSpin {
         }
         // Linux reports CPU time in clock ticks of 1/100 s.
         Duration::from_millis(ticks * 10)
+    }
+
+    /// Whether `spin up` has exited, and how.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Stops Spin (the whole process group).
