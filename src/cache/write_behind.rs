@@ -139,9 +139,13 @@ pub(crate) fn write(
 ) -> Result<Response, ApiError> {
     let wb = WriteBehindSettings::from_spin_variables()?;
     let content_type = req.header("content-type").unwrap_or("").trim().to_owned();
-    if content_type.len() > MAX_CONTENT_TYPE_LEN || content_type.bytes().any(|b| b.is_ascii_control())
+    if content_type.len() > MAX_CONTENT_TYPE_LEN
+        || content_type.bytes().any(|b| b.is_ascii_control())
     {
-        return Err(ApiError::bad_request("invalid_content_type", "the Content-Type is not usable"));
+        return Err(ApiError::bad_request(
+            "invalid_content_type",
+            "the Content-Type is not usable",
+        ));
     }
     let key = match req.header("idempotency-key") {
         None => random_token(16),
@@ -203,7 +207,11 @@ fn authorize_drain(req: &Request, wb: &WriteBehindSettings) -> Result<(), ApiErr
 pub(crate) fn authorize_write(req: &Request) -> Result<(), ApiError> {
     let wb = WriteBehindSettings::from_spin_variables()?;
     require_bearer(req, &wb.write_token, || {
-        ApiError::new(403, "write_behind_disabled", "write-behind is disabled: set cache_write_token")
+        ApiError::new(
+            403,
+            "write_behind_disabled",
+            "write-behind is disabled: set cache_write_token",
+        )
     })
 }
 
@@ -309,7 +317,8 @@ pub(crate) fn drain(req: &Request, settings: &CacheSettings) -> Result<Response,
                 Ok(r) => ("retry", format!("status {}", r.status)),
                 Err(e) => ("retry", e.to_string()),
             };
-            let outcome = if outcome == "retry" && attempt >= wb.max_attempts { "dead" } else { outcome };
+            let outcome =
+                if outcome == "retry" && attempt >= wb.max_attempts { "dead" } else { outcome };
             if outcome != "ack" {
                 crate::platform::log::warn(
                     "write_behind_failed",
