@@ -19,3 +19,4 @@ mod ratelimit;
 mod sessions;
 mod silent_redis;
 mod wasm_size;
+mod write_behind;
