@@ -9,7 +9,8 @@
 //! - `outage`: Redis stopped under load and restarted, and Redis silent, with the documented
 //!   bounds, fast path off and on;
 //! - `security`: the attacker's requests of issue 27;
-//! - `spin`: the Spin behaviours the test host copies from Spin's sources.
+//! - `spin`: the Spin behaviours the test host copies from Spin's sources;
+//! - `write_behind`: a drain killed before its acknowledgement, redelivered after a restart.
 
 mod support;
 
@@ -18,3 +19,4 @@ mod keep_alive;
 mod outage;
 mod security;
 mod spin;
+mod write_behind;
