@@ -399,7 +399,8 @@ mod tests {
             (vars::DRAIN_DEADLINE, "12000"),
         ]);
         map.extend(overrides.iter().copied());
-        WriteBehindSettings::from_variables(&Variables::from_fn(|n| Ok(map[n].to_owned())))
+        let variables = Variables::from_fn(|n| Ok(map[n].to_owned()));
+        WriteBehindSettings::from_variables(&variables)
     }
 
     #[test]

@@ -391,7 +391,7 @@ async fn full_queue_refuses_and_hopeless_writes_are_dead_lettered() {
             ("cache_write_behind_max_attempts", "2"),
         ],
     );
-    let acked = vec![
+    let acked = [
         write_ok(&app, "/items/bad", "refused").await,
         write_ok(&app, "/items/flaky", "fails").await,
         write_ok(&app, "/items/ok", "one").await,
