@@ -100,4 +100,15 @@ pub const KEYS_WITHOUT_EXPIRY: &[KeyWithoutExpiry] = &[
                 first outbound hit counted in its bucket gives it the 30-day expiry of the \
                 other counters",
     },
+    KeyWithoutExpiry {
+        pattern: "cache:{b*}:wb:queue",
+        bound: "a bucket's write-behind queue: writes acknowledged to clients and not yet to \
+                the origin, which an expiry would lose; one per bucket, each at most \
+                cache_write_behind_max_queue entries (docs/write-behind.md)",
+    },
+    KeyWithoutExpiry {
+        pattern: "cache:{b*}:wb:dead",
+        bound: "a bucket's write-behind dead letters: writes the origin refused or never took, \
+                kept for an operator; one per bucket, growing only by failed writes",
+    },
 ];

@@ -254,7 +254,7 @@ for secret in redis-host redis-port redis-access-key redis-store-url; do
   ensure_vault_secret_from_file "$secret" "$dir/$secret"
 done
 # The app's own secrets: long random values, generated here, never printed nor regenerated.
-for secret in otp-pepper sessions-api-token ratelimit-admin-token cache-purge-token otp-webhook-token ratelimit-identity-secret leaderboard-api-token locks-api-token otp-api-token ratelimit-api-token leaderboard-read-token; do
+for secret in otp-pepper sessions-api-token ratelimit-admin-token cache-purge-token otp-webhook-token ratelimit-identity-secret leaderboard-api-token locks-api-token otp-api-token ratelimit-api-token leaderboard-read-token cache-write-token cache-drain-token; do
   ensure_random_vault_secret "$secret"
 done
 

@@ -32,6 +32,9 @@ ZERO_DIGEST="sha256:000000000000000000000000000000000000000000000000000000000000
 APP_PLACEHOLDER="myregistry.azurecr.io/spin-redis-patterns@$ZERO_DIGEST"
 PAUSE_PLACEHOLDER="myregistry.azurecr.io/pause@$ZERO_DIGEST"
 PAUSE_SOURCE="registry.k8s.io/pause:3.10"
+# The write-behind drain's CronJob (deploy/overlays/write-behind-drain).
+CURL_PLACEHOLDER="myregistry.azurecr.io/curl@$ZERO_DIGEST"
+CURL_SOURCE="quay.io/curl/curl:8.11.1"
 # Where ratelimit_trusted_proxies goes (deploy/base/spinapp.yaml).
 CIDR_PLACEHOLDER="<pod CIDR>"
 
@@ -73,6 +76,13 @@ pause_digest=$(get "$ZERO_DIGEST" az acr repository show --name "$ACR_NAME" --im
   --query digest --output tsv)
 PAUSE_IMAGE="$ACR/pause@$pause_digest"
 
+# The same for the drain CronJob's curl image.
+log "curl image"
+run az acr import --name "$ACR_NAME" --source "$CURL_SOURCE" --image curl:8.11.1 --force
+curl_digest=$(get "$ZERO_DIGEST" az acr repository show --name "$ACR_NAME" --image curl:8.11.1 \
+  --query digest --output tsv)
+CURL_IMAGE="$ACR/curl@$curl_digest"
+
 # Render the overlay with the digests, then split it: the SpinApp goes last, after the Secrets
 # it reads exist (the operator reads store-url before it creates any pod).
 work=$(mktemp -d)
@@ -83,6 +93,7 @@ if [ "$DRY_RUN" = 1 ]; then
 else
   kubectl kustomize "deploy/overlays/$OVERLAY" |
     sed -e "s|$APP_PLACEHOLDER|$APP_IMAGE|g" -e "s|$PAUSE_PLACEHOLDER|$PAUSE_IMAGE|g" \
+      -e "s|$CURL_PLACEHOLDER|$CURL_IMAGE|g" \
       -e "s|$CIDR_PLACEHOLDER|$POD_CIDR|g" >"$work/rendered.yaml"
   if grep -q "$ZERO_DIGEST" "$work/rendered.yaml"; then
     die "an image in deploy/overlays/$OVERLAY still has the placeholder digest"

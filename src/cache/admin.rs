@@ -1,5 +1,6 @@
 //! The cache's admin routes, served by the `cache-admin` component (its own small .wasm,
-//! deployable apart from the hot path): `POST /api/cache/purge` and `GET /api/cache/stats`.
+//! deployable apart from the hot path): `POST /api/cache/purge`, `GET /api/cache/stats`, and
+//! the write-behind queue's `POST /api/cache/drain` and `GET /api/cache/queue`.
 //!
 //! Purges walk the `cache_key_buckets` hash slots, one single-slot purge script per bucket
 //! over one connection; purge-all also `SCAN`s for entry keys. Stats read one `MGET` of the
@@ -41,6 +42,14 @@ pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
             "/api/cache/stats" => {
                 req.allow(&[Method::GET, Method::HEAD])?;
                 stats(&settings)
+            }
+            "/api/cache/drain" => {
+                req.allow(&[Method::POST])?;
+                super::write_behind::drain(&req, &settings)
+            }
+            "/api/cache/queue" => {
+                req.allow(&[Method::GET, Method::HEAD])?;
+                super::write_behind::status(&req, &settings)
             }
             _ => Err(ApiError::not_found("no such cache admin route")),
         }

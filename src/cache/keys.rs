@@ -16,6 +16,10 @@
 //! {prefix}cache:{bN}:purged_at       purge-all tombstone (as pt)
 //! {prefix}cache:{bN}:stats:{counter} string counter: hits, misses, stale, bypasses,
 //!                                    origin_fetches, purged
+//! {prefix}cache:{bN}:wb:queue        stream: the bucket's write-behind queue (group `drain`)
+//! {prefix}cache:{bN}:wb:dead         stream: its dead letters
+//! {prefix}cache:{bN}:wb:lease        the draining call's token, PX (one drain per bucket)
+//! {prefix}cache:{bN}:wb:failed       hash: entry id -> the attempt that failed last
 //! {prefix}demo:counter               GET /api/cache/demo
 //! ```
 //!

@@ -6,9 +6,11 @@
 //! | `GET`/`HEAD /api/cache/proxy/{path}` | read through the cache (`read_through`) |
 //! | `POST`/`PUT`/`PATCH /api/cache/proxy/{path}` | write through to the origin; a 2xx purges the path |
 //! | `DELETE /api/cache/proxy/{path}` | purge the path, every variant (`Soft-Purge: 1`: mark stale) |
+//! | `PUT /api/cache/behind/{path}` | write-behind: cached and queued for the origin (`write_behind`) |
 //! | `GET /api/cache/profile/{id}` | the seed recipe's profile route, same entries (`demo`) |
 //! | `GET /api/cache/demo` | the seed recipe's counter |
 //! | `POST /api/cache/purge`, `GET /api/cache/stats` | the `cache-admin` component (`admin`) |
+//! | `POST /api/cache/drain`, `GET /api/cache/queue` | `cache-admin`: the write-behind queue |
 //!
 //! Files: `settings` (variables), `target` (request targets normalised), `keys` (Redis
 //! key layout), `entry` (entry format), `policy` (what the origin allows), `fetch`
@@ -35,6 +37,7 @@ pub(crate) mod scripts;
 pub(crate) mod settings;
 pub(crate) mod standard;
 pub(crate) mod target;
+pub(crate) mod write_behind;
 
 use http::Method;
 
@@ -67,6 +70,10 @@ fn route(req: &mut Request) -> Result<Response, ApiError> {
     if let Some(rest) = path.strip_prefix("/proxy/") {
         return proxy(req, rest);
     }
+    if let Some(rest) = path.strip_prefix("/behind/") {
+        req.allow(&[Method::PUT])?;
+        return write_behind(req, rest);
+    }
     if let Some(rest) = path.strip_prefix("/entries/") {
         req.allow(&[Method::DELETE])?;
         return purge_entries(req, rest);
@@ -82,7 +89,7 @@ fn route(req: &mut Request) -> Result<Response, ApiError> {
     }
     match path.as_str() {
         // Routed to the `cache-admin` component; reached here only if it is not deployed.
-        "/purge" | "/stats" => Err(ApiError::not_found(
+        "/purge" | "/stats" | "/drain" | "/queue" => Err(ApiError::not_found(
             "this route is served by the cache-admin component, which is not deployed",
         )),
         "/demo" => {
@@ -157,6 +164,25 @@ fn purge_entries(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
     let redis = Redis::from_spin_variables()?;
     let keys = entry_keys(&redis, req, &target, &settings);
     purge::purge_route(req, &keys, &redis, &target, &settings)
+}
+
+/// `PUT /api/cache/behind/{path}`: see [`write_behind::write`].
+fn write_behind(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
+    write_behind::authorize_write(req)?;
+    let settings = CacheSettings::from_spin_variables()?;
+    let rules = QueryRules { allow: &settings.query_allow, ignore: &settings.query_ignore };
+    let target = target::normalise(rest, req.query(), rules)?;
+    if !settings.serves_path(target.path()) {
+        return Err(ApiError::new(
+            404,
+            "not_proxied",
+            "this path is not served by the cache (cache_path_prefixes)",
+        ));
+    }
+    let body = req.body(MAX_WRITE_BODY)?;
+    let redis = Redis::from_spin_variables()?;
+    let keys = entry_keys(&redis, req, &target, &settings);
+    write_behind::write(req, &target, &keys, &redis, &settings, &body)
 }
 
 /// `/api/cache/proxy/{path}`.

@@ -12,7 +12,8 @@
 //!   bounds, fast path off and on;
 //! - `pubsub`: the Redis-triggered subscriber (spin-subscriber.toml) beside the app;
 //! - `security`: the attacker's requests of issue 27;
-//! - `spin`: the Spin behaviours the test host copies from Spin's sources.
+//! - `spin`: the Spin behaviours the test host copies from Spin's sources;
+//! - `write_behind`: a drain killed before its acknowledgement, redelivered after a restart.
 
 mod support;
 
@@ -24,3 +25,4 @@ mod outage;
 mod pubsub;
 mod security;
 mod spin;
+mod write_behind;

@@ -2202,4 +2202,85 @@ fn the_subscriber_is_its_own_spinapp_of_spin_subscriber_toml() {
             assert!(stores.contains(&label.as_str().unwrap()), "store {label} undefined");
         }
     }
+// The write-behind drain's CronJob.
+
+/// The drain job posts to the drain route with the app's own drain token, through the ingress
+/// controller (the only way into the app's pods) to a host the AKS Ingresses serve, within
+/// the ingress's timeout, and its pods can reach nothing else.
+#[test]
+fn the_drain_cronjob_reaches_the_drain_route_through_the_ingress_with_the_drain_token() {
+    let manifest = spin_toml();
+    let docs = rendered("write-behind-drain");
+    let cron = one(&docs, "CronJob", "spin-redis-patterns-drain");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let template = &cron["spec"]["jobTemplate"]["spec"]["template"];
+    let container = &template["spec"]["containers"][0];
+    let env = |name: &str| -> Value {
+        container["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap().clone()
+    };
+    // The same Secret key the app reads as cache_drain_token, which both secret paths provide.
+    let token = &env("CACHE_DRAIN_TOKEN")["valueFrom"]["secretKeyRef"];
+    for (overlay, app) in all_apps() {
+        if let Some(binding) = bindings(&app).get("cache_drain_token") {
+            assert_eq!(binding["valueFrom"]["secretKeyRef"], *token, "{overlay}");
+        }
+    }
+    let key = token["key"].as_str().unwrap();
+    assert!(key_vault_secret_keys()["spin-redis-patterns-app"].contains(key));
+    assert!(example_secrets()["spin-redis-patterns-app"].get(key).is_some());
+    // The route is the drain, and the token travels on curl's standard input only.
+    let script = container["args"][0].as_str().unwrap();
+    assert!(script.contains("\"https://$DRAIN_HOST/api/cache/drain\""), "{script}");
+    assert!(script.contains("-H @-") && script.matches("CACHE_DRAIN_TOKEN").count() == 1);
+    assert_eq!(route_of(&manifest, "/api/cache/drain").unwrap().component, "cache-admin");
+    assert!(script.contains("--connect-to ::nginx.app-routing-system.svc.cluster.local:443"));
+    let host = env("DRAIN_HOST")["value"].as_str().unwrap().to_owned();
+    let max_time: u64 =
+        script.split("--max-time ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    for overlay in AKS_OVERLAYS {
+        let docs = rendered(overlay);
+        let app = one(&docs, "SpinApp", APP);
+        let published = of_kind(&docs, "Ingress").into_iter().find_map(|ingress| {
+            let rule = &ingress["spec"]["rules"][0];
+            let paths = rule["http"]["paths"].as_array().unwrap();
+            (rule["host"] == host.as_str()
+                && paths.iter().any(|p| ingress_matches(p, "/api/cache/drain")))
+            .then(|| {
+                ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"]
+                    .clone()
+            })
+        });
+        let timeout: u64 = published
+            .unwrap_or_else(|| panic!("{overlay}: no Ingress for {host} publishes the drain"))
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The drain answers before NGINX and curl give up on it.
+        let deadline = longest_wait_ms(&manifest, app, "cache-admin", "/api/cache/drain");
+        assert!(
+            deadline < timeout * 1000 && deadline < max_time * 1000,
+            "{overlay}: {deadline} ms"
+        );
+    }
+    // Four calls fit the job's deadline.
+    let active = cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"].as_u64().unwrap();
+    assert!(script.contains("for call in 1 2 3 4") && 4 * max_time <= active);
+    // Its pods are not the app's, and may reach only DNS and the controller's HTTPS port.
+    let labels = template["metadata"]["labels"].as_object().unwrap();
+    assert!(labels.get("app.kubernetes.io/part-of").is_none());
+    let policy = one(&docs, "NetworkPolicy", "spin-redis-patterns-drain");
+    for (k, v) in policy["spec"]["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(labels.get(k), Some(v));
+    }
+    assert!(policy["spec"]["ingress"].is_null());
+    let ports: BTreeSet<(String, u64)> = policy["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_array().unwrap().iter())
+        .map(|p| (p["protocol"].as_str().unwrap().to_owned(), p["port"].as_u64().unwrap()))
+        .collect();
+    let expected = [("UDP", 53), ("TCP", 53), ("TCP", 443)];
+    assert_eq!(ports, expected.iter().map(|(p, n)| (p.to_string(), *n)).collect());
 }

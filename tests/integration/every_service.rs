@@ -21,6 +21,7 @@ const LEADERBOARD_TOKEN: &str = "board+T0ken/=board+T0ken/=board+T0ken/=";
 const OTP_TOKEN: &str = "otp-backend-token-0123456789abcdefghij";
 const OTP_PEPPER: &str = "pepper+/=for-tests-0123456789abcdefghijklmnop";
 const PURGE_TOKEN: &str = "purge-s3cret-token-0123456789abcdef";
+const WRITE_BEHIND_TOKEN: &str = "write-behind-tour-token-0123456789abcdef";
 const RL_ADMIN_TOKEN: &str = "rl-admin+T0ken/=rl-admin+T0ken/=0123";
 const RL_API_TOKEN: &str = "ap1+T0ken/=ap1+T0ken/=ap1+T0ken/=ap1+T0ken";
 
@@ -56,6 +57,8 @@ fn app(redis: &RedisServer, mode: Mode, extra: &[(&str, &str)]) -> TestApp {
         .variable("otp_pepper", OTP_PEPPER)
         .variable("otp_purpose_policies", r#"{"login": {"format": "any"}}"#)
         .variable("cache_purge_token", PURGE_TOKEN)
+        .variable("cache_write_token", WRITE_BEHIND_TOKEN)
+        .variable("cache_drain_token", WRITE_BEHIND_TOKEN)
         .variable("cache_hit_sampling", "1")
         .variable("ratelimit_policies", policies().to_string())
         .variable("ratelimit_admin_token", RL_ADMIN_TOKEN)
@@ -144,6 +147,24 @@ async fn tour(redis: &RedisServer, mode: Mode, t: &str) {
     }
     ok(&app.get(&format!("/api/cache/profile/{n}7")).send().await, 200);
     ok(&app.get("/api/cache/stats").send().await, 200);
+    // write-behind: a write (entry and queue entry in one script), a drain (the demo origin
+    // answers PUT with 405, so the write moves to its bucket's dead letters), the queue.
+    let write = app
+        .request(http::Method::PUT, &format!("/api/cache/behind/profiles/{n}9"))
+        .header("authorization", &bearer(WRITE_BEHIND_TOKEN))
+        .body("{}")
+        .send()
+        .await;
+    ok(&write, 202);
+    for path in ["/api/cache/drain", "/api/cache/queue"] {
+        let method = if path.ends_with("drain") { http::Method::POST } else { http::Method::GET };
+        let res = app
+            .request(method, path)
+            .header("authorization", &bearer(WRITE_BEHIND_TOKEN))
+            .send()
+            .await;
+        ok(&res, 200);
+    }
 
     // ratelimit: every algorithm, one and several limits, state, reset (DEL of several
     // keys), and the gateway.

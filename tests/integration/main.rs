@@ -21,3 +21,4 @@ mod ratelimit;
 mod sessions;
 mod silent_redis;
 mod wasm_size;
+mod write_behind;

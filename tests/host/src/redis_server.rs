@@ -92,6 +92,8 @@ pub struct RedisServer {
     tls: bool,
     /// Cluster mode, with its bus on this port.
     cluster_port: Option<u16>,
+    /// Append-only file, fsynced on every write: a restart keeps every acknowledged write.
+    persistent: bool,
     dir: tempfile::TempDir,
 }
 
@@ -113,13 +115,27 @@ impl RedisServer {
         Self::start_with(true, Some(password.to_owned()), Some(free_port()))
     }
 
+    /// A plain server that persists every write before answering it (AOF with
+    /// `appendfsync always`): [`Self::stop`] (SIGKILL) then [`Self::start`] loses nothing
+    /// it acknowledged.
+    pub fn persistent() -> Self {
+        let mut server = Self::unstarted(false, None, None);
+        server.persistent = true;
+        server.start();
+        server
+    }
+
+    fn unstarted(tls: bool, password: Option<String>, cluster_port: Option<u16>) -> Self {
+        let dir = tempfile::Builder::new().prefix("srp-redis-").tempdir().unwrap();
+        Self { child: None, port: free_port(), password, tls, cluster_port, persistent: false, dir }
+    }
+
     fn start_new(tls: bool, password: Option<String>) -> Self {
         Self::start_with(tls, password, None)
     }
 
     fn start_with(tls: bool, password: Option<String>, cluster_port: Option<u16>) -> Self {
-        let dir = tempfile::Builder::new().prefix("srp-redis-").tempdir().unwrap();
-        let mut server = Self { child: None, port: free_port(), password, tls, cluster_port, dir };
+        let mut server = Self::unstarted(tls, password, cluster_port);
         server.start();
         server
     }
@@ -183,7 +199,13 @@ impl RedisServer {
         let log = self.dir.path().join("redis.log");
         let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let aof: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        cmd.args(["--bind", "127.0.0.1", "--save", ""])
+            .args(aof)
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
