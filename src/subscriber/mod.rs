@@ -28,11 +28,17 @@ use crate::platform::url::{HttpUrl, Scheme};
 
 /// The Spin variables of the subscriber.
 pub mod vars {
+    /// The channel this component subscribes to, as named in its records.
     pub const SOURCE: &str = "subscriber_source";
+    /// The audit stream's cap (0: no audit stream).
     pub const AUDIT_MAXLEN: &str = "subscriber_audit_maxlen";
+    /// Where each event is POSTed (empty: no webhook).
     pub const WEBHOOK_URL: &str = "subscriber_webhook_url";
+    /// The webhook's origin, also the component's `allowed_outbound_hosts` entry.
     pub const WEBHOOK_ORIGIN: &str = "subscriber_webhook_origin";
+    /// The bearer token sent to the webhook (secret).
     pub const WEBHOOK_TOKEN: &str = "subscriber_webhook_token";
+    /// Attempts per event before it is recorded as `failed`.
     pub const WEBHOOK_ATTEMPTS: &str = "subscriber_webhook_attempts";
 }
 
@@ -53,19 +59,27 @@ const FIRST_BACKOFF_MS: u64 = 250;
 /// The subscriber's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The subscribed channel's label (`subscriber_source`).
     pub source: String,
+    /// The audit stream's cap; 0 keeps no stream.
     pub audit_maxlen: u64,
+    /// Where events are forwarded, if anywhere.
     pub webhook: Option<Webhook>,
 }
 
+/// The webhook events are forwarded to.
 #[derive(Debug, Clone)]
 pub struct Webhook {
+    /// An http(s) URL under `subscriber_webhook_origin`.
     pub url: String,
+    /// Sent as `Authorization: Bearer`.
     pub token: Secret,
+    /// Attempts per event, 1 to 10.
     pub attempts: u32,
 }
 
 impl Settings {
+    /// The settings from Spin variables, or the variable that is wrong.
     pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
         let source = variables.text(vars::SOURCE)?;
         if source.is_empty()
@@ -133,8 +147,11 @@ fn parse_webhook_url(url: &str, origin: &str) -> Result<String, ConfigError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
+    /// No webhook is configured.
     None,
+    /// The webhook answered 2xx.
     Delivered,
+    /// Every attempt failed; the event is in the audit stream only.
     Failed,
     /// Too large to forward.
     Skipped,

@@ -2202,6 +2202,9 @@ fn the_subscriber_is_its_own_spinapp_of_spin_subscriber_toml() {
             assert!(stores.contains(&label.as_str().unwrap()), "store {label} undefined");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The write-behind drain's CronJob.
 
 /// The drain job posts to the drain route with the app's own drain token, through the ingress
