@@ -14,6 +14,7 @@ mod health;
 mod leaderboard;
 mod locks;
 mod logs;
+mod openapi;
 mod otp;
 mod ratelimit;
 mod sessions;
