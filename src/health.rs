@@ -24,7 +24,7 @@ pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
 fn route(req: Request) -> Result<Response, ApiError> {
     req.allow(&[Method::GET, Method::HEAD])?;
     match req.component_route() {
-        "/openapi.yaml" => Ok(openapi()),
+        "/openapi.yaml" => Ok(openapi(req.is_head())),
         _ => Ok(check()),
     }
 }
@@ -32,12 +32,18 @@ fn route(req: Request) -> Result<Response, ApiError> {
 /// The OpenAPI document, built into the component: it describes this build's routes.
 const OPENAPI: &str = include_str!("../docs/openapi.yaml");
 
-fn openapi() -> Response {
-    Response::new(200)
+fn openapi(head: bool) -> Response {
+    let response = Response::new(200)
         .with_header("content-type", "application/yaml")
         // Shared caches may keep it, but must ask again: a deployment changes it.
         .with_header("cache-control", "no-cache")
-        .with_body(OPENAPI)
+        // HEAD: the GET answer's length, no body (RFC 9110 9.3.2).
+        .with_header("content-length", OPENAPI.len().to_string());
+    if head {
+        response
+    } else {
+        response.with_body(OPENAPI)
+    }
 }
 
 /// The answer, or (with `reason`) the extension members of the 503 problem.

@@ -115,8 +115,8 @@ fn the_reference_validator_accepts_the_document() {
         return;
     }
     let out = run.unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned()
+        + String::from_utf8_lossy(&out.stderr).as_ref();
     assert!(out.status.success() && text.contains(": OK"), "{text}");
 }
 
