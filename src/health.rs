@@ -36,9 +36,8 @@ fn openapi(head: bool) -> Response {
     let response = Response::new(200)
         .with_header("content-type", "application/yaml")
         // Shared caches may keep it, but must ask again: a deployment changes it.
-        .with_header("cache-control", "no-cache")
-        // HEAD: the GET answer's length, no body (RFC 9110 9.3.2).
-        .with_header("content-length", OPENAPI.len().to_string());
+        .with_header("cache-control", "no-cache");
+    // HEAD: no body, and no length (wasi-http checks a length against the body written).
     if head {
         response
     } else {
