@@ -1,4 +1,6 @@
-//! `GET /health/cache`: can this component reach Redis with its configuration?
+//! `GET /health/cache`: can this component reach Redis with its configuration? And
+//! `GET /openapi.yaml`: the app's OpenAPI description (docs/openapi.yaml), so a running app
+//! describes itself.
 //!
 //! Used as the readiness and liveness probe. It opens the connection exactly as a real
 //! request would (same URL, TLS and AUTH) and sends one PING, so the latency it reports
@@ -21,7 +23,26 @@ pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
 
 fn route(req: Request) -> Result<Response, ApiError> {
     req.allow(&[Method::GET, Method::HEAD])?;
-    Ok(check())
+    match req.component_route() {
+        "/openapi.yaml" => Ok(openapi(req.is_head())),
+        _ => Ok(check()),
+    }
+}
+
+/// The OpenAPI document, built into the component: it describes this build's routes.
+const OPENAPI: &str = include_str!("../docs/openapi.yaml");
+
+fn openapi(head: bool) -> Response {
+    let response = Response::new(200)
+        .with_header("content-type", "application/yaml")
+        // Shared caches may keep it, but must ask again: a deployment changes it.
+        .with_header("cache-control", "no-cache");
+    // HEAD: no body, and no length (wasi-http checks a length against the body written).
+    if head {
+        response
+    } else {
+        response.with_body(OPENAPI)
+    }
 }
 
 /// The answer, or (with `reason`) the extension members of the 503 problem.

@@ -8,6 +8,7 @@ use serde_json::Value;
 use spin_test_host::manifest::Manifest;
 use spin_test_host::real_spin::{self, RealSpin, SpinResponse, SpinUp};
 use spin_test_host::redis_server::RedisServer;
+use spin_test_host::SentRequest;
 
 /// The app's manifest and runtime config, the files a user runs.
 pub const SPIN_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml");
@@ -164,13 +165,13 @@ impl App {
         request: http::Request<http_body_util::Full<bytes::Bytes>>,
     ) -> SpinResponse {
         // Generous: a busy machine; the outage tests measure their own bounds.
-        let path = request.uri().path().to_owned();
+        let sent = sent(&request).await;
         let res = self
             .spin
             .send_within(Duration::from_secs(30), request)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", self.spin.output()));
-        check_response(&path, &res);
+        check_response(&sent, &res);
         res
     }
 
@@ -205,13 +206,29 @@ pub fn assert_problem(res: &SpinResponse) {
     assert_eq!(body["type"], expected, "{text}");
 }
 
-/// Run on every answer [`App::send`] gets: the components' answers carry an `x-request-id`
-/// and their errors are problems. Spin's own answers (`/.well-known/spin/`, empty 404 and
-/// 500) and what the cache passes on from an origin (`X-Cache` set) are left out.
-pub fn check_response(path: &str, res: &SpinResponse) {
+/// A request's parts, kept for [`check_response`] (the body is cheap to clone).
+pub async fn sent(request: &http::Request<http_body_util::Full<bytes::Bytes>>) -> SentRequest {
+    use http_body_util::BodyExt;
+    let body = request.body().clone().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    SentRequest {
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        query: request.uri().query().unwrap_or("").to_owned(),
+        headers: request.headers().clone(),
+        body,
+    }
+}
+
+/// Run on every answer [`App::send`] gets: the exchange must be one docs/openapi.yaml
+/// describes (`spin_test_host::openapi`, shared with the integration suite), the components'
+/// answers carry an `x-request-id` and their errors are problems. Spin's own answers
+/// (`/.well-known/spin/`, empty 404 and 500) and what the cache passes on from an origin
+/// (`X-Cache` set) are left out of the last two.
+pub fn check_response(sent: &SentRequest, res: &SpinResponse) {
     let status = res.status.as_u16();
+    spin_test_host::openapi::check(&sent.exchange(status, &res.headers, &res.body));
     let spins_own = res.body.is_empty() && res.header("content-type").is_none();
-    if path.starts_with("/.well-known/spin/") || spins_own && matches!(status, 404 | 500) {
+    if sent.path.starts_with("/.well-known/spin/") || spins_own && matches!(status, 404 | 500) {
         return;
     }
     assert!(res.header("x-request-id").is_some_and(|id| !id.is_empty()), "{:?}", res.headers);

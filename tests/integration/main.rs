@@ -16,6 +16,7 @@ mod leaderboard;
 mod library;
 mod locks;
 mod logs;
+mod openapi;
 mod otp;
 mod ratelimit;
 mod sessions;

@@ -1,4 +1,5 @@
-//! Spin component `health`: `GET /health/cache`, the readiness and liveness probe.
+//! Spin component `health`: `GET /health/cache`, the readiness and liveness probe, and
+//! `GET /openapi.yaml`, the app's OpenAPI description.
 
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;

@@ -22,6 +22,7 @@ mod instance;
 mod key_value;
 pub mod manifest;
 pub mod monitor;
+pub mod openapi;
 pub mod real_spin;
 pub mod redis_server;
 pub mod routes;
@@ -132,9 +133,41 @@ pub struct TestAppBuilder {
 }
 
 /// A check run on every response a test receives from [`TestApp::send`] (or a request
-/// builder's `send`), with the request's path: it panics, failing the test that received
-/// the response.
-pub type ResponseCheck = fn(&str, &TestResponse);
+/// builder's `send`), with the request: it panics, failing the test that received the
+/// response.
+pub type ResponseCheck = fn(&SentRequest, &TestResponse);
+
+/// A request as a test sent it, for [`ResponseCheck`]s.
+#[derive(Debug, Clone)]
+pub struct SentRequest {
+    pub method: Method,
+    /// Without the query.
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl SentRequest {
+    /// This request and `response` as an exchange for [`openapi::check`].
+    pub fn exchange<'a>(
+        &'a self,
+        status: u16,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+    ) -> openapi::Exchange<'a> {
+        openapi::Exchange {
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            request_headers: &self.headers,
+            request_body: &self.body,
+            status,
+            headers,
+            body,
+        }
+    }
+}
 
 impl TestAppBuilder {
     /// A runtime config file, as `spin up --runtime-config-file`.
@@ -466,7 +499,13 @@ impl TestApp {
     /// Serves one request as `spin up` would.
     pub async fn send(&self, request: Request<Bytes>, client_addr: SocketAddr) -> TestResponse {
         let stats = Arc::new(RequestStats::default());
-        let path = request.uri().path().to_owned();
+        let sent = SentRequest {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            query: request.uri().query().unwrap_or("").to_owned(),
+            headers: request.headers().clone(),
+            body: request.body().clone(),
+        };
         let (parts, body) = request.into_parts();
         let body: HyperIncomingBody =
             Full::new(body).map_err(|never| match never {}).boxed_unsync();
@@ -481,7 +520,7 @@ impl TestApp {
             logs,
         };
         if let Some(check) = self.inner.response_check {
-            check(&path, &response);
+            check(&sent, &response);
         }
         response
     }

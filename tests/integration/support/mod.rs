@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use spin_test_host::monitor::{parse_line, SET_UP};
 use spin_test_host::redis;
 use spin_test_host::redis_server::RedisServer;
-use spin_test_host::{TestApp, TestAppBuilder, TestResponse};
+use spin_test_host::{SentRequest, TestApp, TestAppBuilder, TestResponse};
 
 /// The app's manifest.
 pub const SPIN_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml");
@@ -66,14 +66,17 @@ pub fn assert_problem(res: &TestResponse) {
     }
 }
 
-/// Run on every response an app built here answers a test with ([`builder`]): every answer
-/// of the app's components carries an `x-request-id`, and every error of theirs is a problem
-/// (see [`assert_problem`]). Left out: Spin's own answers (`/.well-known/spin/`, an empty
-/// 404 for an unrouted path, an empty 500 when a component fails), and what the cache passes
-/// on from an origin (`X-Cache` set: the body is the origin's).
-pub fn check_response(path: &str, res: &TestResponse) {
+/// Run on every response an app built here answers a test with ([`builder`]): the exchange
+/// must be one docs/openapi.yaml describes (`spin_test_host::openapi`, which also lists the
+/// answers it leaves out: Spin's own), every answer of the app's components carries an
+/// `x-request-id`, and every error of theirs is a problem (see [`assert_problem`]). Left out
+/// of the last two: Spin's own answers (`/.well-known/spin/`, an empty 404 for an unrouted
+/// path, an empty 500 when a component fails), and what the cache passes on from an origin
+/// (`X-Cache` set: the body is the origin's).
+pub fn check_response(sent: &SentRequest, res: &TestResponse) {
+    spin_test_host::openapi::check(&sent.exchange(res.status, &res.headers, &res.body));
     let spins_own = res.body.is_empty() && res.header("content-type").is_none();
-    if path.starts_with("/.well-known/spin/") || spins_own && matches!(res.status, 404 | 500) {
+    if sent.path.starts_with("/.well-known/spin/") || spins_own && matches!(res.status, 404 | 500) {
         return;
     }
     assert!(
