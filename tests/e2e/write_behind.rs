@@ -89,12 +89,12 @@ async fn send(
     spin: &RealSpin,
     request: http::Request<http_body_util::Full<bytes::Bytes>>,
 ) -> real_spin::SpinResponse {
-    let path = request.uri().path().to_owned();
+    let sent = crate::support::sent(&request).await;
     let res = spin
         .send_within(Duration::from_secs(30), request)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", spin.output()));
-    check_response(&path, &res);
+    check_response(&sent, &res);
     res
 }
 
