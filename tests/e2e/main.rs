@@ -5,16 +5,21 @@
 //! is the judge of what Spin does.
 //!
 //! - `contracts`: each service's main contract, with the fast path off and on;
+//! - `example`: the login example app (examples/login), its pages and its flow in headless
+//!   Chromium;
 //! - `keep_alive`: hundreds of requests over one connection, as browsers and ingresses send;
 //! - `outage`: Redis stopped under load and restarted, and Redis silent, with the documented
 //!   bounds, fast path off and on;
 //! - `security`: the attacker's requests of issue 27;
-//! - `spin`: the Spin behaviours the test host copies from Spin's sources.
+//! - `spin`: the Spin behaviours the test host copies from Spin's sources;
+//! - `template`: `spin new` from templates/redis-patterns-rust builds an app that answers.
 
 mod support;
 
 mod contracts;
+mod example;
 mod keep_alive;
 mod outage;
 mod security;
 mod spin;
+mod template;
