@@ -140,17 +140,17 @@ fn route(req: &Request, ctx: &mut Ctx) -> Result<Response, Error> {
     if let Some(hex) = path.strip_prefix("/origin/profiles/") {
         return Ok(origin(hex));
     }
-    let allowed: &[Method] = match path {
-        "/" | "/profile" | "/leaderboard" => &[Method::Get],
-        "/login" | "/login/code" | "/leaderboard/play" | "/logout" => &[Method::Post],
+    let (allowed, allow) = match path {
+        "/" | "/profile" | "/leaderboard" => (Method::Get, "GET"),
+        "/login" | "/login/code" | "/leaderboard/play" | "/logout" => (Method::Post, "POST"),
         _ => {
             let body = "<p>No such page. <a href=\"/\">Start here</a>.</p>".to_owned();
             return Ok(ctx.page(404, "Not found", body).render());
         }
     };
-    if !allowed.iter().any(is) {
+    if !is(&allowed) {
         let mut page = ctx.page(405, "Method not allowed", String::new());
-        page.headers.push(("allow".into(), allowed[0].to_string()));
+        page.headers.push(("allow".into(), allow.into()));
         return Ok(page.render());
     }
     if is(&Method::Post) && !same_origin(req) {
@@ -397,7 +397,7 @@ fn origin(hex: &str) -> Response {
 
 /// The profile from the origin, this app's own `/origin/...` route (`http://self`).
 fn fetch_profile(hex: &str) -> Result<Vec<u8>, String> {
-    let request = Request::get(format!("/origin/profiles/{hex}"));
+    let request = Request::get(format!("/origin/profiles/{hex}")).build();
     let response: Response = spin_sdk::http::run(spin_sdk::http::send(request))
         .map_err(|e| format!("profile origin unreachable: {e}"))?;
     if *response.status() != 200 {
