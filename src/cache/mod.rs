@@ -3,18 +3,18 @@
 //!
 //! | Route | What |
 //! |---|---|
-//! | `GET`/`HEAD /api/cache/proxy/{path}` | read through the cache ([`read_through`]) |
+//! | `GET`/`HEAD /api/cache/proxy/{path}` | read through the cache (`read_through`) |
 //! | `POST`/`PUT`/`PATCH /api/cache/proxy/{path}` | write through to the origin; a 2xx purges the path |
 //! | `DELETE /api/cache/proxy/{path}` | purge the path, every variant (`Soft-Purge: 1`: mark stale) |
-//! | `GET /api/cache/profile/{id}` | the seed recipe's profile route, same entries ([`demo`]) |
+//! | `GET /api/cache/profile/{id}` | the seed recipe's profile route, same entries (`demo`) |
 //! | `GET /api/cache/demo` | the seed recipe's counter |
-//! | `POST /api/cache/purge`, `GET /api/cache/stats` | the `cache-admin` component ([`admin`]) |
+//! | `POST /api/cache/purge`, `GET /api/cache/stats` | the `cache-admin` component (`admin`) |
 //!
-//! Files: [`settings`] (variables), [`target`] (request targets normalised), [`keys`] (Redis
-//! key layout), [`entry`] (entry format), [`policy`] (what the origin allows), [`fetch`]
-//! (origin requests), [`scripts`] (script calls) with `lookup.lua`, `store.lua`,
-//! `purge.lua`, [`read_through`] (the algorithm), [`respond`] (client answers, 304s,
-//! `Cache-Status`), [`purge`], [`demo`], [`admin`].
+//! Files: `settings` (variables), `target` (request targets normalised), `keys` (Redis
+//! key layout), `entry` (entry format), `policy` (what the origin allows), `fetch`
+//! (origin requests), `scripts` (script calls) with `lookup.lua`, `store.lua`,
+//! `purge.lua`, `read_through` (the algorithm), `respond` (client answers, 304s,
+//! `Cache-Status`), `purge`, `demo`, `admin`.
 //!
 //! What the proxy serves is bounded: only paths under `cache_path_prefixes`, query
 //! parameters filtered by `cache_query_allow` / `cache_query_ignore`, request headers in
@@ -26,6 +26,7 @@ pub(crate) mod demo;
 pub(crate) mod entry;
 pub(crate) mod fetch;
 pub(crate) mod keys;
+mod library;
 pub(crate) mod policy;
 pub(crate) mod purge;
 pub(crate) mod read_through;
@@ -36,13 +37,15 @@ pub(crate) mod standard;
 pub(crate) mod target;
 
 use http::Method;
+
+pub use library::{CacheStatus, Cached, Fill, ValueCache, MAX_TAGS};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
 use crate::platform::redis::Redis;
 use crate::platform::{serve as serve_http, ApiError, Request, Response};
 use entry::Headers;
 use keys::EntryKeys;
-use read_through::{origin_error, Fill};
+use read_through::{origin_error, Fill as ProxyFill};
 use respond::{Outcome, Served};
 use settings::CacheSettings;
 use target::{QueryRules, Target};
@@ -138,7 +141,7 @@ fn read(
     match Redis::from_spin_variables() {
         Ok(redis) => {
             let keys = entry_keys(&redis, req, &target, &settings);
-            Fill { redis, keys, target, settings, forward, std }.serve()
+            ProxyFill { redis, keys, target, settings, forward, std }.serve()
         }
         Err(e) => read_through::bypass(&settings, &target, &forward, &e),
     }

@@ -29,6 +29,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// `best`, `latest` or `increment`, as `leaderboard_boards` names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Best => "best",
@@ -42,16 +43,20 @@ impl Mode {
 /// fixed window (the period's id is part of the Redis key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
+    /// One board for all time.
     All,
+    /// UTC calendar days: `2026-11-28`.
     Daily,
     /// ISO 8601 weeks, Monday to Sunday, named by ISO week-numbering year: `2026-W48`.
     Weekly,
+    /// UTC calendar months: `2026-11`.
     Monthly,
     /// Windows of this many ms counted from the Unix epoch, named by their UTC start.
     Window(u64),
 }
 
 impl Period {
+    /// `all`, `daily`, `weekly`, `monthly` or `window`.
     pub fn kind(self) -> &'static str {
         match self {
             Self::All => "all",
@@ -62,6 +67,7 @@ impl Period {
         }
     }
 
+    /// A fixed window's length in ms; 0 for the others.
     pub fn window_ms(self) -> u64 {
         match self {
             Self::Window(ms) => ms,
@@ -88,10 +94,14 @@ impl Period {
     }
 }
 
+/// A board as declared: see [`super::Leaderboards`] for the library's use of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Board {
+    /// Letters, digits, `_`, `-` and `.`.
     pub name: String,
+    /// How a submission changes a score.
     pub mode: Mode,
+    /// One board for all time, or one per period.
     pub period: Period,
     /// How long a finished period's board is kept, in ms; 0 for all-time boards.
     pub retention_ms: u64,

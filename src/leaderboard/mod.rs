@@ -19,6 +19,7 @@
 mod boards;
 mod input;
 mod keys;
+mod library;
 pub mod settings;
 mod store;
 
@@ -29,10 +30,10 @@ use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use crate::platform::auth::require_bearer;
 use crate::platform::redis::Redis;
 use crate::platform::{serve, ApiError, Request, Response};
-use boards::{Board, Mode};
+pub use boards::{Board, Mode, Period};
+pub use library::{Leaderboards, Page, Ranked, Standing, Submitted};
 use input::Query;
 use settings::{vars, Settings};
-use store::Entry;
 
 /// Largest submission body: a member name and a number fit many times over.
 const MAX_SUBMIT_BODY: usize = 1024;
@@ -147,7 +148,7 @@ struct Submission {
 }
 
 #[derive(Serialize)]
-struct Submitted<'a> {
+struct SubmittedBody<'a> {
     board: &'a str,
     period: &'a str,
     member: &'a str,
@@ -190,22 +191,17 @@ fn submit(req: &mut Request, board: &Board) -> Result<Response, ApiError> {
     if !value.is_finite() {
         return Err(ApiError::bad_request("invalid_score", "the number must be finite"));
     }
+    // The library does the rest, for this route and in-process callers alike.
     let redis = Redis::from_spin_variables()?;
-    let done = store::submit(&redis, board, member, value)?.map_err(|_| {
-        ApiError::new(
-            422,
-            "score_overflow",
-            "the increment would take the score beyond the largest number a score can hold",
-        )
-    })?;
+    let done = board.submit(&redis, member, value)?;
     Ok(Response::json(
         200,
-        &Submitted {
+        &SubmittedBody {
             board: &board.name,
             period: &done.period,
             member,
             score: done.score,
-            rank: done.rank.map(|r| r + 1),
+            rank: done.rank,
             total: done.total,
             changed: done.changed,
         },
@@ -231,10 +227,10 @@ struct RankedEntry<'a> {
     score: f64,
 }
 
-fn ranked(entries: &[Entry]) -> Vec<RankedEntry<'_>> {
+fn ranked(entries: &[Ranked]) -> Vec<RankedEntry<'_>> {
     entries
         .iter()
-        .map(|e| RankedEntry { rank: e.rank + 1, member: &e.member, score: e.score })
+        .map(|e| RankedEntry { rank: e.rank, member: &e.member, score: e.score })
         .collect()
 }
 
@@ -254,7 +250,7 @@ fn top(req: &Request, settings: &Settings, board: &Board) -> Result<Response, Ap
         query.whole("limit", DEFAULT_LIMIT.min(settings.max_page_size), settings.max_page_size)?;
     let period = query.period(board.period)?;
     let redis = Redis::from_spin_variables()?;
-    let page = store::top(&redis, board, &period, offset, limit)?;
+    let page = board.top_of(&redis, &period, offset, limit)?;
     Ok(Response::json(
         200,
         &TopPage {
@@ -296,18 +292,14 @@ fn standing(
     )?;
     let period = query.period(board.period)?;
     let redis = Redis::from_spin_variables()?;
-    let found = store::standing(&redis, board, &period, member, neighbours)?;
-    let Some((rank, window)) = &found.window else {
+    let (period, found) = board.standing_of(&redis, &period, member, neighbours)?;
+    let Some(found) = found else {
         return Err(ApiError::new(
             404,
             "member_not_ranked",
-            format!("{member:?} has no score on board {:?} in period {}", board.name, found.period),
+            format!("{member:?} has no score on board {:?} in period {period}", board.name),
         ));
     };
-    let at = window
-        .iter()
-        .position(|e| e.rank == *rank)
-        .ok_or_else(|| ApiError::internal("the member is missing from its own neighbourhood"))?;
     Ok(Response::json(
         200,
         &StandingBody {
@@ -315,10 +307,10 @@ fn standing(
             period: &found.period,
             total: found.total,
             member,
-            rank: rank + 1,
-            score: window[at].score,
-            above: ranked(&window[..at]),
-            below: ranked(&window[at + 1..]),
+            rank: found.rank,
+            score: found.score,
+            above: ranked(&found.above),
+            below: ranked(&found.below),
         },
     ))
 }

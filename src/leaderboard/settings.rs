@@ -7,14 +7,20 @@ use super::boards::Boards;
 
 /// The Spin variables this component reads (besides the Redis ones).
 pub mod vars {
+    /// The boards: a JSON object of name -> spec.
     pub const BOARDS: &str = "leaderboard_boards";
+    /// The bearer token of writes.
     pub const API_TOKEN: &str = "leaderboard_api_token";
+    /// The bearer token of reads (empty: public).
     pub const READ_TOKEN: &str = "leaderboard_read_token";
+    /// Most entries per page.
     pub const MAX_PAGE_SIZE: &str = "leaderboard_max_page_size";
 }
 
+/// The component's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The declared boards.
     pub boards: Boards,
     /// Bearer token for submissions and removals; empty switches writes off.
     pub api_token: Secret,
@@ -25,10 +31,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Reads the component's Spin variables.
     pub fn from_spin_variables() -> Result<Self, ConfigError> {
         Self::from_variables(&Variables::spin())
     }
 
+    /// Reads any source of variables.
     pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
         let boards = Boards::parse(&variables.text(vars::BOARDS)?)
             .map_err(|e| ConfigError::new(vars::BOARDS, e))?;

@@ -21,6 +21,7 @@
 //! acting after its lease ended (see acquire.lua for what survives a failover).
 
 mod keys;
+mod library;
 pub mod settings;
 mod store;
 
@@ -35,12 +36,14 @@ use crate::platform::response::problem;
 use crate::platform::secrets::{from_base64url, random_bytes, random_token};
 use crate::platform::{serve, ApiError, Request, Response};
 use settings::{vars, Settings};
-use store::{Lease, NotHeld};
+use store::NotHeld;
+
+pub use library::{Lease, MAX_TTL};
 
 /// Largest request body.
 const MAX_BODY: usize = 1024;
 /// Random bytes in a holder's token: 256 bits.
-const TOKEN_BYTES: usize = 32;
+pub(crate) const TOKEN_BYTES: usize = 32;
 /// The header carrying the holder's token on renew and release (as WebDAV's `UNLOCK` does;
 /// some proxies drop `DELETE` bodies).
 const TOKEN_HEADER: &str = "lock-token";
@@ -178,7 +181,7 @@ fn acquire(req: &mut Request, settings: &Settings, name: &str) -> Result<Respons
     let mut pause = FIRST_POLL_MS;
     loop {
         let not_held = match store::acquire(&redis, name, &token, ttl_ms)? {
-            Ok(Lease { fencing_token, expires_in_ms }) => {
+            Ok(store::Lease { fencing_token, expires_in_ms }) => {
                 return Ok(Response::json(
                     201,
                     &Acquired { token: &token, fencing_token, expires_in_ms },
@@ -234,7 +237,7 @@ fn renew(req: &mut Request, settings: &Settings, name: &str) -> Result<Response,
     let ttl_ms = ttl(body.ttl_ms, settings)?;
     let redis = Redis::from_spin_variables()?;
     Ok(match store::renew(&redis, name, &token, ttl_ms)? {
-        Ok(Lease { fencing_token, expires_in_ms }) => {
+        Ok(store::Lease { fencing_token, expires_in_ms }) => {
             Response::json(200, &Renewed { fencing_token, expires_in_ms })
         }
         Err(not_held) => not_holder(not_held),

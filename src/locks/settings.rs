@@ -5,11 +5,15 @@ use crate::platform::settings::{ConfigError, Secret, Variables};
 
 /// The Spin variables this component reads (besides the Redis ones).
 pub mod vars {
+    /// The bearer token of every route (empty: off).
     pub const API_TOKEN: &str = "locks_api_token";
+    /// The longest lease a request may ask for.
     pub const MAX_TTL_MS: &str = "locks_max_ttl_ms";
+    /// The longest wait an acquire may ask for.
     pub const MAX_WAIT_MS: &str = "locks_max_wait_ms";
 }
 
+/// The component's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Bearer token for every route; empty switches the component off.
@@ -21,10 +25,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Reads the component's Spin variables.
     pub fn from_spin_variables() -> Result<Self, ConfigError> {
         Self::from_variables(&Variables::spin())
     }
 
+    /// Reads any source of variables.
     pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
         Ok(Self {
             api_token: variables.secret(vars::API_TOKEN, MIN_TOKEN_LEN)?,

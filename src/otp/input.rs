@@ -11,7 +11,7 @@ pub(crate) const LINK_TOKEN_LEN: usize = 43;
 
 /// The two kinds of secret the component issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
+pub enum Format {
     /// Decimal digits a person types (`otp_code_length`).
     Code,
     /// A URL-safe token for a link (password reset, magic login).

@@ -143,6 +143,7 @@ fn is_auth_failure(message: &str) -> bool {
 
 /// Something that can be a Redis command argument.
 pub trait ToArg {
+    /// The argument as Spin's Redis interface takes it.
     fn to_arg(&self) -> RedisParameter;
 }
 
@@ -276,6 +277,7 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// Redis at these settings (given in code); connects later, if ever.
     pub fn new(settings: RedisSettings) -> Self {
         Self { settings, connection: OnceCell::new(), breaker: OnceCell::new() }
     }
@@ -285,6 +287,13 @@ impl Redis {
         Ok(Self::new(RedisSettings::from_spin_variables()?))
     }
 
+    /// Reads the settings from a [`crate::Config`] (code, Spin variables, defaults); connects
+    /// later, if ever.
+    pub fn from_config(config: &crate::Config) -> Result<Self, crate::Error> {
+        Ok(Self::new(RedisSettings::from_variables(&config.variables())?))
+    }
+
+    /// The settings it connects with.
     pub fn settings(&self) -> &RedisSettings {
         &self.settings
     }

@@ -24,11 +24,18 @@ const USERINFO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b
 /// Where and how to reach Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
+    /// Host name or address (`redis_host`).
     pub host: String,
+    /// Port (`redis_port`): 6379, or 6380 / 10000 for Azure's TLS endpoints.
     pub port: u16,
+    /// `rediss://` (`redis_tls`); required for any host but loopback.
     pub tls: bool,
+    /// ACL user (`redis_username`); empty for the default user.
     pub username: String,
+    /// Password or access key (`redis_access_key`); percent-encoded into the URL here.
     pub access_key: Secret,
+    /// Prefix of every key (`redis_key_prefix`, `srp:` by default): the HTTP components and
+    /// the library share state only under the same prefix.
     pub key_prefix: String,
     /// How long a call may be pending before Redis counts as stuck ([`super::breaker`]).
     pub stall_ms: i64,
@@ -52,6 +59,7 @@ impl RedisSettings {
         Self::from_variables(&Variables::spin())
     }
 
+    /// Reads any source of variables (a [`crate::Config`], say).
     pub fn from_variables(variables: &Variables) -> Result<Self, ConfigError> {
         let host = parse_host(&variables.text(vars::HOST)?)?;
         let port = variables.whole_setting(vars::PORT)? as u16;

@@ -13,11 +13,14 @@ use super::url::HttpUrl;
 /// when that value is secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The variable at fault.
     pub variable: &'static str,
+    /// What is wrong with it (never a secret's value).
     pub message: String,
 }
 
 impl ConfigError {
+    /// A problem with `variable`.
     pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
         Self { variable, message: message.into() }
     }
@@ -36,12 +39,15 @@ impl std::error::Error for ConfigError {}
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
+    /// The value, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0
     }
+    /// True when no secret was set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

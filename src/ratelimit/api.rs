@@ -8,16 +8,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::platform::auth::require_bearer;
-use crate::platform::redis::{Redis, ToArg};
+use crate::platform::redis::Redis;
 use crate::platform::settings::Variables;
 use crate::platform::{ApiError, Request, Response};
 
-use super::decide::{evaluate, Check, Decision, Mode};
 use super::headers::{self, QuotaExceeded};
-use super::keys;
-use super::policy::{Policies, Policy};
+use super::library::{Decision, Limiter};
+use super::policy::Policies;
 use super::settings::{vars, ApiSettings};
-use super::windows::Window;
 
 /// Longest rate-limit key, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
@@ -75,36 +73,12 @@ pub(crate) fn serve(mut req: Request, path: &str, public: bool) -> Result<Respon
     }
 }
 
-fn find<'a>(policies: &'a Policies, name: &str) -> Result<&'a Policy, ApiError> {
-    policies.get(name).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "unknown_policy",
-            format!("there is no rate-limit policy named {name:?}"),
-        )
-    })
-}
-
-fn validate_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_key",
-            format!("key must be 1-{MAX_KEY_LEN} bytes of text without control characters"),
-        ));
-    }
-    Ok(())
-}
-
-fn checks<'a>(policy: &'a Policy, key: &str) -> Vec<Check<'a>> {
-    policy
-        .limits
-        .iter()
-        .map(|limit| Check {
-            limit,
-            member: limit.member.clone(),
-            key: keys::api(policy, limit, key),
-        })
-        .collect()
+/// The library's limiter over the component's policies and Spin variables: the routes are
+/// thin users of [`Limiter`].
+fn limiter(policies: &Policies) -> Result<(Limiter, Redis), ApiError> {
+    let redis = Redis::from_spin_variables()?;
+    let pooled = Variables::spin().flag(crate::platform::fast_path::VARIABLE)?;
+    Ok((Limiter::from_policies(policies.clone(), pooled), redis))
 }
 
 /// One limit's answer in a body.
@@ -135,37 +109,35 @@ struct DecisionBody<'a> {
     problem: Option<QuotaExceeded<'a>>,
 }
 
-fn decision_response(policy: &Policy, d: &Decision, status_follows_decision: bool) -> Response {
-    let limits: Vec<LimitBody> = d
-        .states
+fn decision_response(policy: &str, d: &Decision, status_follows_decision: bool) -> Response {
+    let states = d.limits();
+    let ms = |t: std::time::Duration| t.as_millis() as u64;
+    let limits: Vec<LimitBody> = states
         .iter()
-        .flatten()
-        .zip(&d.members)
-        .map(|(s, m)| LimitBody {
-            name: &m.name,
-            allowed: s.allowed,
-            limit: m.quota,
-            remaining: s.remaining,
-            reset_after_ms: s.reset_after_ms,
-            retry_after_ms: s.retry_after_ms,
+        .map(|l| LimitBody {
+            name: &l.name,
+            allowed: l.allowed,
+            limit: l.limit,
+            remaining: l.remaining,
+            reset_after_ms: ms(l.reset_after),
+            retry_after_ms: ms(l.retry_after),
         })
         .collect();
-    let binding = limits.iter().min_by_key(|l| (l.remaining, u64::MAX - l.retry_after_ms));
     let refused = !d.allowed() && status_follows_decision;
     let body = DecisionBody {
         allowed: d.allowed(),
-        checked: d.states.is_some(),
-        policy: &policy.name,
-        limit: binding.map_or(policy.max_cost(), |l| l.limit),
-        remaining: binding.map(|l| l.remaining),
-        reset_after_ms: limits.iter().map(|l| l.reset_after_ms).max(),
-        retry_after_ms: d.retry_after_ms(),
-        problem: refused.then(|| QuotaExceeded::of(d)),
+        checked: d.checked(),
+        policy,
+        limit: d.limit(),
+        remaining: d.remaining(),
+        reset_after_ms: d.reset_after().map(ms),
+        retry_after_ms: ms(d.retry_after()),
+        problem: refused.then(|| QuotaExceeded::of(&d.inner)),
         limits,
     };
     let response =
         if refused { headers::problem_response(&body) } else { Response::json(200, &body) };
-    headers::with_fields(response, d)
+    headers::with_fields(response, &d.inner)
 }
 
 #[derive(Deserialize)]
@@ -182,8 +154,6 @@ struct CheckRequest {
 
 fn check(req: &mut Request, policies: &Policies) -> Result<Response, ApiError> {
     let body: CheckRequest = req.json(MAX_CHECK_BODY)?;
-    let policy = find(policies, &body.policy)?;
-    validate_key(&body.key)?;
     let cost = match &body.cost {
         None => 1,
         Some(raw) => match raw.get().parse::<u64>() {
@@ -196,28 +166,17 @@ fn check(req: &mut Request, policies: &Policies) -> Result<Response, ApiError> {
             }
         },
     };
-    if cost > policy.max_cost() {
-        return Err(ApiError::bad_request(
-            "cost_exceeds_limit",
-            format!(
-                "cost {cost} is larger than policy {:?}'s quota of {}: it could never be admitted",
-                policy.name,
-                policy.max_cost()
-            ),
-        ));
-    }
-    let mode = if body.dry_run == Some(true) { Mode::DryRun } else { Mode::Consume };
-    let decision = evaluate(&checks(policy, &body.key), cost, mode, policy.failure_mode)?;
-    Ok(decision_response(policy, &decision, true))
+    let (limiter, redis) = limiter(policies)?;
+    let decision =
+        limiter.check(&redis, &body.policy, &body.key, cost, body.dry_run == Some(true))?;
+    Ok(decision_response(&body.policy, &decision, true))
 }
 
 fn state(policies: &Policies, policy_name: &str, key: &str) -> Result<Response, ApiError> {
-    let policy = find(policies, policy_name)?;
-    validate_key(key)?;
+    let (limiter, redis) = limiter(policies)?;
     // Reading state never fails open: an unchecked answer would say nothing.
-    let decision =
-        evaluate(&checks(policy, key), 1, Mode::Peek, super::policy::FailureMode::Closed)?;
-    Ok(decision_response(policy, &decision, false))
+    let decision = limiter.peek(&redis, policy_name, key)?;
+    Ok(decision_response(policy_name, &decision, false))
 }
 
 #[derive(Serialize)]
@@ -228,25 +187,7 @@ struct ResetBody<'a> {
 }
 
 fn reset(policies: &Policies, policy_name: &str, key: &str) -> Result<Response, ApiError> {
-    let policy = find(policies, policy_name)?;
-    validate_key(key)?;
-    let redis = Redis::from_spin_variables()?;
-    let checks = checks(policy, key);
-    let marker = super::decide::marker_key(&checks);
-    // State keys (a token bucket's; for a window limit, its state before the per-window
-    // counters, which may linger until it expires), the marker, and the window counters of
-    // the current and previous window (windows.rs); absent keys cost nothing.
-    let mut names: Vec<String> = checks.iter().map(|c| redis.key(&c.key)).collect();
-    names.extend(marker.map(|m| redis.key(&m)));
-    if checks.iter().any(|c| c.limit.is_window()) {
-        let now = super::windows::now_ms()?;
-        for check in &checks {
-            if let Some(w) = Window::of(&redis.key(&check.key), check.limit, now) {
-                names.extend([w.current(), w.previous()]);
-            }
-        }
-    }
-    let names = names.iter().map(|k| k.to_arg()).collect();
-    let deleted = redis.execute("DEL", names)?.int(0)?;
-    Ok(Response::json(200, &ResetBody { policy: &policy.name, key, reset: deleted > 0 }))
+    let (limiter, redis) = limiter(policies)?;
+    let reset = limiter.reset(&redis, policy_name, key)?;
+    Ok(Response::json(200, &ResetBody { policy: policy_name, key, reset }))
 }

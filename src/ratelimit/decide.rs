@@ -22,6 +22,7 @@ use crate::platform::redis::{Redis, RedisError};
 use crate::platform::script::{self, Script};
 use crate::platform::settings::Variables;
 use crate::platform::ApiError;
+use crate::Error;
 
 use super::policy::{Algorithm, FailureMode, Limit};
 use super::windows::{self, Window};
@@ -62,6 +63,7 @@ pub(crate) struct Member {
 }
 
 /// Every limit's answer, or none: Redis was unreachable under a `fail_open` policy.
+#[derive(Debug, Clone)]
 pub(crate) struct Decision {
     pub members: Vec<Member>,
     pub states: Option<Vec<State>>,
@@ -102,7 +104,7 @@ pub(crate) fn marker_key(checks: &[Check]) -> Option<String> {
 
 /// A refusal read from the marker through the pooled store, when it applies to this cost.
 /// Store errors fall through to the script (logged), which then answers as it always does.
-fn pooled_refusal(marker: &str, cost: u64) -> Result<Option<State>, ApiError> {
+fn pooled_refusal(marker: &str, cost: u64) -> Result<Option<State>, Error> {
     let Some(store) = FastPath::open()? else { return Ok(None) };
     let text = match store.get(marker) {
         Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
@@ -185,15 +187,31 @@ fn run(
         .collect()
 }
 
-/// Decides. Only Redis being unreachable (or timing out) opens the gate of a `fail_open`
-/// policy: a wrong password or a broken script is a mistake to fix, and opening on it would
-/// hide it and hand whoever provokes it an unlimited quota; those answer 500.
+/// Decides with the component's Spin variables (Redis, fast path): the HTTP routes.
 pub(crate) fn evaluate(
     checks: &[Check],
     cost: u64,
     mode: Mode,
     failure_mode: FailureMode,
 ) -> Result<Decision, ApiError> {
+    let redis = Redis::from_spin_variables()?;
+    let pooled = Variables::spin().flag(fast_path::VARIABLE)?;
+    Ok(evaluate_on(&redis, pooled, checks, cost, mode, failure_mode)?)
+}
+
+/// Decides on `redis` (the library's caller's connection, or the component's). `pooled`: the
+/// fast path is on (`redis_fast_path`). Only Redis being unreachable (or timing out) opens
+/// the gate of a `fail_open` policy: a wrong password or a broken script is a mistake to fix,
+/// and opening on it would hide it and hand whoever provokes it an unlimited quota; those
+/// are errors.
+pub(crate) fn evaluate_on(
+    redis: &Redis,
+    pooled: bool,
+    checks: &[Check],
+    cost: u64,
+    mode: Mode,
+    failure_mode: FailureMode,
+) -> Result<Decision, Error> {
     let members = checks
         .iter()
         .map(|c| Member {
@@ -202,9 +220,7 @@ pub(crate) fn evaluate(
             window_secs: c.limit.window_secs(),
         })
         .collect();
-    let redis = Redis::from_spin_variables()?;
     // Markers are written and read only with the fast path on: nobody else reads them.
-    let pooled = Variables::spin().flag(fast_path::VARIABLE)?;
     let marker = marker_key(checks).filter(|_| pooled);
     if let (Some(marker), Mode::Consume | Mode::DryRun) = (&marker, mode) {
         if let Some(state) = pooled_refusal(&redis.key(marker), cost)? {
@@ -213,7 +229,11 @@ pub(crate) fn evaluate(
     }
     // One clock reading for every window of the decision, on whichever path decides it.
     // (Token buckets use Redis time: a decision of buckets alone needs no reading.)
-    let now = if checks.iter().any(|c| c.limit.is_window()) { windows::now_ms()? } else { 0 };
+    let now = if checks.iter().any(|c| c.limit.is_window()) {
+        windows::now_ms().map_err(Error::from_api)?
+    } else {
+        0
+    };
     let windows: Vec<Option<Window>> =
         checks.iter().map(|c| Window::of(&redis.key(&c.key), c.limit, now)).collect();
     // A window limit alone goes to the pool; when the breaker keeps this request off it, the
@@ -225,9 +245,9 @@ pub(crate) fn evaluate(
     let result = match (&store, checks, windows.as_slice()) {
         (Some(store), [check], [Some(window)]) => {
             // A store error is Redis being unavailable: the failure mode decides.
-            super::pooled::decide(store, &redis, check, window, cost, mode).map(|s| vec![s])
+            super::pooled::decide(store, redis, check, window, cost, mode).map(|s| vec![s])
         }
-        _ => run(&redis, checks, &windows, marker.as_deref(), cost, mode),
+        _ => run(redis, checks, &windows, marker.as_deref(), cost, mode),
     };
     match result {
         Ok(states) => Ok(Decision { members, states: Some(states) }),

@@ -27,6 +27,7 @@ mod decide;
 mod gateway;
 mod headers;
 mod keys;
+mod library;
 mod policy;
 mod pooled;
 mod settings;
@@ -37,6 +38,7 @@ use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use crate::platform::{serve, ApiError, Request, Response};
 
 pub use api::MAX_KEY_LEN;
+pub use library::{Decision, LimitState, Limiter};
 /// The rate limiter's token bucket (GCRA) as a Lua prelude, for services that limit inside
 /// their own script (OTP): one implementation of the algorithm. After `script::CLOCK`.
 pub const GCRA: &str = include_str!("gcra.lua");

@@ -100,6 +100,11 @@ impl Policy {
 pub struct Policies(Vec<Policy>);
 
 impl Policies {
+    /// Every policy's name, in the order configured.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|p| p.name.as_str()).collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Policy> {
         self.0.iter().find(|p| p.name == name)
     }

@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::data::{body_limit, bounded, data_entries};
+use super::data::{body_limit, data_entries};
 use super::settings::Settings;
-use super::store::{data_size, Outcome, Store};
-use super::{data_too_large, seconds_until, Issued};
+use super::library::Sessions;
+use super::store::{Outcome, Store};
+use super::{data_too_large, Issued};
 use crate::platform::auth::require_bearer;
 use crate::platform::redis::Redis;
 use crate::platform::{ApiError, Request, Response};
@@ -85,37 +86,23 @@ pub(crate) fn create(req: &mut Request, settings: &Settings) -> Result<Response,
         None => Ok(Vec::new()),
     };
     let (data, server) = (entries(&body.data)?, entries(&body.server_data)?);
-    if let Some((name, _)) = server.iter().find(|(n, _)| data.iter().any(|(d, _)| d == n)) {
-        return Err(ApiError::new(
-            422,
-            "invalid_data_key",
-            format!("{name:?} is in both data and server_data"),
-        ));
-    }
-    let size = data_size(server.iter().chain(&data));
-    if size > settings.max_data_bytes {
-        return Err(data_too_large(settings, size as i64));
-    }
     let user_agent = match &body.user_agent {
         None => req.header("user-agent").unwrap_or("").to_owned(),
         Some(raw) => serde_json::from_str::<String>(raw.get())
             .map_err(|_| ApiError::new(422, "invalid_user_agent", "user_agent must be a string"))?,
     };
 
+    // The library does the rest (the data checks and the script), for this route and for
+    // apps that create sessions in-process alike.
     let redis = Redis::from_spin_variables()?;
-    let (id, expiry, now) = Store::new(&redis, settings).create(
-        &user_id,
-        &bounded(&user_agent, MAX_USER_AGENT_LEN),
-        &server,
-        &data,
-    )?;
-    let handle = &id.digest()[..HANDLE_LEN];
+    let created = Sessions::from_settings(settings.clone())
+        .create_entries(&redis, &user_id, &user_agent, &server, &data)?;
     let body = Issued {
-        session_id: Some(id.as_str()),
-        handle: Some(handle),
-        expires_in: seconds_until(expiry, now),
+        session_id: Some(&created.id),
+        handle: Some(&created.handle),
+        expires_in: created.expires_in.as_millis().div_ceil(1000) as i64,
     };
-    Ok(Response::json(201, &body).with_header("set-cookie", settings.cookie.set(id.as_str())))
+    Ok(Response::json(201, &body).with_header("set-cookie", settings.cookie.set(&created.id)))
 }
 
 #[derive(Deserialize)]

@@ -2,12 +2,12 @@
 //!
 //! | Route | Caller | Handler |
 //! |---|---|---|
-//! | `POST /api/sessions` | the app's backend (`sessions_api_token`) | [`backend::create`] |
-//! | `POST /api/sessions/admin/revoke` `{"user_id", "handle"?}` | backend | [`backend::revoke`] |
-//! | `PATCH /api/sessions/admin/data` `{"user_id", "handle", "data"}` | backend | [`backend::server_data`] |
-//! | `GET, PATCH, DELETE /api/sessions/current` | the session holder | [`current::get`], [`current::patch`], [`current::logout`] |
-//! | `POST /api/sessions/current/rotate` | the session holder | [`current::rotate`] |
-//! | `GET, DELETE /api/sessions` | the session holder | [`current::list`], [`current::revoke_all`] |
+//! | `POST /api/sessions` | the app's backend (`sessions_api_token`) | `backend::create` |
+//! | `POST /api/sessions/admin/revoke` `{"user_id", "handle"?}` | backend | `backend::revoke` |
+//! | `PATCH /api/sessions/admin/data` `{"user_id", "handle", "data"}` | backend | `backend::server_data` |
+//! | `GET, PATCH, DELETE /api/sessions/current` | the session holder | `current::get`, `current::patch`, `current::logout` |
+//! | `POST /api/sessions/current/rotate` | the session holder | `current::rotate` |
+//! | `GET, DELETE /api/sessions` | the session holder | `current::list`, `current::revoke_all` |
 //!
 //! The holder's session comes from `Authorization: Bearer <id>` or the session cookie. Ids
 //! are checked for shape before Redis is asked; Redis holds only SHA-256 of each id. Data the
@@ -20,6 +20,7 @@ mod current;
 mod data;
 mod id;
 mod keys;
+mod library;
 mod settings;
 mod store;
 mod time;
@@ -34,6 +35,8 @@ use crate::platform::{serve, ApiError, Request, Response};
 use id::SessionId;
 use settings::Settings;
 use store::Store;
+
+pub use library::{Created, ListedSession, NewSession, Session, Sessions};
 
 /// The component's entry point.
 pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
