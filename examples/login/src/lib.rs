@@ -428,7 +428,7 @@ fn decision_word(decision: &Decision) -> &'static str {
 fn quota(scope: &str, key: &str, decision: &Decision) -> String {
     let left = decision.remaining().map_or("?".to_owned(), |n| n.to_string());
     let reset = decision.reset_after().map_or(0, |d| d.as_secs());
-    format!("{scope} ({key}): {left} of {} left, resets in {reset} s", decision.limit())
+    format!("{scope} ({key}): {left} of {} left, all back in {reset} s", decision.limit())
 }
 
 fn describe(v: &Verification) -> String {

@@ -37,14 +37,13 @@ fn handle(req: Request) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_owned();
-    let answer = if let Some(id) = path.strip_prefix("/bench/library/") {
-        library(id, &bearer).unwrap_or_else(|e| text(e.status(), e.code(), None))
+    if let Some(id) = path.strip_prefix("/bench/library/") {
+        library(id, &bearer).unwrap_or_else(|e| text(e.status(), e.code()))
     } else if let Some(id) = path.strip_prefix("/bench/chained/") {
-        chained(id, &bearer).unwrap_or_else(|e| text(502, &e, None))
+        chained(id, &bearer).unwrap_or_else(|e| text(502, &e))
     } else {
-        text(404, "not_found", None)
-    };
-    answer
+        text(404, "not_found")
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -53,16 +52,16 @@ fn valid_id(id: &str) -> bool {
 
 fn library(id: &str, session_id: &str) -> Result<Response, Error> {
     if !valid_id(id) {
-        return Ok(text(400, "invalid_id", None));
+        return Ok(text(400, "invalid_id"));
     }
     let config = Config::spin();
     let redis = Redis::from_config(&config)?;
     let Some(session) = Sessions::new(&config)?.get(&redis, session_id)? else {
-        return Ok(text(401, "no_session", None));
+        return Ok(text(401, "no_session"));
     };
     let decision = Limiter::new(&config)?.limit(&redis, POLICY, &session.user_id)?;
     if !decision.allowed() {
-        return Ok(text(429, "rate_limited", None));
+        return Ok(text(429, "rate_limited"));
     }
     let fill = Fill { ttl: Some(PROFILE_TTL), tags: Vec::new() };
     let key = format!("/profiles/{id}");
@@ -78,7 +77,7 @@ fn library(id: &str, session_id: &str) -> Result<Response, Error> {
 
 fn chained(id: &str, session_id: &str) -> Result<Response, String> {
     if !valid_id(id) {
-        return Ok(text(400, "invalid_id", None));
+        return Ok(text(400, "invalid_id"));
     }
     let auth = format!("Bearer {session_id}");
     let session = send(
@@ -88,7 +87,7 @@ fn chained(id: &str, session_id: &str) -> Result<Response, String> {
         None,
     )?;
     if *session.status() != 200 {
-        return Ok(text(401, "no_session", None));
+        return Ok(text(401, "no_session"));
     }
     let session: serde_json::Value =
         serde_json::from_slice(session.body()).map_err(|e| e.to_string())?;
@@ -102,7 +101,7 @@ fn chained(id: &str, session_id: &str) -> Result<Response, String> {
     )?;
     match *decision.status() {
         200 => {}
-        429 => return Ok(text(429, "rate_limited", None)),
+        429 => return Ok(text(429, "rate_limited")),
         other => return Err(format!("ratelimit answered {other}")),
     }
     let cached =
@@ -139,7 +138,7 @@ fn profile(body: Vec<u8>, cache: &str) -> Response {
     builder.body(body).build()
 }
 
-fn text(status: u16, code: &str, _detail: Option<&str>) -> Response {
+fn text(status: u16, code: &str) -> Response {
     Response::builder()
         .status(status)
         .header("content-type", "text/plain")
