@@ -38,7 +38,12 @@ async fn start_example(spin: &Path, redis: &RedisServer) -> RealSpin {
         .expect("spin up starts the example")
 }
 
-async fn post_form(spin: &RealSpin, path: &str, body: &str, extra: &[(&str, &str)]) -> SpinResponse {
+async fn post_form(
+    spin: &RealSpin,
+    path: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> SpinResponse {
     let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
     headers.extend_from_slice(extra);
     let request = real_spin::request(Method::POST, path, &headers, body.to_owned());
@@ -73,7 +78,9 @@ async fn pages_and_refusals() {
     let home = app.get("/").await.unwrap();
     assert_eq!(home.status, 200, "{}", app.output());
     assert_eq!(home.header("content-type"), Some("text/html; charset=utf-8"));
-    assert!(home.header("content-security-policy").is_some_and(|c| c.contains("default-src 'none'")));
+    assert!(home
+        .header("content-security-policy")
+        .is_some_and(|c| c.contains("default-src 'none'")));
     assert_eq!(acted(&home.text(), "session"), ["none"]);
 
     assert_eq!(app.get("/nope").await.unwrap().status, 404);
@@ -82,7 +89,8 @@ async fn pages_and_refusals() {
     assert_eq!(bad.status, 422, "{}", bad.text());
 
     // A form posted from another site is refused before any pattern runs.
-    let cross = post_form(&app, "/login", "email=a%40b.example", &[("sec-fetch-site", "cross-site")]).await;
+    let cross =
+        post_form(&app, "/login", "email=a%40b.example", &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!(cross.status, 403, "{}", cross.text());
     assert!(acted(&cross.text(), "ratelimit").is_empty());
 
@@ -143,8 +151,10 @@ fn login_flow(chromium: &Path, base: &str) -> Result<(), String> {
     b.expect("document.querySelector('h1').textContent", "Log in")?;
     b.expect(&status_of("session"), "none")?;
 
-    b.act("document.getElementById('email').value = 'ada@example.com'; \
-           document.getElementById('send-code').click()")?;
+    b.act(
+        "document.getElementById('email').value = 'ada@example.com'; \
+           document.getElementById('send-code').click()",
+    )?;
     b.expect("location.pathname", "/login")?;
     b.expect("document.querySelector('h1').textContent", "Enter your code")?;
     b.expect(&statuses_of("ratelimit"), "allowed,allowed")?;
@@ -195,7 +205,10 @@ fn login_flow(chromium: &Path, base: &str) -> Result<(), String> {
     b.act("document.getElementById('play').click()")?;
     b.expect("document.getElementById('my-rank').textContent", "you: rank 1, 2 points")?;
     let board = b.text("document.getElementById('board').innerText")?;
-    check(board.contains("a***@example.com") && !board.contains("ada@"), &format!("board {board}"))?;
+    check(
+        board.contains("a***@example.com") && !board.contains("ada@"),
+        &format!("board {board}"),
+    )?;
 
     b.act("document.getElementById('logout').click()")?;
     b.expect("location.pathname", "/")?;
@@ -242,7 +255,10 @@ struct Browser {
 
 impl Browser {
     fn launch(binary: &Path) -> Result<Self, String> {
-        let dir = tempfile::Builder::new().prefix("srp-chromium-").tempdir().map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("srp-chromium-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(binary);
         cmd.args([
             "--headless",
@@ -258,7 +274,9 @@ impl Browser {
         .arg("about:blank")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr")).map_err(|e| e.to_string())?));
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("stderr")).map_err(|e| e.to_string())?,
+        ));
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
@@ -326,10 +344,8 @@ impl Browser {
 
     /// The value of a JavaScript expression in the page (an error while a page loads).
     fn eval(&mut self, expression: &str) -> Result<Value, String> {
-        let reply = self.call(
-            "Runtime.evaluate",
-            json!({ "expression": expression, "returnByValue": true }),
-        )?;
+        let reply = self
+            .call("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true }))?;
         if let Some(exception) = reply.get("exceptionDetails") {
             return Err(format!("{expression}: {exception}"));
         }

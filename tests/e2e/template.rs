@@ -37,13 +37,21 @@ async fn spin_new_app_builds_and_answers() {
         cmd.args(args).current_dir(cwd).env("XDG_DATA_HOME", &data);
         cmd
     };
-    let installed = run(&mut spin_cmd(&["templates", "install", "--dir", ROOT], dir.path()), "install");
+    let installed =
+        run(&mut spin_cmd(&["templates", "install", "--dir", ROOT], dir.path()), "install");
     let listed = String::from_utf8_lossy(&installed.stdout);
     assert!(listed.contains("redis-patterns-rust"), "{listed}");
 
     let library = format!("library-path={ROOT}");
-    let new_args =
-        ["new", "-t", "redis-patterns-rust", "hello-redis", "--accept-defaults", "--value", &library];
+    let new_args = [
+        "new",
+        "-t",
+        "redis-patterns-rust",
+        "hello-redis",
+        "--accept-defaults",
+        "--value",
+        &library,
+    ];
     run(&mut spin_cmd(&new_args, dir.path()), "spin new");
     let app = dir.path().join("hello-redis");
     for file in ["spin.toml", "Cargo.toml", "src/lib.rs", "runtime-config.toml"] {

@@ -243,8 +243,7 @@ fn login(req: &Request, ctx: &mut Ctx) -> Result<Response, Error> {
 
 fn verify_code(req: &Request, ctx: &mut Ctx) -> Result<Response, Error> {
     let form = Form::parse(req.body());
-    let (Some(email), code) = (normalize_email(form.get("email")), form.get("code").trim())
-    else {
+    let (Some(email), code) = (normalize_email(form.get("email")), form.get("code").trim()) else {
         return Ok(see_other("/", Vec::new()));
     };
     let ip = ctx.ip.clone();

@@ -60,10 +60,9 @@ pub async fn run(seconds: f64, out: Option<&Path>) -> Result<(), String> {
     std::fs::write(&manifest_path, bench_manifest(root)?).map_err(|e| e.to_string())?;
 
     let mut rows = Vec::new();
-    for (label, redis) in [
-        ("TLS + password", RedisServer::tls(crate::TLS_PASSWORD)),
-        ("plain", RedisServer::plain()),
-    ] {
+    for (label, redis) in
+        [("TLS + password", RedisServer::tls(crate::TLS_PASSWORD)), ("plain", RedisServer::plain())]
+    {
         let rc = runtime_config(root, &redis)?;
         let mut up = SpinUp::new(&spin, &manifest_path, &rc)
             .variable("redis_host", "127.0.0.1")
@@ -153,8 +152,7 @@ pub async fn run(seconds: f64, out: Option<&Path>) -> Result<(), String> {
 fn policies() -> Result<String, String> {
     let mut all: serde_json::Value =
         serde_json::from_str(&crate::routes::ratelimit_policies()).map_err(|e| e.to_string())?;
-    all["bench_profile"] =
-        serde_json::json!({"algorithm": "sliding_window", "limit": 1_000_000_000u64, "window": "60s"});
+    all["bench_profile"] = serde_json::json!({"algorithm": "sliding_window", "limit": 1_000_000_000u64, "window": "60s"});
     Ok(all.to_string())
 }
 
@@ -286,7 +284,15 @@ fn table(rows: &[Row]) -> String {
     for r in rows {
         out += &format!(
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
-            r.redis, r.way, r.concurrency, r.rps, r.p50, r.p99, r.connections, r.commands, r.round_trips
+            r.redis,
+            r.way,
+            r.concurrency,
+            r.rps,
+            r.p50,
+            r.p99,
+            r.connections,
+            r.commands,
+            r.round_trips
         );
     }
     out

@@ -66,7 +66,8 @@ fn library(id: &str, session_id: &str) -> Result<Response, Error> {
     let fill = Fill { ttl: Some(PROFILE_TTL), tags: Vec::new() };
     let key = format!("/profiles/{id}");
     let cached = ValueCache::new(&config)?.get_or_fetch(&redis, &key, &fill, || {
-        let res = send(Method::Get, &format!("http://origin.spin.internal/profiles/{id}"), &[], None)?;
+        let res =
+            send(Method::Get, &format!("http://origin.spin.internal/profiles/{id}"), &[], None)?;
         if *res.status() != 200 {
             return Err(format!("origin answered {}", res.status()));
         }
@@ -109,11 +110,8 @@ fn chained(id: &str, session_id: &str) -> Result<Response, String> {
     if *cached.status() != 200 {
         return Err(format!("cache answered {}", cached.status()));
     }
-    let status = cached
-        .header("x-cache")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let status =
+        cached.header("x-cache").and_then(|v| v.as_str()).unwrap_or("").to_ascii_lowercase();
     Ok(profile(cached.into_body(), &status))
 }
 
