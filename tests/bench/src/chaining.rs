@@ -76,26 +76,9 @@ pub async fn run(seconds: f64, out: Option<&Path>) -> Result<(), String> {
         let mut conn = redis.client().await;
         for concurrency in [1, 16] {
             for way in ["library", "chained"] {
-                let sessions = sessions.clone();
-                let workload = Arc::new(
-                    Workload::new(200, move |worker, _| {
-                        Some(
-                            Req::new(Method::GET, format!("/bench/{way}/{}", worker % 8 + 1))
-                                .bearer(&sessions[worker % SESSIONS]),
-                        )
-                    })
-                    .expect_header("x-cache", "hit"),
-                );
+                let workload = Arc::new(reads(way, &sessions).expect_header("x-cache", "hit"));
                 // Warm-up (not counted): every profile cached, scripts loaded, code compiled.
-                let warm = Arc::new(Workload::new(200, {
-                    let sessions = sessions.clone();
-                    move |worker, _| {
-                        Some(
-                            Req::new(Method::GET, format!("/bench/{way}/{}", worker % 8 + 1))
-                                .bearer(&sessions[worker % SESSIONS]),
-                        )
-                    }
-                }));
+                let warm = Arc::new(reads(way, &sessions));
                 load::run(&app, &warm, 16, Duration::from_secs(60), Some(64)).await;
                 let sample = redis_stats::monitor_sample(
                     &redis.url(),
@@ -145,6 +128,17 @@ pub async fn run(seconds: f64, out: Option<&Path>) -> Result<(), String> {
         return Err("some rows had errors".into());
     }
     Ok(())
+}
+
+/// Profile reads the given way: worker `w` presents session `w` and reads profile `w % 8 + 1`.
+fn reads(way: &'static str, sessions: &Arc<Vec<String>>) -> Workload {
+    let sessions = sessions.clone();
+    Workload::new(200, move |worker, _| {
+        Some(
+            Req::new(Method::GET, format!("/bench/{way}/{}", worker % 8 + 1))
+                .bearer(&sessions[worker % SESSIONS]),
+        )
+    })
 }
 
 /// The bench's policies plus `bench_profile`, which never refuses here (the rows measure the
