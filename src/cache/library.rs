@@ -116,7 +116,11 @@ impl ValueCache {
     /// A key is a path: `/profiles/42`, normalised as the proxy normalises paths.
     fn target(&self, key: &str) -> Result<Target, Error> {
         if !key.starts_with('/') {
-            return Err(Error::invalid(400, "invalid_key", "a cache key is a path starting with /"));
+            return Err(Error::invalid(
+                400,
+                "invalid_key",
+                "a cache key is a path starting with /",
+            ));
         }
         let (path, query) = key.split_once('?').unwrap_or((key, ""));
         target::normalise(path, query, QueryRules::default()).map_err(Error::from_api)
@@ -163,7 +167,11 @@ impl ValueCache {
                         "redis_bypassed",
                         format_args!("Redis unavailable, fetching without the cache: {m}"),
                     );
-                    return run(fetch).map(|value| Cached { value, status: CacheStatus::Miss, age: Duration::ZERO });
+                    return run(fetch).map(|value| Cached {
+                        value,
+                        status: CacheStatus::Miss,
+                        age: Duration::ZERO,
+                    });
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -171,12 +179,15 @@ impl ValueCache {
                 Duration::from_millis(u64::try_from(clock.now_ms - e.stored_ms).unwrap_or(0))
             };
             return match found {
-                Lookup::Hit(e) => Ok(Cached { age: age(&e), value: e.body, status: CacheStatus::Hit }),
+                Lookup::Hit(e) => {
+                    Ok(Cached { age: age(&e), value: e.body, status: CacheStatus::Hit })
+                }
                 Lookup::Stale(e) => {
                     Ok(Cached { age: age(&e), value: e.body, status: CacheStatus::Stale })
                 }
                 Lookup::Refresh { entry, .. } => {
-                    let stale = Cached { age: age(&entry), value: entry.body, status: CacheStatus::Stale };
+                    let stale =
+                        Cached { age: age(&entry), value: entry.body, status: CacheStatus::Stale };
                     match self.fetch_and_store(redis, &keys, &token, clock.now_us, fill, fetch) {
                         Ok(fresh) => Ok(fresh),
                         // The refresh failed: the stale copy rather than an error.
@@ -184,11 +195,16 @@ impl ValueCache {
                         Err(e) => Err(e),
                     }
                 }
-                Lookup::Fetch => self.fetch_and_store(redis, &keys, &token, clock.now_us, fill, fetch),
+                Lookup::Fetch => {
+                    self.fetch_and_store(redis, &keys, &token, clock.now_us, fill, fetch)
+                }
                 // The proxy marked this key uncacheable, or its origin failed moments ago:
                 // ask the source, store nothing.
-                Lookup::Pass | Lookup::Error(_) => run(fetch)
-                    .map(|value| Cached { value, status: CacheStatus::Miss, age: Duration::ZERO }),
+                Lookup::Pass | Lookup::Error(_) => run(fetch).map(|value| Cached {
+                    value,
+                    status: CacheStatus::Miss,
+                    age: Duration::ZERO,
+                }),
                 Lookup::Wait if monotonic_ms() < give_up => {
                     sleep_ms(POLL_INTERVAL_MS);
                     continue;

@@ -40,8 +40,8 @@ impl Leaderboards {
     /// "period"?, "window_minutes"?, "retention_hours"?, "max_members"?}`).
     pub fn new(config: &Config) -> Result<Self, Error> {
         let text = config.get(vars::BOARDS)?;
-        let boards =
-            Boards::parse(&text).map_err(|e| Error::Config(crate::ConfigError::new(vars::BOARDS, e)))?;
+        let boards = Boards::parse(&text)
+            .map_err(|e| Error::Config(crate::ConfigError::new(vars::BOARDS, e)))?;
         Ok(Self { boards })
     }
 
@@ -132,7 +132,10 @@ fn period<'a>(board: &Board, period: &'a str) -> Result<&'a str, Error> {
         id => Err(Error::invalid(
             400,
             "invalid_query",
-            format!("period {id:?} is not current, previous or a {} period id", board.period.kind()),
+            format!(
+                "period {id:?} is not current, previous or a {} period id",
+                board.period.kind()
+            ),
         )),
     }
 }
@@ -173,7 +176,13 @@ impl Board {
 
     /// `limit` entries from rank `offset + 1` of `period`: `current`, `previous` or a
     /// period id (`2026-11-28`, `2026-W48`, ...).
-    pub fn top_of(&self, redis: &Redis, period_id: &str, offset: u64, limit: u64) -> Result<Page, Error> {
+    pub fn top_of(
+        &self,
+        redis: &Redis,
+        period_id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page, Error> {
         let period = period(self, period_id)?;
         let page = store::top(redis, self, period, offset, limit)?;
         Ok(Page { total: page.total, period: page.period, entries: ranked(page.entries) })
@@ -181,7 +190,12 @@ impl Board {
 
     /// The member's rank and score in the current period with up to `neighbours` entries
     /// on each side; `None` when it has no score.
-    pub fn rank(&self, redis: &Redis, member_name: &str, neighbours: u64) -> Result<Option<Standing>, Error> {
+    pub fn rank(
+        &self,
+        redis: &Redis,
+        member_name: &str,
+        neighbours: u64,
+    ) -> Result<Option<Standing>, Error> {
         self.rank_of(redis, "", member_name, neighbours)
     }
 

@@ -31,8 +31,8 @@ use crate::platform::auth::require_bearer;
 use crate::platform::redis::Redis;
 use crate::platform::{serve, ApiError, Request, Response};
 pub use boards::{Board, Mode, Period};
-pub use library::{Leaderboards, Page, Ranked, Standing, Submitted};
 use input::Query;
+pub use library::{Leaderboards, Page, Ranked, Standing, Submitted};
 use settings::{vars, Settings};
 
 /// Largest submission body: a member name and a number fit many times over.

@@ -114,7 +114,7 @@ impl Lease {
     /// release it here. Its fencing token and expiry are learnt on [`Lease::renew`].
     pub fn from_token(name: &str, token: &str) -> Result<Lease, Error> {
         check_name(name)?;
-        if !from_base64url(token).is_some_and(|b| b.len() == TOKEN_BYTES) {
+        if from_base64url(token).is_none_or(|b| b.len() != TOKEN_BYTES) {
             return Err(Error::invalid(
                 400,
                 "invalid_lock_token",

@@ -415,15 +415,27 @@ impl Otp {
         };
         let subject = input::normalize_subject(subject).map_err(|m| bad("invalid_subject", m))?;
         let keys = Keys::new(redis, settings, &subject, purpose, &client);
-        let verdict =
-            store::verify(redis, settings, &keys, &client, &subject, purpose, code, format.as_str())?;
+        let verdict = store::verify(
+            redis,
+            settings,
+            &keys,
+            &client,
+            &subject,
+            purpose,
+            code,
+            format.as_str(),
+        )?;
         Ok(match verdict {
             Verdict::Verified => Verification::Verified { subject },
             Verdict::Wrong { attempts_left } => {
                 Verification::Wrong { attempts_left: u64::try_from(attempts_left).unwrap_or(0) }
             }
-            Verdict::Burned { retry_after_ms } => Verification::Burned { retry_after: ms(retry_after_ms) },
-            Verdict::Locked { retry_after_ms } => Verification::Locked { retry_after: ms(retry_after_ms) },
+            Verdict::Burned { retry_after_ms } => {
+                Verification::Burned { retry_after: ms(retry_after_ms) }
+            }
+            Verdict::Locked { retry_after_ms } => {
+                Verification::Locked { retry_after: ms(retry_after_ms) }
+            }
             Verdict::ClientLimited { retry_after_ms } => {
                 Verification::ClientLimited { retry_after: ms(retry_after_ms) }
             }

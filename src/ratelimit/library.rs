@@ -123,8 +123,14 @@ impl Limiter {
     pub fn peek(&self, redis: &Redis, policy: &str, key: &str) -> Result<Decision, Error> {
         let policy = self.find(policy)?;
         validate_key(key)?;
-        let inner =
-            evaluate_on(redis, self.pooled, &checks(policy, key), 1, Mode::Peek, FailureMode::Closed)?;
+        let inner = evaluate_on(
+            redis,
+            self.pooled,
+            &checks(policy, key),
+            1,
+            Mode::Peek,
+            FailureMode::Closed,
+        )?;
         Ok(Decision { inner, max_cost: policy.max_cost() })
     }
 
@@ -234,9 +240,7 @@ impl Decision {
 
     /// The binding limit: the one with the least left (on a tie, the longest wait).
     fn binding(&self) -> Option<LimitState> {
-        self.limits()
-            .into_iter()
-            .min_by_key(|l| (l.remaining, Duration::MAX - l.retry_after))
+        self.limits().into_iter().min_by_key(|l| (l.remaining, Duration::MAX - l.retry_after))
     }
 
     /// The binding limit's quota (the policy's smallest when unchecked).

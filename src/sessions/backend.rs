@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::data::{body_limit, data_entries};
-use super::settings::Settings;
 use super::library::Sessions;
+use super::settings::Settings;
 use super::store::{Outcome, Store};
 use super::{data_too_large, Issued};
 use crate::platform::auth::require_bearer;
@@ -95,8 +95,13 @@ pub(crate) fn create(req: &mut Request, settings: &Settings) -> Result<Response,
     // The library does the rest (the data checks and the script), for this route and for
     // apps that create sessions in-process alike.
     let redis = Redis::from_spin_variables()?;
-    let created = Sessions::from_settings(settings.clone())
-        .create_entries(&redis, &user_id, &user_agent, &server, &data)?;
+    let created = Sessions::from_settings(settings.clone()).create_entries(
+        &redis,
+        &user_id,
+        &user_agent,
+        &server,
+        &data,
+    )?;
     let body = Issued {
         session_id: Some(&created.id),
         handle: Some(&created.handle),

@@ -172,13 +172,10 @@ impl Sessions {
     /// Creates a session for `user_id` (1-256 bytes, no control characters). Data over
     /// `sessions_max_data_bytes` is refused (422 `data_too_large`); a user over
     /// `sessions_max_per_user` loses the session closest to expiring.
-    pub fn create(
-        &self,
-        redis: &Redis,
-        user_id: &str,
-        new: &NewSession,
-    ) -> Result<Created, Error> {
-        if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN || user_id.chars().any(char::is_control)
+    pub fn create(&self, redis: &Redis, user_id: &str, new: &NewSession) -> Result<Created, Error> {
+        if user_id.is_empty()
+            || user_id.len() > MAX_USER_ID_LEN
+            || user_id.chars().any(char::is_control)
         {
             return Err(Error::invalid(
                 422,
@@ -220,8 +217,7 @@ impl Sessions {
             return Err(self.too_large(size as i64));
         }
         let user_agent = bounded(user_agent, MAX_USER_AGENT_LEN);
-        let (id, expiry, now) =
-            self.store(redis).create(user_id, &user_agent, server, data)?;
+        let (id, expiry, now) = self.store(redis).create(user_id, &user_agent, server, data)?;
         Ok(Created {
             handle: id.digest()[..HANDLE_LEN].to_owned(),
             id: id.as_str().to_owned(),
@@ -252,7 +248,11 @@ impl Sessions {
 
     /// The session the request's `Cookie` header values carry, its idle timeout slid;
     /// `None` without a well-formed cookie or when it ended.
-    pub fn current(&self, redis: &Redis, cookie_headers: &[&str]) -> Result<Option<Session>, Error> {
+    pub fn current(
+        &self,
+        redis: &Redis,
+        cookie_headers: &[&str],
+    ) -> Result<Option<Session>, Error> {
         match self.id_from_cookies(cookie_headers) {
             Some(id) => self.get(redis, &id),
             None => Ok(None),

@@ -12,6 +12,7 @@ mod every_service;
 mod fast_path_outage;
 mod health;
 mod leaderboard;
+mod library;
 mod locks;
 mod logs;
 mod otp;
