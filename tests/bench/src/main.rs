@@ -6,8 +6,10 @@
 //! ```sh
 //! cargo run -p bench                       # everything, writes docs/benchmarks-latest.md
 //! cargo run -p bench -- --seconds 1 --filter session --concurrency 16
+//! cargo run -p bench -- --chaining --seconds 5   # the library against service chaining
 //! ```
 
+mod chaining;
 mod load;
 mod outage;
 mod redis_stats;
@@ -66,6 +68,8 @@ struct Opts {
     write: bool,
     /// Internal: run as the system-CA child, print rows as JSON lines.
     child: bool,
+    /// Only the library-against-service-chaining rows (chaining.rs).
+    chaining: bool,
     /// Run the outage rows (`--no-outage` skips them; a filtered run has them only when a
     /// filter matches "outage").
     outage: bool,
@@ -87,7 +91,9 @@ const USAGE: &str = "usage: cargo run -p bench -- [--seconds S] [--filter TEXT].
   --no-outage        skip the outage rows (Redis stopped under load, fast path off and on,
                      plain and TLS: about 15 s each)
   --out FILE         write the Markdown report here (default docs/benchmarks-latest.md)
-  --no-write         print only";
+  --no-write         print only
+  --chaining         only the library in-process against service chaining (real Spin;
+                     --seconds per row, --out FILE for the Markdown table)";
 
 fn parse_args() -> Result<Opts, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -99,6 +105,7 @@ fn parse_args() -> Result<Opts, String> {
         out: None,
         write: true,
         child: false,
+        chaining: false,
         outage: true,
         outage_plan: outage::Plan::default(),
         args: args.clone(),
@@ -155,6 +162,7 @@ fn parse_args() -> Result<Opts, String> {
             "--out" => opts.out = Some(PathBuf::from(value()?)),
             "--no-write" => opts.write = false,
             "--child" => opts.child = true,
+            "--chaining" => opts.chaining = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -645,7 +653,11 @@ fn main() -> ExitCode {
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let result = runtime.block_on(run(opts));
+    let result = if opts.chaining {
+        runtime.block_on(chaining::run(opts.seconds, opts.out.as_deref()))
+    } else {
+        runtime.block_on(run(opts))
+    };
     // Requests stuck in an outage row wait on Spin's store for minutes: do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
