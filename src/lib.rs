@@ -54,6 +54,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod leaderboard;
 pub mod locks;
 pub mod otp;

@@ -263,7 +263,7 @@ pub fn serve(
 /// finished *before* the response is handed over, with a `Content-Length`: hyper then finds
 /// head, body and end together and writes them at once. Bodies larger than what the body
 /// channel takes without a reader are streamed after the handover instead.
-fn write(out: ResponseOutparam, mut response: Response, head: bool) {
+pub(crate) fn write(out: ResponseOutparam, mut response: Response, head: bool) {
     // A HEAD answer's length is the GET body's (RFC 9110 §9.3.2): the handler sets it, or none.
     // 1xx, 204 and 304 carry no body and no length of their own.
     let bodiless = head || matches!(response.status, 100..=199 | 204 | 304);
