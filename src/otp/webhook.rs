@@ -7,7 +7,7 @@ use super::settings::{vars, Webhook};
 use super::store::NewCode;
 use crate::platform::outbound::{self, OutboundError, OutboundRequest, Timeouts};
 use crate::platform::settings::ConfigError;
-use crate::platform::url::{HttpUrl, Scheme};
+use crate::platform::url;
 
 /// Longest wait for the connection, for the answer to start, and for the whole exchange.
 const TIMEOUTS: Timeouts = Timeouts {
@@ -93,35 +93,6 @@ pub(crate) fn parse_url(url: &str, origin: &str) -> Result<Option<String>, Confi
     if url.is_empty() {
         return Ok(None);
     }
-    let parsed = HttpUrl::parse(url).map_err(|e| {
-        ConfigError::new(
-            vars::WEBHOOK_URL,
-            format!("is not an http(s) URL with a host and no credentials or fragment: {e}"),
-        )
-    })?;
-    // The body carries the code: plain http is allowed only to a component of this app or a
-    // loopback sidecar.
-    let host = parsed.host.to_ascii_lowercase();
-    let inside = host.ends_with(".spin.internal")
-        || matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
-    if parsed.scheme == Scheme::Http && !inside {
-        return Err(ConfigError::new(
-            vars::WEBHOOK_URL,
-            "must start with https:// (plain http only to a *.spin.internal component or a \
-             loopback sidecar)",
-        ));
-    }
-    let same =
-        HttpUrl::parse(origin).is_ok_and(|o| o.path_and_query == "/" && o.same_origin(&parsed));
-    if !same {
-        return Err(ConfigError::new(
-            vars::WEBHOOK_ORIGIN,
-            format!(
-                "must be the webhook URL's origin ({}): it is the component's \
-                 allowed_outbound_hosts entry",
-                parsed.origin()
-            ),
-        ));
-    }
+    url::webhook_url(url, origin, vars::WEBHOOK_URL, vars::WEBHOOK_ORIGIN)?;
     Ok(Some(url.to_owned()))
 }

@@ -128,6 +128,48 @@ fn parse_port(text: &str) -> Result<u16, UrlError> {
     }
 }
 
+/// A webhook's URL, checked against the origin the component may reach (the variable that is
+/// also its `allowed_outbound_hosts` entry): https, except to a component of this app or a
+/// loopback sidecar (the body may carry a secret), and under that origin. Errors name
+/// `url_variable` or `origin_variable`.
+pub fn webhook_url(
+    url: &str,
+    origin: &str,
+    url_variable: &'static str,
+    origin_variable: &'static str,
+) -> Result<HttpUrl, crate::platform::settings::ConfigError> {
+    use crate::platform::settings::ConfigError;
+    let parsed = HttpUrl::parse(url).map_err(|e| {
+        ConfigError::new(
+            url_variable,
+            format!("is not an http(s) URL with a host and no credentials or fragment: {e}"),
+        )
+    })?;
+    let host = parsed.host.to_ascii_lowercase();
+    let inside = host.ends_with(".spin.internal")
+        || matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
+    if parsed.scheme == Scheme::Http && !inside {
+        return Err(ConfigError::new(
+            url_variable,
+            "must start with https:// (plain http only to a *.spin.internal component or a \
+             loopback sidecar)",
+        ));
+    }
+    let same =
+        HttpUrl::parse(origin).is_ok_and(|o| o.path_and_query == "/" && o.same_origin(&parsed));
+    if !same {
+        return Err(ConfigError::new(
+            origin_variable,
+            format!(
+                "must be the webhook URL's origin ({}): it is the component's \
+                 allowed_outbound_hosts entry",
+                parsed.origin()
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use crate::platform::outbound::{self, OutboundError, OutboundRequest, Timeouts};
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::secrets::random_token;
 use crate::platform::settings::{ConfigError, Secret, Variables};
-use crate::platform::url::{HttpUrl, Scheme};
+use crate::platform::url::webhook_url;
 
 /// The Spin variables of the subscriber.
 pub mod vars {
@@ -116,30 +116,7 @@ impl Settings {
 /// The webhook URL, under its origin (the component's `allowed_outbound_hosts` entry); https
 /// unless it is a component of this app or a loopback sidecar.
 fn parse_webhook_url(url: &str, origin: &str) -> Result<String, ConfigError> {
-    let parsed = HttpUrl::parse(url)
-        .map_err(|e| ConfigError::new(vars::WEBHOOK_URL, format!("is not an http(s) URL: {e}")))?;
-    let host = parsed.host.to_ascii_lowercase();
-    let inside = host.ends_with(".spin.internal")
-        || matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
-    if parsed.scheme == Scheme::Http && !inside {
-        return Err(ConfigError::new(
-            vars::WEBHOOK_URL,
-            "must start with https:// (plain http only to a *.spin.internal component or a \
-             loopback sidecar)",
-        ));
-    }
-    let same =
-        HttpUrl::parse(origin).is_ok_and(|o| o.path_and_query == "/" && o.same_origin(&parsed));
-    if !same {
-        return Err(ConfigError::new(
-            vars::WEBHOOK_ORIGIN,
-            format!(
-                "must be the webhook URL's origin ({}): it is the component's \
-                 allowed_outbound_hosts entry",
-                parsed.origin()
-            ),
-        ));
-    }
+    webhook_url(url, origin, vars::WEBHOOK_URL, vars::WEBHOOK_ORIGIN)?;
     Ok(url.to_owned())
 }
 
