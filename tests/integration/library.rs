@@ -429,8 +429,46 @@ fn the_crate_packages_the_library_alone() {
     {
         assert!(files.contains(&wanted), "{wanted} missing from {files:?}");
     }
+    // Every file the library's code includes at compile time (the `health` service serves
+    // docs/openapi.yaml) is packaged, or the packaged crate does not build.
+    let included = include_targets(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    assert!(included.iter().any(|f| f == "docs/openapi.yaml"), "{included:?}");
+    for file in &included {
+        assert!(files.contains(&file.as_str()), "{file} is included by src/ but not packaged");
+    }
     let unwanted = ["tests/", "deploy/", "components/", "spin.toml", "runtime-config.toml", ".ci/"];
     for file in &files {
         assert!(!unwanted.iter().any(|u| file.starts_with(u)), "{file} is packaged");
     }
+}
+
+/// The files `include_str!`/`include_bytes!` name under `dir`, relative to the package root.
+fn include_targets(dir: &std::path::Path) -> Vec<String> {
+    let root = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(include_targets(&path));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Code only: a doc comment's example names files of its own.
+        let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+        for line in code {
+            for macro_name in ["include_str!(\"", "include_bytes!(\""] {
+                let Some(at) = line.find(macro_name) else { continue };
+                let rest = &line[at + macro_name.len()..];
+                let target = &rest[..rest.find('"').unwrap()];
+                let file = path.parent().unwrap().join(target);
+                let file = std::fs::canonicalize(&file).unwrap_or(file);
+                let relative = file.strip_prefix(&root).unwrap_or(&file);
+                found.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
 }
