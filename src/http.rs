@@ -34,14 +34,13 @@ pub fn serve(
     out: ResponseOutparam,
     handler: impl FnOnce(Request) -> Response,
 ) {
-    let response = match spin_sdk::http::run(Request::try_from_incoming_request(request)) {
+    let (response, head) = match spin_sdk::http::run(Request::try_from_incoming_request(request)) {
         Ok(request) => {
             let head = *request.method() == Method::Head;
             (handler(request), head)
         }
         Err(_) => (Response::new(400, "the request body could not be read"), false),
     };
-    let (response, head) = response;
     let mut answer = platform::Response::new(*response.status());
     answer.headers = response
         .headers()
