@@ -27,6 +27,7 @@ pub mod admin;
 pub(crate) mod demo;
 pub(crate) mod entry;
 pub(crate) mod fetch;
+mod http_cache;
 pub(crate) mod keys;
 mod library;
 pub(crate) mod policy;
@@ -41,6 +42,9 @@ pub(crate) mod write_behind;
 
 use http::Method;
 
+pub use http_cache::{
+    HttpCache, HttpRequest, HttpResponse, OriginError, OriginRequest, OriginResponse, Refresh,
+};
 pub use library::{CacheStatus, Cached, Fill, ValueCache, MAX_TAGS};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
@@ -48,7 +52,7 @@ use crate::platform::redis::Redis;
 use crate::platform::{serve as serve_http, ApiError, Request, Response};
 use entry::Headers;
 use keys::EntryKeys;
-use read_through::{origin_error, Fill as ProxyFill};
+use read_through::{origin_error, proxy_origin, RedisRef};
 use respond::{Outcome, Served};
 use settings::CacheSettings;
 use target::{QueryRules, Target};
@@ -81,9 +85,10 @@ fn route(req: &mut Request) -> Result<Response, ApiError> {
     if let Some(user_id) = path.strip_prefix("/profile/") {
         req.allow(&[Method::GET, Method::HEAD])?;
         demo::check_user_id(user_id)?;
-        let settings = CacheSettings::from_spin_variables()?;
+        let cache = HttpCache::from_settings(CacheSettings::from_spin_variables()?);
         let target = target::normalise(&format!("/profiles/{user_id}"), "", QueryRules::default())?;
-        let (served, after) = read(req, target, settings)?;
+        let (served, after) =
+            cache.read(req, target, proxy_redis(), proxy_origin(cache.settings()), true)?;
         let response = demo::profile(user_id, served, req.is_head())?;
         return Ok(with_after(response, after));
     }
@@ -102,7 +107,7 @@ fn route(req: &mut Request) -> Result<Response, ApiError> {
     }
 }
 
-fn with_after(response: Response, after: Option<read_through::After>) -> Response {
+fn with_after(response: Response, after: Option<read_through::After<'static>>) -> Response {
     match after {
         Some(work) => response.after(work),
         None => response,
@@ -132,26 +137,10 @@ fn entry_keys(redis: &Redis, req: &Request, target: &Target, s: &CacheSettings) 
     EntryKeys::new(redis, target, &keys::variant(&pairs), s.buckets)
 }
 
-/// A read of `target`: through the cache, or straight from the origin when the Redis
-/// settings are unusable.
-fn read(
-    req: &Request,
-    target: Target,
-    settings: CacheSettings,
-) -> Result<(Served, Option<read_through::After>), ApiError> {
-    let (forward, std) = if settings.standard {
-        let ctx = standard::RequestContext::of(req.field_lines());
-        (standard::fill_headers(req.field_lines()), Some(ctx))
-    } else {
-        (forward_headers(&vary_values(req, &settings)), None)
-    };
-    match Redis::from_spin_variables() {
-        Ok(redis) => {
-            let keys = entry_keys(&redis, req, &target, &settings);
-            ProxyFill { redis, keys, target, settings, forward, std }.serve()
-        }
-        Err(e) => read_through::bypass(&settings, &target, &forward, &e),
-    }
+/// The proxy's Redis, from the component's Spin variables (unusable settings: the cache is
+/// bypassed).
+fn proxy_redis() -> Result<RedisRef<'static>, crate::RedisError> {
+    Redis::from_spin_variables().map(RedisRef::Owned)
 }
 
 /// `DELETE /api/cache/entries/{path}`: purge the path, every variant (`Soft-Purge: 1`: mark
@@ -185,42 +174,35 @@ fn write_behind(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
     write_behind::write(req, &target, &keys, &redis, &settings, &body)
 }
 
-/// `/api/cache/proxy/{path}`.
+/// `/api/cache/proxy/{path}`: reads go through [`HttpCache`] with the outbound fetch of
+/// `origin_url`; writes and the deprecated purge are the route's own.
 fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
-    let settings = CacheSettings::from_spin_variables()?;
+    let cache = HttpCache::from_settings(CacheSettings::from_spin_variables()?);
+    let settings = cache.settings();
     if !settings.standard {
         req.allow(PROXY_METHODS)?;
     }
-    let rules = QueryRules { allow: &settings.query_allow, ignore: &settings.query_ignore };
-    let target = target::normalise(rest, req.query(), rules)?;
+    let target = cache.target(rest, req.query())?;
     if *req.method() == Method::DELETE && !settings.standard {
         // Deprecated: purges moved to DELETE /api/cache/entries/{path} (docs/cache.md).
-        purge::authorize_purge(req, &settings)?;
+        purge::authorize_purge(req, settings)?;
         let redis = Redis::from_spin_variables()?;
-        let keys = entry_keys(&redis, req, &target, &settings);
-        let mut response = purge::purge_route(req, &keys, &redis, &target, &settings)?;
+        let keys = entry_keys(&redis, req, &target, settings);
+        let mut response = purge::purge_route(req, &keys, &redis, &target, settings)?;
         response.set_header("deprecation", "true");
         let successor =
             format!("</api/cache/entries{}>; rel=\"successor-version\"", target.as_str());
         response.set_header("link", successor);
         return Ok(response);
     }
-    if !settings.serves_path(target.path()) {
-        return Err(ApiError::new(
-            404,
-            "not_proxied",
-            "this path is not served by the cache (cache_path_prefixes)",
-        ));
-    }
+    cache.check_served(&target)?;
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     if !reading {
-        return write_through(req, &target, &settings);
+        return write_through(req, &target, settings);
     }
-    let standard = settings.standard;
-    let (served, after) = read(req, target, settings)?;
-    // Standards mode answers a range from the complete answer (fills never ask for ranges).
-    let served = if standard { respond::ranged(req, served) } else { served };
-    Ok(with_after(respond::to_response(req, served), after))
+    let origin = proxy_origin(settings);
+    let (response, after) = cache.answer(req, target, proxy_redis(), origin, true)?;
+    Ok(with_after(response, after))
 }
 
 /// A write goes to the origin as it came (body, end-to-end fields); a 2xx purges every

@@ -33,8 +33,31 @@ const POLL_INTERVAL_MS: u64 = 50;
 /// Largest origin error body remembered in a failure marker; longer ones are cut.
 const MAX_REMEMBERED_BODY: usize = 16 * 1024;
 
-/// Work to run after the answer is sent ([`crate::platform::Response::after`]).
-pub(crate) type After = Box<dyn FnOnce()>;
+/// Work to run after the answer is sent ([`crate::platform::Response::after`]); `'a`: what
+/// it borrows (the library's `&Redis`), `'static` for the proxy.
+pub(crate) type After<'a> = Box<dyn FnOnce() + 'a>;
+
+/// The origin: a `GET` of a target with these request fields. The proxy's sends it to
+/// `origin_url` ([`super::fetch::send`]); the library's calls the application's fetch.
+pub(crate) type Origin<'a> =
+    Box<dyn Fn(&Target, &Headers) -> Result<OutboundResponse, OutboundError> + 'a>;
+
+/// The request's Redis: the proxy's own, or the one a library caller lends.
+pub(crate) enum RedisRef<'a> {
+    Owned(Redis),
+    Borrowed(&'a Redis),
+}
+
+impl std::ops::Deref for RedisRef<'_> {
+    type Target = Redis;
+
+    fn deref(&self) -> &Redis {
+        match self {
+            Self::Owned(redis) => redis,
+            Self::Borrowed(redis) => redis,
+        }
+    }
+}
 
 /// A uniform random number in [0, 1) from the CSPRNG.
 pub(crate) fn unit_random() -> f64 {
@@ -54,8 +77,8 @@ fn early_refresh_factor(settings: &CacheSettings) -> i64 {
 
 /// One target (and variant) being served: everything a fill needs, owned, so a refresh can
 /// run after the answer.
-pub(crate) struct Fill {
-    pub redis: Redis,
+pub(crate) struct Fill<'a> {
+    pub redis: RedisRef<'a>,
     pub keys: EntryKeys,
     pub target: Target,
     pub settings: CacheSettings,
@@ -64,6 +87,10 @@ pub(crate) struct Fill {
     pub forward: Headers,
     /// Standards mode: what the request brings to the decisions; `None` in cache-aside mode.
     pub std: Option<RequestContext>,
+    pub origin: Origin<'a>,
+    /// Whether the pooled fast path (`redis_fast_path`, read from Spin variables) may serve
+    /// hits: the proxy's; a library caller's Redis is configured in code.
+    pub fast_path: bool,
 }
 
 pub(crate) fn origin_error(e: &OutboundError) -> ApiError {
@@ -99,7 +126,10 @@ fn failure_marker(result: &Result<OutboundResponse, OutboundError>) -> Vec<u8> {
 }
 
 /// Replays a remembered failure.
-fn replay_failure(marker: Vec<u8>, now_ms: i64) -> Result<(Served, Option<After>), ApiError> {
+fn replay_failure<'a>(
+    marker: Vec<u8>,
+    now_ms: i64,
+) -> Result<(Served, Option<After<'a>>), ApiError> {
     let detail = "hit; detail=origin-error".to_owned();
     match marker.as_slice() {
         b"err:timeout" => Err(origin_error(&OutboundError::Timeout)),
@@ -113,36 +143,38 @@ fn replay_failure(marker: Vec<u8>, now_ms: i64) -> Result<(Served, Option<After>
 }
 
 fn origin_get(
-    settings: &CacheSettings,
+    origin: &Origin<'_>,
     target: &Target,
     forward: &Headers,
     extra: &[(String, Vec<u8>)],
 ) -> Result<OutboundResponse, OutboundError> {
     let mut headers = forward.clone();
     headers.extend_from_slice(extra);
-    fetch::send(
-        &http::Method::GET,
-        &settings.origin_url,
-        target.as_str(),
-        &headers,
-        &[],
-        settings.origin_timeout_ms,
-    )
+    origin(target, &headers)
+}
+
+/// The proxy's origin: `GET origin_url + target`, bounded by `cache_origin_timeout_ms`.
+pub(crate) fn proxy_origin(settings: &CacheSettings) -> Origin<'static> {
+    let (url, timeout_ms) = (settings.origin_url.clone(), settings.origin_timeout_ms);
+    Box::new(move |target, headers| {
+        fetch::send(&http::Method::GET, &url, target.as_str(), headers, &[], timeout_ms)
+    })
 }
 
 /// Redis is unusable: straight to the origin, nothing stored or counted.
-pub(crate) fn bypass(
+pub(crate) fn bypass<'a>(
+    origin: &Origin<'_>,
     settings: &CacheSettings,
     target: &Target,
     forward: &Headers,
     e: &RedisError,
-) -> Result<(Served, Option<After>), ApiError> {
+) -> Result<(Served, Option<After<'a>>), ApiError> {
     log::warn(
         "redis_bypassed",
         format_args!("Redis unavailable ({}), serving from the origin: {e}", e.reason()),
     );
     let detail = "fwd=bypass; detail=redis-unavailable".to_owned();
-    match origin_get(settings, target, forward, &[]) {
+    match origin_get(origin, target, forward, &[]) {
         Ok(r) => {
             Ok((Served::from_origin(Outcome::Bypass, r, true, detail, settings.standard), None))
         }
@@ -150,12 +182,12 @@ pub(crate) fn bypass(
     }
 }
 
-impl Fill {
+impl<'a> Fill<'a> {
     /// The pooled fast path: a fresh entry that XFetch does not pick for refresh is served
     /// with one `GET` on the store's shared connection. The hit is counted one time in
     /// `cache_hit_sampling`, by that many, after the answer: one round trip per hit on
     /// average plus 1/N. Anything else is `None`: the lookup script decides.
-    fn fast_hit(&self, store: FastPath, factor_micros: i64) -> Option<(Served, Option<After>)> {
+    fn fast_hit(&self, store: FastPath, factor_micros: i64) -> Option<(Served, Option<After<'a>>)> {
         let value = match store.get(&self.keys.entry) {
             Ok(value) => value?,
             Err(e) => {
@@ -174,23 +206,23 @@ impl Fill {
             return None;
         }
         let sampling = self.settings.hit_sampling;
-        let after: Option<After> =
-            (sampling == 1 || unit_random() * (sampling as f64) < 1.0).then(|| {
+        let after: Option<After<'a>> = (sampling == 1 || unit_random() * (sampling as f64) < 1.0)
+            .then(|| {
                 let counter = self.keys.counter("hits");
                 Box::new(move || {
                     if let Err(e) = store.increment(&counter, sampling as i64) {
                         log::warn("hit_not_counted", &e);
                     }
-                }) as After
+                }) as After<'a>
             });
         Some((Served::cached(Outcome::Hit, entry, now), after))
     }
 
     /// Serves the target: from Redis when it can, else from the origin, storing what may be
     /// stored. Redis unavailable: straight to the origin (`BYPASS`).
-    pub fn serve(self) -> Result<(Served, Option<After>), ApiError> {
+    pub fn serve(self) -> Result<(Served, Option<After<'a>>), ApiError> {
         let factor = early_refresh_factor(&self.settings);
-        match FastPath::open() {
+        match if self.fast_path { FastPath::open() } else { Ok(None) } {
             Ok(Some(store)) => {
                 if let Some(served) = self.fast_hit(store, factor) {
                     return Ok(served);
@@ -226,7 +258,7 @@ impl Fill {
                 Lookup::Refresh { entry, fresh: false } if now < entry.swr_until_ms => {
                     // stale-while-revalidate: answer from the stale copy, refresh after.
                     let stale = Served::cached(Outcome::Stale, entry.clone(), now);
-                    let after: After = Box::new(move || {
+                    let after: After<'a> = Box::new(move || {
                         let _ = self.fetch_and_store(&token, start, Some((entry, false)));
                     });
                     Ok((stale, Some(after)))
@@ -263,15 +295,15 @@ impl Fill {
     }
 
     fn get(&self, extra: &[(String, Vec<u8>)]) -> Result<OutboundResponse, OutboundError> {
-        origin_get(&self.settings, &self.target, &self.forward, extra)
+        origin_get(&self.origin, &self.target, &self.forward, extra)
     }
 
-    fn bypass(&self, e: &RedisError) -> Result<(Served, Option<After>), ApiError> {
-        bypass(&self.settings, &self.target, &self.forward, e)
+    fn bypass(&self, e: &RedisError) -> Result<(Served, Option<After<'a>>), ApiError> {
+        bypass(&self.origin, &self.settings, &self.target, &self.forward, e)
     }
 
     /// Hit-for-pass: to the origin without the lock, nothing stored.
-    fn pass(&self) -> Result<(Served, Option<After>), ApiError> {
+    fn pass(&self) -> Result<(Served, Option<After<'a>>), ApiError> {
         let result = self.get(&[]);
         let _ = finish(&self.redis, &self.keys, "", 0, Action::Skip, "bypasses");
         match result {

@@ -54,18 +54,22 @@ impl Request {
         }
     }
 
+    /// A request without a body, from its parts: what a library caller describes (the
+    /// cache's `HttpRequest`), read by the same rules as an incoming one.
+    pub(crate) fn from_parts(
+        method: http::Method,
+        path_with_query: String,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Self {
+        Self { method, path_with_query, headers, incoming: None }
+    }
+
     /// A request without a body, for unit tests of routing and header rules.
     #[cfg(test)]
     pub(crate) fn for_test(method: http::Method, path: &str, headers: &[(&str, &str)]) -> Self {
-        Self {
-            method,
-            path_with_query: path.to_owned(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
-                .collect(),
-            incoming: None,
-        }
+        let headers =
+            headers.iter().map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec())).collect();
+        Self::from_parts(method, path.to_owned(), headers)
     }
 
     pub fn method(&self) -> &http::Method {
