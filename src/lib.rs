@@ -13,7 +13,8 @@
 //! - [`otp::Otp`]: one-time codes and link tokens;
 //! - [`sessions::Sessions`]: create, read (from a `Cookie` header), rotate, end, list, cookies;
 //! - [`cache::ValueCache`]: cache-aside for any value, with single flight, TTL jitter, tags
-//!   and purges;
+//!   and purges; [`cache::HttpCache`]: the cache component's HTTP cache (RFC 9111) in front of
+//!   your own origin fetch;
 //! - [`leaderboard::Leaderboards`]: submit, top, rank;
 //! - [`locks::Lease`]: acquire, renew, release, fencing tokens.
 //!

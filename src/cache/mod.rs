@@ -16,7 +16,8 @@
 //! key layout), `entry` (entry format), `policy` (what the origin allows), `fetch`
 //! (origin requests), `scripts` (script calls) with `lookup.lua`, `store.lua`,
 //! `purge.lua`, `read_through` (the algorithm), `respond` (client answers, 304s,
-//! `Cache-Status`), `purge`, `demo`, `admin`.
+//! `Cache-Status`), `http_cache` ([`HttpCache`], the read path as a library API, which the
+//! proxy's reads go through), `library` ([`ValueCache`]), `purge`, `demo`, `admin`.
 //!
 //! What the proxy serves is bounded: only paths under `cache_path_prefixes`, query
 //! parameters filtered by `cache_query_allow` / `cache_query_ignore`, request headers in

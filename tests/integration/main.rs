@@ -12,6 +12,7 @@ mod entra;
 mod every_service;
 mod fast_path_outage;
 mod health;
+mod http_cache;
 mod leaderboard;
 mod library;
 mod locks;
