@@ -141,7 +141,7 @@ fn entry_keys(redis: &Redis, req: &Request, target: &Target, s: &CacheSettings) 
 /// The proxy's Redis, from the component's Spin variables (unusable settings: the cache is
 /// bypassed).
 fn proxy_redis() -> Result<RedisRef<'static>, crate::RedisError> {
-    Redis::from_spin_variables().map(RedisRef::Owned)
+    Redis::from_spin_variables().map(|redis| RedisRef::Owned(Box::new(redis)))
 }
 
 /// `DELETE /api/cache/entries/{path}`: purge the path, every variant (`Soft-Purge: 1`: mark

@@ -44,7 +44,7 @@ pub(crate) type Origin<'a> =
 
 /// The request's Redis: the proxy's own, or the one a library caller lends.
 pub(crate) enum RedisRef<'a> {
-    Owned(Redis),
+    Owned(Box<Redis>),
     Borrowed(&'a Redis),
 }
 
