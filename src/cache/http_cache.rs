@@ -312,6 +312,74 @@ impl HttpCache {
         })
     }
 
+    /// After your origin answered a write (any method but `GET`, `HEAD`, `OPTIONS`, `TRACE`)
+    /// for `request.target`: purges every variant of that target when the answer is a 2xx
+    /// (standards mode: 2xx or 3xx, and also the targets its `Location` and
+    /// `Content-Location` name, RFC 9111 4.4), as the proxy's write-through does, so the
+    /// writer reads its own write. True when it purged; false when the method or status does
+    /// not invalidate. A fill that started before the purge does not store.
+    pub fn invalidate(
+        &self,
+        redis: &Redis,
+        request: &HttpRequest,
+        response: &OriginResponse,
+    ) -> Result<bool, Error> {
+        let method = http::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::invalid(400, "invalid_method", "not an HTTP method"))?;
+        let (path, query) = request.target.split_once('?').unwrap_or((&request.target, ""));
+        let target = self.target(path, query).map_err(Error::from_api)?;
+        let answer = OutboundResponse {
+            status: response.status,
+            headers: response.headers.clone(),
+            body: Vec::new(),
+        };
+        let targets = self.invalidated_by(&method, &target, &answer);
+        if targets.is_empty() {
+            return Ok(false);
+        }
+        let req = Request::from_parts(method, request.target.clone(), request.headers.clone());
+        self.purge(redis, &req, &targets)?;
+        Ok(true)
+    }
+
+    /// The targets a write's answer invalidates (RFC 9111 4.4): none for a safe method or
+    /// an answer that is not a 2xx (standards mode: 2xx or 3xx); else the target and, in
+    /// standards mode, the same-origin `Location` and `Content-Location` targets.
+    pub(crate) fn invalidated_by(
+        &self,
+        method: &http::Method,
+        target: &Target,
+        response: &OutboundResponse,
+    ) -> Vec<Target> {
+        use http::Method;
+        let settings = &self.settings;
+        let unsafe_method =
+            !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        let invalidating = if settings.standard { 200..400 } else { 200..300 };
+        if !unsafe_method || !invalidating.contains(&response.status) {
+            return Vec::new();
+        }
+        let mut targets = vec![target.clone()];
+        if settings.standard {
+            targets.extend(related_targets(response, settings));
+        }
+        targets
+    }
+
+    /// Purges every variant of each target (the request names the variant's fields).
+    pub(crate) fn purge(
+        &self,
+        redis: &Redis,
+        req: &Request,
+        targets: &[Target],
+    ) -> Result<(), RedisError> {
+        for t in targets {
+            let keys = super::entry_keys(redis, req, t, &self.settings);
+            super::purge::purge_target(redis, &keys, t, &self.settings, false, false)?;
+        }
+        Ok(())
+    }
+
     /// The request's target in normal form, its query filtered by the configured rules.
     pub(crate) fn target(&self, path: &str, query: &str) -> Result<Target, ApiError> {
         let s = &self.settings;
@@ -372,4 +440,28 @@ impl HttpCache {
         let served = if self.settings.standard { respond::ranged(req, served) } else { served };
         Ok((respond::to_response(req, served), after))
     }
+}
+
+/// The targets a write's `Location` and `Content-Location` name on this cache's origin:
+/// origin-relative, on `origin_url`, or on the proxy's own route.
+fn related_targets(response: &OutboundResponse, settings: &CacheSettings) -> Vec<Target> {
+    let rules = QueryRules { allow: &settings.query_allow, ignore: &settings.query_ignore };
+    ["location", "content-location"]
+        .iter()
+        .filter_map(|name| response.header(name))
+        .filter_map(|value| {
+            let value = value.trim();
+            let path = if let Some(rest) = value.strip_prefix(settings.origin_url.as_str()) {
+                rest.to_owned()
+            } else if value.starts_with('/') {
+                value.to_owned()
+            } else {
+                let after_scheme = value.split_once("://")?.1;
+                after_scheme[after_scheme.find('/')?..].to_owned()
+            };
+            let path = path.strip_prefix("/api/cache/proxy").unwrap_or(&path).to_owned();
+            let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+            target::normalise(path, query, rules).ok()
+        })
+        .collect()
 }

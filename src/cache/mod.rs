@@ -199,7 +199,7 @@ fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
     cache.check_served(&target)?;
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     if !reading {
-        return write_through(req, &target, settings);
+        return write_through(req, &target, &cache);
     }
     let origin = proxy_origin(settings);
     let (response, after) = cache.answer(req, target, proxy_redis(), origin, true)?;
@@ -212,17 +212,14 @@ fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
 fn write_through(
     req: &mut Request,
     target: &Target,
-    settings: &CacheSettings,
+    cache: &HttpCache,
 ) -> Result<Response, ApiError> {
+    let settings = cache.settings();
     let body = req.body(MAX_WRITE_BODY)?;
     let mut headers: Headers = fetch::forwardable(req.field_lines());
     // Framed by length, as the client sent it (not chunked: some origins refuse that).
     headers.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
     let method = req.method().clone();
-    // Unsafe methods invalidate (RFC 9111 4.4); in standards mode also on a 3xx, and the
-    // same-origin Location and Content-Location targets too.
-    let unsafe_method =
-        !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
     let response = fetch::send(
         &method,
         &settings.origin_url,
@@ -233,19 +230,10 @@ fn write_through(
     )
     .map_err(|e| origin_error(&e))?;
     let mut detail = format!("fwd=method; fwd-status={}", response.status);
-    let invalidating = if settings.standard { 200..400 } else { 200..300 };
-    if unsafe_method && invalidating.contains(&response.status) {
-        let mut targets = vec![target.clone()];
-        if settings.standard {
-            targets.extend(related_targets(&response, settings));
-        }
-        let purged = Redis::from_spin_variables().and_then(|redis| {
-            for t in &targets {
-                let keys = entry_keys(&redis, req, t, settings);
-                purge::purge_target(&redis, &keys, t, settings, false, false)?;
-            }
-            Ok(())
-        });
+    let targets = cache.invalidated_by(&method, target, &response);
+    if !targets.is_empty() {
+        let purged =
+            Redis::from_spin_variables().and_then(|redis| cache.purge(&redis, req, &targets));
         if let Err(e) = purged {
             crate::platform::log::warn(
                 "purge_failed",
@@ -256,31 +244,4 @@ fn write_through(
     }
     let served = Served::from_origin(Outcome::Bypass, response, true, detail, settings.standard);
     Ok(respond::to_response(req, served))
-}
-
-/// The targets a write's `Location` and `Content-Location` name on this cache's origin:
-/// origin-relative, on `origin_url`, or on the proxy's own route.
-fn related_targets(
-    response: &crate::platform::outbound::OutboundResponse,
-    settings: &CacheSettings,
-) -> Vec<Target> {
-    let rules = QueryRules { allow: &settings.query_allow, ignore: &settings.query_ignore };
-    ["location", "content-location"]
-        .iter()
-        .filter_map(|name| response.header(name))
-        .filter_map(|value| {
-            let value = value.trim();
-            let path = if let Some(rest) = value.strip_prefix(settings.origin_url.as_str()) {
-                rest.to_owned()
-            } else if value.starts_with('/') {
-                value.to_owned()
-            } else {
-                let after_scheme = value.split_once("://")?.1;
-                after_scheme[after_scheme.find('/')?..].to_owned()
-            };
-            let path = path.strip_prefix("/api/cache/proxy").unwrap_or(&path).to_owned();
-            let (path, query) = path.split_once('?').unwrap_or((&path, ""));
-            target::normalise(path, query, rules).ok()
-        })
-        .collect()
 }

@@ -73,6 +73,31 @@ async fn an_entry_filled_through_the_api_is_a_hit_for_the_proxy_and_back() {
     }
 }
 
+/// A write the application sent to its origin invalidates the proxy's entry, as a write
+/// through the proxy does; a read or a failed write does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_invalidated_through_the_api_drops_the_proxys_entry() {
+    let redis = RedisServer::plain();
+    let (lib_app, http) = (fixture(&redis), proxy(&redis));
+    assert_eq!(
+        http.get("/api/cache/proxy/profiles/8").send().await.header("x-cache"),
+        Some("MISS")
+    );
+    let write = |method: &str, status: u16| json!({"op": "http_invalidate", "method": method, "target": "/profiles/8", "origin": {"status": status}});
+    let (results, _) = lib(&lib_app, json!([write("GET", 200), write("PUT", 500)])).await;
+    assert_eq!(
+        (&results[0]["ok"], &results[1]["ok"]),
+        (&json!(false), &json!(false)),
+        "{results:?}"
+    );
+    assert_eq!(http.get("/api/cache/proxy/profiles/8").send().await.header("x-cache"), Some("HIT"));
+    assert_eq!(ok(&lib_app, write("PUT", 204)).await, true);
+    assert_eq!(
+        http.get("/api/cache/proxy/profiles/8").send().await.header("x-cache"),
+        Some("MISS")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_purges_drop_an_entry_filled_through_the_api() {
     let redis = RedisServer::plain();
