@@ -2,9 +2,10 @@
 //! `GET`/`HEAD /api/cache/proxy/{path}` runs, with the origin request handed to the caller.
 //!
 //! The proxy route is a user of it: it reads the request, checks the method, and gives
-//! [`HttpCache`] its outbound fetch of `origin_url`; the entries, variants, locks, purges and
-//! answers are this module's, so an entry filled here is a hit for the proxy and the other
-//! way round, and `/api/cache/purge` drops both.
+//! [`HttpCache`] its outbound fetch of `origin_url` (a write it sends itself, then
+//! [`HttpCache`] decides what the answer invalidates); the entries, variants, locks, purges
+//! and answers are this module's, so an entry filled here is a hit for the proxy and the
+//! other way round, and `/api/cache/purge` drops both.
 
 use crate::platform::outbound::{OutboundError, OutboundResponse};
 use crate::platform::redis::{Redis, RedisError};

@@ -16,8 +16,9 @@
 //! key layout), `entry` (entry format), `policy` (what the origin allows), `fetch`
 //! (origin requests), `scripts` (script calls) with `lookup.lua`, `store.lua`,
 //! `purge.lua`, `read_through` (the algorithm), `respond` (client answers, 304s,
-//! `Cache-Status`), `http_cache` ([`HttpCache`], the read path as a library API, which the
-//! proxy's reads go through), `library` ([`ValueCache`]), `purge`, `demo`, `admin`.
+//! `Cache-Status`), `http_cache` ([`HttpCache`], the read path and write invalidation as a
+//! library API, which the proxy goes through), `library` ([`ValueCache`]), `purge`, `demo`,
+//! `admin`.
 //!
 //! What the proxy serves is bounded: only paths under `cache_path_prefixes`, query
 //! parameters filtered by `cache_query_allow` / `cache_query_ignore`, request headers in
@@ -176,7 +177,8 @@ fn write_behind(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
 }
 
 /// `/api/cache/proxy/{path}`: reads go through [`HttpCache`] with the outbound fetch of
-/// `origin_url`; writes and the deprecated purge are the route's own.
+/// `origin_url`, writes are sent here and invalidate through it; the deprecated purge is the
+/// route's own.
 fn proxy(req: &mut Request, rest: &str) -> Result<Response, ApiError> {
     let cache = HttpCache::from_settings(CacheSettings::from_spin_variables()?);
     let settings = cache.settings();
