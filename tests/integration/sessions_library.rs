@@ -4,6 +4,7 @@
 //! same things with the same status, code and message (the routes now call the library).
 
 use serde_json::{json, Value};
+use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
 use spin_test_host::{TestApp, TestResponse};
 
@@ -262,4 +263,37 @@ async fn server_data_lists_and_rotated_handles_are_shared() {
     let revoke = json!({"op": "session_revoke", "user_id": "u-20", "handle": rotated["handle"]});
     assert_eq!(ok(&lib_app, revoke).await, 1);
     assert_eq!(http_get(&http, &new_id).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_stored_before_handles_were_kept_keeps_its_handle_through_rotation() {
+    let redis = RedisServer::plain();
+    let (lib_app, http) = (fixture(&redis), components(&redis));
+    let (id, handle) = lib_create(&lib_app, "u-30").await;
+    // As such a record was stored: no `h`, the handle being its digest's first 16 characters.
+    let mut client = redis.client().await;
+    let keys: Vec<String> = client.keys("srp:sess:*:s:*").await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let raw: String = client.get(&keys[0]).await.unwrap();
+    let mut record: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(record["h"], handle.as_str());
+    record.as_object_mut().unwrap().remove("h");
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg(record.to_string())
+        .arg("KEEPTTL")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+
+    let rotated = ok(&lib_app, json!({"op": "session_rotate", "id": id, "full": true})).await;
+    assert_eq!(rotated["handle"], handle.as_str(), "{rotated}");
+    // Rotated again: still that handle (the record keeps it now), and the backend revokes by it.
+    let again = json!({"op": "session_rotate", "id": rotated["id"], "full": true});
+    let again = ok(&lib_app, again).await;
+    assert_eq!(again["handle"], handle.as_str(), "{again}");
+    let res =
+        backend(&http, "/api/sessions/admin/revoke", json!({"user_id": "u-30", "handle": handle}))
+            .await;
+    assert_eq!(res.json(), json!({"revoked": 1}), "{}", res.text());
 }
