@@ -14,10 +14,10 @@ use crate::support::{builder, PATIENT_STALL_MS, SPIN_TOML};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/host/fixtures/library.toml");
 const PEPPER: &str = "pepper+/=for-library-tests-0123456789abcdef";
-const TOKEN: &str = "backend-token-for-library-tests-0123456789";
+pub(crate) const TOKEN: &str = "backend-token-for-library-tests-0123456789";
 
 /// The component that uses the library.
-fn fixture(redis: &RedisServer) -> TestApp {
+pub(crate) fn fixture(redis: &RedisServer) -> TestApp {
     redis
         .configure(TestApp::builder(FIXTURE))
         .variable("redis_stall_ms", PATIENT_STALL_MS)
@@ -27,7 +27,7 @@ fn fixture(redis: &RedisServer) -> TestApp {
 }
 
 /// The HTTP components on the same Redis, with every backend token set.
-fn components(redis: &RedisServer) -> TestApp {
+pub(crate) fn components(redis: &RedisServer) -> TestApp {
     builder(redis)
         .variable("otp_pepper", PEPPER)
         .variable("otp_api_token", TOKEN)
@@ -42,7 +42,7 @@ fn components(redis: &RedisServer) -> TestApp {
 }
 
 /// Runs `ops` in one request of the fixture: the results, and the response.
-async fn lib(app: &TestApp, ops: Value) -> (Vec<Value>, TestResponse) {
+pub(crate) async fn lib(app: &TestApp, ops: Value) -> (Vec<Value>, TestResponse) {
     lib_with(app, json!({}), ops).await
 }
 
@@ -54,13 +54,13 @@ async fn lib_with(app: &TestApp, config: Value, ops: Value) -> (Vec<Value>, Test
 }
 
 /// The one result of a one-operation request, which must have succeeded.
-async fn ok(app: &TestApp, op: Value) -> Value {
+pub(crate) async fn ok(app: &TestApp, op: Value) -> Value {
     let (results, res) = lib(app, json!([op])).await;
     assert!(results[0].get("ok").is_some(), "{results:?} {}", res.logs);
     results[0]["ok"].clone()
 }
 
-async fn backend(app: &TestApp, path: &str, body: Value) -> TestResponse {
+pub(crate) async fn backend(app: &TestApp, path: &str, body: Value) -> TestResponse {
     app.post(path).header("authorization", &format!("Bearer {TOKEN}")).json(&body).send().await
 }
 
