@@ -417,3 +417,27 @@ impl Decision {
         super::headers::fields(&self.inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `limit_all` refuses before Redis is asked (the connection is lazy: none is made).
+    #[test]
+    fn several_subjects_need_the_gateway_namespace() {
+        let redis = Redis::from_config(&Config::defaults()).unwrap();
+        let limiter = Limiter::from_json(
+            r#"{"p": {"algorithm": "fixed_window", "limit": 5, "window": "1s"}}"#,
+        )
+        .unwrap();
+        let code = |r: Result<Decision, Error>| r.unwrap_err().code();
+        let two = [Subject::new("p", "a"), Subject::new("p", "b")];
+        assert_eq!(code(limiter.limit_all(&redis, &two, 1)), "cross_slot");
+        let gateway = limiter.clone().in_namespace(Namespace::Gateway);
+        assert_eq!(code(gateway.limit_all(&redis, &[], 1)), "no_subjects");
+        assert_eq!(code(gateway.limit_all(&redis, &two, 6)), "cost_exceeds_limit");
+        assert_eq!(code(gateway.limit_all(&redis, &two, 0)), "invalid_cost");
+        assert_eq!(code(gateway.limit_all(&redis, &[Subject::new("q", "a")], 1)), "unknown_policy");
+        assert!(!redis.is_connected());
+    }
+}
