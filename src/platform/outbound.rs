@@ -107,8 +107,13 @@ fn method(m: &http::Method) -> wt::Method {
 }
 
 /// The URL as wasi-http takes it: scheme, authority, path and query (never a fragment), read
-/// by the one URL parser.
+/// by the one URL parser. A path alone (`/...`) goes to this app itself: Spin takes a
+/// request to a host-less authority as one to the app (`http://self` in
+/// `allowed_outbound_hosts`), and `:80` is what spin-sdk sends for a relative URL.
 fn split_url(url: &str) -> Result<(wt::Scheme, String, String), OutboundError> {
+    if url.starts_with('/') && !url.starts_with("//") {
+        return Ok((wt::Scheme::Http, ":80".to_owned(), url.to_owned()));
+    }
     let url = HttpUrl::parse(url).map_err(|e| OutboundError::InvalidRequest(e.to_string()))?;
     let scheme = match url.scheme {
         Scheme::Http => wt::Scheme::Http,
@@ -275,6 +280,8 @@ mod tests {
         assert_eq!((a.as_str(), p.as_str()), ("h:8443", "/x/y?q=1"));
         let (_, a, p) = split_url("http://h?q").unwrap();
         assert_eq!((a.as_str(), p.as_str()), ("h", "/?q"));
+        let (_, a, p) = split_url("/origin/x?q").unwrap();
+        assert_eq!((a.as_str(), p.as_str()), (":80", "/origin/x?q"));
         let (_, a, p) = split_url("http://[::1]/hook").unwrap();
         assert_eq!((a.as_str(), p.as_str()), ("[::1]", "/hook"));
         for bad in ["ftp://h", "https://h:99999/", "https://h:/", "https://h/x#frag"] {

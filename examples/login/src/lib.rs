@@ -40,6 +40,8 @@ const BOARD: &str = "example_clicks";
 const BOARDS: &str = r#"{"example_clicks": {"mode": "increment"}}"#;
 /// How long a profile stays cached.
 const PROFILE_TTL: Duration = Duration::from_secs(60);
+/// How long the origin may take (it sleeps 50 ms on purpose).
+const ORIGIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[http_component]
 fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -399,10 +401,11 @@ fn origin(hex: &str) -> Response {
         .build()
 }
 
-/// The profile from the origin, this app's own `/origin/...` route (`http://self`).
+/// The profile from the origin, this app's own `/origin/...` route (a relative URL: `http://self`),
+/// through the library's blocking client (spin-sdk's async one would bring its executor).
 fn fetch_profile(hex: &str) -> Result<Vec<u8>, String> {
     let request = Request::get(format!("/origin/profiles/{hex}")).build();
-    let response: Response = spin_sdk::http::run(spin_sdk::http::send(request))
+    let response = spin_redis_patterns::http::send(&request, ORIGIN_TIMEOUT)
         .map_err(|e| format!("profile origin unreachable: {e}"))?;
     if *response.status() != 200 {
         return Err(format!("profile origin answered {}", response.status()));
