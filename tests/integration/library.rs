@@ -46,11 +46,11 @@ async fn lib(app: &TestApp, ops: Value) -> (Vec<Value>, TestResponse) {
     lib_with(app, json!({}), ops).await
 }
 
-/// The fixture component that has the patterns of `ops` (the first one's says): rate limits,
-/// sessions and the cache at `/lib`, one-time codes, leaderboards and leases at `/lib-b`.
+/// The fixture component that has the patterns of `ops` (the first one's says): rate limits
+/// and sessions at `/lib`; one-time codes, the cache, leaderboards and leases at `/lib-b`.
 fn route(ops: &Value) -> &'static str {
     let op = ops[0]["op"].as_str().unwrap_or_default();
-    let b = ["otp_", "board_", "lock_"].iter().any(|prefix| op.starts_with(prefix));
+    let b = ["otp_", "cache", "board_", "lock_"].iter().any(|prefix| op.starts_with(prefix));
     if b {
         "/lib-b"
     } else {
@@ -318,8 +318,9 @@ async fn leaderboards_and_leases_are_shared_with_the_http_components() {
     assert_eq!(results[0]["err"]["code"], "not_holder", "{results:?}");
 }
 
-/// The point of the API: a handler that limits, reads a session and reads through the cache
-/// makes one Redis connection for all of it.
+/// The point of the API: a handler that limits and reads a session, or reads through the
+/// cache and records a score, makes one Redis connection for all of it (each fixture component
+/// has some of the patterns).
 #[tokio::test(flavor = "multi_thread")]
 async fn several_patterns_in_one_request_share_one_connection() {
     let redis = RedisServer::plain();
@@ -331,12 +332,22 @@ async fn several_patterns_in_one_request_share_one_connection() {
         json!([
             {"op": "limit", "policy": "api", "key": "10.0.0.9"},
             {"op": "session_current", "cookie": cookie},
-            {"op": "cache", "key": "/profiles/u-9", "value": "{}"},
         ]),
     )
     .await;
     assert!(results.iter().all(|r| r.get("ok").is_some()), "{results:?}");
     assert_eq!(results[1]["ok"]["user_id"], "u-9");
+    assert_eq!(res.redis_connections, 1, "{results:?}");
+    let (results, res) = lib(
+        &lib_app,
+        json!([
+            {"op": "cache", "key": "/profiles/u-9", "value": "{}"},
+            {"op": "board_submit", "board": "global", "member": "u-9", "score": 3},
+            {"op": "lock_acquire", "name": "u-9", "ttl_ms": 1000},
+        ]),
+    )
+    .await;
+    assert!(results.iter().all(|r| r.get("ok").is_some()), "{results:?}");
     assert_eq!(res.redis_connections, 1, "{results:?}");
 }
 
