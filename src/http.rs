@@ -104,8 +104,14 @@ pub fn send(request: &Request, timeout: Duration) -> Result<Response, Error> {
         headers: &headers,
         body: request.body(),
     };
-    let answer = outbound::send(&outgoing, Timeouts::uniform(ms), MAX_ANSWER_BYTES)
-        .map_err(|e| upstream(request.uri(), e))?;
+    let this_app = request.uri().starts_with('/') && !request.uri().starts_with("//");
+    let timeouts = Timeouts::uniform(ms);
+    let answer = if this_app {
+        outbound::send_to_self(&outgoing, timeouts, MAX_ANSWER_BYTES)
+    } else {
+        outbound::send(&outgoing, timeouts, MAX_ANSWER_BYTES)
+    }
+    .map_err(|e| upstream(request.uri(), e))?;
     Ok(Response::builder().status(answer.status).headers(answer.headers).body(answer.body).build())
 }
 

@@ -107,13 +107,8 @@ fn method(m: &http::Method) -> wt::Method {
 }
 
 /// The URL as wasi-http takes it: scheme, authority, path and query (never a fragment), read
-/// by the one URL parser. A path alone (`/...`) goes to this app itself: Spin takes a
-/// request to a host-less authority as one to the app (`http://self` in
-/// `allowed_outbound_hosts`), and `:80` is what spin-sdk sends for a relative URL.
+/// by the one URL parser.
 fn split_url(url: &str) -> Result<(wt::Scheme, String, String), OutboundError> {
-    if url.starts_with('/') && !url.starts_with("//") {
-        return Ok((wt::Scheme::Http, ":80".to_owned(), url.to_owned()));
-    }
     let url = HttpUrl::parse(url).map_err(|e| OutboundError::InvalidRequest(e.to_string()))?;
     let scheme = match url.scheme {
         Scheme::Http => wt::Scheme::Http,
@@ -128,8 +123,30 @@ pub fn send(
     timeouts: Timeouts,
     max_body: usize,
 ) -> Result<OutboundResponse, OutboundError> {
-    let deadline = Deadline::after(timeouts.deadline_ms);
     let (scheme, authority, path) = split_url(request.url)?;
+    send_to(request, scheme, &authority, &path, timeouts, max_body)
+}
+
+/// [`send`] to a path of this app itself (`request.url` is `/...`): Spin takes a request to a
+/// host-less authority as one to the app (`http://self` in `allowed_outbound_hosts`); `:80`
+/// is what spin-sdk sends for a relative URL.
+pub fn send_to_self(
+    request: &OutboundRequest<'_>,
+    timeouts: Timeouts,
+    max_body: usize,
+) -> Result<OutboundResponse, OutboundError> {
+    send_to(request, wt::Scheme::Http, ":80", request.url, timeouts, max_body)
+}
+
+fn send_to(
+    request: &OutboundRequest<'_>,
+    scheme: wt::Scheme,
+    authority: &str,
+    path: &str,
+    timeouts: Timeouts,
+    max_body: usize,
+) -> Result<OutboundResponse, OutboundError> {
+    let deadline = Deadline::after(timeouts.deadline_ms);
     let fields = wt::Fields::new();
     for (name, value) in request.headers {
         fields.append(name, value).map_err(|_| {
@@ -140,8 +157,8 @@ pub fn send(
     let invalid = |what: &str| OutboundError::InvalidRequest(format!("invalid {what}"));
     outgoing.set_method(&method(request.method)).map_err(|()| invalid("method"))?;
     outgoing.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
-    outgoing.set_authority(Some(&authority)).map_err(|()| invalid("authority"))?;
-    outgoing.set_path_with_query(Some(&path)).map_err(|()| invalid("path"))?;
+    outgoing.set_authority(Some(authority)).map_err(|()| invalid("authority"))?;
+    outgoing.set_path_with_query(Some(path)).map_err(|()| invalid("path"))?;
 
     let options = wt::RequestOptions::new();
     // A host may refuse an option; the others, and the deadline, still apply.
@@ -280,8 +297,6 @@ mod tests {
         assert_eq!((a.as_str(), p.as_str()), ("h:8443", "/x/y?q=1"));
         let (_, a, p) = split_url("http://h?q").unwrap();
         assert_eq!((a.as_str(), p.as_str()), ("h", "/?q"));
-        let (_, a, p) = split_url("/origin/x?q").unwrap();
-        assert_eq!((a.as_str(), p.as_str()), (":80", "/origin/x?q"));
         let (_, a, p) = split_url("http://[::1]/hook").unwrap();
         assert_eq!((a.as_str(), p.as_str()), ("[::1]", "/hook"));
         for bad in ["ftp://h", "https://h:99999/", "https://h:/", "https://h/x#frag"] {
