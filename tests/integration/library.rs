@@ -47,8 +47,20 @@ pub(crate) async fn lib(app: &TestApp, ops: Value) -> (Vec<Value>, TestResponse)
     lib_with(app, json!({}), ops).await
 }
 
+/// The fixture component that has the patterns of `ops` (the first one's says): rate limits
+/// and sessions at `/lib`; one-time codes, the cache, leaderboards and leases at `/lib-b`.
+fn route(ops: &Value) -> &'static str {
+    let op = ops[0]["op"].as_str().unwrap_or_default();
+    let b = ["otp_", "cache", "board_", "lock_"].iter().any(|prefix| op.starts_with(prefix));
+    if b {
+        "/lib-b"
+    } else {
+        "/lib"
+    }
+}
+
 async fn lib_with(app: &TestApp, config: Value, ops: Value) -> (Vec<Value>, TestResponse) {
-    let res = app.post("/lib").json(&json!({"config": config, "ops": ops})).send().await;
+    let res = app.post(route(&ops)).json(&json!({"config": config, "ops": ops})).send().await;
     assert_eq!(res.status, 200, "{} {}", res.text(), res.logs);
     let results = res.json()["results"].as_array().cloned().unwrap_or_default();
     (results, res)
@@ -501,8 +513,9 @@ async fn the_gateways_counters_are_shared_with_the_library() {
     );
 }
 
-/// The point of the API: a handler that limits, reads a session, reads through the cache and
-/// records a score makes one Redis connection for all of it.
+/// The point of the API: a handler that limits and reads a session, or reads through the
+/// cache and records a score, makes one Redis connection for all of it (each fixture component
+/// has some of the patterns).
 #[tokio::test(flavor = "multi_thread")]
 async fn several_patterns_in_one_request_share_one_connection() {
     let redis = RedisServer::plain();
@@ -514,13 +527,22 @@ async fn several_patterns_in_one_request_share_one_connection() {
         json!([
             {"op": "limit", "policy": "api", "key": "10.0.0.9"},
             {"op": "session_current", "cookie": cookie},
-            {"op": "cache", "key": "/profiles/u-9", "value": "{}"},
-            {"op": "board_submit", "board": "global", "member": "u-9", "score": 3},
         ]),
     )
     .await;
     assert!(results.iter().all(|r| r.get("ok").is_some()), "{results:?}");
     assert_eq!(results[1]["ok"]["user_id"], "u-9");
+    assert_eq!(res.redis_connections, 1, "{results:?}");
+    let (results, res) = lib(
+        &lib_app,
+        json!([
+            {"op": "cache", "key": "/profiles/u-9", "value": "{}"},
+            {"op": "board_submit", "board": "global", "member": "u-9", "score": 3},
+            {"op": "lock_acquire", "name": "u-9", "ttl_ms": 1000},
+        ]),
+    )
+    .await;
+    assert!(results.iter().all(|r| r.get("ok").is_some()), "{results:?}");
     assert_eq!(res.redis_connections, 1, "{results:?}");
 }
 
