@@ -14,6 +14,7 @@ use http::Method;
 use serde_json::{json, Value};
 use spin_test_host::manifest::Manifest;
 use spin_test_host::real_spin::{self, RealSpin, SpinResponse, SpinUp};
+use spin_test_host::redis;
 use spin_test_host::redis_server::RedisServer;
 use tungstenite::{Message, WebSocket};
 
@@ -121,6 +122,11 @@ async fn pages_and_refusals() {
     let other = post_form(&app, "/login", "email=bob%40example.com", &[]).await;
     assert_eq!(other.status, 200, "{}", other.text());
     assert!(other.text().contains("13 of 20 left"), "{}", other.text());
+    // The limits' keys are keyed hashes: no key name holds an email or the client's address.
+    let mut client = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut client).await.unwrap();
+    assert!(keys.iter().any(|k| k.contains("example_login_account")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains("example.com") || k.contains("127.0.0.1")), "{keys:?}");
 
     // Without a session the profile sends the browser to the login page.
     let profile = app.get("/profile").await.unwrap();

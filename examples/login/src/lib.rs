@@ -12,8 +12,10 @@
 //! same app (login-example-common says why there are two). Each page lists which pattern acted
 //! for this request (cache status, remaining quota, session expiry).
 
+use hmac::{Hmac, Mac};
 use login_example_common::page::{code_form, email_form, escape, see_other};
 use login_example_common::{cookie_headers, header, refuse, Ctx, Form};
+use sha2::Sha256;
 use spin_redis_patterns::otp::{IssueRequest, Otp, Verification, VerifyRequest};
 use spin_redis_patterns::ratelimit::{Decision, Limiter};
 use spin_redis_patterns::sessions::{NewSession, Sessions};
@@ -76,20 +78,27 @@ fn login(req: &Request, ctx: &mut Ctx) -> Result<Response, Error> {
         );
         return Ok(ctx.page(422, "Log in", body).render());
     };
+    // Built first: it refuses a missing or short pepper before anything is spent.
+    let otp = Otp::new(&ctx.config)?;
+    let pepper = ctx.config.get("otp_pepper")?;
     let limiter = Limiter::from_json(POLICIES)?;
     // The address first: a refused address spends nothing of the account's budget.
     let ip = ctx.ip.clone();
-    let by_address = limiter.limit(ctx.redis()?, "example_login_address", &ip)?;
+    let by_address = limiter.limit(
+        ctx.redis()?,
+        "example_login_address",
+        &pseudonym(&pepper, "address", &ip),
+    )?;
     ctx.acted("ratelimit", decision_word(&by_address), quota("per address", &ip, &by_address));
     if !by_address.allowed() {
         return Ok(refused(ctx, &by_address, &email));
     }
-    let by_account = limiter.limit(ctx.redis()?, "example_login_account", &email)?;
+    let account = pseudonym(&pepper, "account", &email);
+    let by_account = limiter.limit(ctx.redis()?, "example_login_account", &account)?;
     ctx.acted("ratelimit", decision_word(&by_account), quota("per account", &email, &by_account));
     if !by_account.allowed() {
         return Ok(refused(ctx, &by_account, &email));
     }
-    let otp = Otp::new(&ctx.config)?;
     let request = IssueRequest {
         subject: &email,
         purpose: "login",
@@ -227,6 +236,19 @@ fn dev_echo(config: &Config) -> bool {
 
 /// Lower-cased and trimmed; one `@` with something on each side, a dot in the domain, no
 /// spaces or controls, at most 254 characters.
+/// A rate-limit key for an address or an account: a keyed hash (HMAC-SHA-256 under the OTP
+/// pepper, with a label of its own), so Redis key names never hold an email or an IP address,
+/// as the OTP module keeps its subjects.
+fn pseudonym(pepper: &str, kind: &str, value: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(pepper.as_bytes()).expect("HMAC takes any key");
+    mac.update(b"example-login-limit\0");
+    mac.update(kind.as_bytes());
+    mac.update(b"\0");
+    mac.update(value.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn normalize_email(raw: &str) -> Option<String> {
     let email = raw.trim().to_lowercase();
     let (local, domain) = email.split_once('@')?;
