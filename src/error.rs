@@ -32,7 +32,8 @@ pub enum Error {
     /// or a script error (500).
     Redis(RedisError),
     /// The caller's input is not acceptable: a malformed key, an unknown policy, purpose or
-    /// board. 400, 404 or 422 as `status` says.
+    /// board, data the caller may not change. A 4xx as `status` says (400, 403, 404, 409 or
+    /// 422).
     Invalid {
         /// The HTTP status the components answer with.
         status: u16,

@@ -6,11 +6,20 @@
 //! (measured under the real Spin; docs/architecture.md, "The real Spin and the test host").
 //! [`serve`] writes head, body and end in one piece with a `Content-Length`, as the
 //! project's own components do.
+//!
+//! [`send`] is a blocking outbound request for the same handlers (a cache fill's fetch, a
+//! webhook). Both read and write bodies on WASI streams directly: spin-sdk's async request
+//! conversions, its `send` and its executor (with `anyhow` and std's backtrace printer) cost
+//! the login example 77 KB of `.wasm` (docs/benchmarks.md, "Component sizes").
 
-use spin_sdk::http::conversions::TryFromIncomingRequest;
+use std::time::Duration;
+
 use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 
+use crate::platform::outbound::{self, OutboundError, OutboundRequest, Timeouts};
+use crate::platform::request::{self as incoming, read_body};
 use crate::platform::response as platform;
+use crate::Error;
 
 /// Runs `handler` on the request and writes its answer in one piece. Use it with the
 /// `#[http_component]` signature that takes the raw request and the out-parameter:
@@ -34,12 +43,16 @@ pub fn serve(
     out: ResponseOutparam,
     handler: impl FnOnce(Request) -> Response,
 ) {
-    let (response, head) = match spin_sdk::http::run(Request::try_from_incoming_request(request)) {
-        Ok(request) => {
-            let head = *request.method() == Method::Head;
-            (handler(request), head)
+    let method = request.method();
+    let head = method == Method::Head;
+    let uri = request.uri();
+    // Copied out: the fields are a child of the request, which reading the body drops.
+    let headers = request.headers().entries();
+    let response = match read_body(request, usize::MAX) {
+        Ok(body) => {
+            handler(Request::builder().method(method).uri(uri).headers(headers).body(body).build())
         }
-        Err(_) => (Response::new(400, "the request body could not be read"), false),
+        Err(_) => Response::new(400, "the request body could not be read"),
     };
     let mut answer = platform::Response::new(*response.status());
     answer.headers = response
@@ -48,4 +61,66 @@ pub fn serve(
         .collect();
     answer.body = response.into_body();
     platform::write(out, answer, head);
+}
+
+/// The largest answer body [`send`] reads: past it the answer is refused (502).
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Sends `request` and reads the whole answer, blocking, within `timeout` (connecting, the
+/// first byte, and the whole exchange each bounded by it).
+///
+/// A URL that is a path alone (`/profiles/1`) goes to this app itself, as with spin-sdk's
+/// `send` (`http://self` in `allowed_outbound_hosts`); `http://NAME.spin.internal/...`
+/// reaches another component of the app (service chaining). The destination must be in the
+/// component's `allowed_outbound_hosts`.
+///
+/// Errors are [`Error::Upstream`]: `504 upstream_timeout` when the time ran out,
+/// `502 upstream_unreachable` when the peer could not be reached or its answer broke off or
+/// ran past [`MAX_ANSWER_BYTES`], `502 upstream_denied` when `allowed_outbound_hosts` does not
+/// allow the destination, `502 upstream_invalid_request` when the request cannot be sent.
+/// Any status the peer answers, 4xx and 5xx included, is an `Ok` response.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use spin_sdk::http::Request;
+///
+/// # fn main() -> Result<(), spin_redis_patterns::Error> {
+/// let request = Request::get("/origin/profiles/1").build();
+/// let response = spin_redis_patterns::http::send(&request, Duration::from_secs(5))?;
+/// assert_eq!(*response.status(), 200);
+/// # Ok(())
+/// # }
+/// ```
+pub fn send(request: &Request, timeout: Duration) -> Result<Response, Error> {
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let method = incoming::method(request.method().clone());
+    let headers: Vec<(String, Vec<u8>)> = request
+        .headers()
+        .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    let outgoing = OutboundRequest {
+        method: &method,
+        url: request.uri(),
+        headers: &headers,
+        body: request.body(),
+    };
+    let this_app = request.uri().starts_with('/') && !request.uri().starts_with("//");
+    let timeouts = Timeouts::uniform(ms);
+    let answer = if this_app {
+        outbound::send_to_self(&outgoing, timeouts, MAX_ANSWER_BYTES)
+    } else {
+        outbound::send(&outgoing, timeouts, MAX_ANSWER_BYTES)
+    }
+    .map_err(|e| upstream(request.uri(), e))?;
+    Ok(Response::builder().status(answer.status).headers(answer.headers).body(answer.body).build())
+}
+
+fn upstream(url: &str, e: OutboundError) -> Error {
+    let (status, code) = match e {
+        OutboundError::Timeout => (504, "upstream_timeout"),
+        OutboundError::Denied => (502, "upstream_denied"),
+        OutboundError::InvalidRequest(_) => (502, "upstream_invalid_request"),
+        OutboundError::Unreachable(_) | OutboundError::TooLarge => (502, "upstream_unreachable"),
+    };
+    Error::Upstream { status, code, message: format!("{url}: {e}"), retry_after_ms: None }
 }

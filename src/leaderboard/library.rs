@@ -95,6 +95,15 @@ pub struct Page {
     pub entries: Vec<Ranked>,
 }
 
+/// What [`Board::remove_of`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Whether the member had a score there.
+    pub removed: bool,
+    /// The period id it was removed from (`all` for all-time boards).
+    pub period: String,
+}
+
 /// A member's place and neighbours.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Standing {
@@ -245,7 +254,20 @@ impl Board {
 
     /// Removes the member from the current period; true when it was there.
     pub fn remove(&self, redis: &Redis, member_name: &str) -> Result<bool, Error> {
+        Ok(self.remove_of(redis, "", member_name)?.removed)
+    }
+
+    /// Removes the member from `period` (`current`, `previous` or a period id), as
+    /// `DELETE /api/leaderboards/{board}/members/{member}?period=` does.
+    pub fn remove_of(
+        &self,
+        redis: &Redis,
+        period_id: &str,
+        member_name: &str,
+    ) -> Result<Removed, Error> {
         let member = member(member_name)?;
-        Ok(store::remove(redis, self, "", member)?.0)
+        let period = period(self, period_id)?;
+        let (removed, period) = store::remove(redis, self, period, member)?;
+        Ok(Removed { removed, period })
     }
 }

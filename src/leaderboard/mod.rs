@@ -32,7 +32,7 @@ use crate::platform::redis::Redis;
 use crate::platform::{serve, ApiError, Request, Response};
 pub use boards::{Board, Mode, Period};
 use input::Query;
-pub use library::{Leaderboards, Page, Ranked, Standing, Submitted};
+pub use library::{Leaderboards, Page, Ranked, Removed, Standing, Submitted};
 use settings::{vars, Settings};
 
 /// Largest submission body: a member name and a number fit many times over.
@@ -316,7 +316,7 @@ fn standing(
 }
 
 #[derive(Serialize)]
-struct Removed<'a> {
+struct RemovedBody<'a> {
     board: &'a str,
     period: &'a str,
     member: &'a str,
@@ -327,6 +327,9 @@ fn remove(req: &Request, board: &Board, member: &str) -> Result<Response, ApiErr
     let query = Query::parse(req.query(), &["period"])?;
     let period = query.period(board.period)?;
     let redis = Redis::from_spin_variables()?;
-    let (removed, period) = store::remove(&redis, board, &period, member)?;
-    Ok(Response::json(200, &Removed { board: &board.name, period: &period, member, removed }))
+    let done = board.remove_of(&redis, &period, member)?;
+    Ok(Response::json(
+        200,
+        &RemovedBody { board: &board.name, period: &done.period, member, removed: done.removed },
+    ))
 }

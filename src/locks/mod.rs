@@ -19,37 +19,35 @@
 //! resource the lock protects, which refuses any write carrying a smaller token than one it
 //! has seen. That, not the lease, is what keeps a paused or partitioned former holder from
 //! acting after its lease ended (see acquire.lua for what survives a failover).
+//!
+//! The routes are thin users of the library's [`Lease`]: they add the bearer check, the JSON
+//! and the `locks_max_ttl_ms` / `locks_max_wait_ms` bounds.
 
 mod keys;
 mod library;
 pub mod settings;
 mod store;
 
+use std::time::Duration;
+
 use http::Method;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
 use crate::platform::auth::require_bearer;
-use crate::platform::clock::{monotonic_ms, sleep_ms};
 use crate::platform::redis::Redis;
 use crate::platform::response::problem;
-use crate::platform::secrets::{from_base64url, random_bytes, random_token};
 use crate::platform::{serve, ApiError, Request, Response};
+use crate::Error;
 use settings::{vars, Settings};
-use store::NotHeld;
 
-pub use library::{Lease, MAX_TTL};
+pub use library::{Held, Lease, LockStatus, MAX_TTL};
 
 /// Largest request body.
 const MAX_BODY: usize = 1024;
-/// Random bytes in a holder's token: 256 bits.
-pub(crate) const TOKEN_BYTES: usize = 32;
 /// The header carrying the holder's token on renew and release (as WebDAV's `UNLOCK` does;
 /// some proxies drop `DELETE` bodies).
 const TOKEN_HEADER: &str = "lock-token";
-/// Waiting for a lock: first pause and largest pause between tries.
-const FIRST_POLL_MS: u64 = 10;
-const MAX_POLL_MS: u64 = 200;
 
 /// The component's entry point.
 pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -153,17 +151,20 @@ fn ttl(ttl_ms: u64, settings: &Settings) -> Result<u64, ApiError> {
     }
 }
 
-/// 409 for anyone who does not hold the lock, with `Retry-After` when someone else does.
-fn conflict(code: &str, message: &str, not_held: NotHeld) -> Response {
-    let expires_in_ms = match not_held {
-        NotHeld::HeldByOther(left) => left,
-        NotHeld::Free => None,
-    };
-    let response = problem(409, code, message, Conflict { expires_in_ms });
-    match expires_in_ms {
+/// 409 for anyone who does not hold the lock, with how long another holder's lease still
+/// runs (`expires_in_ms`, `Retry-After`) when someone else holds it. Any other error is
+/// answered as the library's errors always are.
+fn conflict(e: Error) -> Result<Response, ApiError> {
+    let Error::Conflict { code, message, retry_after_ms } = e else { return Err(e.into()) };
+    let response = problem(409, code, &message, Conflict { expires_in_ms: retry_after_ms });
+    Ok(match retry_after_ms {
         Some(ms) => response.with_header("retry-after", ms.div_ceil(1000).max(1).to_string()),
         None => response,
-    }
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 fn acquire(req: &mut Request, settings: &Settings, name: &str) -> Result<Response, ApiError> {
@@ -175,93 +176,67 @@ fn acquire(req: &mut Request, settings: &Settings, name: &str) -> Result<Respons
             format!("wait_ms must be from 0 to {} (locks_max_wait_ms)", settings.max_wait_ms),
         ));
     }
-    let token = random_token(TOKEN_BYTES);
     let redis = Redis::from_spin_variables()?;
-    let deadline = monotonic_ms().saturating_add(body.wait_ms);
-    let mut pause = FIRST_POLL_MS;
-    loop {
-        let not_held = match store::acquire(&redis, name, &token, ttl_ms)? {
-            Ok(store::Lease { fencing_token, expires_in_ms }) => {
-                return Ok(Response::json(
-                    201,
-                    &Acquired { token: &token, fencing_token, expires_in_ms },
-                ));
-            }
-            Err(not_held) => not_held,
-        };
-        let left = deadline.saturating_sub(monotonic_ms());
-        if left == 0 {
-            return Ok(conflict("lock_held", "the lock is held by another holder", not_held));
-        }
-        // Retry when the lease ends or after a jittered pause (its holder may release it
-        // early), whichever is first, and never past the deadline. The jitter keeps waiters
-        // from trying in lockstep.
-        let jittered = pause / 2 + u64::from(random_bytes(1)[0]) * (pause / 2) / 255;
-        let until_free = match not_held {
-            NotHeld::HeldByOther(Some(ms)) => ms + 1,
-            _ => 1,
-        };
-        sleep_ms(jittered.min(until_free).min(left).max(1));
-        pause = (pause * 2).min(MAX_POLL_MS);
+    let (ttl, wait) = (Duration::from_millis(ttl_ms), Duration::from_millis(body.wait_ms));
+    match Lease::try_acquire(&redis, name, ttl, wait)? {
+        Ok(lease) => Ok(Response::json(
+            201,
+            &Acquired {
+                token: lease.token(),
+                fencing_token: lease.fencing_token(),
+                expires_in_ms: millis(lease.expires_in()),
+            },
+        )),
+        Err(held) => conflict(held.into()),
     }
 }
 
-/// The holder's token from `Lock-Token`, checked for shape before Redis is asked.
-fn holder_token(req: &Request) -> Result<&str, ApiError> {
+/// The holder's lease from `Lock-Token`, checked for shape before Redis is asked.
+fn holder(req: &Request, name: &str) -> Result<Lease, ApiError> {
     let token = req.header(TOKEN_HEADER).map(str::trim).ok_or_else(|| {
         ApiError::bad_request(
             "missing_lock_token",
             "send the holder's token in a Lock-Token header",
         )
     })?;
-    match from_base64url(token) {
-        Some(bytes) if bytes.len() == TOKEN_BYTES => Ok(token),
-        _ => Err(ApiError::bad_request(
-            "invalid_lock_token",
-            "Lock-Token is not a token this service issued",
-        )),
-    }
-}
-
-fn not_holder(not_held: NotHeld) -> Response {
-    let message = match not_held {
-        NotHeld::Free => "this token does not hold the lock: its lease has ended",
-        NotHeld::HeldByOther(_) => "this token does not hold the lock: another holder has it",
-    };
-    conflict("not_holder", message, not_held)
+    Ok(Lease::from_token(name, token)?)
 }
 
 fn renew(req: &mut Request, settings: &Settings, name: &str) -> Result<Response, ApiError> {
-    let token = holder_token(req)?.to_owned();
+    let mut lease = holder(req, name)?;
     let body: RenewRequest = req.json(MAX_BODY)?;
     let ttl_ms = ttl(body.ttl_ms, settings)?;
     let redis = Redis::from_spin_variables()?;
-    Ok(match store::renew(&redis, name, &token, ttl_ms)? {
-        Ok(store::Lease { fencing_token, expires_in_ms }) => {
-            Response::json(200, &Renewed { fencing_token, expires_in_ms })
-        }
-        Err(not_held) => not_holder(not_held),
-    })
+    match lease.renew(&redis, Duration::from_millis(ttl_ms)) {
+        Ok(()) => Ok(Response::json(
+            200,
+            &Renewed {
+                fencing_token: lease.fencing_token(),
+                expires_in_ms: millis(lease.expires_in()),
+            },
+        )),
+        Err(e) => conflict(e),
+    }
 }
 
 fn release(req: &Request, name: &str) -> Result<Response, ApiError> {
-    let token = holder_token(req)?;
+    let lease = holder(req, name)?;
     let redis = Redis::from_spin_variables()?;
-    Ok(match store::release(&redis, name, token)? {
-        Ok(fencing_token) => Response::json(200, &Released { released: true, fencing_token }),
-        Err(not_held) => not_holder(not_held),
-    })
+    match lease.release(&redis) {
+        Ok(fencing_token) => Ok(Response::json(200, &Released { released: true, fencing_token })),
+        Err(e) => conflict(e),
+    }
 }
 
 fn status(name: &str) -> Result<Response, ApiError> {
     let redis = Redis::from_spin_variables()?;
-    let s = store::status(&redis, name)?;
+    let s = Lease::status(&redis, name)?;
     Ok(Response::json(
         200,
         &StatusBody {
             name,
             held: s.held,
-            expires_in_ms: s.expires_in_ms,
+            expires_in_ms: s.expires_in.map(millis),
             fencing_token: s.fencing_token,
             last_fencing_token: s.last_fencing_token,
         },

@@ -123,8 +123,30 @@ pub fn send(
     timeouts: Timeouts,
     max_body: usize,
 ) -> Result<OutboundResponse, OutboundError> {
-    let deadline = Deadline::after(timeouts.deadline_ms);
     let (scheme, authority, path) = split_url(request.url)?;
+    send_to(request, scheme, &authority, &path, timeouts, max_body)
+}
+
+/// [`send`] to a path of this app itself (`request.url` is `/...`): Spin takes a request to a
+/// host-less authority as one to the app (`http://self` in `allowed_outbound_hosts`); `:80`
+/// is what spin-sdk sends for a relative URL.
+pub fn send_to_self(
+    request: &OutboundRequest<'_>,
+    timeouts: Timeouts,
+    max_body: usize,
+) -> Result<OutboundResponse, OutboundError> {
+    send_to(request, wt::Scheme::Http, ":80", request.url, timeouts, max_body)
+}
+
+fn send_to(
+    request: &OutboundRequest<'_>,
+    scheme: wt::Scheme,
+    authority: &str,
+    path: &str,
+    timeouts: Timeouts,
+    max_body: usize,
+) -> Result<OutboundResponse, OutboundError> {
+    let deadline = Deadline::after(timeouts.deadline_ms);
     let fields = wt::Fields::new();
     for (name, value) in request.headers {
         fields.append(name, value).map_err(|_| {
@@ -135,8 +157,8 @@ pub fn send(
     let invalid = |what: &str| OutboundError::InvalidRequest(format!("invalid {what}"));
     outgoing.set_method(&method(request.method)).map_err(|()| invalid("method"))?;
     outgoing.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
-    outgoing.set_authority(Some(&authority)).map_err(|()| invalid("authority"))?;
-    outgoing.set_path_with_query(Some(&path)).map_err(|()| invalid("path"))?;
+    outgoing.set_authority(Some(authority)).map_err(|()| invalid("authority"))?;
+    outgoing.set_path_with_query(Some(path)).map_err(|()| invalid("path"))?;
 
     let options = wt::RequestOptions::new();
     // A host may refuse an option; the others, and the deadline, still apply.

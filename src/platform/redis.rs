@@ -429,7 +429,7 @@ impl Redis {
         self.call(|conn| match conn.execute("EVALSHA", &params) {
             Ok(values) => Ok(Reply(values)),
             Err(SpinError::Other(m)) if is_noscript(&m) => {
-                params[0] = RedisParameter::Binary(script.source().as_bytes().to_vec());
+                params[0] = RedisParameter::Binary(script.source_bytes());
                 conn.execute("EVAL", &params).map(Reply).map_err(|e| self.command_error(e))
             }
             Err(e) => Err(self.command_error(e)),

@@ -26,7 +26,7 @@ pub struct Request {
     incoming: Option<IncomingRequest>,
 }
 
-fn method(m: WasiMethod) -> http::Method {
+pub(crate) fn method(m: WasiMethod) -> http::Method {
     match m {
         WasiMethod::Get => http::Method::GET,
         WasiMethod::Head => http::Method::HEAD,
@@ -189,25 +189,10 @@ impl Request {
     /// larger. The body can be read once.
     pub fn body(&mut self, limit: usize) -> Result<Vec<u8>, ApiError> {
         self.check_declared_length(limit)?;
-        let unreadable =
-            || ApiError::bad_request("unreadable_body", "the request body could not be read");
         let Some(incoming) = self.incoming.take() else {
             return Ok(Vec::new());
         };
-        let body = incoming.consume().map_err(|()| unreadable())?;
-        let stream = body.stream().map_err(|()| unreadable())?;
-        let mut data = Vec::new();
-        let result = loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(chunk) if data.len() + chunk.len() > limit => break Err(too_large(limit)),
-                Ok(chunk) => data.extend_from_slice(&chunk),
-                Err(StreamError::Closed) => break Ok(data),
-                Err(StreamError::LastOperationFailed(_)) => break Err(unreadable()),
-            }
-        };
-        drop(stream);
-        drop(IncomingBody::finish(body));
-        result
+        read_body(incoming, limit)
     }
 
     /// The body as the JSON object `T`, at most `limit` bytes: 415 unless the content type is
@@ -238,6 +223,26 @@ impl Request {
             )
         })
     }
+}
+
+/// Reads a request body to its end, blocking, at most `limit` bytes (413 past it).
+pub(crate) fn read_body(incoming: IncomingRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let unreadable =
+        || ApiError::bad_request("unreadable_body", "the request body could not be read");
+    let body = incoming.consume().map_err(|()| unreadable())?;
+    let stream = body.stream().map_err(|()| unreadable())?;
+    let mut data = Vec::new();
+    let result = loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) if data.len() + chunk.len() > limit => break Err(too_large(limit)),
+            Ok(chunk) => data.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break Ok(data),
+            Err(StreamError::LastOperationFailed(_)) => break Err(unreadable()),
+        }
+    };
+    drop(stream);
+    drop(IncomingBody::finish(body));
+    result
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -13,38 +13,66 @@ use std::sync::OnceLock;
 /// Prelude: `now_us` and `now_ms` from Redis `TIME`, the clock every instance agrees on.
 pub const CLOCK: &str = include_str!("lua/clock.lua");
 
-/// A Lua script as Redis receives it.
+/// A Lua script as Redis receives it: its stripped parts, in order. The parts stay separate
+/// in the `.wasm` so that a prelude shared by several scripts (the clock, a leaderboard's
+/// periods, the GCRA) is stored once (identical constants are merged at link time), not once
+/// per script; the SHA1 is taken over them in order, and `EVAL` (rare) joins them.
 pub struct Script {
-    source: &'static str,
+    parts: &'static [&'static str],
     sha1: OnceLock<String>,
 }
 
 impl Script {
-    pub const fn new(source: &'static str) -> Self {
-        Self { source, sha1: OnceLock::new() }
+    pub const fn new(parts: &'static [&'static str]) -> Self {
+        Self { parts, sha1: OnceLock::new() }
     }
 
-    pub fn source(&self) -> &'static str {
-        self.source
+    /// The whole script as bytes, for `EVAL`.
+    pub fn source_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for part in self.parts {
+            bytes.extend_from_slice(part.as_bytes());
+        }
+        bytes
+    }
+
+    /// The whole script.
+    pub fn source(&self) -> String {
+        self.parts.concat()
     }
 
     /// The script's SHA1, as `SCRIPT LOAD` would answer.
     pub fn sha1(&self) -> &str {
-        self.sha1.get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
+        self.sha1.get_or_init(|| {
+            let mut sha1 = sha1_smol::Sha1::new();
+            for part in self.parts {
+                sha1.update(part.as_bytes());
+            }
+            sha1.digest().to_string()
+        })
     }
 }
 
-/// Builds a [`Script`] from `&'static str` parts, joined in order and stripped at compile time.
+/// Builds a [`Script`] from `&'static str` parts, each stripped at compile time.
 #[macro_export]
 macro_rules! lua_script {
     ($($part:expr),+ $(,)?) => {{
-        const PARTS: &[&str] = &[$($part),+];
-        const LEN: usize = $crate::platform::script::strip_lua::<0>(PARTS).1;
-        const BYTES: [u8; LEN] = $crate::platform::script::strip_lua::<LEN>(PARTS).0;
-        $crate::platform::script::Script::new(match ::core::str::from_utf8(&BYTES) {
+        const PARTS: &[&str] = &[$($crate::lua_part!($part)),+];
+        $crate::platform::script::Script::new(PARTS)
+    }};
+}
+
+/// One part of a [`lua_script!`], stripped at compile time.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! lua_part {
+    ($part:expr) => {{
+        const LEN: usize = $crate::platform::script::strip_lua::<0>(&[$part]).1;
+        const BYTES: [u8; LEN] = $crate::platform::script::strip_lua::<LEN>(&[$part]).0;
+        match ::core::str::from_utf8(&BYTES) {
             Ok(source) => source,
             Err(_) => panic!("a Lua script is not UTF-8"),
-        })
+        }
     }};
 }
 
@@ -101,7 +129,12 @@ mod tests {
     #[test]
     fn sha1_matches_redis() {
         // `redis-cli SCRIPT LOAD "return 1"` answers this digest.
-        assert_eq!(Script::new("return 1").sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        assert_eq!(Script::new(&["return 1"]).sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        // Over the parts in order, as over the joined text.
+        assert_eq!(
+            Script::new(&["ret", "urn 1"]).sha1(),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
     }
 
     #[test]

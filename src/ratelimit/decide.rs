@@ -16,12 +16,10 @@
 use crate::args;
 use crate::lua_script;
 use crate::platform::clock::unix_now_ms;
-use crate::platform::fast_path::{self, FastPath};
+use crate::platform::fast_path::FastPath;
 use crate::platform::log;
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::script::{self, Script};
-use crate::platform::settings::Variables;
-use crate::platform::ApiError;
 use crate::Error;
 
 use super::policy::{Algorithm, FailureMode, Limit};
@@ -187,19 +185,8 @@ fn run(
         .collect()
 }
 
-/// Decides with the component's Spin variables (Redis, fast path): the HTTP routes.
-pub(crate) fn evaluate(
-    checks: &[Check],
-    cost: u64,
-    mode: Mode,
-    failure_mode: FailureMode,
-) -> Result<Decision, ApiError> {
-    let redis = Redis::from_spin_variables()?;
-    let pooled = Variables::spin().flag(fast_path::VARIABLE)?;
-    Ok(evaluate_on(&redis, pooled, checks, cost, mode, failure_mode)?)
-}
-
-/// Decides on `redis` (the library's caller's connection, or the component's). `pooled`: the
+/// Decides on `redis` (the library's caller's connection, or the component's: the routes
+/// decide through the library's `Limiter`). `pooled`: the
 /// fast path is on (`redis_fast_path`). Only Redis being unreachable (or timing out) opens
 /// the gate of a `fail_open` policy: a wrong password or a broken script is a mistake to fix,
 /// and opening on it would hide it and hand whoever provokes it an unlimited quota; those

@@ -8,17 +8,18 @@
 //! and a 502; then the decision; then the body (a declared excess is 413 before any upstream
 //! call); then the upstream call with the configured timeouts (504 on expiry).
 
+use crate::platform::fast_path;
 use crate::platform::fields;
 use crate::platform::log;
 use crate::platform::outbound::{self, OutboundError, OutboundRequest};
+use crate::platform::redis::Redis;
 use crate::platform::settings::Variables;
 use crate::platform::{ApiError, Request, Response};
 
 use super::client::{self, Caller};
-use super::decide::{evaluate, Check, Decision, Mode};
+use super::decide::Decision;
 use super::headers::{self, QuotaExceeded};
-use super::keys;
-use super::policy::{FailureMode, Policy};
+use super::library::{Limiter, Namespace, Subject};
 use super::settings::GatewaySettings;
 
 /// Largest request or upstream response body the gateway buffers.
@@ -30,27 +31,15 @@ fn forwardable(lines: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
     fields::end_to_end(lines)
 }
 
-/// The limits of one caller: the gateway policy on its identity (a known key, else its
-/// address) and the address policy on its address, once each.
-fn checks<'a>(s: &'a GatewaySettings, caller: &Caller) -> Vec<Check<'a>> {
+/// The subjects of one caller's decision: the gateway policy on its identity (a known key,
+/// else its address) and the address policy on its address, a limit reached by both checked
+/// once, and an address limit named like the identity's reported as `<name>.address`.
+fn subjects<'a>(s: &'a GatewaySettings, caller: &'a Caller) -> [Subject<'a>; 2] {
     let identity = caller.api_key.as_deref().unwrap_or(&caller.address);
-    let mut out: Vec<Check> = Vec::new();
-    let mut add = |policy: &'a Policy, identity: &str, suffix: bool| {
-        for limit in &policy.limits {
-            let key = keys::gateway(policy, limit, identity);
-            if out.iter().any(|c| c.key == key) {
-                continue;
-            }
-            let mut member = limit.member.clone();
-            if suffix && out.iter().any(|c| c.member == member) {
-                member.push_str(".address");
-            }
-            out.push(Check { limit, member, key });
-        }
-    };
-    add(&s.policy, identity, false);
-    add(&s.address_policy, &caller.address, true);
-    out
+    [
+        Subject::new(&s.policy, identity),
+        Subject::new(&s.address_policy, &caller.address).labelled("address"),
+    ]
 }
 
 pub(crate) fn forward(mut req: Request) -> Result<Response, ApiError> {
@@ -63,15 +52,13 @@ pub(crate) fn forward(mut req: Request) -> Result<Response, ApiError> {
         .filter(|(n, _)| !n.eq_ignore_ascii_case("x-forwarded-for"))
         .collect();
 
-    // A policy fails open only if every policy of the decision does.
-    let failure_mode = if s.policy.failure_mode == FailureMode::Open
-        && s.address_policy.failure_mode == FailureMode::Open
-    {
-        FailureMode::Open
-    } else {
-        FailureMode::Closed
-    };
-    let decision = evaluate(&checks(&s, &caller), 1, Mode::Consume, failure_mode)?;
+    // The library's limiter in the gateway's namespace: one script, one round trip, for
+    // both subjects (a decision fails open only if both policies do).
+    let redis = Redis::from_spin_variables()?;
+    let pooled = Variables::spin().flag(fast_path::VARIABLE)?;
+    let limiter =
+        Limiter::from_policies(s.policies.clone(), pooled).in_namespace(Namespace::Gateway);
+    let decision = limiter.limit_all(&redis, &subjects(&s, &caller), 1)?.inner;
     if !decision.allowed() {
         let problem = QuotaExceeded::of(&decision);
         return Ok(headers::with_fields(headers::problem_response(&problem), &decision));

@@ -41,6 +41,48 @@ use super::MAX_KEY_LEN;
 pub struct Limiter {
     policies: Policies,
     pooled: bool,
+    namespace: Namespace,
+}
+
+/// Where a [`Limiter`] keeps its state: the HTTP component's two namespaces, apart so that
+/// no decision API call can name a gateway caller's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Namespace {
+    /// `rl:a:{<policy>:<key>}:...`, the decision API's (`/api/ratelimit`): one hash slot per
+    /// policy and key. The default.
+    #[default]
+    Api,
+    /// `rl:g:{gw}:<policy>:<key>:...`, the `/api/limited` gateway's, where a key is
+    /// `ip:<address>` (an IPv6 address cut to its prefix, `ip:2001:db8::/64`) or
+    /// `key:<HMAC of an API key>`. Every key shares one hash slot, so one decision can check
+    /// several keys ([`Limiter::limit_all`]).
+    Gateway,
+}
+
+/// One policy and key of a [`Limiter::limit_all`] decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject<'a> {
+    /// The policy's name.
+    pub policy: &'a str,
+    /// The key it limits.
+    pub key: &'a str,
+    /// Appended to a limit's reported name (`<name>.<label>`) when an earlier subject of the
+    /// decision already reports that name; without one, both report it as is.
+    pub label: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    /// `key` under `policy`, unlabelled.
+    pub fn new(policy: &'a str, key: &'a str) -> Self {
+        Self { policy, key, label: None }
+    }
+
+    /// With a label, to tell its limits from an earlier subject's of the same name.
+    #[must_use]
+    pub fn labelled(self, label: &'a str) -> Self {
+        Self { label: Some(label), ..self }
+    }
 }
 
 impl Limiter {
@@ -51,6 +93,7 @@ impl Limiter {
         Ok(Self {
             policies: settings::policies(&variables)?,
             pooled: variables.flag(fast_path::VARIABLE)?,
+            namespace: Namespace::Api,
         })
     }
 
@@ -58,11 +101,18 @@ impl Limiter {
     pub fn from_json(policies_json: &str) -> Result<Self, Error> {
         let policies = Policies::parse(policies_json)
             .map_err(|e| Error::Config(crate::ConfigError::new(settings::vars::POLICIES, e)))?;
-        Ok(Self { policies, pooled: false })
+        Ok(Self { policies, pooled: false, namespace: Namespace::Api })
     }
 
     pub(crate) fn from_policies(policies: Policies, pooled: bool) -> Self {
-        Self { policies, pooled }
+        Self { policies, pooled, namespace: Namespace::Api }
+    }
+
+    /// The same limiter keeping its state in `namespace`: [`Namespace::Gateway`] decides
+    /// with the `/api/limited` gateway's counters.
+    #[must_use]
+    pub fn in_namespace(self, namespace: Namespace) -> Self {
+        Self { namespace, ..self }
     }
 
     /// The configured policy names.
@@ -114,8 +164,14 @@ impl Limiter {
             ));
         }
         let mode = if dry_run { Mode::DryRun } else { Mode::Consume };
-        let inner =
-            evaluate_on(redis, self.pooled, &checks(policy, key), cost, mode, policy.failure_mode)?;
+        let inner = evaluate_on(
+            redis,
+            self.pooled,
+            &self.checks(policy, key),
+            cost,
+            mode,
+            policy.failure_mode,
+        )?;
         Ok(Decision { inner, max_cost: policy.max_cost() })
     }
 
@@ -126,7 +182,7 @@ impl Limiter {
         let inner = evaluate_on(
             redis,
             self.pooled,
-            &checks(policy, key),
+            &self.checks(policy, key),
             1,
             Mode::Peek,
             FailureMode::Closed,
@@ -139,7 +195,7 @@ impl Limiter {
     pub fn reset(&self, redis: &Redis, policy: &str, key: &str) -> Result<bool, Error> {
         let policy = self.find(policy)?;
         validate_key(key)?;
-        let checks = checks(policy, key);
+        let checks = self.checks(policy, key);
         let marker = decide::marker_key(&checks);
         // State keys (a token bucket's; for a window limit, its state before the per-window
         // counters, which may linger until it expires), the marker, and the window counters
@@ -157,6 +213,105 @@ impl Limiter {
         let names = names.iter().map(|k| k.to_arg()).collect();
         Ok(redis.execute("DEL", names)?.int(0)? > 0)
     }
+
+    /// Decides and consumes `cost` for several subjects at once, as the gateway does for a
+    /// caller's API key and its address: every limit of every subject must admit it, and all
+    /// are consumed together or none, in one round trip. A limit reached twice (the same
+    /// policy and key) is checked once. The decision fails open only if every subject's
+    /// policy does. In [`Namespace::Api`], whose keys each have a hash slot of their own,
+    /// the subjects must all be one policy and key (400 `cross_slot` otherwise).
+    ///
+    /// ```no_run
+    /// use spin_redis_patterns::ratelimit::{Limiter, Namespace, Subject};
+    /// use spin_redis_patterns::{Config, Redis};
+    ///
+    /// # fn main() -> Result<(), spin_redis_patterns::Error> {
+    /// let config = Config::spin();
+    /// let redis = Redis::from_config(&config)?;
+    /// let limiter = Limiter::new(&config)?.in_namespace(Namespace::Gateway);
+    /// // The gateway's keys: counted with the gateway's callers (`/api/limited/...`).
+    /// let decision = limiter.limit_all(
+    ///     &redis,
+    ///     &[Subject::new("api", "key:account-42"),
+    ///       Subject::new("api", "ip:203.0.113.7").labelled("address")],
+    ///     1,
+    /// )?;
+    /// assert!(decision.limits().len() <= 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn limit_all(
+        &self,
+        redis: &Redis,
+        subjects: &[Subject<'_>],
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let mut checks: Vec<Check> = Vec::new();
+        let (mut max_cost, mut fail_open) = (u64::MAX, true);
+        for subject in subjects {
+            let policy = self.find(subject.policy)?;
+            validate_key(subject.key)?;
+            let first = subjects[0];
+            if self.namespace == Namespace::Api
+                && (subject.policy, subject.key) != (first.policy, first.key)
+            {
+                return Err(Error::invalid(
+                    400,
+                    "cross_slot",
+                    "the decision API's keys each have a hash slot of their own: check several \
+                     keys together in the gateway namespace",
+                ));
+            }
+            max_cost = max_cost.min(policy.max_cost());
+            fail_open &= policy.failure_mode == FailureMode::Open;
+            for mut check in self.checks(policy, subject.key) {
+                if checks.iter().any(|c| c.key == check.key) {
+                    continue;
+                }
+                if let Some(label) = subject.label {
+                    if checks.iter().any(|c| c.member == check.member) {
+                        check.member = format!("{}.{label}", check.member);
+                    }
+                }
+                checks.push(check);
+            }
+        }
+        if checks.is_empty() {
+            return Err(Error::invalid(400, "no_subjects", "a decision needs a subject"));
+        }
+        if cost == 0 {
+            return Err(Error::invalid(400, "invalid_cost", "cost must be at least 1"));
+        }
+        if cost > max_cost {
+            return Err(Error::invalid(
+                400,
+                "cost_exceeds_limit",
+                format!(
+                    "cost {cost} is larger than the smallest quota of these policies, \
+                     {max_cost}: it could never be admitted"
+                ),
+            ));
+        }
+        let failure_mode = if fail_open { FailureMode::Open } else { FailureMode::Closed };
+        let inner = evaluate_on(redis, self.pooled, &checks, cost, Mode::Consume, failure_mode)?;
+        Ok(Decision { inner, max_cost })
+    }
+
+    /// The state keys of `key` under `policy` in this limiter's namespace.
+    fn checks<'a>(&self, policy: &'a Policy, key: &str) -> Vec<Check<'a>> {
+        policy
+            .limits
+            .iter()
+            .map(|limit| Check {
+                limit,
+                member: limit.member.clone(),
+                key: match self.namespace {
+                    Namespace::Api => keys::api(policy, limit, key),
+                    Namespace::Gateway => keys::gateway(policy, limit, key),
+                },
+            })
+            .collect()
+    }
 }
 
 /// A key is 1-256 bytes of text without control characters.
@@ -169,19 +324,6 @@ fn validate_key(key: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
-}
-
-/// The decision API's keys (`rl:a:{<policy>:<key>}:...`), shared with the HTTP route.
-fn checks<'a>(policy: &'a Policy, key: &str) -> Vec<Check<'a>> {
-    policy
-        .limits
-        .iter()
-        .map(|limit| Check {
-            limit,
-            member: limit.member.clone(),
-            key: keys::api(policy, limit, key),
-        })
-        .collect()
 }
 
 /// One limit's answer within a [`Decision`].
@@ -273,5 +415,29 @@ impl Decision {
     /// refusal, or `x-ratelimit-unchecked` when unchecked.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         super::headers::fields(&self.inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `limit_all` refuses before Redis is asked (the connection is lazy: none is made).
+    #[test]
+    fn several_subjects_need_the_gateway_namespace() {
+        let redis = Redis::from_config(&Config::defaults()).unwrap();
+        let limiter = Limiter::from_json(
+            r#"{"p": {"algorithm": "fixed_window", "limit": 5, "window": "1s"}}"#,
+        )
+        .unwrap();
+        let code = |r: Result<Decision, Error>| r.unwrap_err().code();
+        let two = [Subject::new("p", "a"), Subject::new("p", "b")];
+        assert_eq!(code(limiter.limit_all(&redis, &two, 1)), "cross_slot");
+        let gateway = limiter.clone().in_namespace(Namespace::Gateway);
+        assert_eq!(code(gateway.limit_all(&redis, &[], 1)), "no_subjects");
+        assert_eq!(code(gateway.limit_all(&redis, &two, 6)), "cost_exceeds_limit");
+        assert_eq!(code(gateway.limit_all(&redis, &two, 0)), "invalid_cost");
+        assert_eq!(code(gateway.limit_all(&redis, &[Subject::new("q", "a")], 1)), "unknown_policy");
+        assert!(!redis.is_connected());
     }
 }

@@ -38,7 +38,7 @@ use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use crate::platform::{serve, ApiError, Request, Response};
 
 pub use api::MAX_KEY_LEN;
-pub use library::{Decision, LimitState, Limiter};
+pub use library::{Decision, LimitState, Limiter, Namespace, Subject};
 /// The rate limiter's token bucket (GCRA) as a Lua prelude, for services that limit inside
 /// their own script (OTP): one implementation of the algorithm. After `script::CLOCK`.
 pub const GCRA: &str = include_str!("gcra.lua");

@@ -7,7 +7,7 @@ use crate::platform::outbound::Timeouts;
 use crate::platform::settings::{ConfigError, Secret, Variables};
 
 use super::client::{self, Cidr};
-use super::policy::{Policies, Policy};
+use super::policy::Policies;
 
 pub(crate) mod vars {
     pub const POLICIES: &str = "ratelimit_policies";
@@ -52,10 +52,13 @@ impl ApiSettings {
 
 /// What the gateway needs.
 pub(crate) struct GatewaySettings {
-    /// Applied to the caller's identity: a known API key, else the address.
-    pub policy: Policy,
-    /// Applied to the caller's address in addition (the gateway policy when not set).
-    pub address_policy: Policy,
+    /// Every configured policy (the gateway's limiter is built on them).
+    pub policies: Policies,
+    /// The policy applied to the caller's identity: a known API key, else the address.
+    pub policy: String,
+    /// The policy applied to the caller's address in addition (the gateway policy when not
+    /// set).
+    pub address_policy: String,
     pub upstream: String,
     pub api_key_header: String,
     /// Lowercase hex SHA-256 of every API key that counts as an identity.
@@ -70,17 +73,19 @@ pub(crate) struct GatewaySettings {
 impl GatewaySettings {
     pub fn from_variables(v: &Variables) -> Result<Self, ConfigError> {
         let policies = policies(v)?;
-        let named = |var: &'static str, name: &str| {
-            policies.get(name).cloned().ok_or_else(|| {
-                ConfigError::new(var, format!("names {name:?}, which is not a configured policy"))
-            })
+        let named = |var: &'static str, name: String| match policies.get(&name) {
+            Some(_) => Ok(name),
+            None => Err(ConfigError::new(
+                var,
+                format!("names {name:?}, which is not a configured policy"),
+            )),
         };
-        let policy = named(vars::GATEWAY_POLICY, &v.text(vars::GATEWAY_POLICY)?)?;
+        let policy = named(vars::GATEWAY_POLICY, v.text(vars::GATEWAY_POLICY)?)?;
         let address_name = v.text(vars::ADDRESS_POLICY)?;
         let address_policy = if address_name.is_empty() {
             policy.clone()
         } else {
-            named(vars::ADDRESS_POLICY, &address_name)?
+            named(vars::ADDRESS_POLICY, address_name)?
         };
         let api_key_digests = parse_digests(&v.text(vars::API_KEY_DIGESTS)?)
             .map_err(|e| ConfigError::new(vars::API_KEY_DIGESTS, e))?;
@@ -98,6 +103,7 @@ impl GatewaySettings {
             .map_err(|e| ConfigError::new(vars::TRUSTED_PROXIES, e))?;
         let ms = |name| v.whole_setting(name);
         Ok(Self {
+            policies,
             policy,
             address_policy,
             upstream: v.http_origin(vars::UPSTREAM)?,
@@ -158,10 +164,7 @@ mod tests {
     #[test]
     fn gateway_defaults_and_mistakes() {
         let s = gateway(&[]).unwrap();
-        assert_eq!(
-            (s.api_key_header.as_str(), s.address_policy.name.as_str()),
-            ("x-api-key", "api")
-        );
+        assert_eq!((s.api_key_header.as_str(), s.address_policy.as_str()), ("x-api-key", "api"));
         let digest = "ab".repeat(32);
         let leaked: &'static str = Box::leak(digest.into_boxed_str());
         let e = gateway(&[(vars::API_KEY_DIGESTS, leaked)]).err().unwrap();

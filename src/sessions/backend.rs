@@ -1,29 +1,21 @@
 //! The backend's routes, behind `sessions_api_token`: create a session, set server-owned
 //! data, revoke a user's sessions (all, or one by handle).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::current::Revoked;
 use super::data::{body_limit, data_entries};
-use super::library::Sessions;
-use super::settings::Settings;
-use super::store::{Outcome, Store};
-use super::{data_too_large, Issued};
+use super::library::{check_handle, check_user_id, Sessions};
+use super::Issued;
 use crate::platform::auth::require_bearer;
 use crate::platform::redis::Redis;
 use crate::platform::{ApiError, Request, Response};
 
-/// Longest user id, in bytes.
-pub const MAX_USER_ID_LEN: usize = 256;
-/// Longest user agent kept for the session list, in bytes (longer ones are cut).
-pub const MAX_USER_AGENT_LEN: usize = 256;
-/// A per-session handle: the first 16 characters of the session's digest.
-const HANDLE_LEN: usize = 16;
-
 /// Only the app's backend may create sessions (for any user) or act on a user's sessions,
 /// so it must present `sessions_api_token`; an empty token disables these routes.
-fn authorize(req: &Request, settings: &Settings) -> Result<(), ApiError> {
-    require_bearer(req, &settings.api_token, || {
+fn authorize(req: &Request, sessions: &Sessions) -> Result<(), ApiError> {
+    require_bearer(req, &sessions.settings().api_token, || {
         ApiError::new(
             403,
             "creation_disabled",
@@ -32,34 +24,11 @@ fn authorize(req: &Request, settings: &Settings) -> Result<(), ApiError> {
     })
 }
 
-fn invalid_user_id() -> ApiError {
-    ApiError::new(
-        422,
-        "invalid_user_id",
-        format!("user_id must be a string of 1-{MAX_USER_ID_LEN} bytes without control characters"),
-    )
-}
-
-/// A user id given as JSON text: a string of 1-256 bytes without control characters.
+/// A user id given as JSON text: a string the library accepts as a user id.
 fn user_id(raw: Option<&RawValue>) -> Result<String, ApiError> {
-    match raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok()) {
-        Some(u)
-            if !u.is_empty() && u.len() <= MAX_USER_ID_LEN && !u.chars().any(char::is_control) =>
-        {
-            Ok(u)
-        }
-        _ => Err(invalid_user_id()),
-    }
-}
-
-fn handle(raw: &str) -> Result<&str, ApiError> {
-    if raw.len() == HANDLE_LEN
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        Ok(raw)
-    } else {
-        Err(ApiError::new(422, "invalid_handle", "handle must be a session handle from the list"))
-    }
+    let text = raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+    check_user_id(text.as_deref())?;
+    Ok(text.unwrap_or_default())
 }
 
 /// `POST /api/sessions` body. Fields whose wrong type has its own error code are kept as
@@ -77,9 +46,9 @@ struct CreateRequest {
 
 /// `POST /api/sessions`: a session for a user, its id (the backend hands it to the browser as
 /// the cookie this answer also sets) and its handle.
-pub(crate) fn create(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
-    authorize(req, settings)?;
-    let body: CreateRequest = req.json(body_limit(settings))?;
+pub(crate) fn create(req: &mut Request, sessions: &Sessions) -> Result<Response, ApiError> {
+    authorize(req, sessions)?;
+    let body: CreateRequest = req.json(body_limit(sessions.settings()))?;
     let user_id = user_id(body.user_id.as_deref())?;
     let entries = |raw: &Option<Box<RawValue>>| match raw {
         Some(raw) => data_entries(raw),
@@ -95,19 +64,13 @@ pub(crate) fn create(req: &mut Request, settings: &Settings) -> Result<Response,
     // The library does the rest (the data checks and the script), for this route and for
     // apps that create sessions in-process alike.
     let redis = Redis::from_spin_variables()?;
-    let created = Sessions::from_settings(settings.clone()).create_entries(
-        &redis,
-        &user_id,
-        &user_agent,
-        &server,
-        &data,
-    )?;
+    let created = sessions.create_entries(&redis, &user_id, &user_agent, &server, &data)?;
     let body = Issued {
         session_id: Some(&created.id),
         handle: Some(&created.handle),
-        expires_in: created.expires_in.as_millis().div_ceil(1000) as i64,
+        expires_in: super::seconds(created.expires_in),
     };
-    Ok(Response::json(201, &body).with_header("set-cookie", settings.cookie.set(&created.id)))
+    Ok(Response::json(201, &body).with_header("set-cookie", sessions.set_cookie(&created.id)))
 }
 
 #[derive(Deserialize)]
@@ -117,19 +80,16 @@ struct RevokeRequest {
     handle: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Revoked {
-    revoked: i64,
-}
-
 /// `POST /api/sessions/admin/revoke`: ends every session of a user, or the one with `handle`.
-pub(crate) fn revoke(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
-    authorize(req, settings)?;
-    let body: RevokeRequest = req.json(body_limit(settings))?;
+pub(crate) fn revoke(req: &mut Request, sessions: &Sessions) -> Result<Response, ApiError> {
+    authorize(req, sessions)?;
+    let body: RevokeRequest = req.json(body_limit(sessions.settings()))?;
     let user_id = user_id(body.user_id.as_deref())?;
-    let handle = body.handle.as_deref().map(handle).transpose()?;
+    // Checked here too (the library checks again), so a bad handle is refused before the
+    // Redis settings are read, as ever.
+    let handle = body.handle.as_deref().map(check_handle).transpose()?;
     let redis = Redis::from_spin_variables()?;
-    let revoked = Store::new(&redis, settings).revoke_user(&user_id, handle)?;
+    let revoked = sessions.revoke(&redis, &user_id, handle)?;
     Ok(Response::json(200, &Revoked { revoked }))
 }
 
@@ -141,23 +101,23 @@ struct ServerDataRequest {
     data: Box<RawValue>,
 }
 
-#[derive(Serialize)]
+#[derive(serde::Serialize)]
 struct Updated {
     updated: bool,
 }
 
 /// `PATCH /api/sessions/admin/data`: merges server-owned data into one session (a `null`
 /// value deletes the name), without sliding its idle timeout.
-pub(crate) fn server_data(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
-    authorize(req, settings)?;
-    let body: ServerDataRequest = req.json(body_limit(settings))?;
+pub(crate) fn server_data(req: &mut Request, sessions: &Sessions) -> Result<Response, ApiError> {
+    authorize(req, sessions)?;
+    let body: ServerDataRequest = req.json(body_limit(sessions.settings()))?;
     let user_id = user_id(body.user_id.as_deref())?;
-    let handle = handle(&body.handle)?;
+    let handle = check_handle(&body.handle)?;
     let entries = data_entries(&body.data)?;
     let redis = Redis::from_spin_variables()?;
-    match Store::new(&redis, settings).server_patch(&user_id, handle, &entries)? {
-        Outcome::Found(()) => Ok(Response::json(200, &Updated { updated: true })),
-        Outcome::DataTooLarge(size) => Err(data_too_large(settings, size)),
-        _ => Err(ApiError::new(404, "no_session", "the user has no live session with that handle")),
+    if sessions.set_server_entries(&redis, &user_id, handle, &entries)? {
+        Ok(Response::json(200, &Updated { updated: true }))
+    } else {
+        Err(ApiError::new(404, "no_session", "the user has no live session with that handle"))
     }
 }

@@ -1,6 +1,7 @@
-//! Sessions as a library: [`Sessions`] creates, reads, rotates, ends and lists sessions with
-//! the same settings, script and keys as `/api/sessions`, so a session created here is read
-//! by `GET /api/sessions/current` with the same cookie, and back.
+//! Sessions as a library: [`Sessions`] creates, reads, updates, rotates, ends, lists and
+//! revokes sessions with the same settings, script and keys as `/api/sessions`, whose routes
+//! are thin users of it: a session created here is read by `GET /api/sessions/current` with
+//! the same cookie, and back.
 
 use std::time::Duration;
 
@@ -10,15 +11,18 @@ use crate::platform::fast_path::{self, FastPath};
 use crate::platform::redis::{Redis, RedisError};
 use crate::{Config, Error};
 
-use super::backend::{MAX_USER_AGENT_LEN, MAX_USER_ID_LEN};
 use super::cookie;
 use super::data::{bounded, data_entries};
 use super::id::SessionId;
 use super::settings::Settings;
-use super::store::{data_size, DataEntry, Outcome, SessionView, Store};
+use super::store::{self, data_size, DataEntry, Outcome, SessionView, Store};
 
 /// A per-session handle: the first 16 characters of the session's digest.
 const HANDLE_LEN: usize = 16;
+/// Longest user id, in bytes.
+pub(crate) const MAX_USER_ID_LEN: usize = 256;
+/// Longest user agent kept for the session list, in bytes (longer ones are cut).
+const MAX_USER_AGENT_LEN: usize = 256;
 
 /// Server-side sessions to OWASP's standard: 256-bit ids (only their SHA-256 in Redis), idle
 /// and absolute timeouts, rotation, per-user caps, `HttpOnly` cookies.
@@ -38,8 +42,12 @@ const HANDLE_LEN: usize = 16;
 /// // On a later request, from its `Cookie` header(s):
 /// if let Some(session) = sessions.current(&redis, &["__Host-session=..."])? {
 ///     println!("{} has {:?} left", session.user_id, session.expires_in);
+///     sessions.update(&redis, &session.id, r#"{"theme":"dark"}"#)?; // `null` removes
 ///     sessions.end(&redis, &session.id)?; // logout
 /// }
+/// // The backend, after a password change: end every session of the user.
+/// let ended = sessions.revoke(&redis, "user-42", None)?;
+/// # let _ = ended;
 /// # Ok(())
 /// # }
 /// ```
@@ -65,7 +73,8 @@ pub struct NewSession<'a> {
 pub struct Created {
     /// The session id: the cookie value. A secret: never log it.
     pub id: String,
-    /// The handle the backend lists and revokes it by.
+    /// The handle the backend lists and revokes it by ([`Sessions::revoke`]). A rotation
+    /// keeps it: it is the handle the session was created with.
     pub handle: String,
     /// Until the idle timeout ends it (unless used).
     pub expires_in: Duration,
@@ -133,6 +142,8 @@ pub struct ListedSession {
     pub seen_ms: i64,
     /// Idle deadline (Unix ms).
     pub expiry_ms: i64,
+    /// Until the idle deadline, as of the list (Redis time).
+    pub expires_in: Duration,
 }
 
 fn until(at_ms: i64, now_ms: i64) -> Duration {
@@ -149,6 +160,47 @@ fn rotated() -> Error {
     }
 }
 
+fn invalid_user_id() -> Error {
+    Error::invalid(
+        422,
+        "invalid_user_id",
+        format!("user_id must be a string of 1-{MAX_USER_ID_LEN} bytes without control characters"),
+    )
+}
+
+/// A user id as sessions take it: 1-256 bytes without control characters (422
+/// `invalid_user_id`). `None` is a user id that was not a string at all.
+pub(crate) fn check_user_id(user_id: Option<&str>) -> Result<&str, Error> {
+    match user_id {
+        Some(u)
+            if !u.is_empty() && u.len() <= MAX_USER_ID_LEN && !u.chars().any(char::is_control) =>
+        {
+            Ok(u)
+        }
+        _ => Err(invalid_user_id()),
+    }
+}
+
+/// A handle as [`Sessions::list`] gives them (422 `invalid_handle`), so anything else is
+/// refused before Redis is asked.
+pub(crate) fn check_handle(handle: &str) -> Result<&str, Error> {
+    if handle.len() == HANDLE_LEN
+        && handle.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(handle)
+    } else {
+        Err(Error::invalid(422, "invalid_handle", "handle must be a session handle from the list"))
+    }
+}
+
+/// Data entries from a JSON object's text (422 `invalid_data` when it is not one,
+/// `invalid_data_key` for a bad name).
+fn entries_of(text: &str) -> Result<Vec<DataEntry>, Error> {
+    let raw: Box<RawValue> = serde_json::from_str(text)
+        .map_err(|_| Error::invalid(422, "invalid_data", "data must be a JSON object"))?;
+    data_entries(&raw).map_err(Error::from_api)
+}
+
 impl Sessions {
     /// Settings from the `sessions_*` variables; the pooled read path when
     /// `redis_fast_path` is on.
@@ -160,9 +212,15 @@ impl Sessions {
         })
     }
 
-    /// The component's settings (the HTTP routes); the fast path as the component reads it.
+    /// The component's settings (the HTTP routes). Reads may use the pooled store: whether
+    /// they do is `FastPath::open`'s reading of `redis_fast_path`, as in the component.
     pub(crate) fn from_settings(settings: Settings) -> Self {
-        Self { settings, pooled: false }
+        Self { settings, pooled: true }
+    }
+
+    /// The settings the routes render with (cookie, caps, CSRF origin).
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     fn store<'a>(&'a self, redis: &'a Redis) -> Store<'a> {
@@ -173,25 +231,8 @@ impl Sessions {
     /// `sessions_max_data_bytes` is refused (422 `data_too_large`); a user over
     /// `sessions_max_per_user` loses the session closest to expiring.
     pub fn create(&self, redis: &Redis, user_id: &str, new: &NewSession) -> Result<Created, Error> {
-        if user_id.is_empty()
-            || user_id.len() > MAX_USER_ID_LEN
-            || user_id.chars().any(char::is_control)
-        {
-            return Err(Error::invalid(
-                422,
-                "invalid_user_id",
-                format!(
-                    "user_id must be a string of 1-{MAX_USER_ID_LEN} bytes without control \
-                     characters"
-                ),
-            ));
-        }
-        let entries = |text: Option<&str>| -> Result<Vec<DataEntry>, Error> {
-            let Some(text) = text else { return Ok(Vec::new()) };
-            let raw: Box<RawValue> = serde_json::from_str(text)
-                .map_err(|_| Error::invalid(422, "invalid_data", "data must be a JSON object"))?;
-            data_entries(&raw).map_err(Error::from_api)
-        };
+        check_user_id(Some(user_id))?;
+        let entries = |text: Option<&str>| text.map_or(Ok(Vec::new()), entries_of);
         let (data, server) = (entries(new.data)?, entries(new.server_data)?);
         self.create_entries(redis, user_id, new.user_agent, &server, &data)
     }
@@ -275,23 +316,62 @@ impl Sessions {
         })
     }
 
-    /// Moves the session to a fresh id (after a login or a privilege change) and returns it;
-    /// the old id may still read it for `sessions_rotation_grace_seconds`. `None` when the
-    /// session ended; [`Error::Conflict`] `session_rotated` for an id rotated away already.
+    /// Merges `patch`, a JSON object, into the session's data as the holder may (JSON merge
+    /// patch, RFC 7396, at the top level: each name replaces its value whole, `null` removes
+    /// it) and slides the idle timeout: what `PATCH /api/sessions/current` does. Atomic in
+    /// Redis, so concurrent patches of different names all survive. `None` when the session
+    /// ended (or `id` is malformed).
+    ///
+    /// Refused, with nothing written: 422 `invalid_data` (not a JSON object),
+    /// `invalid_data_key` (a name that is empty, over 128 bytes or has control characters),
+    /// `data_too_large` (the merged data over `sessions_max_data_bytes`); 403
+    /// `server_owned_key` (a name the backend set: [`Sessions::set_server_data`]); and
+    /// [`Error::Conflict`] `session_rotated` for an id rotated away (it may only read).
+    pub fn update(&self, redis: &Redis, id: &str, patch: &str) -> Result<Option<Session>, Error> {
+        self.update_entries(redis, id, &entries_of(patch)?)
+    }
+
+    /// [`Sessions::update`] with checked entries (the HTTP route's body).
+    pub(crate) fn update_entries(
+        &self,
+        redis: &Redis,
+        id: &str,
+        entries: &[DataEntry],
+    ) -> Result<Option<Session>, Error> {
+        let Some(parsed) = SessionId::parse(id) else { return Ok(None) };
+        match self.store(redis).patch(&parsed, entries)? {
+            Outcome::Found(view) => Ok(Some(session(id, view))),
+            Outcome::NoSession => Ok(None),
+            Outcome::Rotated => Err(rotated()),
+            Outcome::DataTooLarge(size) => Err(self.too_large(size)),
+            Outcome::ServerOwned(name) => Err(Error::invalid(
+                403,
+                "server_owned_key",
+                format!("{name:?} was set by the app's backend and cannot be changed here"),
+            )),
+        }
+    }
+
+    /// Moves the session to a fresh id (after a login or a privilege change) and returns it,
+    /// with the handle it always had; the old id may still read it for
+    /// `sessions_rotation_grace_seconds`. `None` when the session ended;
+    /// [`Error::Conflict`] `session_rotated` for an id rotated away already.
     pub fn rotate(&self, redis: &Redis, id: &str) -> Result<Option<Created>, Error> {
         let Some(parsed) = SessionId::parse(id) else { return Ok(None) };
         match self.store(redis).rotate(&parsed)? {
-            Outcome::Found((new_id, expiry, now)) => Ok(Some(Created {
-                handle: new_id.digest()[..HANDLE_LEN].to_owned(),
-                id: new_id.as_str().to_owned(),
-                expires_in: until(expiry, now),
+            Outcome::Found(rotation) => Ok(Some(Created {
+                id: rotation.id.as_str().to_owned(),
+                handle: rotation.handle,
+                expires_in: until(rotation.expiry_ms, rotation.now_ms),
             })),
             Outcome::Rotated => Err(rotated()),
             _ => Ok(None),
         }
     }
 
-    /// Ends the session (logout); true when there was one to end.
+    /// Ends the session (logout); true when there was one to end. [`Error::Conflict`]
+    /// `session_rotated` for an id rotated away, which ends nothing: it must not log the new
+    /// id out.
     pub fn end(&self, redis: &Redis, id: &str) -> Result<bool, Error> {
         let Some(parsed) = SessionId::parse(id) else { return Ok(false) };
         match self.store(redis).logout(&parsed)? {
@@ -301,29 +381,75 @@ impl Sessions {
         }
     }
 
-    /// The live sessions of the user whose session `id` is, most recently used first;
-    /// `None` when that session ended.
+    /// Ends every session of the user whose session `id` is, that one included ("log out
+    /// everywhere"); the number ended. `None` when that session ended; [`Error::Conflict`]
+    /// `session_rotated` for an id rotated away.
+    pub fn end_all(&self, redis: &Redis, id: &str) -> Result<Option<u64>, Error> {
+        let Some(parsed) = SessionId::parse(id) else { return Ok(None) };
+        match self.store(redis).revoke_all(&parsed)? {
+            Outcome::Found(ended) => Ok(Some(count(ended))),
+            Outcome::Rotated => Err(rotated()),
+            _ => Ok(None),
+        }
+    }
+
+    /// The live sessions of the user whose session `id` is, most recently used first (and
+    /// that one's idle timeout slid); `None` when that session ended; [`Error::Conflict`]
+    /// `session_rotated` for an id rotated away.
     pub fn list(&self, redis: &Redis, id: &str) -> Result<Option<Vec<ListedSession>>, Error> {
         let Some(parsed) = SessionId::parse(id) else { return Ok(None) };
-        let (mut sessions, _) = match self.store(redis).list(&parsed)? {
+        let (mut sessions, now) = match self.store(redis).list(&parsed)? {
             Outcome::Found(found) => found,
             Outcome::Rotated => return Err(rotated()),
             _ => return Ok(None),
         };
         sessions.sort_unstable_by_key(|s| std::cmp::Reverse((s.seen_ms, s.created_ms)));
-        Ok(Some(
-            sessions
-                .into_iter()
-                .map(|s| ListedSession {
-                    current: s.current,
-                    handle: s.handle,
-                    user_agent: s.user_agent,
-                    created_ms: s.created_ms,
-                    seen_ms: s.seen_ms,
-                    expiry_ms: s.expiry_ms,
-                })
-                .collect(),
-        ))
+        Ok(Some(sessions.into_iter().map(|s| listed(s, now)).collect()))
+    }
+
+    /// The backend ends sessions of `user_id` (after a password change, a ban): every one,
+    /// or only the one listed with `handle`. The number ended (0 when there was none).
+    /// Refused before Redis is asked: 422 `invalid_user_id`, or `invalid_handle` for
+    /// anything that is not a handle [`Sessions::list`] could give.
+    pub fn revoke(&self, redis: &Redis, user_id: &str, handle: Option<&str>) -> Result<u64, Error> {
+        check_user_id(Some(user_id))?;
+        let handle = handle.map(check_handle).transpose()?;
+        Ok(count(self.store(redis).revoke_user(user_id, handle)?))
+    }
+
+    /// The backend merges `data`, a JSON object, into the server-owned data of `user_id`'s
+    /// session listed with `handle` (roles, "MFA done"): read by the holder, never changed
+    /// by them; a `null` value deletes the name, which the holder may then set. The idle
+    /// timeout does not slide: this is not the holder's activity. False when the user has
+    /// no live session with that handle.
+    ///
+    /// Refused, with nothing written: 422 `invalid_user_id`, `invalid_handle`,
+    /// `invalid_data`, `invalid_data_key`, `data_too_large` (as in [`Sessions::update`]).
+    pub fn set_server_data(
+        &self,
+        redis: &Redis,
+        user_id: &str,
+        handle: &str,
+        data: &str,
+    ) -> Result<bool, Error> {
+        check_user_id(Some(user_id))?;
+        check_handle(handle)?;
+        self.set_server_entries(redis, user_id, handle, &entries_of(data)?)
+    }
+
+    /// [`Sessions::set_server_data`] with checked input (the HTTP route's body).
+    pub(crate) fn set_server_entries(
+        &self,
+        redis: &Redis,
+        user_id: &str,
+        handle: &str,
+        entries: &[DataEntry],
+    ) -> Result<bool, Error> {
+        match self.store(redis).server_patch(user_id, handle, entries)? {
+            Outcome::Found(()) => Ok(true),
+            Outcome::DataTooLarge(size) => Err(self.too_large(size)),
+            _ => Ok(false),
+        }
     }
 
     /// The `Set-Cookie` value that hands the browser session `id` (`HttpOnly`, the configured
@@ -335,6 +461,23 @@ impl Sessions {
     /// The `Set-Cookie` value that deletes the session cookie.
     pub fn clear_cookie(&self) -> String {
         self.settings.cookie.clear()
+    }
+}
+
+/// A count from a script (never negative).
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn listed(s: store::ListedSession, now_ms: i64) -> ListedSession {
+    ListedSession {
+        expires_in: until(s.expiry_ms, now_ms),
+        current: s.current,
+        handle: s.handle,
+        user_agent: s.user_agent,
+        created_ms: s.created_ms,
+        seen_ms: s.seen_ms,
+        expiry_ms: s.expiry_ms,
     }
 }
 

@@ -25,6 +25,8 @@ mod settings;
 mod store;
 mod time;
 
+use std::time::Duration;
+
 use http::Method;
 use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
@@ -34,20 +36,20 @@ use crate::platform::url::HttpUrl;
 use crate::platform::{serve, ApiError, Request, Response};
 use id::SessionId;
 use settings::Settings;
-use store::Store;
 
 pub use library::{Created, ListedSession, NewSession, Session, Sessions};
 
 /// The component's entry point.
 pub fn handle(req: IncomingRequest, out: ResponseOutparam) {
     serve(req, out, |mut req| {
-        let settings = Settings::from_spin_variables()?;
-        route(&mut req, &settings)
+        let sessions = Sessions::from_settings(Settings::from_spin_variables()?);
+        route(&mut req, &sessions)
     })
 }
 
-/// The route table.
-fn route(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
+/// The route table. Every route parses the request, checks the caller, and leaves the work
+/// to the library's [`Sessions`], which apps call in-process.
+fn route(req: &mut Request, sessions: &Sessions) -> Result<Response, ApiError> {
     let path = req.path_info().trim_end_matches('/').to_owned();
     let allowed: &[Method] = match path.as_str() {
         "" => &[Method::GET, Method::POST, Method::DELETE],
@@ -58,15 +60,15 @@ fn route(req: &mut Request, settings: &Settings) -> Result<Response, ApiError> {
     };
     req.allow(allowed)?;
     match (path.as_str(), req.method().clone()) {
-        ("", Method::POST) => backend::create(req, settings),
-        ("/admin/revoke", _) => backend::revoke(req, settings),
-        ("/admin/data", _) => backend::server_data(req, settings),
-        ("", Method::GET) => with_session(req, settings, current::list),
-        ("", Method::DELETE) => with_session(req, settings, current::revoke_all),
-        ("/current", Method::GET) => with_session(req, settings, current::get),
-        ("/current", Method::PATCH) => with_session(req, settings, current::patch),
-        ("/current", Method::DELETE) => with_session(req, settings, current::logout),
-        (_, _) => with_session(req, settings, current::rotate),
+        ("", Method::POST) => backend::create(req, sessions),
+        ("/admin/revoke", _) => backend::revoke(req, sessions),
+        ("/admin/data", _) => backend::server_data(req, sessions),
+        ("", Method::GET) => with_session(req, sessions, current::list),
+        ("", Method::DELETE) => with_session(req, sessions, current::revoke_all),
+        ("/current", Method::GET) => with_session(req, sessions, current::get),
+        ("/current", Method::PATCH) => with_session(req, sessions, current::patch),
+        ("/current", Method::DELETE) => with_session(req, sessions, current::logout),
+        (_, _) => with_session(req, sessions, current::rotate),
     }
 }
 
@@ -78,15 +80,15 @@ pub(crate) enum Via {
 }
 
 /// 401 that also deletes the session cookie in the browser.
-fn unauthorized(settings: &Settings, message: &str) -> ApiError {
-    ApiError::unauthorized(message).with_header("set-cookie", settings.cookie.clear())
+fn unauthorized(sessions: &Sessions, message: &str) -> ApiError {
+    ApiError::unauthorized(message).with_header("set-cookie", sessions.clear_cookie())
 }
 
 /// The holder's session id: `Authorization: Bearer` if present, else the session cookie. An
 /// `Authorization` header of another scheme (a proxy's Basic credentials) is not ours: the
 /// cookie is used, so such a header never ends the session nor clears the cookie. Malformed
 /// ids are refused here, without a Redis round trip.
-fn credential(req: &Request, settings: &Settings) -> Result<(SessionId, Via), ApiError> {
+fn credential(req: &Request, sessions: &Sessions) -> Result<(SessionId, Via), ApiError> {
     let bearer_scheme = req
         .header_values("authorization")
         .iter()
@@ -96,14 +98,14 @@ fn credential(req: &Request, settings: &Settings) -> Result<(SessionId, Via), Ap
             .bearer_token()
             .and_then(SessionId::parse)
             .map(|id| (id, Via::Bearer))
-            .ok_or_else(|| unauthorized(settings, "the bearer token is not a valid session id"));
+            .ok_or_else(|| unauthorized(sessions, "the bearer token is not a valid session id"));
     }
     // HTTP/2 clients send one `Cookie` field per cookie.
     let cookies: Vec<String> = req.header_values("cookie").into_iter().map(str::to_owned).collect();
-    let values = cookie::values(&cookies, &settings.cookie.name);
+    let values = cookie::values(&cookies, &sessions.settings().cookie.name);
     if values.is_empty() {
         return Err(unauthorized(
-            settings,
+            sessions,
             "no session: send the session cookie or a bearer token",
         ));
     }
@@ -111,7 +113,7 @@ fn credential(req: &Request, settings: &Settings) -> Result<(SessionId, Via), Ap
         .into_iter()
         .find_map(SessionId::parse)
         .map(|id| (id, Via::Cookie))
-        .ok_or_else(|| unauthorized(settings, "the session cookie is not a valid session id"))
+        .ok_or_else(|| unauthorized(sessions, "the session cookie is not a valid session id"))
 }
 
 /// Whether a cookie-carried write may not be trusted to come from the app's own pages.
@@ -150,18 +152,19 @@ fn cross_site(req: &Request, settings: &Settings) -> bool {
     }
 }
 
+/// A holder's route: the request, the library, Redis, the holder's session id and how it came.
 pub(crate) type Handler =
-    fn(&mut Request, &Settings, &Store, &SessionId, Via) -> Result<Response, ApiError>;
+    fn(&mut Request, &Sessions, &Redis, &SessionId, Via) -> Result<Response, ApiError>;
 
 fn with_session(
     req: &mut Request,
-    settings: &Settings,
+    sessions: &Sessions,
     handler: Handler,
 ) -> Result<Response, ApiError> {
-    let (id, via) = credential(req, settings)?;
+    let (id, via) = credential(req, sessions)?;
     // SameSite=Lax already keeps the cookie off cross-site POSTs; this refuses the rest of
     // cross-site writes outright.
-    if via == Via::Cookie && *req.method() != Method::GET && cross_site(req, settings) {
+    if via == Via::Cookie && *req.method() != Method::GET && cross_site(req, sessions.settings()) {
         return Err(ApiError::new(
             403,
             "cross_site_request",
@@ -169,25 +172,12 @@ fn with_session(
         ));
     }
     let redis = Redis::from_spin_variables()?;
-    let store = Store::new(&redis, settings);
-    handler(req, settings, &store, &id, via)
+    handler(req, sessions, &redis, &id, via)
 }
 
-fn no_session(settings: &Settings) -> ApiError {
-    unauthorized(settings, "the session does not exist or has expired")
-}
-
-fn data_too_large(settings: &Settings, size: i64) -> ApiError {
-    ApiError::new(
-        422,
-        "data_too_large",
-        format!("the session data would be {size} bytes; the limit is {}", settings.max_data_bytes),
-    )
-}
-
-/// Seconds until `until_ms`, rounded up so a live session never reports 0.
-fn seconds_until(until_ms: i64, now_ms: i64) -> i64 {
-    (until_ms - now_ms + 999).div_euclid(1000).max(0)
+/// Whole seconds of a time left, rounded up so a live session never reports 0.
+fn seconds(left: Duration) -> i64 {
+    i64::try_from(left.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
 #[derive(Serialize)]

@@ -4,7 +4,8 @@
 -- work), listed in the index so revoking ends it too; 0 ends the old id at once.
 -- Returns {0} when there is no such session, {3} if the new key exists, {5} when KEYS[1] is
 -- itself a rotated-away id (it may only read: rotating through it would hand its holder the
--- session and log the rightful holder out), else {1, expiry, now}.
+-- session and log the rightful holder out), else {1, expiry, now, handle}: the handle is the
+-- one the session was created with, which rotation keeps.
 local function rotate()
   local now = now_ms
   local s, old_key, old_member = load_own(KEYS[1], ARGV[2], now)
@@ -22,6 +23,8 @@ local function rotate()
     redis.call('ZREM', s.idx, s.prev)
   end
   redis.call('ZREM', s.idx, old_member)
+  -- A record from before `h` was kept: pin its handle, or the new id would change it.
+  s.h = handle_of(s, old_member)
   local grace = tonumber(ARGV[4])
   if grace > 0 then
     local until_ms = math.min(now + grace, s.abs)
@@ -34,5 +37,5 @@ local function rotate()
     s.prev = nil
     save(new_key, s, ARGV[3], now, tonumber(ARGV[1]))
   end
-  return {1, s.exp, now}
+  return {1, s.exp, now, s.h}
 end

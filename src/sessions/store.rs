@@ -92,6 +92,15 @@ pub struct ListedSession {
     pub handle: String,
 }
 
+/// A session moved to a fresh id.
+pub struct Rotation {
+    pub id: SessionId,
+    /// The handle it was created with (rotation keeps it).
+    pub handle: String,
+    pub expiry_ms: i64,
+    pub now_ms: i64,
+}
+
 /// What a script said about the caller's session.
 pub enum Outcome<T> {
     Found(T),
@@ -232,7 +241,7 @@ impl<'a> Store<'a> {
     }
 
     /// Moves the session to a fresh id and ends the old one.
-    pub fn rotate(&self, id: &SessionId) -> Result<Outcome<(SessionId, i64, i64)>, RedisError> {
+    pub fn rotate(&self, id: &SessionId) -> Result<Outcome<Rotation>, RedisError> {
         let (old_key, old_member) = self.session_key(id);
         let new_id = SessionId::generate(id.tag());
         let (new_key, new_member) = self.session_key(&new_id);
@@ -249,7 +258,12 @@ impl<'a> Store<'a> {
         )?;
         match reply.int(0)? {
             0 => Ok(Outcome::NoSession),
-            1 => Ok(Outcome::Found((new_id, reply.int(1)?, reply.int(2)?))),
+            1 => Ok(Outcome::Found(Rotation {
+                id: new_id,
+                expiry_ms: reply.int(1)?,
+                now_ms: reply.int(2)?,
+                handle: reply.string(3)?.to_owned(),
+            })),
             3 => Err(unexpected("a key collision for a fresh 256-bit id")),
             5 => Ok(Outcome::Rotated),
             _ => Err(unexpected("an unknown status")),

@@ -6,9 +6,6 @@
 //! restarts the container), while the main app, a separate `spin up`, keeps answering.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -16,6 +13,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use spin_test_host::real_spin::{RealSpin, SpinUp};
 use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
+use spin_test_host::webhook::{self, Webhook};
 
 use crate::support::{self, req, runtime_config_for, Mode, AZURE_STYLE_KEY};
 
@@ -24,46 +22,9 @@ const PURGE_TOKEN: &str = "e2e-purge-token-0123456789abcdef-0123";
 const HOOK_TOKEN: &str = "e2e-hook-token-0123456789abcdef-01234";
 const CHANNEL: &str = "srp:cache:purge";
 
-type Received = Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>;
-
-/// A webhook on 127.0.0.1 that answers 503 to its first request and 204 to the others,
-/// recording each request's headers and body.
-fn webhook() -> (u16, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received: Received = Arc::new(Mutex::new(Vec::new()));
-    let log = received.clone();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut headers = HashMap::new();
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            headers.insert(":request".to_owned(), line.trim_end().to_owned());
-            loop {
-                line.clear();
-                reader.read_line(&mut line).unwrap();
-                let Some((name, value)) = line.trim_end().split_once(':') else { break };
-                headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
-            }
-            let mut body = vec![0; headers.get("content-length").map_or(0, |l| l.parse().unwrap())];
-            reader.read_exact(&mut body).unwrap();
-            let mut log = log.lock().unwrap();
-            let status = if log.is_empty() { 503 } else { 204 };
-            log.push((headers, body));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-        }
-    });
-    (port, received)
-}
-
-async fn start_subscriber(spin: &std::path::Path, redis: &RedisServer, hook_port: u16) -> RealSpin {
+async fn start_subscriber(spin: &std::path::Path, redis: &RedisServer, origin: &str) -> RealSpin {
     // The trigger takes one URL: the access key percent-encoded, as in the runtime config.
     let key = utf8_percent_encode(AZURE_STYLE_KEY, NON_ALPHANUMERIC);
-    let origin = format!("http://127.0.0.1:{hook_port}");
     SpinUp::new(spin, SUBSCRIBER_TOML, &runtime_config_for(redis))
         .variable("subscriber_redis_url", format!("rediss://:{key}@localhost:{}", redis.port()))
         .variable("redis_host", "localhost")
@@ -90,8 +51,10 @@ async fn a_purge_reaches_the_subscriber_over_tls_and_a_dropped_connection_ends_i
         .unwrap();
     assert!(cargo.success());
     let mut redis = RedisServer::tls(AZURE_STYLE_KEY);
-    let (hook_port, received) = webhook();
-    let mut subscriber = start_subscriber(&spin, &redis, hook_port).await;
+    // The webhook answers 503 once, then 204.
+    let hook = Webhook::start();
+    hook.then_answer(503);
+    let mut subscriber = start_subscriber(&spin, &redis, &hook.origin()).await;
     let app =
         support::start_on(&spin, &redis, Mode::Outbound, &[("cache_purge_token", PURGE_TOKEN)])
             .await;
@@ -138,9 +101,9 @@ async fn a_purge_reaches_the_subscriber_over_tls_and_a_dropped_connection_ends_i
     assert_eq!((entry["delivery"].as_str(), entry["attempts"].as_str()), ("delivered", "2"));
 
     // The webhook got it twice (503, then 204), the same id each time for deduplication.
-    let received = received.lock().unwrap().clone();
+    let received = hook.received();
     assert_eq!(received.len(), 2, "{received:?}");
-    for (headers, body) in &received {
+    for webhook::Received { headers, body } in &received {
         assert_eq!(headers[":request"], "POST /hooks/purge HTTP/1.1");
         assert_eq!(headers["authorization"], format!("Bearer {HOOK_TOKEN}"));
         assert_eq!(headers["idempotency-key"], entry["id"]);

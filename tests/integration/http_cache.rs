@@ -24,7 +24,7 @@ fn proxy(redis: &RedisServer) -> TestApp {
 /// An `http` op: a GET of `target` whose origin answers `body` with these fields.
 fn get(target: &str, origin_fields: Value, body: &str) -> Value {
     json!({
-        "op": "http", "method": "GET", "target": target,
+        "op": "cache_http", "method": "GET", "target": target,
         "origin": {"status": 200, "headers": origin_fields, "body": body},
     })
 }
@@ -83,7 +83,7 @@ async fn a_write_invalidated_through_the_api_drops_the_proxys_entry() {
         http.get("/api/cache/proxy/profiles/8").send().await.header("x-cache"),
         Some("MISS")
     );
-    let write = |method: &str, status: u16| json!({"op": "http_invalidate", "method": method, "target": "/profiles/8", "origin": {"status": status}});
+    let write = |method: &str, status: u16| json!({"op": "cache_http_invalidate", "method": method, "target": "/profiles/8", "origin": {"status": status}});
     let (results, _) = lib(&lib_app, json!([write("GET", 200), write("PUT", 500)])).await;
     assert_eq!(
         (&results[0]["ok"], &results[1]["ok"]),
@@ -144,7 +144,7 @@ async fn the_api_revalidates_answers_conditionals_and_ranges_and_refuses_as_the_
     assert_eq!(res.json()["purged"], 1, "{}", res.text());
 
     let not_modified = json!({
-        "op": "http", "method": "GET", "target": "/profiles/s1",
+        "op": "cache_http", "method": "GET", "target": "/profiles/s1",
         "origin": {"status": 304, "headers": [["etag", "\"v1\""], ["cache-control", "max-age=300"]], "body": ""},
     });
     let with = |mut op: Value, fields: Value| {
@@ -174,7 +174,8 @@ async fn the_api_revalidates_answers_conditionals_and_ranges_and_refuses_as_the_
     assert_eq!((asked(r[1]), asked(r[2])), (0, 0), "{results:?}");
 
     // A failing origin: an error, remembered (the next request does not ask the origin).
-    let down = json!({"op": "http", "target": "/profiles/s2", "origin": {"error": "timeout"}});
+    let down =
+        json!({"op": "cache_http", "target": "/profiles/s2", "origin": {"error": "timeout"}});
     let up = get("/profiles/s2", json!([["cache-control", "max-age=60"]]), "fine");
     let (results, _) = lib_with(&lib_app, standard.clone(), json!([down, up])).await;
     for r in &results {
@@ -188,9 +189,9 @@ async fn the_api_revalidates_answers_conditionals_and_ranges_and_refuses_as_the_
     let (results, res) = lib(
         &lib_app,
         json!([
-            {"op": "http", "method": "POST", "target": "/profiles/x", "origin": {}},
-            {"op": "http", "target": "/elsewhere/x", "origin": {}},
-            {"op": "http", "target": "/profiles/../x", "origin": {}},
+            {"op": "cache_http", "method": "POST", "target": "/profiles/x", "origin": {}},
+            {"op": "cache_http", "target": "/elsewhere/x", "origin": {}},
+            {"op": "cache_http", "target": "/profiles/../x", "origin": {}},
         ]),
     )
     .await;

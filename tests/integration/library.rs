@@ -5,6 +5,7 @@
 //! patterns opens one connection, settings come from code or Spin variables, and errors are
 //! typed. Also: the library's built-in defaults are spin.toml's.
 
+use http::Method;
 use serde_json::{json, Value};
 use spin_test_host::redis::AsyncCommands;
 use spin_test_host::redis_server::RedisServer;
@@ -46,12 +47,27 @@ pub(crate) async fn lib(app: &TestApp, ops: Value) -> (Vec<Value>, TestResponse)
     lib_with(app, json!({}), ops).await
 }
 
+/// The fixture component that has the patterns of `ops` (the first one's says): rate limits
+/// and sessions at `/lib`; one-time codes, the cache, leaderboards and leases at `/lib-b`.
+fn route(ops: &Value) -> &'static str {
+    let op = ops[0]["op"].as_str().unwrap_or_default();
+    if op.starts_with("cache_http") {
+        return "/lib-c";
+    }
+    let b = ["otp_", "cache", "board_", "lock_"].iter().any(|prefix| op.starts_with(prefix));
+    if b {
+        "/lib-b"
+    } else {
+        "/lib"
+    }
+}
+
 pub(crate) async fn lib_with(
     app: &TestApp,
     config: Value,
     ops: Value,
 ) -> (Vec<Value>, TestResponse) {
-    let res = app.post("/lib").json(&json!({"config": config, "ops": ops})).send().await;
+    let res = app.post(route(&ops)).json(&json!({"config": config, "ops": ops})).send().await;
     assert_eq!(res.status, 200, "{} {}", res.text(), res.logs);
     let results = res.json()["results"].as_array().cloned().unwrap_or_default();
     (results, res)
@@ -310,8 +326,203 @@ async fn leaderboards_and_leases_are_shared_with_the_http_components() {
     assert_eq!(results[0]["err"]["code"], "not_holder", "{results:?}");
 }
 
-/// The point of the API: a handler that limits, reads a session, reads through the cache and
-/// records a score makes one Redis connection for all of it.
+/// The lock routes go through `Lease` (issue 29): a waiting acquire, a status read and the
+/// 409 a holder's lease gives are the same through the library and over HTTP, both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_acquires_and_status_are_shared_with_the_locks_route() {
+    let redis = RedisServer::plain();
+    let (lib_app, http) = (fixture(&redis), components(&redis));
+    // Held over HTTP: the library's status sees the route's lease, and its bounded wait ends
+    // with how long the lease has left, not with an error.
+    let res = backend(&http, "/api/locks/batch", json!({"ttl_ms": 60000})).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let fence = res.json()["fencing_token"].clone();
+    let (results, res) = lib(
+        &lib_app,
+        json!([
+            {"op": "lock_status", "name": "batch"},
+            {"op": "lock_try", "name": "batch", "ttl_ms": 1000, "wait_ms": 30},
+            {"op": "lock_status", "name": "never-taken"},
+        ]),
+    )
+    .await;
+    let status = &results[0]["ok"];
+    assert_eq!((&status["held"], &status["fencing_token"]), (&json!(true), &fence), "{results:?}");
+    assert_eq!(status["last_fencing_token"], fence);
+    let left = status["expires_in_ms"].as_u64().unwrap();
+    assert!((1..=60000).contains(&left), "{results:?}");
+    let held = results[1]["ok"]["held_ms"].as_u64().expect("still held after the wait");
+    assert!((1..=60000).contains(&held), "{results:?}");
+    assert_eq!(
+        results[2]["ok"],
+        json!({"held": false, "expires_in_ms": null, "fencing_token": null, "last_fencing_token": null})
+    );
+    assert_eq!(res.redis_connections, 1, "the wait polls on the request's connection");
+
+    // Held by the library: the route's status and its 409 (with expires_in_ms and
+    // Retry-After) see the library's lease.
+    let lease = ok(&lib_app, json!({"op": "lock_try", "name": "nightly", "ttl_ms": 60000})).await;
+    let token = lease["token"].as_str().unwrap().to_owned();
+    let res = http
+        .get("/api/locks/nightly")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        (&res.json()["held"], &res.json()["fencing_token"]),
+        (&json!(true), &lease["fencing_token"])
+    );
+    let res = backend(&http, "/api/locks/nightly", json!({"ttl_ms": 1000, "wait_ms": 20})).await;
+    assert_eq!(res.status, 409, "{}", res.text());
+    let left = res.json()["expires_in_ms"].as_u64().unwrap();
+    assert_eq!(res.header("retry-after"), Some(left.div_ceil(1000).to_string().as_str()));
+    // Another token for the same name is not the holder: 409 not_holder, with the holder's
+    // time left, from the library's answer.
+    let res = http
+        .request(Method::PUT, "/api/locks/nightly")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .header("lock-token", &"A".repeat(43))
+        .json(&json!({"ttl_ms": 1000}))
+        .send()
+        .await;
+    assert_eq!(res.status, 409, "{}", res.text());
+    assert_eq!(res.json()["code"], "not_holder");
+    assert!(res.json()["expires_in_ms"].as_u64().is_some(), "{}", res.text());
+    let res = http
+        .delete("/api/locks/nightly")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .header("lock-token", &token)
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+
+    // A waiting acquire gets a lease once the other one ends, both ways: a 1 ms lease ends
+    // long before the 10 s wait does, however slow the machine.
+    let res = backend(&http, "/api/locks/short", json!({"ttl_ms": 1})).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let got =
+        ok(&lib_app, json!({"op": "lock_try", "name": "short", "ttl_ms": 1, "wait_ms": 10000}))
+            .await;
+    assert!(got["token"].is_string(), "{got}");
+    let res = backend(&http, "/api/locks/short", json!({"ttl_ms": 1000, "wait_ms": 5000})).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+}
+
+/// Removal from a period goes through `Board::remove_of`: what one side scored the other
+/// removes, in the period it names.
+#[tokio::test(flavor = "multi_thread")]
+async fn removals_by_period_are_shared_with_the_leaderboard_route() {
+    let redis = RedisServer::plain();
+    let (lib_app, http) = (fixture(&redis), components(&redis));
+    // Scored over HTTP on the daily board, removed by the library from that day's period.
+    let res =
+        backend(&http, "/api/leaderboards/daily/scores", json!({"member": "ann", "score": 5}))
+            .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let day = res.json()["period"].as_str().unwrap().to_owned();
+    let (results, _) = lib(
+        &lib_app,
+        json!([
+            {"op": "board_remove", "board": "daily", "period": "previous", "member": "ann"},
+            {"op": "board_remove", "board": "daily", "period": day, "member": "ann"},
+            {"op": "board_remove", "board": "daily", "period": day, "member": "ann"},
+            {"op": "board_remove", "board": "daily", "period": "2026", "member": "ann"},
+        ]),
+    )
+    .await;
+    assert_eq!(results[0]["ok"]["removed"], false, "{results:?}");
+    assert_ne!(results[0]["ok"]["period"], json!(day), "{results:?}");
+    assert_eq!(results[1]["ok"], json!({"removed": true, "period": day}), "{results:?}");
+    assert_eq!(results[2]["ok"], json!({"removed": false, "period": day}), "{results:?}");
+    assert_eq!(results[3]["err"]["code"], "invalid_query", "{results:?}");
+    let res = http.get(&format!("/api/leaderboards/daily/members/ann?period={day}")).send().await;
+    assert_eq!(res.status, 404, "{}", res.text());
+
+    // Scored by the library on the all-time board, removed over HTTP.
+    ok(&lib_app, json!({"op": "board_submit", "board": "global", "member": "bob", "score": 7}))
+        .await;
+    let res = http
+        .delete("/api/leaderboards/global/members/bob?period=current")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .send()
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["removed"], true, "{}", res.text());
+    assert_eq!(res.json()["period"], "all");
+    let rank = ok(&lib_app, json!({"op": "board_rank", "board": "global", "member": "bob"})).await;
+    assert_eq!(rank, Value::Null);
+}
+
+/// The gateway decides through `Limiter` in the gateway's namespace (`rl:g:{gw}:...`): a
+/// caller's quota spent through the library is spent for `/api/limited`, and back, and the
+/// library names a second subject's limits as the gateway does (`<policy>.address`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateways_counters_are_shared_with_the_library() {
+    let redis = RedisServer::plain();
+    let policies = r#"{"gw": {"algorithm": "fixed_window", "limit": 3, "window": "3600s"}}"#;
+    let http = builder(&redis)
+        .variable("ratelimit_policies", policies)
+        .variable("ratelimit_gateway_policy", "gw")
+        .load()
+        .expect("the app loads");
+    let lib_app = fixture(&redis);
+    let config = json!({"ratelimit_policies": policies});
+    // The gateway's own pair for a caller without an API key: its address twice.
+    let caller = |ip: &str| json!({"op": "gateway_limit", "subjects": [["gw", format!("ip:{ip}")], ["gw", format!("ip:{ip}"), "address"]]});
+    let (results, res) = lib_with(
+        &lib_app,
+        config.clone(),
+        json!([caller("203.0.113.5"), caller("203.0.113.5"), caller("203.0.113.5")]),
+    )
+    .await;
+    let left: Vec<&Value> = results.iter().map(|r| &r["ok"]["remaining"]).collect();
+    assert_eq!(left, [&json!(2), &json!(1), &json!(0)], "{results:?}");
+    assert_eq!(res.redis_connections, 1);
+    let mut client = redis.client().await;
+    let keys: Vec<String> = client.keys("srp:rl:*").await.unwrap();
+    assert!(
+        !keys.is_empty()
+            && keys.iter().all(|k| k.starts_with("srp:rl:g:{gw}:gw:ip:203.0.113.5:fw:")),
+        "{keys:?}"
+    );
+    let res = http.get("/api/limited/x").client_addr("203.0.113.5:1000").send().await;
+    assert_eq!(res.status, 429, "{}", res.text());
+    assert_eq!(res.json()["code"], "rate_limited");
+
+    // Back: three requests through the gateway spend another caller's quota for the library.
+    for _ in 0..3 {
+        let res = http.get("/api/limited/y").client_addr("203.0.113.6:1000").send().await;
+        assert_ne!(res.status, 429, "{}", res.text());
+    }
+    let (results, _) = lib_with(
+        &lib_app,
+        config.clone(),
+        json!([{"op": "gateway_peek", "policy": "gw", "key": "ip:203.0.113.6"}, caller("203.0.113.6")]),
+    )
+    .await;
+    assert_eq!(results[0]["ok"], json!({"allowed": false, "remaining": 0}), "{results:?}");
+    assert_eq!(results[1]["ok"]["violated"], json!(["gw"]), "{results:?}");
+
+    // A known key and an address: two limits, the address's named as the gateway names it.
+    let (results, _) = lib_with(
+        &lib_app,
+        config,
+        json!([{"op": "gateway_limit", "subjects": [["gw", "key:k1"], ["gw", "ip:203.0.113.7", "address"]]}]),
+    )
+    .await;
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(results[0]["ok"]["headers"].clone()).unwrap();
+    let ratelimit = &headers.iter().find(|(n, _)| n == "ratelimit").unwrap().1;
+    assert!(
+        ratelimit.starts_with("\"gw\";r=2;t=") && ratelimit.contains(", \"gw.address\";r=2;t="),
+        "{ratelimit}"
+    );
+}
+
+/// The point of the API: a handler that limits and reads a session, or reads through the
+/// cache and records a score, makes one Redis connection for all of it (each fixture component
+/// has some of the patterns).
 #[tokio::test(flavor = "multi_thread")]
 async fn several_patterns_in_one_request_share_one_connection() {
     let redis = RedisServer::plain();
@@ -323,13 +534,22 @@ async fn several_patterns_in_one_request_share_one_connection() {
         json!([
             {"op": "limit", "policy": "api", "key": "10.0.0.9"},
             {"op": "session_current", "cookie": cookie},
-            {"op": "cache", "key": "/profiles/u-9", "value": "{}"},
-            {"op": "board_submit", "board": "global", "member": "u-9", "score": 3},
         ]),
     )
     .await;
     assert!(results.iter().all(|r| r.get("ok").is_some()), "{results:?}");
     assert_eq!(results[1]["ok"]["user_id"], "u-9");
+    assert_eq!(res.redis_connections, 1, "{results:?}");
+    let (results, res) = lib(
+        &lib_app,
+        json!([
+            {"op": "cache", "key": "/profiles/u-9", "value": "{}"},
+            {"op": "board_submit", "board": "global", "member": "u-9", "score": 3},
+            {"op": "lock_acquire", "name": "u-9", "ttl_ms": 1000},
+        ]),
+    )
+    .await;
+    assert!(results.iter().all(|r| r.get("ok").is_some()), "{results:?}");
     assert_eq!(res.redis_connections, 1, "{results:?}");
 }
 

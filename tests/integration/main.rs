@@ -21,6 +21,7 @@ mod openapi;
 mod otp;
 mod ratelimit;
 mod sessions;
+mod sessions_library;
 mod silent_redis;
 mod wasm_size;
 mod write_behind;

@@ -3,14 +3,13 @@
 //! cooldown and hourly caps, the outbox and the webhook, bad input and Redis failures.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use spin_test_host::redis::{self, AsyncCommands};
 use spin_test_host::redis_server::RedisServer;
+use spin_test_host::webhook::Webhook;
 use spin_test_host::{TestApp, TestResponse};
 
 use crate::support::{assert_error, builder, until_fast_enough, AZURE_STYLE_KEY, SPIN_TOML};
@@ -803,56 +802,6 @@ async fn redis_down_is_503_and_nothing_is_left_half_written() {
     assert_eq!(verify(&app, "quinn@example.com", "login", &code).await.status, 200);
 }
 
-/// Each request the webhook received: its headers and its JSON body.
-type Received = Arc<Mutex<Vec<(HashMap<String, String>, Value)>>>;
-
-/// A one-route HTTP server on 127.0.0.1 standing in for a mailer's webhook: it records each
-/// request's headers and JSON body and answers with the status the test sets.
-struct Webhook {
-    port: u16,
-    status: Arc<Mutex<u16>>,
-    received: Received,
-}
-
-impl Webhook {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let status = Arc::new(Mutex::new(204));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let (reply_status, log) = (status.clone(), received.clone());
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut headers = HashMap::new();
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                headers.insert(":request".to_owned(), line.trim_end().to_owned());
-                loop {
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                    let Some((name, value)) = line.trim_end().split_once(':') else { break };
-                    headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
-                }
-                let mut body =
-                    vec![0; headers.get("content-length").map_or(0, |l| l.parse().unwrap())];
-                reader.read_exact(&mut body).unwrap();
-                log.lock().unwrap().push((headers, serde_json::from_slice(&body).unwrap()));
-                let status = *reply_status.lock().unwrap();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
-            }
-        });
-        Self { port, status, received }
-    }
-
-    fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_webhook_receives_the_code() {
     let redis = RedisServer::plain();
@@ -870,9 +819,9 @@ async fn the_webhook_receives_the_code() {
     let res = issue(&app, "rita@example.com", "login").await;
     assert_eq!(res.status, 202, "{} {}", res.text(), res.logs);
 
-    let received = hook.received.lock().unwrap().clone();
+    let received = hook.received();
     assert_eq!(received.len(), 1);
-    let (headers, body) = &received[0];
+    let (headers, body) = (&received[0].headers, received[0].json());
     assert_eq!(headers[":request"], "POST /hooks/otp HTTP/1.1");
     assert_eq!(headers["authorization"], "Bearer hook-s3cret");
     assert_eq!(headers["content-type"], "application/json");
@@ -903,7 +852,7 @@ async fn a_failed_webhook_withdraws_the_code_so_the_user_can_ask_again() {
     let redis = RedisServer::plain();
     let mut client = redis.client().await;
     let hook = Webhook::start();
-    *hook.status.lock().unwrap() = 500;
+    hook.answer_with(500);
     let url = format!("{}/hooks/otp", hook.origin());
     let app =
         app_with(&redis, &[("otp_webhook_url", &url), ("otp_webhook_origin", &hook.origin())]);
@@ -911,7 +860,7 @@ async fn a_failed_webhook_withdraws_the_code_so_the_user_can_ask_again() {
     let res = issue(&app, "sam@example.com", "login").await;
     assert_error(&res, 502, "delivery_failed");
     assert_eq!(res.header("retry-after"), Some("1"));
-    let code = hook.received.lock().unwrap()[0].1["code"].as_str().unwrap().to_owned();
+    let code = hook.received()[0].json()["code"].as_str().unwrap().to_owned();
     // Withdrawn: no code state, no cooldown, no outbox entry. It stays counted in the hourly
     // cap: the provider may have sent it before failing, so failures cannot pump messages.
     assert!(keys(&mut client, "srp:otp:{otp:*}:code:*").await.is_empty());
@@ -923,9 +872,9 @@ async fn a_failed_webhook_withdraws_the_code_so_the_user_can_ask_again() {
     assert!(!app.logs().contains(&code));
 
     // Once the webhook recovers, asking again works at once.
-    *hook.status.lock().unwrap() = 200;
+    hook.answer_with(200);
     assert_eq!(issue(&app, "sam@example.com", "login").await.status, 202);
-    let code = hook.received.lock().unwrap()[1].1["code"].as_str().unwrap().to_owned();
+    let code = hook.received()[1].json()["code"].as_str().unwrap().to_owned();
     assert_eq!(verify(&app, "sam@example.com", "login", &code).await.status, 200);
 }
 

@@ -28,6 +28,7 @@ pub mod redis_server;
 pub mod routes;
 mod spin_host;
 pub mod variables;
+pub mod webhook;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
