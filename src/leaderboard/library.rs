@@ -157,19 +157,12 @@ impl Board {
         if !score.is_finite() {
             return Err(Error::invalid(400, "invalid_score", "the number must be finite"));
         }
-        let done = store::submit(redis, self, member, score)?.map_err(|_| {
+        store::submit(redis, self, member, score)?.map_err(|_| {
             Error::invalid(
                 422,
                 "score_overflow",
                 "the increment would take the score beyond the largest number a score can hold",
             )
-        })?;
-        Ok(Submitted {
-            changed: done.changed,
-            score: done.score,
-            rank: done.rank.map(|r| r + 1),
-            total: done.total,
-            period: done.period,
         })
     }
 

@@ -7,6 +7,7 @@ use crate::platform::script::{Script, CLOCK};
 
 use super::boards::Board;
 use super::keys::board_prefix;
+use super::library::Submitted;
 
 static SUBMIT: Script = lua_script!(CLOCK, include_str!("period.lua"), include_str!("submit.lua"));
 static TOP: Script = lua_script!(CLOCK, include_str!("period.lua"), include_str!("top.lua"));
@@ -19,15 +20,6 @@ pub struct Entry {
     pub rank: u64,
     pub member: String,
     pub score: f64,
-}
-
-pub struct Submitted {
-    pub changed: bool,
-    pub score: f64,
-    /// `None` when the member-cap removed the member at once (it ranked last of a full board).
-    pub rank: Option<u64>,
-    pub total: u64,
-    pub period: String,
 }
 
 pub struct Page {
@@ -103,7 +95,9 @@ pub fn submit(
     if reply.int(0)? == -1 {
         return Ok(Err(Overflow));
     }
-    let rank = if reply.is_nil(2)? { None } else { Some(count(&reply, 2)?) };
+    // From 1, as the API counts; `None` when the member cap removed the member at once (it
+    // ranked last of a full board).
+    let rank = if reply.is_nil(2)? { None } else { Some(count(&reply, 2)? + 1) };
     Ok(Ok(Submitted {
         changed: reply.int(0)? == 1,
         score: score(&reply, 1)?,
