@@ -35,9 +35,11 @@ use crate::Error;
 /// }
 /// ```
 ///
-/// A request whose body cannot be read (the client went away mid-body) is answered `400`
-/// without calling `handler`. A `HEAD` answer gets no `Content-Length` of its own: set the
-/// GET body's length yourself if you want one.
+/// The body is read whole before `handler` runs, at most [`MAX_REQUEST_BYTES`]: a larger one
+/// is answered `413 body_too_large`, and one that cannot be read (the client went away
+/// mid-body) `400 unreadable_body`, both as `application/problem+json`, without calling
+/// `handler`. A `HEAD` answer gets no `Content-Length` of its own: set the GET body's length
+/// yourself if you want one.
 pub fn serve(
     request: IncomingRequest,
     out: ResponseOutparam,
@@ -48,20 +50,27 @@ pub fn serve(
     let uri = request.uri();
     // Copied out: the fields are a child of the request, which reading the body drops.
     let headers = request.headers().entries();
-    let response = match read_body(request, usize::MAX) {
+    let answer = match read_body(request, MAX_REQUEST_BYTES) {
         Ok(body) => {
-            handler(Request::builder().method(method).uri(uri).headers(headers).body(body).build())
+            let response = handler(
+                Request::builder().method(method).uri(uri).headers(headers).body(body).build(),
+            );
+            let mut answer = platform::Response::new(*response.status());
+            answer.headers = response
+                .headers()
+                .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))
+                .collect();
+            answer.body = response.into_body();
+            answer
         }
-        Err(_) => Response::new(400, "the request body could not be read"),
+        Err(refused) => refused.into(),
     };
-    let mut answer = platform::Response::new(*response.status());
-    answer.headers = response
-        .headers()
-        .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))
-        .collect();
-    answer.body = response.into_body();
     platform::write(out, answer, head);
 }
+
+/// The largest request body [`serve`] reads (1 MiB, nginx's default `client_max_body_size`):
+/// the whole body is in memory before the handler runs, so a client must not choose its size.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// The largest answer body [`send`] reads: past it the answer is refused (502).
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;

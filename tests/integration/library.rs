@@ -553,6 +553,29 @@ async fn several_patterns_in_one_request_share_one_connection() {
     assert_eq!(res.redis_connections, 1, "{results:?}");
 }
 
+/// `http::serve` reads the whole body before the handler runs, so it bounds it: past
+/// `MAX_REQUEST_BYTES` (1 MiB) the caller gets a 413 problem, and the handler never runs
+/// (no Redis connection); at the bound the handler gets the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_the_bound_is_refused_before_the_handler() {
+    let redis = RedisServer::plain();
+    let app = fixture(&redis);
+    let over = app.post("/lib").header("content-type", "application/json");
+    let res = over.body(vec![b' '; 1024 * 1024 + 1]).send().await;
+    assert_eq!(res.status, 413, "{}", res.text());
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
+    assert_eq!(res.json()["code"], "body_too_large");
+    assert_eq!(res.redis_connections, 0);
+    // At the bound: whitespace around the fixture's JSON, read and answered.
+    let ops = json!({"config": {}, "ops": [{"op": "peek", "policy": "api", "key": "k"}]});
+    let mut body = ops.to_string().into_bytes();
+    body.resize(1024 * 1024, b' ');
+    let at = app.post("/lib").header("content-type", "application/json").body(body);
+    let res = at.send().await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(res.json()["results"][0].get("ok").is_some(), "{}", res.text());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn settings_come_from_code_and_errors_are_typed() {
     let redis = RedisServer::plain();
